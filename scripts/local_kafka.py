@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""A real single-node Apache Kafka broker (KRaft, broker+controller) on the local JVM, no Docker needed.
+
+  fetch   jars of docker/kafka/pom.xml -> .kafka-cache/jars (or $GATEKEEPER_KAFKA_CACHE), once
+  start   start a broker in the background and print its bootstrap address (127.0.0.1:PORT)
+  status  / stop [--keep]   (stop deletes the broker's run dir unless --keep)
+
+In Python: ``with LocalKafka() as kafka: use(kafka.bootstrap)``; ``stop_process()`` / ``restart()``
+take the broker down and bring it back on the same ports with the same cluster id and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from subprocess import DEVNULL, STDOUT, Popen
+from typing import Any, Self
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_DIR = REPO_ROOT / "docker" / "kafka"
+CACHE_ROOT = REPO_ROOT / ".kafka-cache"
+DEFAULT_STATE = CACHE_ROOT / "broker.json"
+MARKER = ".complete.json"  # written into the jars dir only after a successful, complete copy
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+num.partitions=1
+auto.create.topics.enable=true
+log.dirs={data}
+"""
+
+
+class LocalKafkaError(RuntimeError):
+    """A failure with a message meant for humans (what failed, where, why)."""
+
+
+def jars_dir() -> Path:
+    return Path(os.environ.get("GATEKEEPER_KAFKA_CACHE") or CACHE_ROOT / "jars")
+
+
+def _tool(name: str, hint: str) -> str:
+    search = f"{os.environ.get('JAVA_HOME', '.')}/bin{os.pathsep}{os.environ.get('PATH', '')}"
+    found = shutil.which(name, path=search)
+    if found is None:
+        raise LocalKafkaError(f"'{name}' was not found on PATH (or in $JAVA_HOME/bin); it is needed {hint}.")
+    return found
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256((KAFKA_DIR / "pom.xml").read_bytes()).hexdigest()
+
+
+def cached_jars(dest: Path) -> bool:
+    """True when ``dest`` holds a complete copy made from the current pom.xml."""
+    try:
+        marker = json.loads((dest / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("pom_sha256") == _pom_digest() and all((dest / j).is_file() for j in marker["jars"])
+
+
+def fetch(dest: Path | None = None) -> Path:
+    """Copy the broker's runtime jars into ``dest`` with Maven unless a complete copy is already there."""
+    dest = dest or jars_dir()
+    if cached_jars(dest):
+        return dest
+    pom = KAFKA_DIR / "pom.xml"
+    mvn = _tool("mvn", f"to fetch the Kafka jars listed in {pom} into {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{dest.name}.partial-", dir=dest.parent))
+    cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies"]
+    cmd += [f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    jars = sorted(p.name for p in tmp.glob("*.jar"))
+    if done.returncode != 0 or not any(j.startswith("kafka_") for j in jars):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LocalKafkaError(
+            f"fetching the Kafka jars into {dest} failed: `{' '.join(cmd)}` exited {done.returncode}; "
+            f"Maven said:\n{_tail(done.stdout + done.stderr, 30)}"
+        )
+    (tmp / MARKER).write_text(json.dumps({"pom_sha256": _pom_digest(), "jars": jars}, indent=1))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+
+
+def _free_ports() -> tuple[int, int]:
+    with socket.socket() as one, socket.socket() as two:  # both held open, so the ports differ
+        one.bind(("127.0.0.1", 0))
+        two.bind(("127.0.0.1", 0))
+        return one.getsockname()[1], two.getsockname()[1]
+
+
+def api_versions_ok(port: int, timeout: float = 2.0) -> bool:
+    """True when a Kafka broker on 127.0.0.1:port answers an ApiVersions v0 request without error."""
+    client_id = b"local_kafka"
+    body = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id  # api key, version, corr id, client
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            head = sock.recv(10, socket.MSG_WAITALL)  # size(4) correlation id(4) error code(2)
+    except OSError:
+        return False
+    return len(head) == 10 and struct.unpack(">iih", head)[1:] == (7, 0)
+
+
+def _alive(pid: int) -> bool:
+    """True when ``pid`` is a live (non-zombie) Kafka broker process (Linux /proc)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline and status != "Z"
+
+
+class LocalKafka:
+    """One KRaft node (process.roles=broker,controller) on two free 127.0.0.1 ports."""
+
+    run_root = CACHE_ROOT / "run"
+
+    def __init__(self, jars: Path | None = None, *, keep: bool = False, timeout: float = 90.0) -> None:
+        self.jars, self.keep, self.timeout = jars or jars_dir(), keep, timeout
+        self.port = self.controller_port = 0
+        self.pid: int | None = None
+        self.run_dir = Path()
+        self._proc: Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and _alive(self.pid)
+
+    def start(self) -> str:
+        """Fetch jars if needed, format a fresh log dir and start the broker; returns the bootstrap."""
+        java = _tool("java", "to run the local Kafka broker (install a JDK >= 11 or set JAVA_HOME)")
+        fetch(self.jars)
+        self.run_root.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=self.run_root))
+        self.port, self.controller_port = _free_ports()
+        props = SERVER_PROPERTIES.format(
+            port=self.port, cport=self.controller_port, data=self.run_dir / "data"
+        )
+        (self.run_dir / "server.properties").write_text(props)
+        cluster_id = self._storage_tool(java, "random-uuid").strip()
+        self._storage_tool(java, "format", "-t", cluster_id, "-c", str(self.run_dir / "server.properties"))
+        self._launch(java)
+        return self.bootstrap
+
+    def restart(self) -> None:
+        """Start the stopped broker again on the same ports with the same cluster id and data."""
+        if not self.port:
+            raise LocalKafkaError("restart() needs a broker that was start()ed before")
+        if not self.running:
+            self._launch(_tool("java", "to run the local Kafka broker"))
+
+    def stop_process(self, grace: float = 20.0) -> None:
+        """SIGTERM the broker's process group, SIGKILL it after ``grace`` s; keeps ports and data."""
+        pid, self.pid = self.pid, None
+        if pid is None or not _alive(pid):
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if (self._proc is not None and self._proc.poll() is not None) or not _alive(pid):
+                    return
+                time.sleep(0.1)
+        raise LocalKafkaError(f"the Kafka broker (pid {pid}) survived SIGKILL")
+
+    def stop(self) -> None:
+        """Stop the broker and remove its run dir (unless ``keep``)."""
+        self.stop_process()
+        if self.port and not self.keep:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "port": self.port,
+            "cport": self.controller_port,
+            "run_dir": str(self.run_dir),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], *, keep: bool = False) -> LocalKafka:
+        kafka = cls(keep=keep)
+        kafka.pid, kafka.port, kafka.controller_port = state["pid"], state["port"], state["cport"]
+        kafka.run_dir = Path(state["run_dir"])
+        return kafka
+
+    def _jvm(self, java: str) -> list[str]:
+        log4j, logs = KAFKA_DIR / "log4j.properties", self.run_dir / "logs"
+        return [
+            java,
+            "-cp",
+            f"{self.jars}/*",
+            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dkafka.logs.dir={logs}",
+        ]
+
+    def _storage_tool(self, java: str, *args: str) -> str:
+        cmd = [*self._jvm(java), "kafka.tools.StorageTool", *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise LocalKafkaError(
+                f"`kafka-storage {' '.join(args)}` failed (exit {done.returncode}) for the broker in "
+                f"{self.run_dir}:\n{_tail(done.stdout + done.stderr, 20)}"
+            )
+        return done.stdout
+
+    def _launch(self, java: str) -> None:
+        cmd = [
+            *self._jvm(java),
+            "-Xms256m",
+            "-Xmx512m",
+            "kafka.Kafka",
+            str(self.run_dir / "server.properties"),
+        ]
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        with (self.run_dir / "logs" / "stdout.log").open("ab") as out:
+            self._proc = Popen(cmd, stdin=DEVNULL, stdout=out, stderr=STDOUT, start_new_session=True)
+        self.pid = self._proc.pid
+        deadline = time.monotonic() + self.timeout
+        while not api_versions_ok(self.port):
+            code = self._proc.poll()
+            if code is not None or time.monotonic() > deadline:
+                why = f"exited with code {code}" if code is not None else f"no answer in {self.timeout:g} s"
+                self.stop_process()
+                raise LocalKafkaError(
+                    f"the Kafka broker on {self.bootstrap} did not come up ({why}){self._cause()}; "
+                    f"run dir {self.run_dir}\n{self.log_tail()}"
+                )
+            time.sleep(0.25)
+
+    def _cause(self) -> str:
+        log = self.run_dir / "logs" / "broker.log"
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        causes = [line for line in text.splitlines() if line.startswith("Caused by: ") or "] ERROR " in line]
+        return f": {causes[-1].removeprefix('Caused by: ')}" if causes else ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the broker's logs (WARN+ log4j output, then JVM stdout/stderr)."""
+        parts = []
+        for path in (self.run_dir / "logs" / "broker.log", self.run_dir / "logs" / "stdout.log"):
+            text = path.read_text(errors="replace") if path.is_file() else ""
+            parts.append(f"  --- {path} ---\n{_tail(text, lines) or '    (empty)'}")
+        return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="download the broker jars (no-op when cached)")
+    start = sub.add_parser("start", help="start a broker in the background; prints its bootstrap address")
+    start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker to answer")
+    stop = sub.add_parser("stop", help="stop the broker and delete its run dir")
+    stop.add_argument("--keep", action="store_true", help="keep the run dir (data and logs)")
+    sub.add_parser("status", help="report whether the broker is running (exit 3 when not)")
+    args = parser.parse_args(argv)
+    state: dict[str, Any] | None = json.loads(args.state.read_text()) if args.state.is_file() else None
+    began = time.monotonic()
+    try:
+        if args.command == "fetch":
+            print(f"Kafka jars ready in {fetch()} ({time.monotonic() - began:.1f} s)")
+        elif args.command == "start":
+            if state and _alive(state["pid"]):
+                where = f"127.0.0.1:{state['port']} (pid {state['pid']}, state file {args.state})"
+                raise LocalKafkaError(f"a broker is already running on {where}; stop it first")
+            kafka = LocalKafka(timeout=args.timeout)
+            kafka.start()
+            args.state.parent.mkdir(parents=True, exist_ok=True)
+            args.state.write_text(json.dumps(kafka.state(), indent=1))
+            print(f"broker up in {time.monotonic() - began:.1f} s, run dir {kafka.run_dir}", file=sys.stderr)
+            print(kafka.bootstrap)
+        elif args.command == "stop":
+            if state is None:
+                print(f"no broker state in {args.state}; nothing to stop")
+                return 0
+            LocalKafka.from_state(state, keep=args.keep).stop()
+            args.state.unlink()
+            print(f"stopped the broker on 127.0.0.1:{state['port']}")
+        elif state and _alive(state["pid"]):
+            print(f"running: 127.0.0.1:{state['port']} (pid {state['pid']}, run dir {state['run_dir']})")
+        else:
+            print("not running")
+            return 3
+    except LocalKafkaError as exc:
+        print(f"local_kafka {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

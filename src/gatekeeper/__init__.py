@@ -1,0 +1,3 @@
+"""gatekeeper: an event-driven SLO gate evaluator for staged rollouts."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,189 @@
+"""Judges: one per criterion kind, each a pure function of the evidence and an alpha.
+
+A judge answers two questions at every look:
+- ``fail_checks``: is there confident evidence that the true value breaks the fail threshold?
+  (per scope: the latest window, for sudden breaches; the whole soak so far, for sustained ones)
+- ``pass_check``: is there confident evidence that the true value is within the pass threshold?
+Anything short of confident evidence is ``inconclusive``. New criterion kinds register in ``JUDGES``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatekeeper.core import sketch, stats
+from gatekeeper.core.decision import CriterionResult
+from gatekeeper.core.plan import ErrorRateCriterion, Evaluation, LatencyCriterion, Tier, UptimeCriterion
+
+
+@dataclass(slots=True)
+class Evidence:
+    """What one scope saw: exact counts and the latency sketch."""
+
+    requests: int
+    errors: int
+    bins: sketch.Bins
+
+
+@dataclass(frozen=True, slots=True)
+class UptimeEvidence:
+    down_ms: int
+    elapsed_ms: int
+    soak_ms: int
+
+    @property
+    def uptime(self) -> float | None:
+        return None if self.elapsed_ms <= 0 else 1 - self.down_ms / self.elapsed_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    window: Evidence
+    soak: Evidence
+    uptime: UptimeEvidence
+    continuity: bool
+
+
+class Judge(Protocol):
+    name: str
+    statistical: bool  # takes a share of the false-fail alpha
+
+    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]: ...
+
+    def pass_check(self, look: Look, alpha: float) -> CriterionResult: ...
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.4g}%"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.4g} ms"
+
+
+Measure = Callable[[Evidence, float, bool], tuple[float | None, float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class StatisticalJudge:
+    """A sampled criterion: ``measure`` gives (point estimate, lower bound, upper bound) at a given alpha."""
+
+    name: str
+    label: str
+    pass_below: float
+    fail_above: float
+    min_requests: int
+    min_requests_to_fail: int
+    measure: Measure
+    show: Callable[[float], str]
+    statistical: bool = True
+
+    def _judge(self, ev: Evidence, scope: str, alpha: float, cont: bool, failing: bool) -> CriterionResult:
+        limit = self.fail_above if failing else self.pass_below
+        needed = self.min_requests_to_fail if failing else self.min_requests
+        observed, lower, upper = self.measure(ev, alpha, cont)
+        conf = f"{(1 - alpha) * 100:.6g}%"
+        seen = "no data" if observed is None else self.show(observed)
+        if ev.requests < needed:
+            verdict = "inconclusive"
+            why = f"{self.label}: {ev.requests} requests in the {scope}; {needed} needed to {'fail' if failing else 'pass'}"
+        elif failing and lower > limit:
+            verdict = "fail"
+            why = (f"{self.label} {seen} in the {scope}: at least {self.show(lower)} at {conf} confidence, "
+                   f"above the {self.show(limit)} ceiling")  # fmt: skip
+        elif not failing and upper < limit:
+            verdict = "pass"
+            why = f"{self.label} {seen} over the soak: at most {self.show(upper)} at {conf} confidence, below {self.show(limit)}"
+        else:
+            verdict = "inconclusive"
+            why = (f"{self.label} {seen} in the {scope}, between {self.show(lower)} and {self.show(upper)} at {conf}: "
+                   f"not yet conclusive against {self.show(limit)}")  # fmt: skip
+        return CriterionResult(
+            name=self.name, scope="window" if scope == "window" else "soak", verdict=verdict,  # type: ignore[arg-type]
+            threshold=limit, observed=observed, lower=lower, upper=None if math.isinf(upper) else upper,
+            requests=ev.requests, reason=why,
+        )  # fmt: skip
+
+    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
+        return [
+            self._judge(look.window, "window", alpha, look.continuity, failing=True),
+            self._judge(look.soak, "soak", alpha, look.continuity, failing=True),
+        ]
+
+    def pass_check(self, look: Look, alpha: float) -> CriterionResult:
+        return self._judge(look.soak, "soak", alpha, look.continuity, failing=False)
+
+
+def _error_rate(ev: Evidence, alpha: float, cont: bool) -> tuple[float | None, float, float]:
+    lower, upper = stats.rate_bounds(ev.errors, ev.requests, alpha, cont)
+    return (ev.errors / ev.requests if ev.requests else None), lower, upper
+
+
+def error_rate_judge(spec: ErrorRateCriterion) -> StatisticalJudge:
+    return StatisticalJudge(
+        name=spec.name, label="error rate", pass_below=spec.pass_below, fail_above=spec.fail_above,
+        min_requests=spec.min_requests, min_requests_to_fail=spec.min_requests_to_fail,
+        measure=_error_rate, show=_pct,
+    )  # fmt: skip
+
+
+def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
+    q = spec.quantile
+
+    def measure(ev: Evidence, alpha: float, cont: bool) -> tuple[float | None, float, float]:
+        lower, upper = stats.quantile_bounds(ev.bins, q, alpha, cont)
+        return sketch.quantile(ev.bins, q), lower, upper
+
+    return StatisticalJudge(
+        name=spec.name, label=f"P{q * 100:g} latency", pass_below=spec.pass_below_ms,
+        fail_above=spec.fail_above_ms, min_requests=spec.min_requests,
+        min_requests_to_fail=spec.min_requests_to_fail, measure=measure, show=_ms,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class UptimeJudge:
+    """Time-based, not sampled: a breach is certain once the down time exceeds what the soak allows."""
+
+    spec: UptimeCriterion
+    name: str = "uptime"
+    statistical: bool = False
+
+    def _result(self, up: UptimeEvidence, verdict: str, limit: float, why: str) -> CriterionResult:
+        return CriterionResult(
+            name=self.name, scope="soak", verdict=verdict, threshold=limit,  # type: ignore[arg-type]
+            observed=up.uptime, reason=why,
+        )  # fmt: skip
+
+    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
+        up, floor = look.uptime, self.spec.at_least
+        budget = (1 - floor) * max(up.soak_ms, up.elapsed_ms)
+        down_min = up.down_ms / 60_000
+        if up.down_ms > budget:
+            why = f"{down_min:g} min down: more than the {budget / 60_000:.3g} min that {_pct(floor)} uptime allows over the soak"
+            return [self._result(up, "fail", floor, why)]
+        return [self._result(up, "inconclusive", floor, f"{down_min:g} min down of {budget / 60_000:.3g} allowed")]
+
+    def pass_check(self, look: Look, alpha: float) -> CriterionResult:
+        up, floor = look.uptime, self.spec.at_least
+        uptime = up.uptime
+        if up.elapsed_ms >= up.soak_ms and uptime is not None and uptime >= floor:
+            return self._result(up, "pass", floor, f"uptime {_pct(uptime)} over the soak, at least {_pct(floor)}")
+        shown = "n/a" if uptime is None else _pct(uptime)
+        return self._result(up, "inconclusive", floor, f"uptime {shown} so far; {_pct(floor)} needed over the soak")
+
+
+JudgeFactory = Callable[[Any, Evaluation], Judge]
+JUDGES: dict[type, JudgeFactory] = {
+    ErrorRateCriterion: lambda spec, _ev: error_rate_judge(spec),
+    LatencyCriterion: lambda spec, _ev: latency_judge(spec),
+    UptimeCriterion: lambda spec, _ev: UptimeJudge(spec),
+}
+
+
+def judges_for(tier: Tier, evaluation: Evaluation) -> list[Judge]:
+    """The judges of a tier's criteria, in plan order."""
+    return [JUDGES[type(spec)](spec, evaluation) for spec in tier.criteria]

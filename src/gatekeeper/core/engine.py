@@ -1,0 +1,157 @@
+"""The engine: routes columnar event batches to their gates in event time and collects decisions.
+
+Per gate, the watermark is its newest event time minus the allowed lateness. A pane (default 1 min) closes
+when the watermark passes its end; an event arriving for a closed pane is *late*: counted, never used.
+Everything a gate decides depends only on its own events (and, for the stall check, the stream's newest
+event time), so a gate decides the same on one process or split across Kafka partitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from gatekeeper.core import sketch
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.gate import Gate, GateSpec, GateState
+from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
+
+SUBCHUNK_PANES = 64  # bounds the panes and windows opened by one vectorised step
+
+
+@dataclass(slots=True)
+class EngineStats:
+    events: int = 0
+    late: int = 0
+    decisions: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """Pure and deterministic: the same plan and the same events in the same order give the same decisions."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        ev = plan.evaluation
+        self._pane, self._window, self._lateness = ev.pane, ev.window, ev.lateness
+        self.gates = [
+            Gate(GateSpec.of(region, phase, tier, ev, plan.plan_version)) for region, phase, tier in plan.gates()
+        ]
+        self.keys = [(g.spec.region, g.spec.tier.name) for g in self.gates]
+        self.stream_max: int | None = None
+        self.stats = EngineStats()
+
+    def decoder(self) -> TelemetryDecoder:
+        return TelemetryDecoder(self.keys)
+
+    def ingest(self, batch: EventBatch) -> list[Decision]:
+        """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
+        out: list[Decision] = []
+        if len(batch):
+            order = np.argsort(batch.key, kind="stable")
+            keys = batch.key[order]
+            cuts = np.flatnonzero(np.diff(keys)) + 1
+            buckets = sketch.bucket_of(batch.latency_ms)
+            for seg in np.split(order, cuts):
+                gate = self.gates[int(batch.key[seg[0]])]
+                self._ingest_gate(gate, batch.ts_ms[seg], buckets[seg], batch.error[seg], out)
+            newest = int(batch.ts_ms.max())
+            self.stream_max = newest if self.stream_max is None else max(self.stream_max, newest)
+            self.stats.events += len(batch)
+        self._check_stalls(out)
+        self._count(out)
+        return out
+
+    def flush(self) -> list[Decision]:
+        """End of input, on request only: treat the lateness as elapsed and close what the data covers."""
+        out: list[Decision] = []
+        if self.stream_max is not None:
+            for gate in self.gates:
+                if gate.state.max_ts is not None:
+                    self._advance(gate, self.stream_max, out)
+        self._count(out)
+        return out
+
+    def snapshot(self, index: int) -> GateState:
+        return self.gates[index].state
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _ingest_gate(
+        self,
+        gate: Gate,
+        ts: npt.NDArray[np.int64],
+        buckets: npt.NDArray[np.int64],
+        errors: npt.NDArray[np.bool_],
+        out: list[Decision],
+    ) -> None:
+        st = gate.state
+        running = np.maximum.accumulate(ts)
+        if st.max_ts is not None:
+            running = np.maximum(running, st.max_ts)
+        span = SUBCHUNK_PANES * self._pane
+        start, n = 0, ts.size
+        while start < n:
+            stop = max(start + 1, int(np.searchsorted(running, running[start] + span, side="right")))
+            before = np.empty(stop - start, dtype=np.int64)  # newest event time before each event
+            before[0] = st.max_ts if st.max_ts is not None else np.iinfo(np.int64).min // 2
+            before[1:] = running[start : stop - 1]
+            watermark = before - self._lateness
+            closed_until = watermark - watermark % self._pane
+            chunk = slice(start, stop)
+            accepted = ts[chunk] >= closed_until
+            late = int(accepted.size - np.count_nonzero(accepted))
+            if late:
+                st.late_events += late
+                self.stats.late += late
+            self._add(gate, ts[chunk][accepted], buckets[chunk][accepted], errors[chunk][accepted])
+            st.max_ts = int(running[stop - 1])
+            self._advance(gate, st.max_ts - self._lateness, out)
+            start = stop
+
+    def _add(
+        self,
+        gate: Gate,
+        ts: npt.NDArray[np.int64],
+        buckets: npt.NDArray[np.int64],
+        errors: npt.NDArray[np.bool_],
+    ) -> None:
+        if ts.size == 0:
+            return
+        panes, inverse, counts = np.unique(ts - ts % self._pane, return_inverse=True, return_counts=True)
+        failed = np.bincount(inverse[errors], minlength=panes.size)
+        open_panes = gate.state.open_panes
+        for pane, requests, errs in zip(panes.tolist(), counts.tolist(), failed.tolist(), strict=True):
+            slot = open_panes.get(pane)
+            if slot is None:
+                open_panes[pane] = [requests, errs]
+            else:
+                slot[0] += requests
+                slot[1] += errs
+        windows, w_inverse = np.unique(ts - ts % self._window, return_inverse=True)
+        grid = np.bincount(w_inverse * sketch.NBINS + buckets, minlength=windows.size * sketch.NBINS)
+        for window, row in zip(windows.tolist(), grid.reshape(windows.size, sketch.NBINS), strict=True):
+            gate.add_bins(window, row)
+
+    def _advance(self, gate: Gate, watermark: int, out: list[Decision]) -> None:
+        open_panes = gate.state.open_panes
+        for pane in sorted(p for p in open_panes if p + self._pane <= watermark):
+            requests, errors = open_panes.pop(pane)
+            gate.on_pane(pane, requests, errors, out)
+        gate.close_windows_until(watermark, out)
+
+    def _check_stalls(self, out: list[Decision]) -> None:
+        if self.stream_max is None:
+            return
+        stream_watermark = self.stream_max - self._lateness
+        for gate in self.gates:
+            newest = gate.state.max_ts
+            if newest is not None:
+                gate.check_stall(stream_watermark, newest - newest % self._pane + self._pane, out)
+
+    def _count(self, out: list[Decision]) -> None:
+        self.stats.decisions += len(out)
+        for d in out:
+            self.stats.by_kind[d.decision] = self.stats.by_kind.get(d.decision, 0) + 1

@@ -1,0 +1,271 @@
+"""One (region, tier) gate: closed panes and windows in, decisions out. Pure; time is event time in ms.
+
+Life of a gate: ``waiting`` (no data yet) -> ``soaking`` from the window its first event falls in ->
+``passed`` (GO) once the soak has elapsed and every criterion passes; a confident breach at any look gives
+``fail`` + ``hold`` -> ``held`` until ``hold_until`` -> ``release`` -> ``soaking`` again from scratch.
+A gate keeps watching after it passed: a later breach still fails and holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from gatekeeper.core import sketch, stats
+from gatekeeper.core.criteria import Evidence, Judge, Look, UptimeEvidence, judges_for
+from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, decision_id
+from gatekeeper.core.plan import Evaluation, Phase, Tier
+from gatekeeper.core.timefmt import format_duration, format_ms
+
+Status = Literal["waiting", "soaking", "passed", "held"]
+
+
+@dataclass(frozen=True, slots=True)
+class GateSpec:
+    """Everything a gate needs from the plan."""
+
+    region: str
+    phase: Phase
+    tier: Tier
+    evaluation: Evaluation
+    plan_version: str
+    judges: tuple[Judge, ...]
+
+    @staticmethod
+    def of(region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str) -> GateSpec:
+        return GateSpec(region, phase, tier, evaluation, plan_version, tuple(judges_for(tier, evaluation)))
+
+
+@dataclass(slots=True)
+class GateState:
+    """All of a gate's mutable state; plain data, so it can be snapshotted to a changelog."""
+
+    status: Status = "waiting"
+    soak_start: int = 0
+    window_start: int = 0
+    window_requests: int = 0
+    window_errors: int = 0
+    soak_requests: int = 0
+    soak_errors: int = 0
+    soak_bins: sketch.Bins = field(default_factory=sketch.empty)
+    open_bins: dict[int, sketch.Bins] = field(default_factory=dict)  # window start -> latency sketch
+    looks: int = 0
+    pass_looks: int = 0
+    hold_until: int = 0
+    down_ms: int = 0
+    silent_from: int = 0  # end of the last pane that carried data
+    down_counted_until: int = 0
+    stall_reported_for: int = -1  # the ``silent_from`` a stall was already reported for
+    late_events: int = 0
+    max_ts: int | None = None  # newest event time seen (not late)
+    open_panes: dict[int, list[int]] = field(default_factory=dict)  # pane start -> [requests, errors]
+
+
+class Gate:
+    def __init__(self, spec: GateSpec, state: GateState | None = None) -> None:
+        self.spec = spec
+        self.state = state or GateState()
+        ev = spec.evaluation
+        self._pane, self._window = ev.pane, ev.window
+        self._planned_looks = max(1, spec.tier.soak // ev.window)
+        self._checkpoints = {spec.tier.soak: "soak end"} | {c.after: c.name for c in spec.tier.checkpoints}
+        self._statistical = sum(1 for j in spec.judges if j.statistical)
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def add_bins(self, window_start: int, bins: sketch.Bins) -> None:
+        """Latencies of not-late events, by the window they fall in (the window is still open)."""
+        open_bins = self.state.open_bins
+        if window_start in open_bins:
+            open_bins[window_start] += bins
+        else:
+            open_bins[window_start] = bins.copy()
+
+    def on_pane(self, start: int, requests: int, errors: int, out: list[Decision]) -> None:
+        """A closed pane that carried data. Panes arrive in time order; empty panes are never sent."""
+        st = self.state
+        if st.status == "waiting":
+            st.status = "soaking"
+            st.soak_start = st.window_start = start - start % self._window
+            st.silent_from = st.down_counted_until = start
+        self.close_windows_until(start, out)
+        self._account_silence(start, out)
+        definition = self.spec.evaluation.uptime
+        if (
+            st.status != "held"
+            and requests >= definition.min_requests
+            and errors > definition.down_error_rate * requests
+        ):
+            st.down_ms += self._pane
+        st.window_requests += requests
+        st.window_errors += errors
+        st.silent_from = st.down_counted_until = start + self._pane
+
+    def close_windows_until(self, watermark: int, out: list[Decision]) -> None:
+        """Close every window that ends at or before the watermark, judging each."""
+        st = self.state
+        if st.status == "waiting":
+            return
+        while st.window_start + self._window <= watermark:
+            end = st.window_start + self._window
+            self._account_silence(end, out)
+            bins = st.open_bins.pop(st.window_start, None)
+            self._close_window(end, bins if bins is not None else sketch.empty(), out)
+            st.window_start = end
+            st.window_requests = st.window_errors = 0
+
+    def check_stall(self, stream_watermark: int, newest_pane_end: int, out: list[Decision]) -> None:
+        """Stream-wide clock: report a gate whose own telemetry stopped (its windows cannot advance alone)."""
+        st = self.state
+        if st.status in ("waiting", "held"):
+            return
+        silent_from = max(st.silent_from, newest_pane_end)
+        if st.stall_reported_for != silent_from and stream_watermark >= silent_from + self.spec.evaluation.stall_after:
+            self._report_stall(silent_from, out)
+
+    # -- the judging -------------------------------------------------------------------------------------
+    def _account_silence(self, until: int, out: list[Decision]) -> None:
+        st = self.state
+        stall_after = self.spec.evaluation.stall_after
+        if st.status in ("waiting", "held") or until - st.silent_from < stall_after:
+            return
+        if st.stall_reported_for != st.silent_from:
+            self._report_stall(st.silent_from, out)
+        if self.spec.evaluation.uptime.silence_counts_as_down:
+            st.down_ms += until - max(st.down_counted_until, st.silent_from)
+            st.down_counted_until = until
+
+    def _report_stall(self, silent_from: int, out: list[Decision]) -> None:
+        st = self.state
+        st.stall_reported_for = silent_from
+        at = silent_from + self.spec.evaluation.stall_after
+        why = f"no telemetry since {format_ms(silent_from)} ({format_duration(at - silent_from)}): not judged on old data"
+        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled"))
+
+    def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
+        st = self.state
+        if st.status == "held":
+            if end >= st.hold_until:
+                self._release(out)
+            return
+        window = Evidence(st.window_requests, st.window_errors, bins)
+        st.soak_requests += st.window_requests
+        st.soak_errors += st.window_errors
+        st.soak_bins += bins
+        look = Look(window, self._soak_evidence(), self._uptime(end), self.spec.evaluation.confidence.interval == "wilson_cc")
+        st.looks += 1
+        if self._fail_look(look, end, out) or st.status != "soaking":
+            return
+        soak_end = st.soak_start + self.spec.tier.soak
+        if end >= soak_end:
+            st.pass_looks += 1
+            alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, st.pass_looks)
+            results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
+            if all(r.verdict == "pass" for r in results):
+                st.status = "passed"
+                reasons = ("GO: soak complete and every criterion passed", *(r.reason for r in results))
+                out.append(self._decision("pass", st.soak_start, end, end, results, reasons, "go", alpha))
+                return
+        checkpoint = self._checkpoints.get(end - st.soak_start)
+        if checkpoint is not None:
+            alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, max(1, st.pass_looks))
+            results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
+            open_ones = [r.reason for r in results if r.verdict != "pass"]
+            head = f"{checkpoint}: not enough evidence to pass" if end >= soak_end else f"{checkpoint}: soak not complete"
+            out.append(self._decision("pending", st.soak_start, end, end, results, (head, *open_ones), f"checkpoint:{checkpoint}", alpha))
+
+    def _fail_look(self, look: Look, end: int, out: list[Decision]) -> bool:
+        st = self.state
+        conf = self.spec.evaluation.confidence
+        alpha = stats.look_alpha(conf.false_fail, st.looks, self._planned_looks) / max(1, 2 * self._statistical)
+        results = tuple(r for j in self.spec.judges for r in j.fail_checks(look, alpha))
+        failed = [r for r in results if r.verdict == "fail"]
+        if not failed:
+            return False
+        scope_start = end - self._window if failed[0].scope == "window" else st.soak_start
+        hold = self.spec.phase.hold_on_fail
+        st.status, st.hold_until = "held", end + hold
+        reasons = tuple(r.reason for r in failed)
+        evidence = look.window if failed[0].scope == "window" else look.soak
+        out.append(self._decision("fail", scope_start, end, end, results, reasons, "breach", alpha, evidence))
+        why = f"hold {format_duration(hold)} after a failed {self.spec.tier.name} tier (phase {self.spec.phase.name}), until {format_ms(st.hold_until)}"
+        out.append(self._decision("hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence))
+        return True
+
+    def _release(self, out: list[Decision]) -> None:
+        st = self.state
+        at = st.hold_until
+        st.status, st.soak_start = "soaking", at
+        st.soak_requests = st.soak_errors = st.looks = st.pass_looks = st.down_ms = 0
+        st.soak_bins = sketch.empty()
+        st.down_counted_until = max(st.down_counted_until, at)
+        st.silent_from = max(st.silent_from, at)
+        why = f"hold ended at {format_ms(at)}; soak restarts with fresh evidence"
+        out.append(self._decision("release", at - self.spec.phase.hold_on_fail, at, at, (), (why,), "release"))
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _soak_evidence(self) -> Evidence:
+        st = self.state
+        return Evidence(st.soak_requests, st.soak_errors, st.soak_bins)
+
+    def _uptime(self, end: int) -> UptimeEvidence:
+        st = self.state
+        return UptimeEvidence(st.down_ms, end - st.soak_start, self.spec.tier.soak)
+
+    def _decision(
+        self,
+        kind: DecisionKind,
+        start: int,
+        end: int,
+        at: int,
+        results: tuple[CriterionResult, ...],
+        reasons: tuple[str, ...],
+        code: str,
+        alpha: float = 0.05,
+        evidence: Evidence | None = None,
+    ) -> Decision:
+        """A decision; its metrics describe ``evidence`` (default: the soak so far)."""
+        spec, st = self.spec, self.state
+        ev = evidence or self._soak_evidence()
+        metrics = _metrics(ev, alpha, spec.evaluation.confidence.interval == "wilson_cc", self._uptime(end), st.late_events)
+        when = format_ms(at)
+        window_start, window_end = format_ms(start), format_ms(end)
+        return Decision(
+            decision_id=decision_id(spec.plan_version, spec.region, spec.tier.name, kind, when, f"{window_start}/{window_end}", code),
+            decision=kind,
+            region=spec.region,
+            tier=spec.tier.name,
+            phase=spec.phase.name,
+            window_start=window_start,
+            window_end=window_end,
+            at=when,
+            metrics=metrics,
+            criteria=results,
+            reasons=reasons,
+            plan_version=spec.plan_version,
+            look=st.looks,
+            hold_until=format_ms(st.hold_until) if kind == "hold" else None,
+            reason_code=code,
+        )
+
+
+def _metrics(ev: Evidence, alpha: float, cont: bool, up: UptimeEvidence, late: int) -> Metrics:
+    rate_lo, rate_hi = stats.rate_bounds(ev.errors, ev.requests, alpha, cont)
+    p99_lo, p99_hi = stats.quantile_bounds(ev.bins, 0.99, alpha, cont)
+    has = ev.requests > 0
+    return Metrics(
+        requests=ev.requests,
+        errors=ev.errors,
+        error_rate=ev.errors / ev.requests if has else None,
+        error_rate_lower=rate_lo if has else None,
+        error_rate_upper=rate_hi if has else None,
+        p50_ms=sketch.quantile(ev.bins, 0.5),
+        p95_ms=sketch.quantile(ev.bins, 0.95),
+        p99_ms=sketch.quantile(ev.bins, 0.99),
+        p99_lower_ms=p99_lo if has else None,
+        p99_upper_ms=p99_hi if has and np.isfinite(p99_hi) else None,
+        uptime=up.uptime,
+        down_minutes=up.down_ms / 60_000,
+        late_events=late,
+    )

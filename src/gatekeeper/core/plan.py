@@ -1,0 +1,207 @@
+"""The rollout plan as a validated domain model (spec -> model -> validation, as in sloth).
+
+Durations are text ("5m", "2w") in files and integer milliseconds here; rates and uptimes are
+text percentages ("0.1%") or fractions (0.001) in files and fractions here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from gatekeeper.core.timefmt import parse_duration
+
+
+def _to_fraction(value: object) -> object:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"not a percentage: {value!r} (write e.g. '0.1%')") from None
+    return value
+
+
+def _to_ms(value: object) -> object:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return parse_duration(value)
+    return value
+
+
+Fraction = Annotated[float, BeforeValidator(_to_fraction), Field(gt=0, lt=1)]
+DurationMs = Annotated[int, BeforeValidator(_to_ms), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorRateCriterion(_Strict):
+    """Share of requests that failed: fail when confidently above ``fail_above``, pass when below ``pass_below``."""
+
+    kind: Literal["error_rate"]
+    pass_below: Fraction
+    fail_above: Fraction
+    min_requests: int = Field(default=1000, ge=1)
+    min_requests_to_fail: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ErrorRateCriterion:
+        if self.fail_above < self.pass_below:
+            raise ValueError(f"fail_above ({self.fail_above}) must be >= pass_below ({self.pass_below})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return "error_rate"
+
+
+class LatencyCriterion(_Strict):
+    """A latency quantile (default P99) in milliseconds, judged with an order-statistic bound."""
+
+    kind: Literal["latency"]
+    quantile: float = Field(default=0.99, gt=0, lt=1)
+    pass_below_ms: float = Field(gt=0)
+    fail_above_ms: float = Field(gt=0)
+    min_requests: int = Field(default=1000, ge=1)
+    min_requests_to_fail: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyCriterion:
+        if self.fail_above_ms < self.pass_below_ms:
+            raise ValueError(f"fail_above_ms ({self.fail_above_ms}) must be >= pass_below_ms ({self.pass_below_ms})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"p{self.quantile * 100:g}_latency_ms"
+
+
+class UptimeCriterion(_Strict):
+    """Time-based availability over the soak, from telemetry (see ``UptimeDefinition``)."""
+
+    kind: Literal["uptime"]
+    at_least: Fraction
+
+    @property
+    def name(self) -> str:
+        return "uptime"
+
+
+Criterion = Annotated[ErrorRateCriterion | LatencyCriterion | UptimeCriterion, Field(discriminator="kind")]
+
+
+class Checkpoint(_Strict):
+    """A GO/NO-GO point, ``after`` the tier's soak started: a tier not passed by then is reported ``pending``."""
+
+    name: str
+    after: DurationMs
+
+
+class Tier(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    traffic_percent: float = Field(gt=0, le=100)
+    learners: int | None = Field(default=None, ge=1)
+    soak: DurationMs
+    checkpoints: tuple[Checkpoint, ...] = ()
+    criteria: tuple[Criterion, ...] = Field(min_length=1)
+    regions: tuple[str, ...] | None = None  # None: every region of the plan
+
+    @model_validator(mode="after")
+    def _unique_criteria(self) -> Tier:
+        names = [c.name for c in self.criteria]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier {self.name!r} lists criterion {', '.join(dupes)} more than once")
+        return self
+
+
+class Phase(_Strict):
+    name: str
+    hold_on_fail: DurationMs
+    tiers: tuple[Tier, ...] = Field(min_length=1)
+
+
+class Confidence(_Strict):
+    """Error probabilities of the verdicts, per (region, tier) over its whole soak and any extension."""
+
+    false_fail: float = Field(default=0.01, gt=0, lt=0.5)  # healthy tier failed by chance, any look
+    false_pass: float = Field(default=0.05, gt=0, lt=0.5)  # breaching tier passed by chance, any look
+    interval: Literal["wilson", "wilson_cc"] = "wilson_cc"
+
+
+class UptimeDefinition(_Strict):
+    """A pane is *down* when it carries >= ``min_requests`` and more than ``down_error_rate`` of them fail;
+    a silence longer than ``stall_after`` counts as down when ``silence_counts_as_down``.
+    Uptime = 1 - down time / elapsed soak time."""
+
+    down_error_rate: Fraction = 0.5
+    min_requests: int = Field(default=5, ge=1)
+    silence_counts_as_down: bool = True
+
+
+class Evaluation(_Strict):
+    pane: DurationMs = 60_000
+    window: DurationMs = 3_600_000
+    lateness: DurationMs = 300_000
+    stall_after: DurationMs = 900_000
+    confidence: Confidence = Confidence()
+    uptime: UptimeDefinition = UptimeDefinition()
+
+    @model_validator(mode="after")
+    def _grid(self) -> Evaluation:
+        if self.window % self.pane:
+            raise ValueError(f"evaluation.window ({self.window} ms) must be a whole number of panes ({self.pane} ms)")
+        if self.stall_after % self.pane:
+            raise ValueError("evaluation.stall_after must be a whole number of panes")
+        if self.stall_after <= self.lateness:
+            raise ValueError("evaluation.stall_after must be longer than evaluation.lateness")
+        return self
+
+
+class Plan(_Strict):
+    plan: str
+    version: str
+    source: str | None = None
+    regions: tuple[str, ...] = Field(min_length=1)
+    evaluation: Evaluation = Evaluation()
+    phases: tuple[Phase, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        tiers = [t.name for p in self.phases for t in p.tiers]
+        dupes = sorted({n for n in tiers if tiers.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier names must be unique across phases; repeated: {', '.join(dupes)}")
+        window = self.evaluation.window
+        for phase in self.phases:
+            if phase.hold_on_fail % window:
+                raise ValueError(f"phase {phase.name!r}: hold_on_fail must be a whole number of windows")
+            for tier in phase.tiers:
+                for region in tier.regions or ():
+                    if region not in self.regions:
+                        raise ValueError(
+                            f"tier {tier.name!r}: unknown region {region!r} (plan regions: {', '.join(self.regions)})"
+                        )
+                spans = [("soak", tier.soak)] + [(f"checkpoint {c.name!r}", c.after) for c in tier.checkpoints]
+                for label, span in spans:
+                    if span % window:
+                        raise ValueError(f"tier {tier.name!r}: {label} must be a whole number of windows")
+        return self
+
+    @property
+    def plan_version(self) -> str:
+        """``version`` plus a short hash of the whole plan, so two different plans never share a version."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+    def gates(self) -> list[tuple[str, Phase, Tier]]:
+        """Every (region, phase, tier) the plan gates, in plan order: the engine's key space."""
+        return [
+            (region, phase, tier)
+            for phase in self.phases
+            for tier in phase.tiers
+            for region in (tier.regions or self.regions)
+        ]

@@ -1,0 +1,192 @@
+"""Telemetry contract v1 (one JSON object per request) and its decoder into columnar batches.
+
+Valid records become numpy columns; every invalid record becomes a ``Rejection`` with a reason code (for
+counting), a message naming the field and the problem, and the original bytes (for a dead-letter topic).
+A rejection never changes what happens to the valid records around it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+MAX_RECORD_BYTES = 65_536
+MAX_LATENCY_MS = 86_400_000.0  # one day; larger values are not request latencies
+EPOCH_MIN_S = 946_684_800.0  # 2000-01-01
+EPOCH_MAX_S = 4_102_444_800.0  # 2100-01-01
+
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Telemetry(msgspec.Struct, frozen=True):
+    """One request as the learner analyzer reports it (contract v1; see streams/telemetry.v1.schema.json)."""
+
+    ts: Annotated[float, msgspec.Meta(ge=EPOCH_MIN_S, le=EPOCH_MAX_S)] | Annotated[datetime, msgspec.Meta(tz=True)]
+    region: Label
+    tier: Label
+    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)]
+    status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
+    error: bool | None = None
+    request_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    learner_id: Annotated[str, msgspec.Meta(max_length=256)] | int | None = None
+    version: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that broke the contract: where it was, why, and its original bytes."""
+
+    position: int  # line number in a file (1-based) or offset in a topic partition
+    code: str  # short, countable: malformed_json, not_an_object, missing_field:ts, invalid_field:latency_ms, ...
+    message: str  # what was wrong, for a human
+    raw: bytes
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Valid events as columns, in arrival order. ``key`` indexes the plan's (region, tier) gates."""
+
+    ts_ms: npt.NDArray[np.int64]
+    key: npt.NDArray[np.int64]
+    latency_ms: npt.NDArray[np.float64]
+    error: npt.NDArray[np.bool_]
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.size)
+
+    @staticmethod
+    def empty() -> EventBatch:
+        return EventBatch(
+            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.bool_)
+        )
+
+
+_AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+_ONE = msgspec.json.Decoder(Telemetry)
+_MANY = msgspec.json.Decoder(list[Telemetry])
+
+
+def _reason_of(exc: Exception) -> tuple[str, str]:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        if missing := _MISSING.search(text):
+            return f"missing_field:{missing.group(1)}", text
+        if at := _AT_FIELD.search(text):
+            return f"invalid_field:{at.group(1)}", text
+        if "Expected `object`" in text:
+            return "not_an_object", text
+        return "invalid_record", text
+    return "malformed_json", text
+
+
+class TelemetryDecoder:
+    """Decodes JSON records against contract v1 and the plan's (region, tier) key space."""
+
+    def __init__(self, gates: list[tuple[str, str]]) -> None:
+        self._index = {gate: i for i, gate in enumerate(gates)}
+        self._regions = sorted({r for r, _ in gates})
+        self._tiers = sorted({t for _, t in gates})
+
+    def decode(self, records: list[bytes], first_position: int = 1) -> EventBatch:
+        """Decode records (JSON objects, no trailing newline needed); positions count from ``first_position``."""
+        decoded: list[Telemetry | None]
+        positions = range(first_position, first_position + len(records))
+        rejections: list[Rejection] = []
+        oversized = any(len(r) > MAX_RECORD_BYTES for r in records)
+        batch = None if oversized else self._decode_all(records)
+        if batch is not None:
+            decoded = list(batch)
+        else:
+            decoded = []
+            for pos, raw in zip(positions, records, strict=True):
+                decoded.append(self._decode_one(pos, raw, rejections))
+        return self._to_columns(decoded, records, positions, rejections)
+
+    @staticmethod
+    def _decode_all(records: list[bytes]) -> list[Telemetry] | None:
+        try:
+            out = _MANY.decode(b"[" + b",".join(records) + b"]")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return out if len(out) == len(records) else None  # "a},{b" on one line must not pass as two
+
+    @staticmethod
+    def _decode_one(pos: int, raw: bytes, rejections: list[Rejection]) -> Telemetry | None:
+        if len(raw) > MAX_RECORD_BYTES:
+            rejections.append(
+                Rejection(pos, "oversized", f"record is {len(raw)} bytes; the limit is {MAX_RECORD_BYTES}", raw)
+            )
+            return None
+        try:
+            return _ONE.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            code, message = _reason_of(exc)
+            rejections.append(Rejection(pos, code, message, raw))
+            return None
+
+    def _to_columns(
+        self,
+        decoded: list[Telemetry | None],
+        raws: list[bytes],
+        positions: range,
+        rejections: list[Rejection],
+    ) -> EventBatch:
+        keys: list[int] = []
+        ts_s: list[float] = []
+        lat: list[float] = []
+        err: list[bool] = []
+        index = self._index
+        for rec, raw, pos in zip(decoded, raws, positions, strict=True):
+            if rec is None:
+                continue
+            key = index.get((rec.region, rec.tier))
+            if key is None:
+                rejections.append(self._unknown_gate(pos, rec, raw))
+                continue
+            if rec.error is not None:
+                is_error = rec.error
+            elif rec.status is not None:
+                is_error = rec.status >= 500
+            else:
+                rejections.append(
+                    Rejection(pos, "missing_field:status", "record has neither `status` nor `error`", raw)
+                )
+                continue
+            ts = rec.ts
+            if isinstance(ts, datetime):
+                seconds = ts.timestamp()
+                if not EPOCH_MIN_S <= seconds <= EPOCH_MAX_S:
+                    rejections.append(
+                        Rejection(pos, "invalid_field:ts", f"timestamp {ts.isoformat()} is outside 2000..2100", raw)
+                    )
+                    continue
+                ts = seconds
+            keys.append(key)
+            ts_s.append(ts)
+            lat.append(rec.latency_ms)
+            err.append(is_error)
+        rejections.sort(key=lambda r: r.position)
+        return EventBatch(
+            ts_ms=np.rint(np.asarray(ts_s, dtype=np.float64) * 1000).astype(np.int64),
+            key=np.asarray(keys, dtype=np.int64),
+            latency_ms=np.asarray(lat, dtype=np.float64),
+            error=np.asarray(err, dtype=np.bool_),
+            rejections=rejections,
+        )
+
+    def _unknown_gate(self, pos: int, rec: Telemetry, raw: bytes) -> Rejection:
+        if rec.region not in self._regions:
+            return Rejection(
+                pos, "unknown_region", f"region {rec.region!r} is not in the plan ({', '.join(self._regions)})", raw
+            )
+        if rec.tier not in self._tiers:
+            return Rejection(pos, "unknown_tier", f"tier {rec.tier!r} is not in the plan ({', '.join(self._tiers)})", raw)
+        return Rejection(pos, "unknown_gate", f"tier {rec.tier!r} is not gated in region {rec.region!r}", raw)

@@ -1,0 +1,1 @@
+"""The thin shell around the core: CLI, files, Kafka/Faust."""
