@@ -1,11 +1,9 @@
 #!/usr/bin/env python3
 """A real single-node Apache Kafka broker (KRaft, broker+controller) on the local JVM, no Docker needed.
 
-  fetch   jars of docker/kafka/pom.xml -> .kafka-cache/jars (or $GATEKEEPER_KAFKA_CACHE), once
-  start   start a broker in the background and print its bootstrap address (127.0.0.1:PORT)
-  status  / stop [--keep]   (stop deletes the broker's run dir unless --keep)
-
-In Python: ``with LocalKafka() as kafka: use(kafka.bootstrap)``; ``stop_process()`` / ``restart()``
+fetch: jars of docker/kafka/pom.xml -> .kafka-cache/jars (or $GATEKEEPER_KAFKA_CACHE), once.
+start: start a broker in the background, print its bootstrap address.  status.  stop [--keep].
+Python: ``with LocalKafka() as kafka: use(kafka.bootstrap)``; ``stop_process()`` and ``restart()``
 take the broker down and bring it back on the same ports with the same cluster id and data.
 """
 
@@ -111,17 +109,9 @@ def _tail(text: str, lines: int) -> str:
     return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
 
 
-def _free_ports() -> tuple[int, int]:
-    with socket.socket() as one, socket.socket() as two:  # both held open, so the ports differ
-        one.bind(("127.0.0.1", 0))
-        two.bind(("127.0.0.1", 0))
-        return one.getsockname()[1], two.getsockname()[1]
-
-
 def api_versions_ok(port: int, timeout: float = 2.0) -> bool:
     """True when a Kafka broker on 127.0.0.1:port answers an ApiVersions v0 request without error."""
-    client_id = b"local_kafka"
-    body = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id  # api key, version, corr id, client
+    body = struct.pack(">hhih", 18, 0, 7, 5) + b"local"  # api key, version, correlation id, client id
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(struct.pack(">i", len(body)) + body)
@@ -144,8 +134,6 @@ def _alive(pid: int) -> bool:
 class LocalKafka:
     """One KRaft node (process.roles=broker,controller) on two free 127.0.0.1 ports."""
 
-    run_root = CACHE_ROOT / "run"
-
     def __init__(self, jars: Path | None = None, *, keep: bool = False, timeout: float = 90.0) -> None:
         self.jars, self.keep, self.timeout = jars or jars_dir(), keep, timeout
         self.port = self.controller_port = 0
@@ -165,12 +153,14 @@ class LocalKafka:
         """Fetch jars if needed, format a fresh log dir and start the broker; returns the bootstrap."""
         java = _tool("java", "to run the local Kafka broker (install a JDK >= 11 or set JAVA_HOME)")
         fetch(self.jars)
-        self.run_root.mkdir(parents=True, exist_ok=True)
-        self.run_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=self.run_root))
-        self.port, self.controller_port = _free_ports()
-        props = SERVER_PROPERTIES.format(
-            port=self.port, cport=self.controller_port, data=self.run_dir / "data"
-        )
+        (CACHE_ROOT / "run").mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=CACHE_ROOT / "run"))
+        with socket.socket() as one, socket.socket() as two:  # both held open, so the ports differ
+            one.bind(("127.0.0.1", 0))
+            two.bind(("127.0.0.1", 0))
+            self.port, self.controller_port = one.getsockname()[1], two.getsockname()[1]
+        data = self.run_dir / "data"
+        props = SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port, data=data)
         (self.run_dir / "server.properties").write_text(props)
         cluster_id = self._storage_tool(java, "random-uuid").strip()
         self._storage_tool(java, "format", "-t", cluster_id, "-c", str(self.run_dir / "server.properties"))
@@ -214,30 +204,9 @@ class LocalKafka:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "port": self.port,
-            "cport": self.controller_port,
-            "run_dir": str(self.run_dir),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], *, keep: bool = False) -> LocalKafka:
-        kafka = cls(keep=keep)
-        kafka.pid, kafka.port, kafka.controller_port = state["pid"], state["port"], state["cport"]
-        kafka.run_dir = Path(state["run_dir"])
-        return kafka
-
     def _jvm(self, java: str) -> list[str]:
-        log4j, logs = KAFKA_DIR / "log4j.properties", self.run_dir / "logs"
-        return [
-            java,
-            "-cp",
-            f"{self.jars}/*",
-            f"-Dlog4j.configuration=file:{log4j}",
-            f"-Dkafka.logs.dir={logs}",
-        ]
+        log4j = f"-Dlog4j.configuration=file:{KAFKA_DIR / 'log4j.properties'}"
+        return [java, "-cp", f"{self.jars}/*", log4j, f"-Dkafka.logs.dir={self.run_dir / 'logs'}"]
 
     def _storage_tool(self, java: str, *args: str) -> str:
         cmd = [*self._jvm(java), "kafka.tools.StorageTool", *args]
@@ -250,13 +219,8 @@ class LocalKafka:
         return done.stdout
 
     def _launch(self, java: str) -> None:
-        cmd = [
-            *self._jvm(java),
-            "-Xms256m",
-            "-Xmx512m",
-            "kafka.Kafka",
-            str(self.run_dir / "server.properties"),
-        ]
+        config = str(self.run_dir / "server.properties")
+        cmd = [*self._jvm(java), "-Xms256m", "-Xmx512m", "kafka.Kafka", config]
         (self.run_dir / "logs").mkdir(exist_ok=True)
         with (self.run_dir / "logs" / "stdout.log").open("ab") as out:
             self._proc = Popen(cmd, stdin=DEVNULL, stdout=out, stderr=STDOUT, start_new_session=True)
@@ -291,13 +255,9 @@ class LocalKafka:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state file (default: %(default)s)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("fetch", help="download the broker jars (no-op when cached)")
-    start = sub.add_parser("start", help="start a broker in the background; prints its bootstrap address")
-    start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker to answer")
-    stop = sub.add_parser("stop", help="stop the broker and delete its run dir")
-    stop.add_argument("--keep", action="store_true", help="keep the run dir (data and logs)")
-    sub.add_parser("status", help="report whether the broker is running (exit 3 when not)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="start: seconds to wait for the broker")
+    parser.add_argument("--keep", action="store_true", help="stop: keep the run dir (data and logs)")
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status"], help="status: 3 if down")
     args = parser.parse_args(argv)
     state: dict[str, Any] | None = json.loads(args.state.read_text()) if args.state.is_file() else None
     began = time.monotonic()
@@ -311,16 +271,19 @@ def main(argv: list[str] | None = None) -> int:
             kafka = LocalKafka(timeout=args.timeout)
             kafka.start()
             args.state.parent.mkdir(parents=True, exist_ok=True)
-            args.state.write_text(json.dumps(kafka.state(), indent=1))
+            state = {"pid": kafka.pid, "port": kafka.port, "controller_port": kafka.controller_port}
+            state["run_dir"] = str(kafka.run_dir)
+            args.state.write_text(json.dumps(state, indent=1))
             print(f"broker up in {time.monotonic() - began:.1f} s, run dir {kafka.run_dir}", file=sys.stderr)
             print(kafka.bootstrap)
-        elif args.command == "stop":
-            if state is None:
-                print(f"no broker state in {args.state}; nothing to stop")
-                return 0
-            LocalKafka.from_state(state, keep=args.keep).stop()
+        elif args.command == "stop" and state:
+            kafka = LocalKafka(keep=args.keep)  # stop() only needs the pid, the port and the run dir
+            kafka.pid, kafka.port, kafka.run_dir = state["pid"], state["port"], Path(state["run_dir"])
+            kafka.stop()
             args.state.unlink()
-            print(f"stopped the broker on 127.0.0.1:{state['port']}")
+            print(f"stopped the broker on {kafka.bootstrap}")
+        elif args.command == "stop":
+            print(f"no broker state in {args.state}; nothing to stop")
         elif state and _alive(state["pid"]):
             print(f"running: 127.0.0.1:{state['port']} (pid {state['pid']}, run dir {state['run_dir']})")
         else:

@@ -10,6 +10,8 @@ Anything short of confident evidence is ``inconclusive``. New criterion kinds re
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,12 +46,16 @@ class Look:
     window: Evidence
     soak: Evidence
     uptime: UptimeEvidence
-    continuity: bool
+    method: str  # rate bounds: exact | wilson | wilson_cc
 
 
 class Judge(Protocol):
     name: str
     statistical: bool  # takes a share of the false-fail alpha
+
+    def may_fail(self, look: Look) -> bool:
+        """Cheap and exact necessary condition for a ``fail`` among ``fail_checks`` (skips most looks)."""
+        ...
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]: ...
 
@@ -64,7 +70,8 @@ def _ms(x: float) -> str:
     return f"{x:.4g} ms"
 
 
-Measure = Callable[[Evidence, float, bool], tuple[float | None, float, float]]
+Measure = Callable[[Evidence, float, str], tuple[float | None, float, float]]
+Screen = Callable[[Evidence, float], bool]  # (evidence, fail threshold) -> could the lower bound exceed it?
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +85,18 @@ class StatisticalJudge:
     min_requests: int
     min_requests_to_fail: int
     measure: Measure
+    screen: Screen
     show: Callable[[float], str]
     statistical: bool = True
 
-    def _judge(self, ev: Evidence, scope: str, alpha: float, cont: bool, failing: bool) -> CriterionResult:
+    def may_fail(self, look: Look) -> bool:
+        needed, limit = self.min_requests_to_fail, self.fail_above
+        return any(ev.requests >= needed and self.screen(ev, limit) for ev in (look.window, look.soak))
+
+    def _judge(self, ev: Evidence, scope: str, alpha: float, method: str, failing: bool) -> CriterionResult:
         limit = self.fail_above if failing else self.pass_below
         needed = self.min_requests_to_fail if failing else self.min_requests
-        observed, lower, upper = self.measure(ev, alpha, cont)
+        observed, lower, upper = self.measure(ev, alpha, method)
         conf = f"{(1 - alpha) * 100:.6g}%"
         seen = "no data" if observed is None else self.show(observed)
         if ev.requests < needed:
@@ -109,38 +121,51 @@ class StatisticalJudge:
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
         return [
-            self._judge(look.window, "window", alpha, look.continuity, failing=True),
-            self._judge(look.soak, "soak", alpha, look.continuity, failing=True),
+            self._judge(look.window, "window", alpha, look.method, failing=True),
+            self._judge(look.soak, "soak", alpha, look.method, failing=True),
         ]
 
     def pass_check(self, look: Look, alpha: float) -> CriterionResult:
-        return self._judge(look.soak, "soak", alpha, look.continuity, failing=False)
+        return self._judge(look.soak, "soak", alpha, look.method, failing=False)
 
 
-def _error_rate(ev: Evidence, alpha: float, cont: bool) -> tuple[float | None, float, float]:
-    lower, upper = stats.rate_bounds(ev.errors, ev.requests, alpha, cont)
+def _error_rate(ev: Evidence, alpha: float, method: str) -> tuple[float | None, float, float]:
+    lower, upper = stats.rate_bounds(ev.errors, ev.requests, alpha, method)
     return (ev.errors / ev.requests if ev.requests else None), lower, upper
+
+
+def _rate_may_exceed(ev: Evidence, limit: float) -> bool:
+    """A one-sided lower bound at alpha < 0.5 never exceeds the observed rate."""
+    return ev.errors > limit * ev.requests
+
+
+def _quantile_may_exceed(ev: Evidence, q: float, limit: float) -> bool:
+    """The lower bound is the bucket of rank l <= median(Binomial(n, q)) <= ceil(n q): it can exceed ``limit``
+    only if fewer than ceil(n q) samples sit in buckets starting at or below ``limit``."""
+    last = int(np.searchsorted(sketch.LOWER_EDGES, limit, side="right")) - 1
+    return int(ev.bins[: last + 1].sum()) < math.ceil(ev.requests * q)
 
 
 def error_rate_judge(spec: ErrorRateCriterion) -> StatisticalJudge:
     return StatisticalJudge(
         name=spec.name, label="error rate", pass_below=spec.pass_below, fail_above=spec.fail_above,
         min_requests=spec.min_requests, min_requests_to_fail=spec.min_requests_to_fail,
-        measure=_error_rate, show=_pct,
+        measure=_error_rate, screen=_rate_may_exceed, show=_pct,
     )  # fmt: skip
 
 
 def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
     q = spec.quantile
 
-    def measure(ev: Evidence, alpha: float, cont: bool) -> tuple[float | None, float, float]:
-        lower, upper = stats.quantile_bounds(ev.bins, q, alpha, cont)
+    def measure(ev: Evidence, alpha: float, _method: str) -> tuple[float | None, float, float]:
+        lower, upper = stats.quantile_bounds(ev.bins, q, alpha)
         return sketch.quantile(ev.bins, q), lower, upper
 
     return StatisticalJudge(
         name=spec.name, label=f"P{q * 100:g} latency", pass_below=spec.pass_below_ms,
         fail_above=spec.fail_above_ms, min_requests=spec.min_requests,
-        min_requests_to_fail=spec.min_requests_to_fail, measure=measure, show=_ms,
+        min_requests_to_fail=spec.min_requests_to_fail, measure=measure,
+        screen=lambda ev, limit: _quantile_may_exceed(ev, q, limit), show=_ms,
     )  # fmt: skip
 
 
@@ -157,6 +182,10 @@ class UptimeJudge:
             name=self.name, scope="soak", verdict=verdict, threshold=limit,  # type: ignore[arg-type]
             observed=up.uptime, reason=why,
         )  # fmt: skip
+
+    def may_fail(self, look: Look) -> bool:
+        up = look.uptime
+        return up.down_ms > (1 - self.spec.at_least) * max(up.soak_ms, up.elapsed_ms)
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
         up, floor = look.uptime, self.spec.at_least

@@ -19,7 +19,7 @@ from gatekeeper.core.gate import Gate, GateSpec, GateState
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 
-SUBCHUNK_PANES = 64  # bounds the panes and windows opened by one vectorised step
+SUBCHUNK_PANES = 1440  # bounds the panes and windows one vectorised step may open (a day of 1-min panes)
 
 
 @dataclass(slots=True)
@@ -137,9 +137,10 @@ class Engine:
 
     def _advance(self, gate: Gate, watermark: int, out: list[Decision]) -> None:
         open_panes = gate.state.open_panes
-        for pane in sorted(p for p in open_panes if p + self._pane <= watermark):
-            requests, errors = open_panes.pop(pane)
-            gate.on_pane(pane, requests, errors, out)
+        closing = sorted(p for p in open_panes if p + self._pane <= watermark)
+        if closing:
+            counts = np.asarray([open_panes.pop(p) for p in closing], dtype=np.int64)
+            gate.on_panes(np.asarray(closing, dtype=np.int64), counts[:, 0], counts[:, 1], out)
         gate.close_windows_until(watermark, out)
 
     def _check_stalls(self, out: list[Decision]) -> None:

@@ -129,7 +129,7 @@ class Confidence(_Strict):
 
     false_fail: float = Field(default=0.01, gt=0, lt=0.5)  # healthy tier failed by chance, any look
     false_pass: float = Field(default=0.05, gt=0, lt=0.5)  # breaching tier passed by chance, any look
-    interval: Literal["wilson", "wilson_cc"] = "wilson_cc"
+    interval: Literal["exact", "wilson", "wilson_cc"] = "exact"  # error-rate bounds; see core/stats.py
 
 
 class UptimeDefinition(_Strict):

@@ -1,9 +1,12 @@
 """Confidence bounds and the alpha-spending schedule behind every verdict.
 
-- Error rate: one-sided Wilson score bounds (optionally with continuity correction).
-- Quantiles: distribution-free order-statistic bounds. ``x`` bounds the true q-quantile from above when the
-  lower bound of P(X <= x), estimated by the share of samples at or below ``x``, is at least q. Evaluated at
-  the sketch's bucket edges, so the sketch's own error is inside the bound.
+- Error rate: exact one-sided Clopper-Pearson bounds (default). Wilson score bounds are offered too, but they
+  under-cover badly at the tiny per-look alphas used here: 3 errors in 157 requests at a true rate of 0.05 %
+  (P = 8e-5) gives a Wilson lower bound of 0.17 % at alpha 7e-6, where the exact bound is 0.022 %.
+- Quantiles: distribution-free order-statistic bounds. With B ~ Binomial(n, q) samples at or below the true
+  q-quantile Q, the r-th smallest sample exceeds Q with probability P(B < r); ranks are chosen exactly from the
+  binomial, and the sample of that rank is bounded by its sketch bucket's edges, so the sketch's error is
+  inside the bound.
 - Repeated looks: a look gets a share of the total alpha such that all looks together, however many, never
   exceed it (Bonferroni over an alpha-spending sequence; see ``look_alpha``).
 """
@@ -16,8 +19,11 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from gatekeeper.core import sketch
+
+Method = str  # "exact" (Clopper-Pearson), "wilson" or "wilson_cc"
 
 
 @lru_cache(maxsize=4096)
@@ -54,23 +60,57 @@ def wilson_bounds(
     return lower, upper
 
 
-def rate_bounds(errors: int, requests: int, alpha: float, continuity: bool) -> tuple[float, float]:
+def clopper_pearson(errors: int, requests: int, alpha: float) -> tuple[float, float]:
+    """Exact one-sided (lower, upper) binomial bounds, each holding with probability >= 1 - alpha."""
+    if requests <= 0:
+        return 0.0, 1.0
+    lower = 0.0 if errors == 0 else float(special.betaincinv(errors, requests - errors + 1, alpha))
+    upper = 1.0 if errors >= requests else float(special.betaincinv(errors + 1, requests - errors, 1 - alpha))
+    return lower, upper
+
+
+def rate_bounds(errors: int, requests: int, alpha: float, method: Method = "exact") -> tuple[float, float]:
     """One-sided (lower, upper) bounds on a rate, each holding with probability >= 1 - alpha."""
-    lower, upper = wilson_bounds(errors, requests, z_for(alpha), continuity)
+    if method == "exact":
+        return clopper_pearson(errors, requests, alpha)
+    lower, upper = wilson_bounds(errors, requests, z_for(alpha), method == "wilson_cc")
     return float(lower), float(upper)
 
 
-def quantile_bounds(bins: sketch.Bins, q: float, alpha: float, continuity: bool) -> tuple[float, float]:
+def order_statistic_ranks(n: int, q: float, alpha: float) -> tuple[int, int]:
+    """1-based ranks (l, u): P(X_(l) > Q) <= alpha and P(X_(u) < Q) <= alpha for the true q-quantile Q.
+    l == 0 means no lower bound exists; u == n + 1 means no upper bound exists (too few samples)."""
+    if n <= 0:
+        return 0, 1
+    # u - 1 = smallest j with P(B <= j) >= 1 - alpha
+    j = max(0, min(n, math.ceil(float(special.bdtrik(1 - alpha, n, q)))))
+    while j > 0 and special.bdtr(j - 1, n, q) >= 1 - alpha:
+        j -= 1
+    while j < n and special.bdtr(j, n, q) < 1 - alpha:
+        j += 1
+    upper_rank = j + 1
+    # l - 1 = largest i with P(B <= i) <= alpha (none when P(B <= 0) > alpha)
+    i = max(-1, min(n - 1, math.floor(float(special.bdtrik(alpha, n, q)))))
+    while i >= 0 and special.bdtr(i, n, q) > alpha:
+        i -= 1
+    while i + 1 <= n - 1 and special.bdtr(i + 1, n, q) <= alpha:
+        i += 1
+    return i + 1, upper_rank
+
+
+def quantile_bounds(bins: sketch.Bins, q: float, alpha: float) -> tuple[float, float]:
     """One-sided (lower, upper) bounds on the true q-quantile from a sketch; (0, inf) without enough data."""
     n = int(bins.sum())
     if n == 0:
         return 0.0, math.inf
-    at_or_below = np.cumsum(bins)
-    share_lo, share_hi = wilson_bounds(at_or_below, np.full_like(at_or_below, n), z_for(alpha), continuity)
-    above = np.flatnonzero(share_lo >= q)  # P(X <= upper edge) >= q with confidence: quantile <= edge
-    upper = float(sketch.UPPER_EDGES[above[0]]) if above.size else math.inf
-    below = np.flatnonzero(share_hi < q)  # P(X <= upper edge) < q with confidence: quantile > edge
-    lower = float(sketch.UPPER_EDGES[below[-1]]) if below.size else 0.0
+    low_rank, high_rank = order_statistic_ranks(n, q, alpha)
+    cumulative = np.cumsum(bins)
+    lower = 0.0
+    if low_rank >= 1:
+        lower = float(sketch.LOWER_EDGES[int(np.searchsorted(cumulative, low_rank, side="left"))])
+    upper = math.inf
+    if high_rank <= n:
+        upper = float(sketch.UPPER_EDGES[int(np.searchsorted(cumulative, high_rank, side="left"))])
     return lower, upper
 
 

@@ -8,6 +8,7 @@ A rejection never changes what happens to the valid records around it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
@@ -24,7 +25,7 @@ EPOCH_MAX_S = 4_102_444_800.0  # 2100-01-01
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class Telemetry(msgspec.Struct, frozen=True):
+class Telemetry(msgspec.Struct, frozen=True, gc=False):
     """One request as the learner analyzer reports it (contract v1; see streams/telemetry.v1.schema.json)."""
 
     ts: Annotated[float, msgspec.Meta(ge=EPOCH_MIN_S, le=EPOCH_MAX_S)] | Annotated[datetime, msgspec.Meta(tz=True)]
@@ -91,16 +92,24 @@ class TelemetryDecoder:
     """Decodes JSON records against contract v1 and the plan's (region, tier) key space."""
 
     def __init__(self, gates: list[tuple[str, str]]) -> None:
-        self._index = {gate: i for i, gate in enumerate(gates)}
         self._regions = sorted({r for r, _ in gates})
         self._tiers = sorted({t for _, t in gates})
+        self._region_code = {r: i for i, r in enumerate(self._regions)}
+        self._tier_code = {t: i for i, t in enumerate(self._tiers)}
+        self._gate_of = np.full((len(self._regions), len(self._tiers)), -1, dtype=np.int64)
+        for i, (region, tier) in enumerate(gates):
+            self._gate_of[self._region_code[region], self._tier_code[tier]] = i
 
-    def decode(self, records: list[bytes], first_position: int = 1) -> EventBatch:
-        """Decode records (JSON objects, no trailing newline needed); positions count from ``first_position``."""
+    def decode(
+        self, records: list[bytes], first_position: int = 1, positions: Sequence[int] | None = None
+    ) -> EventBatch:
+        """Decode records (JSON objects, no trailing newline needed). Positions (line numbers or offsets) count
+        from ``first_position`` unless given one per record in ``positions``."""
         decoded: list[Telemetry | None]
-        positions = range(first_position, first_position + len(records))
+        if positions is None:
+            positions = range(first_position, first_position + len(records))
         rejections: list[Rejection] = []
-        oversized = any(len(r) > MAX_RECORD_BYTES for r in records)
+        oversized = bool(records) and max(map(len, records)) > MAX_RECORD_BYTES
         batch = None if oversized else self._decode_all(records)
         if batch is not None:
             decoded = list(batch)
@@ -136,51 +145,62 @@ class TelemetryDecoder:
         self,
         decoded: list[Telemetry | None],
         raws: list[bytes],
-        positions: range,
+        positions: Sequence[int],
         rejections: list[Rejection],
     ) -> EventBatch:
-        keys: list[int] = []
-        ts_s: list[float] = []
-        lat: list[float] = []
-        err: list[bool] = []
-        index = self._index
-        for rec, raw, pos in zip(decoded, raws, positions, strict=True):
-            if rec is None:
-                continue
-            key = index.get((rec.region, rec.tier))
-            if key is None:
-                rejections.append(self._unknown_gate(pos, rec, raw))
-                continue
-            if rec.error is not None:
-                is_error = rec.error
-            elif rec.status is not None:
-                is_error = rec.status >= 500
-            else:
-                rejections.append(
-                    Rejection(pos, "missing_field:status", "record has neither `status` nor `error`", raw)
-                )
-                continue
-            ts = rec.ts
-            if isinstance(ts, datetime):
-                seconds = ts.timestamp()
-                if not EPOCH_MIN_S <= seconds <= EPOCH_MAX_S:
-                    rejections.append(
-                        Rejection(pos, "invalid_field:ts", f"timestamp {ts.isoformat()} is outside 2000..2100", raw)
-                    )
-                    continue
-                ts = seconds
-            keys.append(key)
-            ts_s.append(ts)
-            lat.append(rec.latency_ms)
-            err.append(is_error)
+        """Columns of the decoded records; the common case (all epoch ts, status only) stays in C loops."""
+        records = [r for r in decoded if r is not None]
+        where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
+        keys = self._keys_of([r.region for r in records], [r.tier for r in records])
+        ts_list = [r.ts for r in records]
+        try:
+            ts_s = np.asarray(ts_list, dtype=np.float64)
+        except TypeError:  # some RFC 3339 strings (decoded as datetimes) among the numbers
+            ts_s = np.fromiter((t.timestamp() if isinstance(t, datetime) else t for t in ts_list), np.float64)
+        status = [r.status for r in records]
+        flags = [r.error for r in records]
+        if flags.count(None) == len(flags) and None not in status:
+            error = np.asarray(status, dtype=np.int64) >= 500
+            outcome = np.ones(len(records), dtype=np.bool_)
+        else:
+            outcome = np.fromiter((f is not None or s is not None for f, s in zip(flags, status, strict=True)), np.bool_)
+            error = np.fromiter(
+                (f if f is not None else (s is not None and s >= 500) for f, s in zip(flags, status, strict=True)),
+                np.bool_,
+            )
+        in_range = (ts_s >= EPOCH_MIN_S) & (ts_s <= EPOCH_MAX_S)
+        ok = (keys >= 0) & outcome & in_range
+        if not ok.all():
+            for i in np.flatnonzero(~ok).tolist():
+                j = i if where is None else where[i]
+                rejections.append(self._reject(records[i], raws[j], positions[j], int(keys[i]), bool(outcome[i])))
         rejections.sort(key=lambda r: r.position)
         return EventBatch(
-            ts_ms=np.rint(np.asarray(ts_s, dtype=np.float64) * 1000).astype(np.int64),
-            key=np.asarray(keys, dtype=np.int64),
-            latency_ms=np.asarray(lat, dtype=np.float64),
-            error=np.asarray(err, dtype=np.bool_),
+            ts_ms=np.rint(ts_s[ok] * 1000).astype(np.int64),
+            key=keys[ok],
+            latency_ms=np.asarray([r.latency_ms for r in records], dtype=np.float64)[ok],
+            error=error[ok],
             rejections=rejections,
         )
+
+    def _keys_of(self, regions: list[str], tiers: list[str]) -> npt.NDArray[np.int64]:
+        """Gate index per record (-1 when the plan does not gate that region/tier); C loops in the common case."""
+        try:
+            r = np.asarray(list(map(self._region_code.get, regions)), dtype=np.int64)
+            t = np.asarray(list(map(self._tier_code.get, tiers)), dtype=np.int64)
+        except TypeError:  # an unknown region or tier (None) among them
+            r = np.asarray([self._region_code.get(x, -1) for x in regions], dtype=np.int64)
+            t = np.asarray([self._tier_code.get(x, -1) for x in tiers], dtype=np.int64)
+        known = (r >= 0) & (t >= 0)
+        return np.where(known, self._gate_of[np.maximum(r, 0), np.maximum(t, 0)], -1)
+
+    def _reject(self, rec: Telemetry, raw: bytes, pos: int, key: int, has_outcome: bool) -> Rejection:
+        if key < 0:
+            return self._unknown_gate(pos, rec, raw)
+        if not has_outcome:
+            return Rejection(pos, "missing_field:status", "record has neither `status` nor `error`", raw)
+        shown = rec.ts.isoformat() if isinstance(rec.ts, datetime) else str(rec.ts)
+        return Rejection(pos, "invalid_field:ts", f"timestamp {shown} is outside 2000-01-01..2100-01-01", raw)
 
     def _unknown_gate(self, pos: int, rec: Telemetry, raw: bytes) -> Rejection:
         if rec.region not in self._regions:

@@ -1,0 +1,147 @@
+"""The ``gatekeeper`` command line. Every user-facing error is one clear message and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from gatekeeper.shell.planfile import UserError, load_plan, summarize
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def default_plan() -> str:
+    """$GATEKEEPER_PLAN, else config/rollout-plan.yaml here or in the source checkout."""
+    if env := os.environ.get("GATEKEEPER_PLAN"):
+        return env
+    local = Path("config/rollout-plan.yaml")
+    return str(local if local.exists() else _REPO_ROOT / "config" / "rollout-plan.yaml")
+
+
+@contextlib.contextmanager
+def open_in(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the caller is done
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_out(path: str | None) -> Iterator[BinaryIO | None]:
+    if path is None:
+        yield None
+        return
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    try:
+        handle = open(path, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with handle:
+        yield handle
+
+
+def _cmd_plan_check(args: argparse.Namespace) -> int:
+    plan = load_plan(args.path)
+    print(summarize(plan))
+    print("plan OK")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from gatekeeper.shell.progress import byte_progress
+    from gatekeeper.shell.replay import replay
+
+    plan = load_plan(args.plan)
+    size = None if args.input == "-" else Path(args.input).stat().st_size if Path(args.input).exists() else None
+    with (
+        open_in(args.input) as source,
+        open_out(args.output) as sink,
+        open_out(args.rejects) as rejects,
+        byte_progress(size, enabled=not args.quiet) as advance,
+    ):
+        assert sink is not None
+        summary = replay(plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance)
+    if not args.quiet:
+        print(summary.render(), file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from gatekeeper.shell.simulate import run_simulate
+
+    return run_simulate(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gatekeeper.shell.demo import run_demo
+
+    return run_demo(load_plan(args.plan), seed=args.seed, speed=args.speed, color=not args.no_color)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatekeeper", description="Event-time SLO gate for staged rollouts.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    plan = sub.add_parser("plan", help="work with rollout plans")
+    plan_sub = plan.add_subparsers(dest="plan_command", required=True, metavar="ACTION")
+    check = plan_sub.add_parser("check", help="validate a plan file and print a summary")
+    check.add_argument("path")
+    check.set_defaults(func=_cmd_plan_check)
+
+    rep = sub.add_parser("replay", help="run the gate over recorded telemetry (JSONL) and write decisions")
+    rep.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")
+    rep.add_argument("--input", required=True, help="telemetry JSONL file, or - for stdin")
+    rep.add_argument("--output", default="-", help="decisions JSONL file, or - for stdout (default)")
+    rep.add_argument("--rejects", help="write rejected records (line, reason, raw) to this JSONL file")
+    rep.add_argument(
+        "--flush", action="store_true", help="at end of input, close open windows as if the lateness had passed"
+    )
+    rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
+    rep.set_defaults(func=_cmd_replay)
+
+    sim = sub.add_parser("simulate", help="write simulated learner-analyzer telemetry for a scenario")
+    sim.add_argument("--scenario", required=True, help="scenario file (see config/scenarios/)")
+    sim.add_argument("--output", default="-", help="telemetry JSONL file, or - for stdout (default)")
+    sim.set_defaults(func=_cmd_simulate)
+
+    demo = sub.add_parser("demo", help="simulate a whole rollout on the embedded engine and show the decisions")
+    demo.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--speed", type=float, default=0.0, help="pause (s) per simulated day; 0 runs flat out")
+    demo.add_argument("--no-color", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UserError as exc:
+        print(f"gatekeeper: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gatekeeper: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

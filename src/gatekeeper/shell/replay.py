@@ -1,0 +1,121 @@
+"""Replay: run the engine over a telemetry JSONL stream in event time and write decision JSONL."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import msgspec
+
+from gatekeeper.core import decision as decisions
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.engine import Engine
+from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import Rejection
+
+BLOCK_BYTES = 4 << 20
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    lines: int = 0
+    blank: int = 0
+    events: int = 0
+    late: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+
+    def render(self) -> str:
+        parts = [f"{self.lines} lines: {self.events} events, {sum(self.rejected.values())} rejected, {self.late} late"]
+        if self.blank:
+            parts.append(f"{self.blank} blank lines skipped")
+        for code, count in sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
+            parts.append(f"  rejected {code}: {count}")
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.decisions.items())) or "none"
+        parts.append(f"decisions: {sum(self.decisions.values())} ({kinds})")
+        return "\n".join(parts)
+
+
+def read_records(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
+    """Chunks of (first line number, non-blank lines, bytes consumed); blank lines keep their numbers."""
+    line_no = 1
+    rest = b""
+    while True:
+        block = stream.read(block_bytes)
+        if not block:
+            break
+        data = rest + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        rest = data[cut + 1 :]
+        lines = data[:cut].split(b"\n")
+        yield line_no, lines, cut + 1
+        line_no += len(lines)
+    if rest:
+        yield line_no, [rest], len(rest)
+
+
+class _RejectWriter:
+    """Writes rejected records as JSONL: position, code, message and the original bytes (as latin-1 text)."""
+
+    def __init__(self, out: BinaryIO | None) -> None:
+        self._out = out
+        self._enc = msgspec.json.Encoder()
+
+    def write(self, rejections: list[Rejection]) -> None:
+        if self._out is None:
+            return
+        for r in rejections:
+            record = {"line": r.position, "code": r.code, "message": r.message, "raw": r.raw.decode("latin-1")}
+            self._out.write(self._enc.encode(record) + b"\n")
+
+
+def replay(
+    plan: Plan,
+    source: BinaryIO,
+    sink: BinaryIO,
+    *,
+    flush: bool = False,
+    rejects: BinaryIO | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_decisions: Callable[[list[Decision]], None] | None = None,
+) -> ReplaySummary:
+    """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL)."""
+    engine = Engine(plan)
+    decoder = engine.decoder()
+    summary = ReplaySummary()
+    reject_writer = _RejectWriter(rejects)
+
+    def emit(out: list[Decision]) -> None:
+        for d in out:
+            sink.write(decisions.encode(d) + b"\n")
+            summary.decisions[d.decision] += 1
+        if out and on_decisions is not None:
+            on_decisions(out)
+
+    for first, lines, consumed in read_records(source):
+        summary.lines += len(lines)
+        if b"" not in lines and b"\r" not in lines:
+            batch = decoder.decode(lines, first)
+        else:  # skip blank lines, keeping line numbers exact
+            numbers = [first + i for i, ln in enumerate(lines) if ln.strip()]
+            summary.blank += len(lines) - len(numbers)
+            batch = decoder.decode([lines[n - first] for n in numbers], positions=numbers)
+        summary.rejected.update(r.code for r in batch.rejections)
+        reject_writer.write(batch.rejections)
+        emit(engine.ingest(batch))
+        if on_progress is not None:
+            on_progress(consumed)
+    if flush:
+        emit(engine.flush())
+    summary.events, summary.late = engine.stats.events, engine.stats.late
+    return summary
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

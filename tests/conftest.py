@@ -1,0 +1,159 @@
+"""Shared fixtures: a real Kafka broker for the tests that ask for one.
+
+``kafka_bootstrap`` is resolved once per session, and only when a test requests it:
+
+1. ``$GATEKEEPER_TEST_BOOTSTRAP`` -- an existing cluster (never stopped by the tests);
+2. testcontainers' ``KafkaContainer`` in KRaft mode, when a Docker engine answers;
+3. ``LocalKafka`` from ``scripts/local_kafka.py`` -- a JVM broker built from Maven Central jars.
+
+When none of them gives a broker the test is skipped, or failed when ``$CI`` is ``true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+LOCAL_KAFKA_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "local_kafka.py"
+
+
+@dataclass
+class _Session:
+    """What the session got: a bootstrap address, or the reasons it got none."""
+
+    bootstrap: str | None = None
+    local: Any = None  # the LocalKafka instance when this session started the JVM broker
+    problems: list[str] = field(default_factory=list)
+
+
+class BrokerControl:
+    """Handle on the session's local broker for tests that take it down and bring it back."""
+
+    def __init__(self, local: Any) -> None:
+        self._local = local
+
+    @property
+    def bootstrap(self) -> str:
+        return str(self._local.bootstrap)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._local.running)
+
+    def stop(self) -> None:
+        """Stop the broker process (SIGTERM, SIGKILL after 20 s); its ports, cluster id and data are kept."""
+        self._local.stop_process()
+
+    def restart(self) -> None:
+        """Start the broker again on the same ports and log dir; returns once it answers requests."""
+        self._local.restart()
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (failing, not skipping, because CI=true)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _docker_problem() -> str | None:
+    """None when a Docker engine answers a ping, else why not."""
+    try:
+        importlib.import_module("docker").from_env(timeout=5).ping()
+    except Exception as exc:
+        return f"no Docker engine answers ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _load_local_kafka() -> Any:
+    spec = importlib.util.spec_from_file_location("local_kafka", LOCAL_KAFKA_SCRIPT)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {LOCAL_KAFKA_SCRIPT}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _start_container(session: _Session) -> Any:
+    """Start a KRaft KafkaContainer and fill in ``session.bootstrap``; returns the container or None."""
+    if problem := _docker_problem():
+        session.problems.append(problem)
+        return None
+    container = None
+    try:
+        try:
+            kafka_module = importlib.import_module("testcontainers.community.kafka")
+        except ImportError:  # testcontainers < 4.5
+            kafka_module = importlib.import_module("testcontainers.kafka")
+        container = kafka_module.KafkaContainer().with_kraft()
+        container.start()
+    except Exception as exc:
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.stop()
+        session.problems.append(f"testcontainers KafkaContainer failed ({type(exc).__name__}: {exc})")
+        return None
+    host, _, port = str(container.get_bootstrap_server()).rpartition(":")
+    session.bootstrap = f"{'127.0.0.1' if host == 'localhost' else host}:{port}"
+    return container
+
+
+@pytest.fixture(scope="session")
+def _kafka_session() -> Iterator[_Session]:
+    session = _Session(bootstrap=os.environ.get("GATEKEEPER_TEST_BOOTSTRAP") or None)
+    if session.bootstrap:
+        yield session
+        return
+    container = _start_container(session)
+    if container is not None:
+        try:
+            yield session
+        finally:
+            container.stop()
+        return
+    try:
+        module = _load_local_kafka()
+        local = module.LocalKafka()
+    except Exception as exc:
+        session.problems.append(f"cannot load {LOCAL_KAFKA_SCRIPT} ({type(exc).__name__}: {exc})")
+        yield session
+        return
+    try:
+        session.bootstrap = local.start()
+        session.local = local
+    except module.LocalKafkaError as exc:
+        local.keep = True  # its run dir holds the broker's logs
+        session.problems.append(f"the local JVM broker (scripts/local_kafka.py) did not start: {exc}")
+    try:
+        yield session
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_kafka_session: _Session) -> str:
+    """``"host:port"`` of a running Kafka broker, shared by the whole session."""
+    if _kafka_session.bootstrap is None:
+        _unavailable("no Kafka broker: " + "; ".join(_kafka_session.problems))
+    return _kafka_session.bootstrap
+
+
+@pytest.fixture
+def kafka_broker(kafka_bootstrap: str, _kafka_session: _Session) -> Iterator[BrokerControl]:
+    """Stop/restart control over the session's local broker; it is running again after the test."""
+    if _kafka_session.local is None:  # a broker we do not own: not a missing broker, so skip even in CI
+        pytest.skip(
+            f"stopping and restarting the broker needs the local JVM broker (scripts/local_kafka.py); "
+            f"this session uses {kafka_bootstrap} (from $GATEKEEPER_TEST_BOOTSTRAP or Docker)"
+        )
+    control = BrokerControl(_kafka_session.local)
+    yield control
+    if not control.running:  # leave a working broker for the tests that follow
+        control.restart()

@@ -1,0 +1,194 @@
+"""Small builders shared by the core tests: synthetic plans with short durations, EventBatch columns,
+telemetry records and ways to feed an engine."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gatekeeper.core.decision import Decision, encode
+from gatekeeper.core.engine import Engine
+from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import EventBatch
+
+SECOND = 1_000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+T0 = 1_760_832_000_000  # 2025-10-19T00:00:00Z, a whole number of hours since the epoch
+T0_TEXT = "2025-10-19T00:00:00Z"
+
+# pane 1m | window 10m | lateness 2m | stall_after 6m | soak 1h | hold 30m: every span a whole number of the
+# one it must divide, and stall_after > lateness, as the plan validators require.
+BASE_PLAN: dict[str, Any] = {
+    "plan": "test-plan",
+    "version": "1.0",
+    "regions": ["us-east", "eu-west"],
+    "evaluation": {
+        "pane": "1m",
+        "window": "10m",
+        "lateness": "2m",
+        "stall_after": "6m",
+        "confidence": {"false_fail": 0.01, "false_pass": 0.05},
+        "uptime": {"down_error_rate": "50%", "min_requests": 5, "silence_counts_as_down": True},
+    },
+    "phases": [
+        {
+            "name": "canary",
+            "hold_on_fail": "30m",
+            "tiers": [
+                {
+                    "name": "canary",
+                    "traffic_percent": 1,
+                    "soak": "1h",
+                    "criteria": [
+                        {
+                            "kind": "error_rate",
+                            "pass_below": "2%",
+                            "fail_above": "5%",
+                            "min_requests": 200,
+                            "min_requests_to_fail": 50,
+                        },
+                        {
+                            "kind": "latency",
+                            "quantile": 0.99,
+                            "pass_below_ms": 400,
+                            "fail_above_ms": 800,
+                            "min_requests": 200,
+                            "min_requests_to_fail": 50,
+                        },
+                        {"kind": "uptime", "at_least": "90%"},
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
+def plan_dict(**evaluation: Any) -> dict[str, Any]:
+    """A deep copy of ``BASE_PLAN`` with some ``evaluation`` keys replaced."""
+    raw = copy.deepcopy(BASE_PLAN)
+    raw["evaluation"].update(evaluation)
+    return raw
+
+
+def tier_of(raw: dict[str, Any], phase: int = 0, tier: int = 0) -> dict[str, Any]:
+    """The tier dict at (phase, tier) of a plan dict, for editing in place."""
+    result: dict[str, Any] = raw["phases"][phase]["tiers"][tier]
+    return result
+
+
+def make_plan(raw: dict[str, Any] | None = None) -> Plan:
+    """A validated Plan from a plan dict (default: ``BASE_PLAN``)."""
+    return Plan.model_validate(copy.deepcopy(BASE_PLAN) if raw is None else raw)
+
+
+def make_engine(raw: dict[str, Any] | None = None) -> Engine:
+    return Engine(make_plan(raw))
+
+
+def gate_key(engine: Engine, region: str, tier: str = "canary") -> int:
+    """The EventBatch ``key`` of a (region, tier) gate."""
+    return engine.keys.index((region, tier))
+
+
+def batch(
+    ts_ms: Sequence[int] | npt.NDArray[np.int64],
+    key: Sequence[int] | npt.NDArray[np.int64] | int,
+    latency_ms: Sequence[float] | npt.NDArray[np.float64] | float = 10.0,
+    error: Sequence[bool] | npt.NDArray[np.bool_] | bool = False,
+) -> EventBatch:
+    """EventBatch columns with the right dtypes; scalars are broadcast to every event."""
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    n = ts.size
+    return EventBatch(
+        ts_ms=ts,
+        key=np.broadcast_to(np.asarray(key, dtype=np.int64), (n,)).copy(),
+        latency_ms=np.broadcast_to(np.asarray(latency_ms, dtype=np.float64), (n,)).copy(),
+        error=np.broadcast_to(np.asarray(error, dtype=np.bool_), (n,)).copy(),
+    )
+
+
+def traffic(
+    key: int,
+    start: int,
+    end: int,
+    per_minute: int,
+    error_rate: float = 0.0,
+    seed: int = 0,
+    median_ms: float = 50.0,
+    sigma: float = 0.5,
+) -> EventBatch:
+    """Evenly spaced requests of one gate in [start, end): errors at ``error_rate`` and lognormal latencies."""
+    rng = np.random.default_rng(seed)
+    step = MINUTE // per_minute
+    ts = np.arange(start, end, step, dtype=np.int64)
+    errors = rng.random(ts.size) < error_rate
+    latencies = rng.lognormal(np.log(median_ms), sigma, ts.size)
+    return batch(ts, key, latencies, errors)
+
+
+def concat(*batches: EventBatch) -> EventBatch:
+    return EventBatch(
+        ts_ms=np.concatenate([b.ts_ms for b in batches]),
+        key=np.concatenate([b.key for b in batches]),
+        latency_ms=np.concatenate([b.latency_ms for b in batches]),
+        error=np.concatenate([b.error for b in batches]),
+    )
+
+
+def take(events: EventBatch, index: npt.NDArray[np.intp] | slice) -> EventBatch:
+    """The events at ``index``, in that order."""
+    return EventBatch(events.ts_ms[index], events.key[index], events.latency_ms[index], events.error[index])
+
+
+def by_time(events: EventBatch) -> EventBatch:
+    """The events in event-time order (stable), as a perfectly ordered stream would deliver them."""
+    return take(events, np.argsort(events.ts_ms, kind="stable"))
+
+
+def chunks(events: EventBatch, size: int) -> list[EventBatch]:
+    """Consecutive batches of at most ``size`` events, in arrival order."""
+    return [take(events, slice(i, i + size)) for i in range(0, len(events), size)]
+
+
+def run(engine: Engine, events: EventBatch, size: int | None = None, flush: bool = False) -> list[Decision]:
+    """Feed ``events`` in batches of ``size`` (default: one batch) and collect every decision."""
+    out: list[Decision] = []
+    for part in chunks(events, size or max(1, len(events))):
+        out.extend(engine.ingest(part))
+    if flush:
+        out.extend(engine.flush())
+    return out
+
+
+def summary(decisions: Iterable[Decision]) -> list[tuple[str, str, str, str]]:
+    """(region, decision, reason_code, at) of each decision, in order: the shape of a run."""
+    return [(d.region, d.decision, d.reason_code, d.at) for d in decisions]
+
+
+def of(decisions: Iterable[Decision], kind: str, region: str | None = None) -> list[Decision]:
+    return [d for d in decisions if d.decision == kind and (region is None or d.region == region)]
+
+
+def encoded(decisions: Iterable[Decision]) -> list[bytes]:
+    """The decisions as sorted encoded bytes: equal for equal sets of decisions, whatever their order."""
+    return sorted(encode(d) for d in decisions)
+
+
+def record(**fields: Any) -> bytes:
+    """A telemetry record as JSON bytes; ``None`` values are left out."""
+    base: dict[str, Any] = {
+        "ts": 1_760_832_000.25,
+        "region": "us-east",
+        "tier": "canary",
+        "latency_ms": 12.5,
+        "status": 200,
+    }
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
