@@ -75,8 +75,24 @@ class Engine:
         self._count(out)
         return out
 
-    def snapshot(self, index: int) -> GateState:
+    def gate_index(self, region: str, tier: str) -> int:
+        """Index of a gate in ``keys`` / ``gates``; ValueError if the plan does not gate it."""
+        return self.keys.index((region, tier))
+
+    def state_of(self, index: int) -> GateState:
         return self.gates[index].state
+
+    def restore(self, index: int, state: GateState) -> None:
+        """Replace a gate's state (e.g. from a changelog snapshot) before feeding it more events."""
+        self.gates[index].state = state
+
+    def observe_stream_time(self, newest_ts_ms: int) -> list[Decision]:
+        """Advance the stream-wide clock without events (e.g. from other partitions) and run the stall check."""
+        self.stream_max = newest_ts_ms if self.stream_max is None else max(self.stream_max, newest_ts_ms)
+        out: list[Decision] = []
+        self._check_stalls(out)
+        self._count(out)
+        return out
 
     # -- internals ---------------------------------------------------------------------------------------
     def _ingest_gate(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from gatekeeper.shell.kafka_settings import add_kafka_arguments
 from gatekeeper.shell.planfile import UserError, load_plan, summarize
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -91,6 +93,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(load_plan(args.plan), seed=args.seed, speed=args.speed, color=not args.no_color)
 
 
+def _delegate(parser: argparse.ArgumentParser, module: str) -> None:
+    """A subcommand owned by ``module``: its ``configure(parser)`` adds flags (the module must import
+    lightly; faust and aiokafka are imported inside ``run``) and ``run(args) -> int`` runs it."""
+    owner = importlib.import_module(module)
+    owner.configure(parser)
+    parser.set_defaults(func=owner.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatekeeper", description="Event-time SLO gate for staged rollouts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,8 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="write simulated learner-analyzer telemetry for a scenario")
     sim.add_argument("--scenario", required=True, help="scenario file (see config/scenarios/)")
-    sim.add_argument("--output", default="-", help="telemetry JSONL file, or - for stdout (default)")
+    sim.add_argument("--output", help="telemetry JSONL file, or - for stdout (default: stdout without --bootstrap)")
+    sim.add_argument("--keyed", action="store_true", help="with --bootstrap: key records by region/tier")
+    add_kafka_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
+
+    work = sub.add_parser("worker", help="run the gate on Kafka (Faust worker)")
+    _delegate(work, "gatekeeper.shell.worker.cli")
+
+    tail = sub.add_parser("tail", help="print decisions from the decisions topic as they arrive")
+    _delegate(tail, "gatekeeper.shell.tail")
 
     demo = sub.add_parser("demo", help="simulate a whole rollout on the embedded engine and show the decisions")
     demo.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")

@@ -1,0 +1,107 @@
+"""Gate state <-> bytes, for changelog-backed tables: compact (sparse sketches, msgpack) and exact."""
+
+from __future__ import annotations
+
+import msgspec
+
+from gatekeeper.core import sketch
+from gatekeeper.core.gate import GateState
+
+FORMAT = 1
+
+
+class _Sparse(msgspec.Struct, array_like=True):
+    indices: list[int]
+    counts: list[int]
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    format: int
+    status: str
+    soak_start: int
+    window_start: int
+    window_requests: int
+    window_errors: int
+    soak_requests: int
+    soak_errors: int
+    soak_bins: _Sparse
+    open_bins: dict[int, _Sparse]
+    looks: int
+    pass_looks: int
+    hold_until: int
+    down_ms: int
+    silent_from: int
+    down_counted_until: int
+    stall_reported_for: int
+    late_events: int
+    max_ts: int | None
+    open_panes: dict[int, tuple[int, int]]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def _sparse(bins: sketch.Bins) -> _Sparse:
+    indices, counts = sketch.to_sparse(bins)
+    return _Sparse(indices, counts)
+
+
+def dump(state: GateState) -> bytes:
+    return _ENCODER.encode(
+        _Snapshot(
+            format=FORMAT,
+            status=state.status,
+            soak_start=state.soak_start,
+            window_start=state.window_start,
+            window_requests=state.window_requests,
+            window_errors=state.window_errors,
+            soak_requests=state.soak_requests,
+            soak_errors=state.soak_errors,
+            soak_bins=_sparse(state.soak_bins),
+            open_bins={w: _sparse(b) for w, b in state.open_bins.items()},
+            looks=state.looks,
+            pass_looks=state.pass_looks,
+            hold_until=state.hold_until,
+            down_ms=state.down_ms,
+            silent_from=state.silent_from,
+            down_counted_until=state.down_counted_until,
+            stall_reported_for=state.stall_reported_for,
+            late_events=state.late_events,
+            max_ts=state.max_ts,
+            open_panes={p: (c[0], c[1]) for p, c in state.open_panes.items()},
+        )
+    )
+
+
+def load(raw: bytes) -> GateState:
+    """The state ``dump`` wrote; raises ValueError on bytes that are not a snapshot of this format."""
+    try:
+        snap = _DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"not a gate snapshot: {exc}") from None
+    if snap.format != FORMAT:
+        raise ValueError(f"gate snapshot format {snap.format}; this version reads format {FORMAT}")
+    if snap.status not in ("waiting", "soaking", "passed", "held"):
+        raise ValueError(f"gate snapshot has unknown status {snap.status!r}")
+    return GateState(
+        status=snap.status,  # type: ignore[arg-type]  # checked just above
+        soak_start=snap.soak_start,
+        window_start=snap.window_start,
+        window_requests=snap.window_requests,
+        window_errors=snap.window_errors,
+        soak_requests=snap.soak_requests,
+        soak_errors=snap.soak_errors,
+        soak_bins=sketch.from_sparse(snap.soak_bins.indices, snap.soak_bins.counts),
+        open_bins={w: sketch.from_sparse(b.indices, b.counts) for w, b in snap.open_bins.items()},
+        looks=snap.looks,
+        pass_looks=snap.pass_looks,
+        hold_until=snap.hold_until,
+        down_ms=snap.down_ms,
+        silent_from=snap.silent_from,
+        down_counted_until=snap.down_counted_until,
+        stall_reported_for=snap.stall_reported_for,
+        late_events=snap.late_events,
+        max_ts=snap.max_ts,
+        open_panes={p: [c[0], c[1]] for p, c in snap.open_panes.items()},
+    )

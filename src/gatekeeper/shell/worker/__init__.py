@@ -1,0 +1,1 @@
+"""The Kafka worker: the core engine behind a Faust app."""
