@@ -10,14 +10,14 @@ Anything short of confident evidence is ``inconclusive``. New criterion kinds re
 from __future__ import annotations
 
 import math
-
-import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from gatekeeper.core import sketch, stats
-from gatekeeper.core.decision import CriterionResult
+from gatekeeper.core.decision import CriterionResult, Scope, Verdict
 from gatekeeper.core.plan import ErrorRateCriterion, Evaluation, LatencyCriterion, Tier, UptimeCriterion
 
 
@@ -50,8 +50,13 @@ class Look:
 
 
 class Judge(Protocol):
-    name: str
-    statistical: bool  # takes a share of the false-fail alpha
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def statistical(self) -> bool:
+        """Whether the judge takes a share of the false-fail alpha."""
+        ...
 
     def may_fail(self, look: Look) -> bool:
         """Cheap and exact necessary condition for a ``fail`` among ``fail_checks`` (skips most looks)."""
@@ -93,28 +98,31 @@ class StatisticalJudge:
         needed, limit = self.min_requests_to_fail, self.fail_above
         return any(ev.requests >= needed and self.screen(ev, limit) for ev in (look.window, look.soak))
 
-    def _judge(self, ev: Evidence, scope: str, alpha: float, method: str, failing: bool) -> CriterionResult:
+    def _judge(self, ev: Evidence, scope: Scope, alpha: float, method: str, failing: bool) -> CriterionResult:
         limit = self.fail_above if failing else self.pass_below
         needed = self.min_requests_to_fail if failing else self.min_requests
         observed, lower, upper = self.measure(ev, alpha, method)
         conf = f"{(1 - alpha) * 100:.6g}%"
+        verdict: Verdict
         seen = "no data" if observed is None else self.show(observed)
         if ev.requests < needed:
             verdict = "inconclusive"
-            why = f"{self.label}: {ev.requests} requests in the {scope}; {needed} needed to {'fail' if failing else 'pass'}"
+            action = "fail" if failing else "pass"
+            why = f"{self.label}: {ev.requests} requests in the {scope}; {needed} needed to {action}"
         elif failing and lower > limit:
             verdict = "fail"
             why = (f"{self.label} {seen} in the {scope}: at least {self.show(lower)} at {conf} confidence, "
                    f"above the {self.show(limit)} ceiling")  # fmt: skip
         elif not failing and upper < limit:
             verdict = "pass"
-            why = f"{self.label} {seen} over the soak: at most {self.show(upper)} at {conf} confidence, below {self.show(limit)}"
+            why = (f"{self.label} {seen} over the soak: at most {self.show(upper)} at {conf} confidence, "
+                   f"below {self.show(limit)}")  # fmt: skip
         else:
             verdict = "inconclusive"
             why = (f"{self.label} {seen} in the {scope}, between {self.show(lower)} and {self.show(upper)} at {conf}: "
                    f"not yet conclusive against {self.show(limit)}")  # fmt: skip
         return CriterionResult(
-            name=self.name, scope="window" if scope == "window" else "soak", verdict=verdict,  # type: ignore[arg-type]
+            name=self.name, scope=scope, verdict=verdict,
             threshold=limit, observed=observed, lower=lower, upper=None if math.isinf(upper) else upper,
             requests=ev.requests, reason=why,
         )  # fmt: skip
@@ -177,9 +185,9 @@ class UptimeJudge:
     name: str = "uptime"
     statistical: bool = False
 
-    def _result(self, up: UptimeEvidence, verdict: str, limit: float, why: str) -> CriterionResult:
+    def _result(self, up: UptimeEvidence, verdict: Verdict, limit: float, why: str) -> CriterionResult:
         return CriterionResult(
-            name=self.name, scope="soak", verdict=verdict, threshold=limit,  # type: ignore[arg-type]
+            name=self.name, scope="soak", verdict=verdict, threshold=limit,
             observed=up.uptime, reason=why,
         )  # fmt: skip
 
@@ -192,7 +200,10 @@ class UptimeJudge:
         budget = (1 - floor) * max(up.soak_ms, up.elapsed_ms)
         down_min = up.down_ms / 60_000
         if up.down_ms > budget:
-            why = f"{down_min:g} min down: more than the {budget / 60_000:.3g} min that {_pct(floor)} uptime allows over the soak"
+            allowed = budget / 60_000
+            why = (
+                f"{down_min:g} min down: more than the {allowed:.3g} min that {_pct(floor)} uptime allows over the soak"
+            )
             return [self._result(up, "fail", floor, why)]
         return [self._result(up, "inconclusive", floor, f"{down_min:g} min down of {budget / 60_000:.3g} allowed")]
 

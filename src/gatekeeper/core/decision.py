@@ -9,13 +9,14 @@ import msgspec
 
 DecisionKind = Literal["pass", "fail", "hold", "release", "pending"]
 Verdict = Literal["pass", "fail", "inconclusive"]
+Scope = Literal["window", "soak"]
 
 
 class CriterionResult(msgspec.Struct, frozen=True, omit_defaults=True):
     """One criterion judged on one scope (the latest window or the whole soak so far)."""
 
     name: str
-    scope: Literal["window", "soak"]
+    scope: Scope
     verdict: Verdict
     threshold: float  # the threshold this verdict was judged against (fail_above for fail looks)
     observed: float | None  # point estimate (None: no data)

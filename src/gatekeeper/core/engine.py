@@ -166,7 +166,7 @@ class Engine:
         for gate in self.gates:
             newest = gate.state.max_ts
             if newest is not None:
-                gate.check_stall(stream_watermark, newest - newest % self._pane + self._pane, out)
+                gate.on_stream_clock(stream_watermark, newest - newest % self._pane + self._pane, out)
 
     def _count(self, out: list[Decision]) -> None:
         self.stats.decisions += len(out)

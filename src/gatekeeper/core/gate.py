@@ -59,6 +59,7 @@ class GateState:
     silent_from: int = 0  # end of the last pane that carried data
     down_counted_until: int = 0
     stall_reported_for: int = -1  # the ``silent_from`` a stall was already reported for
+    release_reported_for: int = -1  # the ``hold_until`` a release was already reported for
     late_events: int = 0
     max_ts: int | None = None  # newest event time seen (not late)
     open_panes: dict[int, list[int]] = field(default_factory=dict)  # pane start -> [requests, errors]
@@ -146,10 +147,16 @@ class Gate:
             st.window_start = end
             st.window_requests = st.window_errors = 0
 
-    def check_stall(self, stream_watermark: int, newest_pane_end: int, out: list[Decision]) -> None:
-        """Stream-wide clock: report a gate whose own telemetry stopped (its windows cannot advance alone)."""
+    def on_stream_clock(self, stream_watermark: int, newest_pane_end: int, out: list[Decision]) -> None:
+        """The stream-wide clock (other gates' event time): report a gate whose own telemetry stopped, and
+        release a held gate whose traffic was rolled back. Both decisions have the same content whichever
+        clock reports them first; the gate's state still advances only on its own event time."""
         st = self.state
-        if st.status in ("waiting", "held"):
+        if st.status == "held":
+            if stream_watermark >= st.hold_until:
+                self._report_release(out)
+            return
+        if st.status != "soaking":  # a stall matters only while a verdict is pending
             return
         silent_from = max(st.silent_from, newest_pane_end)
         if st.stall_reported_for != silent_from and stream_watermark >= silent_from + self.spec.evaluation.stall_after:
@@ -161,7 +168,7 @@ class Gate:
         stall_after = self.spec.evaluation.stall_after
         if st.status in ("waiting", "held") or until - st.silent_from < stall_after:
             return
-        if st.stall_reported_for != st.silent_from:
+        if st.status == "soaking" and st.stall_reported_for != st.silent_from:
             self._report_stall(st.silent_from, out)
         if self.spec.evaluation.uptime.silence_counts_as_down:
             st.down_ms += until - max(st.down_counted_until, st.silent_from)
@@ -171,8 +178,9 @@ class Gate:
         st = self.state
         st.stall_reported_for = silent_from
         at = silent_from + self.spec.evaluation.stall_after
-        why = f"no telemetry since {format_ms(silent_from)} ({format_duration(at - silent_from)}): not judged on old data"
-        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled"))
+        silence = format_duration(at - silent_from)
+        why = f"no telemetry since {format_ms(silent_from)} ({silence}): not judged on old data"
+        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled", evidence=_NOTHING))
 
     def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
         st = self.state
@@ -203,8 +211,21 @@ class Gate:
             alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, max(1, st.pass_looks))
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
             open_ones = [r.reason for r in results if r.verdict != "pass"]
-            head = f"{checkpoint}: not enough evidence to pass" if end >= soak_end else f"{checkpoint}: soak not complete"
-            out.append(self._decision("pending", st.soak_start, end, end, results, (head, *open_ones), f"checkpoint:{checkpoint}", alpha))
+            head = (
+                f"{checkpoint}: not enough evidence to pass" if end >= soak_end else f"{checkpoint}: soak not complete"
+            )
+            out.append(
+                self._decision(
+                    "pending",
+                    st.soak_start,
+                    end,
+                    end,
+                    results,
+                    (head, *open_ones),
+                    f"checkpoint:{checkpoint}",
+                    alpha,
+                )
+            )
 
     def _fail_look(self, look: Look, end: int, out: list[Decision]) -> bool:
         st = self.state
@@ -222,20 +243,31 @@ class Gate:
         reasons = tuple(r.reason for r in failed)
         evidence = look.window if failed[0].scope == "window" else look.soak
         out.append(self._decision("fail", scope_start, end, end, results, reasons, "breach", alpha, evidence))
-        why = f"hold {format_duration(hold)} after a failed {self.spec.tier.name} tier (phase {self.spec.phase.name}), until {format_ms(st.hold_until)}"
+        tier, phase = self.spec.tier.name, self.spec.phase.name
+        why = (
+            f"hold {format_duration(hold)} after a failed {tier} tier (phase {phase}), until {format_ms(st.hold_until)}"
+        )
         out.append(self._decision("hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence))
         return True
 
     def _release(self, out: list[Decision]) -> None:
         st = self.state
         at = st.hold_until
+        self._report_release(out)
         st.status, st.soak_start = "soaking", at
         st.soak_requests = st.soak_errors = st.looks = st.pass_looks = st.down_ms = 0
         st.soak_bins = sketch.empty()
         st.down_counted_until = max(st.down_counted_until, at)
         st.silent_from = max(st.silent_from, at)
-        why = f"hold ended at {format_ms(at)}; soak restarts with fresh evidence"
-        out.append(self._decision("release", at - self.spec.phase.hold_on_fail, at, at, (), (why,), "release"))
+
+    def _report_release(self, out: list[Decision]) -> None:
+        st = self.state
+        if st.release_reported_for == st.hold_until:
+            return
+        st.release_reported_for = at = st.hold_until
+        why = f"hold ended at {format_ms(at)}; the soak restarts with fresh evidence"
+        hold = self.spec.phase.hold_on_fail
+        out.append(self._decision("release", at - hold, at, at, (), (why,), "release", evidence=_NOTHING, look=0))
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _soak_evidence(self) -> Evidence:
@@ -257,15 +289,28 @@ class Gate:
         code: str,
         alpha: float = 0.05,
         evidence: Evidence | None = None,
+        look: int | None = None,
     ) -> Decision:
-        """A decision; its metrics describe ``evidence`` (default: the soak so far)."""
+        """A decision; its metrics describe ``evidence`` (default: the soak so far). With ``_NOTHING`` (stall,
+        release) the metrics are empty, so the content never depends on which clock reported it."""
         spec, st = self.spec, self.state
         ev = evidence or self._soak_evidence()
-        metrics = _metrics(ev, alpha, spec.evaluation.confidence.interval, self._uptime(end), st.late_events)
+        if ev is _NOTHING:
+            metrics = _metrics(ev, alpha, spec.evaluation.confidence.interval, UptimeEvidence(0, 0, 0), 0)
+        else:
+            metrics = _metrics(ev, alpha, spec.evaluation.confidence.interval, self._uptime(end), st.late_events)
         when = format_ms(at)
         window_start, window_end = format_ms(start), format_ms(end)
         return Decision(
-            decision_id=decision_id(spec.plan_version, spec.region, spec.tier.name, kind, when, f"{window_start}/{window_end}", code),
+            decision_id=decision_id(
+                spec.plan_version,
+                spec.region,
+                spec.tier.name,
+                kind,
+                when,
+                f"{window_start}/{window_end}",
+                code,
+            ),
             decision=kind,
             region=spec.region,
             tier=spec.tier.name,
@@ -277,10 +322,13 @@ class Gate:
             criteria=results,
             reasons=reasons,
             plan_version=spec.plan_version,
-            look=st.looks,
+            look=st.looks if look is None else look,
             hold_until=format_ms(st.hold_until) if kind == "hold" else None,
             reason_code=code,
         )
+
+
+_NOTHING = Evidence(0, 0, sketch.empty())
 
 
 def _metrics(ev: Evidence, alpha: float, method: str, up: UptimeEvidence, late: int) -> Metrics:

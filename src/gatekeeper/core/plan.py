@@ -134,12 +134,13 @@ class Confidence(_Strict):
 
 class UptimeDefinition(_Strict):
     """A pane is *down* when it carries >= ``min_requests`` and more than ``down_error_rate`` of them fail;
-    a silence longer than ``stall_after`` counts as down when ``silence_counts_as_down``.
+    a silence longer than ``stall_after`` counts as down only when ``silence_counts_as_down`` (off by default:
+    missing data is reported as ``pending``, it never fails a tier by itself).
     Uptime = 1 - down time / elapsed soak time."""
 
     down_error_rate: Fraction = 0.5
     min_requests: int = Field(default=5, ge=1)
-    silence_counts_as_down: bool = True
+    silence_counts_as_down: bool = False
 
 
 class Evaluation(_Strict):

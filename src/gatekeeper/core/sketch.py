@@ -39,7 +39,8 @@ def bucket_of(values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """Bucket index of each latency (vectorised); 0 and sub-0.01 ms values go to bucket 0."""
     with np.errstate(divide="ignore"):
         keys = np.ceil(np.log(values) / _LN_GAMMA)
-    return np.clip(keys - (KEY_MIN - 1), 0, NBINS - 1).astype(np.int64)
+    index: npt.NDArray[np.int64] = np.clip(keys - (KEY_MIN - 1), 0, NBINS - 1).astype(np.int64)
+    return index
 
 
 def add(bins: Bins, values: npt.NDArray[np.float64]) -> None:

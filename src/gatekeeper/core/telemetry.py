@@ -64,9 +64,7 @@ class EventBatch:
 
     @staticmethod
     def empty() -> EventBatch:
-        return EventBatch(
-            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.bool_)
-        )
+        return EventBatch(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.bool_))
 
 
 _AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
@@ -163,7 +161,9 @@ class TelemetryDecoder:
             error = np.asarray(status, dtype=np.int64) >= 500
             outcome = np.ones(len(records), dtype=np.bool_)
         else:
-            outcome = np.fromiter((f is not None or s is not None for f, s in zip(flags, status, strict=True)), np.bool_)
+            outcome = np.fromiter(
+                (f is not None or s is not None for f, s in zip(flags, status, strict=True)), np.bool_
+            )
             error = np.fromiter(
                 (f if f is not None else (s is not None and s >= 500) for f, s in zip(flags, status, strict=True)),
                 np.bool_,
@@ -205,8 +205,13 @@ class TelemetryDecoder:
     def _unknown_gate(self, pos: int, rec: Telemetry, raw: bytes) -> Rejection:
         if rec.region not in self._regions:
             return Rejection(
-                pos, "unknown_region", f"region {rec.region!r} is not in the plan ({', '.join(self._regions)})", raw
+                pos,
+                "unknown_region",
+                f"region {rec.region!r} is not in the plan ({', '.join(self._regions)})",
+                raw,
             )
         if rec.tier not in self._tiers:
-            return Rejection(pos, "unknown_tier", f"tier {rec.tier!r} is not in the plan ({', '.join(self._tiers)})", raw)
+            return Rejection(
+                pos, "unknown_tier", f"tier {rec.tier!r} is not in the plan ({', '.join(self._tiers)})", raw
+            )
         return Rejection(pos, "unknown_gate", f"tier {rec.tier!r} is not gated in region {rec.region!r}", raw)

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", default="-", help="decisions JSONL file, or - for stdout (default)")
     rep.add_argument("--rejects", help="write rejected records (line, reason, raw) to this JSONL file")
     rep.add_argument(
-        "--flush", action="store_true", help="at end of input, close open windows as if the lateness had passed"
+        "--flush",
+        action="store_true",
+        help="at end of input, close open windows as if the lateness had passed",
     )
     rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     rep.set_defaults(func=_cmd_replay)

@@ -62,7 +62,10 @@ class KafkaSettings(BaseModel):
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
         """Connection keyword arguments for aiokafka clients (producer, consumer, admin)."""
-        kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
         if self.security_protocol.startswith("SASL"):
             assert self.sasl_password is not None  # guaranteed by the validator
             kwargs |= {

@@ -100,14 +100,17 @@ def summarize(plan: Plan) -> str:
         out.append(f"phase {phase.name}: hold {format_duration(phase.hold_on_fail)} on fail")
         for tier in phase.tiers:
             regions = ", ".join(tier.regions or plan.regions)
-            out.append(f"  tier {tier.name}: {tier.traffic_percent:g}% traffic, soak {format_duration(tier.soak)}, regions {regions}")
+            soak = format_duration(tier.soak)
+            out.append(f"  tier {tier.name}: {tier.traffic_percent:g}% traffic, soak {soak}, regions {regions}")
             for cp in tier.checkpoints:
                 out.append(f"    checkpoint {cp.name!r} after {format_duration(cp.after)}")
             for c in tier.criteria:
                 if c.kind == "error_rate":
-                    text = f"error rate: pass < {c.pass_below:.4%}, fail > {c.fail_above:.4%} (min {c.min_requests} requests)"
+                    text = f"error rate: pass < {c.pass_below:.4%}, fail > {c.fail_above:.4%}"
+                    text += f" (min {c.min_requests} requests)"
                 elif c.kind == "latency":
-                    text = f"{c.name}: pass < {c.pass_below_ms:g} ms, fail > {c.fail_above_ms:g} ms (min {c.min_requests} requests)"
+                    text = f"{c.name}: pass < {c.pass_below_ms:g} ms, fail > {c.fail_above_ms:g} ms"
+                    text += f" (min {c.min_requests} requests)"
                 else:
                     text = f"uptime >= {c.at_least:.4%}"
                 out.append(f"    {text}")

@@ -71,7 +71,12 @@ class _RejectWriter:
         if self._out is None:
             return
         for r in rejections:
-            record = {"line": r.position, "code": r.code, "message": r.message, "raw": r.raw.decode("latin-1")}
+            record = {
+                "line": r.position,
+                "code": r.code,
+                "message": r.message,
+                "raw": r.raw.decode("latin-1"),
+            }
             self._out.write(self._enc.encode(record) + b"\n")
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "generate",
     "load_plan",
     "load_scenario",
+    "plan_path",
     "simulate",
     "write_scenario",
 ]

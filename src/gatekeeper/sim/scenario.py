@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -55,6 +56,10 @@ def _to_share(value: object) -> object:
     return value
 
 
+def _dur(ms: int) -> str:
+    return format_duration(ms) if ms else "0s"
+
+
 def _to_ms(value: object) -> object:
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return parse_duration(value)
@@ -63,8 +68,11 @@ def _to_ms(value: object) -> object:
 
 Share = Annotated[float, BeforeValidator(_to_share), Field(ge=0, le=1)]
 """A fraction in [0, 1]; YAML may give ``0.0005`` or ``"0.05%"``."""
-Offset = Annotated[int, BeforeValidator(_to_ms), Field(ge=0)]
-"""Milliseconds; YAML gives a duration such as ``"90s"``, ``"26h"``, ``"3w"`` (a bare number is seconds)."""
+Offset = Annotated[
+    int, BeforeValidator(_to_ms), PlainSerializer(format_duration, return_type=str), Field(ge=0)
+]
+"""Milliseconds; YAML gives a duration such as ``"90s"``, ``"26h"``, ``"3w"`` (a bare number is seconds).
+Dumped back as duration text, so ``model_dump()`` output validates to the same scenario."""
 
 
 class _Strict(BaseModel):
@@ -100,9 +108,7 @@ class Episode(_Strict):
     @model_validator(mode="after")
     def _valid(self) -> Episode:
         if self.end <= self.begin:
-            raise ValueError(
-                f"end ({format_duration(self.end)}) must be after begin ({format_duration(self.begin)})"
-            )
+            raise ValueError(f"end ({_dur(self.end)}) must be after begin ({_dur(self.begin)})")
         if self.error_rate is None and self.latency_multiplier is None and not (self.outage or self.silence):
             raise ValueError(
                 "an episode needs at least one of: error_rate, latency_multiplier, outage, silence"
@@ -128,16 +134,14 @@ class Stream(_Strict):
     @model_validator(mode="after")
     def _valid(self) -> Stream:
         if self.end <= self.begin:
-            raise ValueError(
-                f"end ({format_duration(self.end)}) must be after begin ({format_duration(self.begin)})"
-            )
+            raise ValueError(f"end ({_dur(self.end)}) must be after begin ({_dur(self.begin)})")
         if self.diurnal_peak >= DAY_MS:
             raise ValueError("diurnal_peak is a UTC time of day and must be under 24h")
         for i, ep in enumerate(self.episodes):
             if ep.begin < self.begin or ep.end > self.end:
                 raise ValueError(
-                    f"episodes[{i}] ({format_duration(ep.begin)}..{format_duration(ep.end)}) must lie inside "
-                    f"the stream ({format_duration(self.begin)}..{format_duration(self.end)})"
+                    f"episodes[{i}] ({_dur(ep.begin)}..{_dur(ep.end)}) must lie inside "
+                    f"the stream ({_dur(self.begin)}..{_dur(self.end)})"
                 )
         return self
 

@@ -28,9 +28,9 @@ TsFormat = Literal["epoch", "rfc3339", "mixed"]
 _OFFSETS_MIN = np.array([0, 60, 120, -300, -420, 330], dtype=np.int64)  # UTC offsets used by "mixed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Requests:
-    """Requests of one stream as columns, sorted by event time."""
+    """Requests of one stream as columns, sorted by event time (compare with ``np.array_equal``)."""
 
     ts_ms: npt.NDArray[np.int64]
     latency_ms: npt.NDArray[np.float64]
