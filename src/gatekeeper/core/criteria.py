@@ -177,6 +177,11 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
     )  # fmt: skip
 
 
+def _allowed_down_ms(floor: float, span_ms: int) -> int:
+    """Down time ``floor`` uptime allows over ``span_ms``, in whole ms (so 1 - 0.9 rounding cannot bite)."""
+    return round((1 - floor) * span_ms)
+
+
 @dataclass(frozen=True, slots=True)
 class UptimeJudge:
     """Time-based, not sampled: a breach is certain once the down time exceeds what the soak allows."""
@@ -193,11 +198,11 @@ class UptimeJudge:
 
     def may_fail(self, look: Look) -> bool:
         up = look.uptime
-        return up.down_ms > (1 - self.spec.at_least) * max(up.soak_ms, up.elapsed_ms)
+        return up.down_ms > _allowed_down_ms(self.spec.at_least, max(up.soak_ms, up.elapsed_ms))
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
         up, floor = look.uptime, self.spec.at_least
-        budget = (1 - floor) * max(up.soak_ms, up.elapsed_ms)
+        budget = _allowed_down_ms(floor, max(up.soak_ms, up.elapsed_ms))
         down_min = up.down_ms / 60_000
         if up.down_ms > budget:
             allowed = budget / 60_000
@@ -210,7 +215,8 @@ class UptimeJudge:
     def pass_check(self, look: Look, alpha: float) -> CriterionResult:
         up, floor = look.uptime, self.spec.at_least
         uptime = up.uptime
-        if up.elapsed_ms >= up.soak_ms and uptime is not None and uptime >= floor:
+        within = up.down_ms <= _allowed_down_ms(floor, up.elapsed_ms)
+        if up.elapsed_ms >= up.soak_ms and uptime is not None and within:
             return self._result(up, "pass", floor, f"uptime {_pct(uptime)} over the soak, at least {_pct(floor)}")
         shown = "n/a" if uptime is None else _pct(uptime)
         return self._result(up, "inconclusive", floor, f"uptime {shown} so far; {_pct(floor)} needed over the soak")

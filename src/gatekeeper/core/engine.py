@@ -51,7 +51,8 @@ class Engine:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
         out: list[Decision] = []
         if len(batch):
-            order = np.argsort(batch.key, kind="stable")
+            narrow = batch.key.astype(np.uint8 if len(self.gates) <= 255 else np.int32)
+            order = np.argsort(narrow, kind="stable")  # radix sort for uint8: linear
             keys = batch.key[order]
             cuts = np.flatnonzero(np.diff(keys)) + 1
             buckets = sketch.bucket_of(batch.latency_ms)
@@ -136,8 +137,10 @@ class Engine:
     ) -> None:
         if ts.size == 0:
             return
-        panes, inverse, counts = np.unique(ts - ts % self._pane, return_inverse=True, return_counts=True)
+        panes, inverse = _group(ts // self._pane)
+        counts = np.bincount(inverse, minlength=panes.size)
         failed = np.bincount(inverse[errors], minlength=panes.size)
+        panes *= self._pane
         open_panes = gate.state.open_panes
         for pane, requests, errs in zip(panes.tolist(), counts.tolist(), failed.tolist(), strict=True):
             slot = open_panes.get(pane)
@@ -146,7 +149,8 @@ class Engine:
             else:
                 slot[0] += requests
                 slot[1] += errs
-        windows, w_inverse = np.unique(ts - ts % self._window, return_inverse=True)
+        windows, w_inverse = _group(ts // self._window)
+        windows *= self._window
         grid = np.bincount(w_inverse * sketch.NBINS + buckets, minlength=windows.size * sketch.NBINS)
         for window, row in zip(windows.tolist(), grid.reshape(windows.size, sketch.NBINS), strict=True):
             gate.add_bins(window, row)
@@ -172,3 +176,16 @@ class Engine:
         self.stats.decisions += len(out)
         for d in out:
             self.stats.by_kind[d.decision] = self.stats.by_kind.get(d.decision, 0) + 1
+
+
+def _group(index: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(distinct values ascending, position of each element's value among them), like ``np.unique`` with
+    ``return_inverse``, by counting when the values span a short range (the usual case: nearby times)."""
+    low = int(index.min())
+    span = int(index.max()) - low + 1
+    if span > 4 * index.size + 64:
+        values, inverse = np.unique(index, return_inverse=True)
+        return values.astype(np.int64), inverse.astype(np.int64)
+    present = np.bincount(index - low, minlength=span) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present).astype(np.int64) + low, rank[index - low]

@@ -180,7 +180,7 @@ class Gate:
         at = silent_from + self.spec.evaluation.stall_after
         silence = format_duration(at - silent_from)
         why = f"no telemetry since {format_ms(silent_from)} ({silence}): not judged on old data"
-        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled", evidence=_NOTHING))
+        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled", evidence=_NOTHING, look=0))
 
     def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
         st = self.state

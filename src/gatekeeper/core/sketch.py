@@ -49,12 +49,14 @@ def add(bins: Bins, values: npt.NDArray[np.float64]) -> None:
 
 
 def quantile(bins: Bins, q: float) -> float | None:
-    """The ``q`` quantile (lower rank ``floor(q*(n-1))``, DDSketch's definition); None when empty."""
+    """The ``q`` quantile: the sample of rank ``ceil(q n)`` (the inverted empirical CDF, numpy's
+    ``method="inverted_cdf"``), within 1 % of it; None when empty. The order-statistic bounds of
+    ``stats.quantile_bounds`` always bracket this rank."""
     total = int(bins.sum())
     if total == 0:
         return None
-    rank = math.floor(q * (total - 1))
-    index = int(np.searchsorted(np.cumsum(bins), rank, side="right"))
+    rank = max(1, math.ceil(q * total))
+    index = int(np.searchsorted(np.cumsum(bins), rank, side="left"))
     return float(REPRESENTATIVES[index])
 
 

@@ -7,7 +7,7 @@ import msgspec
 from gatekeeper.core import sketch
 from gatekeeper.core.gate import GateState
 
-FORMAT = 1
+FORMAT = 2
 
 
 class _Sparse(msgspec.Struct, array_like=True):
@@ -33,6 +33,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     silent_from: int
     down_counted_until: int
     stall_reported_for: int
+    release_reported_for: int
     late_events: int
     max_ts: int | None
     open_panes: dict[int, tuple[int, int]]
@@ -67,6 +68,7 @@ def dump(state: GateState) -> bytes:
             silent_from=state.silent_from,
             down_counted_until=state.down_counted_until,
             stall_reported_for=state.stall_reported_for,
+            release_reported_for=state.release_reported_for,
             late_events=state.late_events,
             max_ts=state.max_ts,
             open_panes={p: (c[0], c[1]) for p, c in state.open_panes.items()},
@@ -101,6 +103,7 @@ def load(raw: bytes) -> GateState:
         silent_from=snap.silent_from,
         down_counted_until=snap.down_counted_until,
         stall_reported_for=snap.stall_reported_for,
+        release_reported_for=snap.release_reported_for,
         late_events=snap.late_events,
         max_ts=snap.max_ts,
         open_panes={p: [c[0], c[1]] for p, c in snap.open_panes.items()},

@@ -55,8 +55,8 @@ def wilson_bounds(
             spread = z * np.sqrt(z2 + 4 * n * p * (1 - p))
             lower = (center - spread) / denom
             upper = (center + spread) / denom
-    lower = np.where(n > 0, np.clip(lower, 0.0, 1.0), 0.0)
-    upper = np.where(n > 0, np.clip(upper, 0.0, 1.0), 1.0)
+    lower = np.where((n > 0) & (k > 0), np.clip(lower, 0.0, 1.0), 0.0)
+    upper = np.where((n > 0) & (k < n), np.clip(upper, 0.0, 1.0), 1.0)
     return lower, upper
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -33,6 +34,8 @@ def parse_duration(text: str | int | float) -> int:
     if isinstance(text, bool):
         raise ValueError("a duration must be text such as '5m' or a number of seconds")
     if isinstance(text, int | float):
+        if not math.isfinite(text):
+            raise ValueError(f"a duration must be finite, not {text!r}")
         return round(text * 1000)
     match = _DURATION.match(text)
     if not match:

@@ -16,7 +16,7 @@ from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import Rejection
 
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 8 << 20
 
 
 @dataclass(slots=True)
@@ -39,25 +39,31 @@ class ReplaySummary:
         return "\n".join(parts)
 
 
-def read_records(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
-    """Chunks of (first line number, non-blank lines, bytes consumed); blank lines keep their numbers."""
+def read_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
+    """Blocks of whole lines: (number of the first line, the lines without the final newline, bytes consumed)."""
     line_no = 1
     rest = b""
     while True:
-        block = stream.read(block_bytes)
-        if not block:
+        chunk = stream.read(block_bytes)
+        if not chunk:
             break
-        data = rest + block
+        data = rest + chunk
         cut = data.rfind(b"\n")
         if cut < 0:
             rest = data
             continue
         rest = data[cut + 1 :]
-        lines = data[:cut].split(b"\n")
-        yield line_no, lines, cut + 1
-        line_no += len(lines)
+        block = data[:cut]
+        yield line_no, block, cut + 1
+        line_no += block.count(b"\n") + 1
     if rest:
-        yield line_no, [rest], len(rest)
+        yield line_no, rest, len(rest)
+
+
+def read_records(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
+    """Like ``read_blocks``, with each block split into its lines."""
+    for first, block, consumed in read_blocks(stream, block_bytes):
+        yield first, block.split(b"\n"), consumed
 
 
 class _RejectWriter:
@@ -103,11 +109,13 @@ def replay(
         if out and on_decisions is not None:
             on_decisions(out)
 
-    for first, lines, consumed in read_records(source):
-        summary.lines += len(lines)
-        if b"" not in lines and b"\r" not in lines:
-            batch = decoder.decode(lines, first)
+    for first, block, consumed in read_blocks(source):
+        count = block.count(b"\n") + 1
+        summary.lines += count
+        if b"\n\n" not in block and block[:1] != b"\n" and block[-1:] != b"\n" and block.strip():
+            batch = decoder.decode_block(block, first)
         else:  # skip blank lines, keeping line numbers exact
+            lines = block.split(b"\n")
             numbers = [first + i for i, ln in enumerate(lines) if ln.strip()]
             summary.blank += len(lines) - len(numbers)
             batch = decoder.decode([lines[n - first] for n in numbers], positions=numbers)

@@ -1,0 +1,116 @@
+"""Replay throughput and memory, each against a baseline measured in the same run.
+
+1. Throughput: `gatekeeper replay` (decode + engine + decisions) over a 2 M event file, beside a msgspec
+   decode-only pass over the same file (each line decoded into the contract-v1 struct: the least any consumer
+   that validates its input does). Target: replay >= 0.5x the decode-only rate.
+2. Memory: peak RSS of `gatekeeper replay` over 10 M events spanning 3 weeks of event time (3 regions x 8 tiers),
+   beside the peak RSS of the same interpreter that only imports gatekeeper. Target: <= 150 MB.
+Files are generated once into --workdir (bench/telemetry_file.py) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from bench.telemetry_file import write_file
+from gatekeeper.core.telemetry import Telemetry
+from gatekeeper.shell.planfile import load_plan
+from gatekeeper.shell.replay import read_records, replay
+
+PLAN = "config/rollout-plan.yaml"
+
+
+def ensure_file(workdir: Path, events: int, days: float, gates: list[tuple[str, str]]) -> Path:
+    path = workdir / f"telemetry-{events}-{days:g}d.jsonl"
+    if not path.exists():
+        started = time.perf_counter()
+        tmp = path.with_suffix(".tmp")
+        write_file(tmp, events, int(days * 86_400), gates)
+        tmp.rename(path)
+        print(f"  generated {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def decode_only(path: Path) -> tuple[int, float]:
+    decoder = msgspec.json.Decoder(Telemetry)
+    count = 0
+    started = time.perf_counter()
+    with path.open("rb") as source:
+        for _first, lines, _consumed in read_records(source):
+            for line in lines:
+                decoder.decode(line)
+            count += len(lines)
+    return count, time.perf_counter() - started
+
+
+def replay_rate(path: Path) -> tuple[int, float, str]:
+    plan = load_plan(PLAN)
+    started = time.perf_counter()
+    with path.open("rb") as source, open("/dev/null", "wb") as sink:
+        summary = replay(plan, source, sink)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.decisions.items()))
+    return summary.events, time.perf_counter() - started, kinds
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Peak RSS of a child Python process running ``args`` (a fresh child per call)."""
+    code = (
+        "import resource, sys\n"
+        f"sys.argv = {['gatekeeper', *args]!r}\n"
+        "from gatekeeper.shell.cli import main\n"
+        "rc = main(sys.argv[1:]) if len(sys.argv) > 1 else 0\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gatekeeper-bench"))
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--days", type=float, default=3.0, help="event-time span of the throughput file")
+    parser.add_argument("--rss-events", type=int, default=10_000_000)
+    parser.add_argument("--rss-days", type=float, default=21.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    plan = load_plan(PLAN)
+    gates = [(region, tier.name) for region, _phase, tier in plan.gates()]
+
+    print(f"throughput: {args.events:,} events over {args.days:g} days, {len(gates)} gates")
+    path = ensure_file(args.workdir, args.events, args.days, gates)
+    base_times, replay_times = [], []
+    for _round in range(args.rounds):  # interleaved, best of each: robust to other load on the machine
+        n, base_s = decode_only(path)
+        m, replay_s, kinds = replay_rate(path)
+        base_times.append(base_s)
+        replay_times.append(replay_s)
+    base_rate, replay_rate_ = n / min(base_times), m / min(replay_times)
+    print(f"  msgspec decode-only : {base_rate:>12,.0f} events/s (best of {args.rounds}: {min(base_times):.2f} s)")
+    print(f"  gatekeeper replay   : {replay_rate_:>12,.0f} events/s (best of {args.rounds}: {min(replay_times):.2f} s)")
+    print(f"  decisions           : {kinds or 'none'}")
+    print(f"  ratio replay/decode : {replay_rate_ / base_rate:.2f}x (target >= 0.5x)")
+
+    if args.skip_rss:
+        return
+    print(f"memory: {args.rss_events:,} events over {args.rss_days:g} days, {len(gates)} gates")
+    big = ensure_file(args.workdir, args.rss_events, args.rss_days, gates)
+    baseline = peak_rss_mb([])
+    started = time.perf_counter()
+    peak = peak_rss_mb(["replay", "--quiet", "--plan", PLAN, "--input", str(big), "--output", "/dev/null"])
+    took = time.perf_counter() - started
+    print(f"  interpreter + imports only : {baseline:6.1f} MB peak RSS")
+    print(f"  gatekeeper replay          : {peak:6.1f} MB peak RSS ({took:.0f} s, {args.rss_events / took:,.0f} events/s)")
+    print(f"  ratio replay/baseline      : {peak / baseline:.2f}x; target <= 150 MB: {'met' if peak <= 150 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
