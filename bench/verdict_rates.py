@@ -19,9 +19,7 @@ from gatekeeper.sim.verdicts import Regime, verdict_rates
 WEEK_MS = 604_800_000
 
 
-def point_estimate_gate(
-    rate: float, per_min: float, checks: int, limit: int, threshold: float, reps: int
-) -> float:
+def point_estimate_gate(rate: float, per_min: float, checks: int, limit: int, threshold: float, reps: int) -> float:
     """Share of runs a point-estimate gate FAILS: a check fails when its minute's error rate > threshold."""
     rng = np.random.default_rng(3)
     n = rng.poisson(per_min, (reps, checks))
@@ -37,9 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     plan = load_plan(args.plan)
     print(f"gatekeeper, {args.replicas} replicas per row (plan {plan.plan_version})")
-    print(
-        f"{'tier':<11} {'truth':<28} {'req/min':>7} {'failed':>7} {'passed':>7} {'t_fail h':>8} {'t_pass h':>8}"
-    )
+    print(f"{'tier':<11} {'truth':<28} {'req/min':>7} {'failed':>7} {'passed':>7} {'t_fail h':>8} {'t_pass h':>8}")
     rows = [
         ("canary", "healthy (seed 0.079%)", Regime(0.00079, 40), 40, 4),
         ("canary", "error at ceiling 0.1%", Regime(0.001, 40), 40, 4),
@@ -64,9 +60,7 @@ def main() -> None:
     print("\npoint-estimate gates on the same traffic (threshold 0.1%, 10 one-minute checks):")
     flagger = 1 - point_estimate_gate(0.002, 100, 10, 4, 0.001, reps)
     argo = point_estimate_gate(0.0005, 1000, 10, 0, 0.001, reps)
-    print(
-        f"Flagger-style (rollback at 5 failed checks) PROMOTES a 2x-ceiling canary at 100/min: {flagger:.1%}"
-    )
+    print(f"Flagger-style (rollback at 5 failed checks) PROMOTES a 2x-ceiling canary at 100/min: {flagger:.1%}")
     print(f"Argo-style (failureLimit 0) FAILS a half-ceiling canary at 1000/min:                {argo:.1%}")
 
 

@@ -13,8 +13,10 @@ import numpy.typing as npt
 
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.engine import Engine
+from gatekeeper.core.gate import Gate, GateSpec
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
+from gatekeeper.core.timefmt import format_ms
 
 SECOND = 1_000
 MINUTE = 60 * SECOND
@@ -34,7 +36,7 @@ BASE_PLAN: dict[str, Any] = {
         "lateness": "2m",
         "stall_after": "6m",
         "confidence": {"false_fail": 0.01, "false_pass": 0.05},
-        "uptime": {"down_error_rate": "50%", "min_requests": 5, "silence_counts_as_down": True},
+        "uptime": {"down_error_rate": "50%", "min_requests": 5},  # silence_counts_as_down: false (default)
     },
     "phases": [
         {
@@ -92,6 +94,13 @@ def make_engine(raw: dict[str, Any] | None = None) -> Engine:
     return Engine(make_plan(raw))
 
 
+def make_gate(raw: dict[str, Any] | None = None, region: str = "us-east") -> Gate:
+    """A lone Gate for (region, the plan's first tier), outside any engine."""
+    plan = make_plan(raw)
+    _, phase, tier = next(g for g in plan.gates() if g[0] == region)
+    return Gate(GateSpec.of(region, phase, tier, plan.evaluation, plan.plan_version))
+
+
 def gate_key(engine: Engine, region: str, tier: str = "canary") -> int:
     """The EventBatch ``key`` of a (region, tier) gate."""
     return engine.keys.index((region, tier))
@@ -124,7 +133,7 @@ def traffic(
     median_ms: float = 50.0,
     sigma: float = 0.5,
 ) -> EventBatch:
-    """Evenly spaced requests of one gate in [start, end): errors at ``error_rate`` and lognormal latencies."""
+    """Evenly spaced requests of one gate in [start, end): errors at ``error_rate``, lognormal latencies."""
     rng = np.random.default_rng(seed)
     step = MINUTE // per_minute
     ts = np.arange(start, end, step, dtype=np.int64)
@@ -165,6 +174,57 @@ def run(engine: Engine, events: EventBatch, size: int | None = None, flush: bool
     if flush:
         out.extend(engine.flush())
     return out
+
+
+EAST, WEST = 0, 1  # gate keys of the base plan: (us-east, canary), (eu-west, canary)
+
+
+def at(minutes: int) -> str:
+    """RFC 3339 text of T0 + ``minutes``."""
+    return format_ms(T0 + minutes * MINUTE)
+
+
+def healthy(
+    key: int,
+    start_min: int = 0,
+    end_min: int = 180,
+    per_minute: int = 20,
+    seed: int = 0,
+) -> EventBatch:
+    """Steady traffic at 0.5 % errors and ~50 ms latency over [T0 + start_min, T0 + end_min)."""
+    start, end = T0 + start_min * MINUTE, T0 + end_min * MINUTE
+    return traffic(key, start, end, per_minute, error_rate=0.005, seed=seed)
+
+
+def breach_then_healthy(key: int, end_min: int = 180) -> EventBatch:
+    """10 minutes at 30 % errors, then healthy traffic."""
+    return concat(
+        traffic(key, T0, T0 + 10 * MINUTE, 20, error_rate=0.3, seed=11),
+        traffic(key, T0 + 10 * MINUTE, T0 + end_min * MINUTE, 20, error_rate=0.005, seed=12),
+    )
+
+
+def rich_events() -> EventBatch:
+    """us-east breaches, is held, released and passes; eu-west goes silent for 30 minutes (a stall)."""
+    return by_time(
+        concat(
+            breach_then_healthy(EAST, end_min=150),
+            healthy(WEST, 0, 30, seed=1),
+            healthy(WEST, 60, 150, seed=2),
+        )
+    )
+
+
+def rich_plan() -> dict[str, Any]:
+    """The base plan with a 'half-time' checkpoint 30 minutes into the soak."""
+    raw = plan_dict()
+    tier_of(raw)["checkpoints"] = [{"name": "half-time", "after": "30m"}]
+    return raw
+
+
+def rich_run() -> list[Decision]:
+    """A run with every kind of decision: fail, hold, release, pass, pending (checkpoint and stall)."""
+    return run(make_engine(rich_plan()), rich_events(), flush=True)
 
 
 def summary(decisions: Iterable[Decision]) -> list[tuple[str, str, str, str]]:

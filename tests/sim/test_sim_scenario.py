@@ -209,9 +209,7 @@ def test_missing_file_and_missing_plan(tmp_path: Path) -> None:
     assert expected == info.value.file
 
 
-def test_relative_plan_is_found_above_the_scenario_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_plan_is_found_above_the_scenario_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default plan path (config/rollout-plan.yaml) resolves from a folder above the scenario file when
     the working directory is elsewhere, as it is for files under config/scenarios/."""
     (tmp_path / "config" / "scenarios").mkdir(parents=True)

@@ -269,8 +269,7 @@ def test_mixed_format_mixes_timestamps_and_outcome_fields() -> None:
     n = len(records)
     with_error = sum("error" in r for r in records)
     kinds = {
-        "number" if isinstance(r["ts"], float) else ("utc" if r["ts"].endswith("Z") else "offset")
-        for r in records
+        "number" if isinstance(r["ts"], float) else ("utc" if r["ts"].endswith("Z") else "offset") for r in records
     }
     expected = (True, True, {"number", "utc", "offset"})
     assert expected == (

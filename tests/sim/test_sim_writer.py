@@ -20,9 +20,7 @@ MINUTE = 60_000
 def _two_streams(**fields: object) -> Scenario:
     streams = [
         make_stream(end="6h", rate_per_min=40),
-        make_stream(
-            region="eu-west", tier="rollout-75", begin="1h", end="5h", rate_per_min=25, diurnal_peak="9h"
-        ),
+        make_stream(region="eu-west", tier="rollout-75", begin="1h", end="5h", rate_per_min=25, diurnal_peak="9h"),
     ]
     return make_scenario(streams, **fields)
 

@@ -72,7 +72,7 @@ def _pct(x: float) -> str:
 
 
 def _ms(x: float) -> str:
-    return f"{x:.4g} ms"
+    return "unbounded" if math.isinf(x) else f"{x:.4g} ms"
 
 
 Measure = Callable[[Evidence, float, str], tuple[float | None, float, float]]

@@ -43,12 +43,15 @@ class Engine:
         self.keys = [(g.spec.region, g.spec.tier.name) for g in self.gates]
         self.stream_max: int | None = None
         self.stats = EngineStats()
+        self._flushed = False
 
     def decoder(self) -> TelemetryDecoder:
         return TelemetryDecoder(self.keys)
 
     def ingest(self, batch: EventBatch) -> list[Decision]:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
+        if self._flushed:
+            raise RuntimeError("flush() ended the input: this engine takes no more events")
         out: list[Decision] = []
         if len(batch):
             narrow = batch.key.astype(np.uint8 if len(self.gates) <= 255 else np.int32)
@@ -69,6 +72,7 @@ class Engine:
     def flush(self) -> list[Decision]:
         """End of input, on request only: treat the lateness as elapsed and close what the data covers."""
         out: list[Decision] = []
+        self._flushed = True
         if self.stream_max is not None:
             for gate in self.gates:
                 if gate.state.max_ts is not None:

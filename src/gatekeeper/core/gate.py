@@ -170,7 +170,7 @@ class Gate:
             return
         if st.status == "soaking" and st.stall_reported_for != st.silent_from:
             self._report_stall(st.silent_from, out)
-        if self.spec.evaluation.uptime.silence_counts_as_down:
+        if st.status == "soaking" and self.spec.evaluation.uptime.silence_counts_as_down:
             st.down_ms += until - max(st.down_counted_until, st.silent_from)
             st.down_counted_until = until
 

@@ -25,7 +25,9 @@ def _to_fraction(value: object) -> object:
 
 
 def _to_ms(value: object) -> object:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        raise ValueError("a duration is text such as '5m' or '2w' (or a number of seconds), not true/false")
+    if isinstance(value, str | int | float):
         return parse_duration(value)
     return value
 
@@ -107,7 +109,7 @@ class Tier(_Strict):
     soak: DurationMs
     checkpoints: tuple[Checkpoint, ...] = ()
     criteria: tuple[Criterion, ...] = Field(min_length=1)
-    regions: tuple[str, ...] | None = None  # None: every region of the plan
+    regions: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every region of the plan
 
     @model_validator(mode="after")
     def _unique_criteria(self) -> Tier:

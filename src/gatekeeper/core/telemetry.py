@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 import msgspec
 import numpy as np
@@ -203,7 +203,9 @@ class TelemetryDecoder:
         rejections: list[Rejection],
     ) -> EventBatch:
         """Columns of the decoded records; the common case (all epoch ts, status only) stays in C loops."""
-        records = decoded if None not in decoded else [r for r in decoded if r is not None]
+        records: Sequence[Telemetry] = (
+            cast("Sequence[Telemetry]", decoded) if None not in decoded else [r for r in decoded if r is not None]
+        )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
         keys = self._keys_of([r.region for r in records], [r.tier for r in records])
         ts_list = [r.ts for r in records]
@@ -256,7 +258,7 @@ class TelemetryDecoder:
         if not has_outcome:
             return Rejection(pos, "missing_field:status", "record has neither `status` nor `error`", raw)
         shown = rec.ts.isoformat() if isinstance(rec.ts, datetime) else str(rec.ts)
-        return Rejection(pos, "invalid_field:ts", f"timestamp {shown} is outside 2000-01-01..2100-01-01", raw)
+        return Rejection(pos, "invalid_field:ts", f"`ts`: timestamp {shown} is outside 2000-01-01..2100-01-01", raw)
 
     def _unknown_gate(self, pos: int, rec: Telemetry, raw: bytes) -> Rejection:
         if rec.region not in self._regions:

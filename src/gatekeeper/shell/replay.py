@@ -16,7 +16,7 @@ from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import Rejection
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 4 << 20
 
 
 @dataclass(slots=True)

@@ -54,9 +54,7 @@ FAULTS: dict[str, Fault] = {
 """Kind -> how to spoil a valid record (as a dict) into the bytes of an invalid one."""
 
 
-def malformed(
-    ts_ms: npt.NDArray[np.int64], gates: list[tuple[str, str]], rng: np.random.Generator
-) -> list[bytes]:
+def malformed(ts_ms: npt.NDArray[np.int64], gates: list[tuple[str, str]], rng: np.random.Generator) -> list[bytes]:
     """One invalid record per timestamp, of a uniformly drawn kind, about a uniformly drawn gate."""
     n = ts_ms.size
     if n == 0:

@@ -82,8 +82,7 @@ class Rollout:
         self.start_ms = parse_instant(story.start)
         tiers = [t.name for p in plan.phases for t in p.tiers]
         self.regions = [
-            RegionProgress(r, [t for t in tiers if self._gated(r, t)], since_ms=self.start_ms)
-            for r in plan.regions
+            RegionProgress(r, [t for t in tiers if self._gated(r, t)], since_ms=self.start_ms) for r in plan.regions
         ]
         self.events = 0
 

@@ -68,9 +68,7 @@ def _to_ms(value: object) -> object:
 
 Share = Annotated[float, BeforeValidator(_to_share), Field(ge=0, le=1)]
 """A fraction in [0, 1]; YAML may give ``0.0005`` or ``"0.05%"``."""
-Offset = Annotated[
-    int, BeforeValidator(_to_ms), PlainSerializer(format_duration, return_type=str), Field(ge=0)
-]
+Offset = Annotated[int, BeforeValidator(_to_ms), PlainSerializer(format_duration, return_type=str), Field(ge=0)]
 """Milliseconds; YAML gives a duration such as ``"90s"``, ``"26h"``, ``"3w"`` (a bare number is seconds).
 Dumped back as duration text, so ``model_dump()`` output validates to the same scenario."""
 
@@ -110,9 +108,7 @@ class Episode(_Strict):
         if self.end <= self.begin:
             raise ValueError(f"end ({_dur(self.end)}) must be after begin ({_dur(self.begin)})")
         if self.error_rate is None and self.latency_multiplier is None and not (self.outage or self.silence):
-            raise ValueError(
-                "an episode needs at least one of: error_rate, latency_multiplier, outage, silence"
-            )
+            raise ValueError("an episode needs at least one of: error_rate, latency_multiplier, outage, silence")
         return self
 
 
@@ -270,13 +266,9 @@ def load_scenario(path: str | Path, *, check_plan: bool = True) -> Scenario:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ScenarioError.at(
-            path, where, f"not valid YAML ({getattr(exc, 'problem', None) or exc})"
-        ) from None
+        raise ScenarioError.at(path, where, f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(data, dict):
-        raise ScenarioError.at(
-            path, "", "a scenario must be a YAML mapping (name, seed, start, streams, ...)"
-        )
+        raise ScenarioError.at(path, "", "a scenario must be a YAML mapping (name, seed, start, streams, ...)")
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:

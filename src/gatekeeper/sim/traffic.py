@@ -148,15 +148,10 @@ def rfc3339(ts_ms: npt.NDArray[np.int64], offset_min: npt.NDArray[np.int64] | No
     """RFC 3339 text with milliseconds: ``Z`` (UTC), or the given UTC offsets in minutes."""
     if offset_min is None:
         return [f"{t}Z" for t in np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="ms").tolist()]
-    local = np.datetime_as_string(
-        (ts_ms + offset_min * MINUTE_MS).astype("datetime64[ms]"), unit="ms"
-    ).tolist()
+    local = np.datetime_as_string((ts_ms + offset_min * MINUTE_MS).astype("datetime64[ms]"), unit="ms").tolist()
     signs = np.where(offset_min < 0, "-", "+").tolist()
     hours, mins = np.divmod(np.abs(offset_min), 60)
-    return [
-        f"{t}{s}{h:02d}:{m:02d}"
-        for t, s, h, m in zip(local, signs, hours.tolist(), mins.tolist(), strict=True)
-    ]
+    return [f"{t}{s}{h:02d}:{m:02d}" for t, s, h, m in zip(local, signs, hours.tolist(), mins.tolist(), strict=True)]
 
 
 def encode_jsonl(

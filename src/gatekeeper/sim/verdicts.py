@@ -44,9 +44,7 @@ class Outcome:
     pass_hours: float | None
 
 
-def run_replica(
-    plan: Plan, tier: str, regime: Regime, rate_per_min: float, horizon_ms: int, seed: int
-) -> Outcome:
+def run_replica(plan: Plan, tier: str, regime: Regime, rate_per_min: float, horizon_ms: int, seed: int) -> Outcome:
     """Feed one gate for ``horizon_ms`` of event time, noting its first fail and first pass."""
     region, phase, spec_tier = next((r, p, t) for r, p, t in plan.gates() if t.name == tier)
     gate = Gate(GateSpec.of(region, phase, spec_tier, plan.evaluation, plan.plan_version))
@@ -97,13 +95,9 @@ def verdict_rates(
     plan: Plan, tier: str, regime: Regime, rate_per_min: float, replicas: int, horizon_ms: int, seed: int = 1
 ) -> RateReport:
     """How many replicas ever failed, how many passed before failing, and the median times to each."""
-    runs = [
-        run_replica(plan, tier, regime, rate_per_min, horizon_ms, seed * 100_003 + i) for i in range(replicas)
-    ]
+    runs = [run_replica(plan, tier, regime, rate_per_min, horizon_ms, seed * 100_003 + i) for i in range(replicas)]
     fails = [o.fail_hours for o in runs if o.fail_hours is not None]
     passes = [
-        o.pass_hours
-        for o in runs
-        if o.pass_hours is not None and (o.fail_hours is None or o.pass_hours < o.fail_hours)
+        o.pass_hours for o in runs if o.pass_hours is not None and (o.fail_hours is None or o.pass_hours < o.fail_hours)
     ]
     return RateReport(replicas, len(fails), len(passes), _median(fails), _median(passes))

@@ -80,9 +80,7 @@ def _delays(scenario: Scenario, n: int, rng: np.random.Generator) -> tuple[npt.N
     late = 0
     if scenario.late_share > 0:
         which = np.flatnonzero(rng.random(n) < scenario.late_share)
-        delays[which] = scenario.late_delay + rng.integers(
-            0, scenario.late_delay + 1, which.size, dtype=np.int64
-        )
+        delays[which] = scenario.late_delay + rng.integers(0, scenario.late_delay + 1, which.size, dtype=np.int64)
         late = int(which.size)
     return delays, late
 
@@ -106,9 +104,7 @@ def _run(
             req = generate(stream, start, a, b, stream_rng)
             if not len(req):
                 continue
-            lines += encode_jsonl(
-                req, stream.region, stream.tier, scenario.ts_format, encode_rng, first_id=next_id
-            )
+            lines += encode_jsonl(req, stream.region, stream.tier, scenario.ts_format, encode_rng, first_id=next_id)
             next_id += len(req)
             times.append(req.ts_ms)
             gate = (stream.region, stream.tier)

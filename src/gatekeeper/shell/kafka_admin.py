@@ -1,0 +1,145 @@
+"""Small Kafka admin helpers shared by the worker, ``simulate --bootstrap``, ``tail`` and the benchmarks.
+
+Everything here is async (aiokafka). Every failure a user can act on (broker unreachable, topic missing
+while creation is off, wrong partition count, broker refusing a creation) becomes a ``UserError`` with a
+one-line message that names the bootstrap servers and the topic -- never the SASL password.
+
+Typical use::
+
+    settings = kafka_settings(args)
+    counts = await ensure_topics(settings, gatekeeper_topics(settings))  # {"telemetry": 8, ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, for_code
+
+from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.planfile import UserError
+
+TOPIC_ALREADY_EXISTS = 36
+CREATE_WAIT_S = 10.0  # how long a just-created topic may take to show all its partitions in the metadata
+
+
+def gatekeeper_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
+    """Every gatekeeper topic with its creation configs (decisions and breaches: decisions_retention_ms)."""
+    names = settings.topics
+    retention = {"retention.ms": str(names.decisions_retention_ms)}
+    return {names.telemetry: {}, names.decisions: retention, names.breaches: retention, names.dlq: {}}
+
+
+@contextlib.asynccontextmanager
+async def admin_client(settings: KafkaSettings) -> AsyncIterator[Any]:
+    """A started ``AIOKafkaAdminClient``; an unreachable or refusing cluster is a ``UserError``."""
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs(), request_timeout_ms=30_000)
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # the UserError below says it once, without a log line before it
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        await admin.close()
+        raise UserError(f"cannot connect to Kafka at {settings.bootstrap}: {describe_error(exc)}") from None
+    finally:
+        client_log.setLevel(level)
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def partition_counts(admin: Any, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Partition count of each existing topic (of ``names``, or all); a missing topic is simply absent.
+
+    Reads the metadata of *all* topics: asking for named topics would let the broker auto-create them with
+    its default partition count (``auto.create.topics.enable``)."""
+    wanted = None if names is None else set(names)
+    counts: dict[str, int] = {}
+    for topic in await admin.describe_topics():
+        name = topic["topic"]
+        if (wanted is None or name in wanted) and topic["error_code"] == 0:
+            counts[name] = len(topic["partitions"])
+    return counts
+
+
+async def topic_partitions(settings: KafkaSettings, name: str) -> int | None:
+    """How many partitions topic ``name`` has, or None when it does not exist (never creates it)."""
+    async with admin_client(settings) as admin:
+        return (await partition_counts(admin, [name])).get(name)
+
+
+async def ensure_topics(
+    settings: KafkaSettings,
+    topics: Mapping[str, Mapping[str, str]],
+    *,
+    partitions: int | None = None,
+) -> dict[str, int]:
+    """Make sure every topic of ``topics`` (name -> topic configs such as ``{"retention.ms": "..."}``) exists
+    with ``partitions`` partitions (default ``settings.topics.partitions``); returns name -> partitions.
+
+    Missing topics are created with ``settings.topics.replication`` replicas and their configs, unless
+    ``settings.topics.create`` is off (``--no-create-topics``): then a missing topic is a ``UserError``.
+    An existing topic with another partition count is a ``UserError`` too (keys would map to other
+    partitions than the gate state expects); its configs are left as they are. Safe to call concurrently
+    from several processes: a topic created by someone else in between counts as existing.
+    """
+    wanted = partitions or settings.topics.partitions
+    where = f"Kafka at {settings.bootstrap}"
+    async with admin_client(settings) as admin:
+        try:
+            counts = await partition_counts(admin, topics)
+            missing = [name for name in topics if name not in counts]
+            if missing and not settings.topics.create:
+                raise UserError(
+                    f"topic(s) {', '.join(missing)} do not exist on {where} and topic creation is off "
+                    "(--no-create-topics); create them or drop that flag"
+                )
+            if missing:
+                new = [
+                    NewTopic(name, wanted, settings.topics.replication, topic_configs=dict(topics[name]))
+                    for name in missing
+                ]
+                response = await admin.create_topics(new)
+                for name, code, *rest in response.topic_errors:
+                    if code not in (0, TOPIC_ALREADY_EXISTS):
+                        message = (rest[0] if rest else None) or for_code(code).__name__
+                        raise UserError(f"{where} refused to create topic {name}: {message}")
+                counts |= await _wait_for_partitions(admin, missing)
+        except KafkaError as exc:
+            raise UserError(f"topic set-up on {where} failed: {describe_error(exc)}") from None
+    wrong = {name: n for name, n in counts.items() if name in topics and n != wanted}
+    if wrong:
+        found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
+        raise UserError(
+            f"topic partition counts on {where} differ from the configured {wanted} ({found}); pass "
+            f"--partitions to match, or recreate the topic(s)"
+        )
+    return {name: counts[name] for name in topics}
+
+
+async def _wait_for_partitions(admin: Any, names: list[str]) -> dict[str, int]:
+    """Partition counts of just-created topics, once the metadata shows them (creation is asynchronous)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CREATE_WAIT_S
+    while True:
+        counts = await partition_counts(admin, names)
+        if len(counts) == len(names) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    for name in names:
+        if name not in counts:
+            raise UserError(f"topic {name} was created but did not appear in the metadata within {CREATE_WAIT_S:g} s")
+    return counts
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Class: message`` of an exception, once (aiokafka's errors already start with their class name)."""
+    name, text = type(exc).__name__, str(exc).strip()
+    return text if text.startswith(name) else f"{name}: {text}" if text else name

@@ -1,0 +1,190 @@
+"""One gate on its own: closed panes and windows in, decisions out."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import numpy.typing as npt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatekeeper.core import sketch, snapshot
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.gate import Gate
+from gatekeeper.core.timefmt import format_ms
+
+from .helpers import MINUTE, T0, encoded, make_gate, plan_dict, tier_of
+
+WINDOW = 10 * MINUTE
+
+
+def fast_bins(requests: int, latency_ms: float = 50.0) -> sketch.Bins:
+    bins = sketch.empty()
+    sketch.add(bins, np.full(requests, latency_ms))
+    return bins
+
+
+def feed(gate: Gate, panes: list[tuple[int, int, int]]) -> list[Decision]:
+    """Panes (start, requests, errors) one at a time, each with its latencies, then close their windows."""
+    out: list[Decision] = []
+    for start, requests, errors in panes:
+        gate.add_bins(start - start % WINDOW, fast_bins(requests))
+        gate.on_pane(start, requests, errors, out)
+    return out
+
+
+def steady(start: int, end: int, requests: int = 20, errors: int = 0) -> list[tuple[int, int, int]]:
+    return [(t, requests, errors) for t in range(start, end, MINUTE)]
+
+
+def test_waiting_gate_ignores_time() -> None:
+    """Before its first pane a gate is waiting: closing windows or a stream far ahead does nothing."""
+    gate, out = make_gate(), list[Decision]()
+    gate.close_windows_until(T0 + 10 * WINDOW, out)
+    gate.on_stream_clock(T0 + 10 * WINDOW, T0, out)
+    assert ([], "waiting") == (out, gate.state.status)
+
+
+def test_first_pane_starts_the_soak_at_its_window() -> None:
+    """The soak starts at the start of the window holding the first pane with data."""
+    gate = make_gate()
+    feed(gate, [(T0 + 13 * MINUTE, 5, 0)])
+    assert (gate.state.status, gate.state.soak_start, gate.state.window_start) == (
+        "soaking",
+        T0 + WINDOW,
+        T0 + WINDOW,
+    )
+
+
+def test_healthy_gate_passes_at_soak_end() -> None:
+    """Steady clean panes: no decision until the window that completes the 1 h soak, then one pass."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 60 * MINUTE))
+    assert [] == out
+    gate.close_windows_until(T0 + 60 * MINUTE, out)
+    assert [("pass", format_ms(T0 + 60 * MINUTE))] == [(d.decision, d.at) for d in out]
+    assert ("passed", 6) == (gate.state.status, gate.state.looks)
+
+
+def test_breach_holds_then_releases() -> None:
+    """A window at 50 % errors fails and holds until at + 30m; windows during the hold are not judged; the
+    window ending at hold_until releases the gate and the soak restarts there."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + WINDOW, errors=10))
+    gate.close_windows_until(T0 + WINDOW, out)
+    assert [("fail", "breach"), ("hold", "hold")] == [(d.decision, d.reason_code) for d in out]
+    assert format_ms(T0 + WINDOW + 30 * MINUTE) == out[1].hold_until
+    out.clear()
+    out = feed(gate, steady(T0 + WINDOW, T0 + 4 * WINDOW, errors=10))  # still failing, but held
+    gate.close_windows_until(T0 + 4 * WINDOW, out)
+    assert [("release", format_ms(T0 + 4 * WINDOW))] == [(d.decision, d.at) for d in out]
+    assert (
+        gate.state.status,
+        gate.state.soak_start,
+        gate.state.soak_requests,
+        gate.state.looks,
+    ) == ("soaking", T0 + 4 * WINDOW, 0, 0)
+
+
+def test_down_pane_accounting() -> None:
+    """A pane is down with >= 5 requests of which more than half failed: (10, 6) is down; (10, 5) exactly
+    half, (4, 4) too few requests and (0, 0) are not."""
+    gate = make_gate()
+    feed(gate, [(T0, 10, 6), (T0 + MINUTE, 10, 5), (T0 + 2 * MINUTE, 4, 4), (T0 + 3 * MINUTE, 10, 6)])
+    assert gate.state.down_ms == 2 * MINUTE
+
+
+def test_stall_reported_once_per_silence() -> None:
+    """The stream clock reports a gate silent for stall_after (6m) of stream time once, at silent_from + 6m;
+    asking again for the same silence reports nothing; a new silence after new data is reported again."""
+    gate, out = make_gate(), list[Decision]()
+    feed(gate, [(T0, 5, 0)])
+    gate.on_stream_clock(T0 + MINUTE + 5 * MINUTE, T0 + MINUTE, out)
+    assert [] == out  # 5 minutes of silence: not yet
+    gate.on_stream_clock(T0 + MINUTE + 6 * MINUTE, T0 + MINUTE, out)
+    gate.on_stream_clock(T0 + 30 * MINUTE, T0 + MINUTE, out)
+    assert [("pending", "stalled", format_ms(T0 + 7 * MINUTE), format_ms(T0 + MINUTE))] == [
+        (d.decision, d.reason_code, d.at, d.window_start) for d in out
+    ]
+    feed(gate, [(T0 + 31 * MINUTE, 5, 0)])
+    gate.on_stream_clock(T0 + 40 * MINUTE, T0 + 32 * MINUTE, out)
+    assert [format_ms(T0 + 7 * MINUTE), format_ms(T0 + 38 * MINUTE)] == [d.at for d in out]
+
+
+def test_held_gate_is_not_reported_stalled() -> None:
+    """A held gate's silence is expected: no stall reports during the hold."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + WINDOW, errors=10))
+    gate.close_windows_until(T0 + WINDOW, out)
+    out.clear()
+    gate.on_stream_clock(T0 + 25 * MINUTE, T0 + WINDOW, out)
+    assert ([], "held") == (out, gate.state.status)
+
+
+def test_silence_counts_as_down_only_when_configured() -> None:
+    """A 20-minute gap is down time only with silence_counts_as_down; either way it is reported stalled.
+    (Uptime floor lowered to 50 % so that the down time does not fail the gate.)"""
+    downs = []
+    for counts in (False, True):
+        raw = plan_dict()
+        raw["evaluation"]["uptime"]["silence_counts_as_down"] = counts
+        tier_of(raw)["criteria"][2]["at_least"] = "50%"
+        gate = make_gate(raw)
+        out = feed(gate, steady(T0, T0 + 10 * MINUTE) + steady(T0 + 30 * MINUTE, T0 + 31 * MINUTE))
+        downs.append((gate.state.down_ms, [d.reason_code for d in out if d.decision == "pending"]))
+    assert downs == [(0, ["stalled"]), (20 * MINUTE, ["stalled"])]
+
+
+# -- on_panes is the vectorised form of on_pane ----------------------------------------------------------
+
+
+@st.composite
+def pane_runs(draw: st.DrawFn) -> list[tuple[int, int, int]]:
+    """Panes with data over a few hours: gaps (some long enough to stall), clean and failing stretches."""
+    panes, t = [], T0 + draw(st.integers(0, 9)) * MINUTE
+    for _ in range(draw(st.integers(1, 150))):
+        requests = draw(st.integers(1, 40))
+        failing = draw(st.sampled_from([0.0, 0.0, 0.0, 0.01, 0.6]))
+        panes.append((t, requests, round(requests * failing)))
+        t += draw(st.sampled_from([1, 1, 1, 1, 2, 7, 25, 45])) * MINUTE
+    return panes
+
+
+Columns = npt.NDArray[np.int64]
+
+
+def arrays(panes: list[tuple[int, int, int]]) -> tuple[Columns, Columns, Columns]:
+    table = np.asarray(panes, dtype=np.int64).reshape(-1, 3)
+    return table[:, 0], table[:, 1], table[:, 2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(panes=pane_runs(), cuts=st.lists(st.integers(0, 150), max_size=6), counts=st.booleans())
+def test_on_panes_equals_one_by_one(panes: list[tuple[int, int, int]], cuts: list[int], counts: bool) -> None:
+    """Feeding closed panes in vectorised runs (split anywhere) gives the same decisions and the same state
+    as feeding them one at a time: fails, holds, releases, stalls, down time and passes alike."""
+    raw = plan_dict()
+    raw["evaluation"]["uptime"]["silence_counts_as_down"] = counts
+    one, many = make_gate(raw), make_gate(raw)
+    for start, requests, _ in panes:
+        for gate in (one, many):
+            gate.add_bins(start - start % WINDOW, fast_bins(requests))
+    end = panes[-1][0] + 2 * WINDOW
+    out_one = feed_one_by_one(one, panes, end)
+    out_many: list[Decision] = []
+    bounds = sorted({0, len(panes), *(c for c in cuts if c < len(panes))})
+    for lo, hi in itertools.pairwise(bounds):
+        many.on_panes(*arrays(panes[lo:hi]), out_many)
+    many.close_windows_until(end, out_many)
+    assert encoded(out_one) == encoded(out_many)
+    assert [d.decision_id for d in out_one] == [d.decision_id for d in out_many]
+    assert snapshot.dump(one.state) == snapshot.dump(many.state)
+
+
+def feed_one_by_one(gate: Gate, panes: list[tuple[int, int, int]], end: int) -> list[Decision]:
+    out: list[Decision] = []
+    for start, requests, errors in panes:
+        gate.on_pane(start, requests, errors, out)
+    gate.close_windows_until(end, out)
+    return out
