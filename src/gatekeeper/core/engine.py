@@ -45,8 +45,11 @@ class Engine:
         self.stats = EngineStats()
         self._flushed = False
 
-    def decoder(self) -> TelemetryDecoder:
-        return TelemetryDecoder(self.keys)
+    def decoder(self, now_ms: int | None = None) -> TelemetryDecoder:
+        """A decoder for this plan's gates; given the shell's clock, it rejects records timestamped more than the
+        plan's ``max_future_skew`` after it."""
+        skew = self.plan.evaluation.max_future_skew
+        return TelemetryDecoder(self.keys, None if now_ms is None else now_ms + skew)
 
     def ingest(self, batch: EventBatch) -> list[Decision]:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers."""

@@ -17,6 +17,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.core.timefmt import format_ms
+
 MAX_RECORD_BYTES = 65_536
 SUB_BLOCK_BYTES = 256 << 10
 MAX_LATENCY_MS = 86_400_000.0  # one day; larger values are not request latencies
@@ -109,7 +111,10 @@ def _longest_line(block: bytes) -> int:
 class TelemetryDecoder:
     """Decodes JSON records against contract v1 and the plan's (region, tier) key space."""
 
-    def __init__(self, gates: list[tuple[str, str]]) -> None:
+    def __init__(self, gates: list[tuple[str, str]], not_after_ms: int | None = None) -> None:
+        """``not_after_ms``: records timestamped later are rejected (the shell passes its clock plus the plan's
+        ``max_future_skew``), so one far-future record cannot push its gate's watermark ahead of real time."""
+        self.not_after_ms = round(EPOCH_MAX_S * 1000) if not_after_ms is None else not_after_ms
         self._regions = sorted({r for r, _ in gates})
         self._tiers = sorted({t for _, t in gates})
         self._region_code = {r: i for i, r in enumerate(self._regions)}
@@ -226,7 +231,7 @@ class TelemetryDecoder:
                 (f if f is not None else (s is not None and s >= 500) for f, s in zip(flags, status, strict=True)),
                 np.bool_,
             )
-        in_range = (ts_s >= EPOCH_MIN_S) & (ts_s <= EPOCH_MAX_S)
+        in_range = (ts_s >= EPOCH_MIN_S) & (ts_s <= min(EPOCH_MAX_S, self.not_after_ms / 1000))
         ok = (keys >= 0) & outcome & in_range
         if not ok.all():
             for i in np.flatnonzero(~ok).tolist():
@@ -258,6 +263,10 @@ class TelemetryDecoder:
         if not has_outcome:
             return Rejection(pos, "missing_field:status", "record has neither `status` nor `error`", raw)
         shown = rec.ts.isoformat() if isinstance(rec.ts, datetime) else str(rec.ts)
+        seconds = rec.ts.timestamp() if isinstance(rec.ts, datetime) else rec.ts
+        if EPOCH_MIN_S <= seconds <= EPOCH_MAX_S:
+            limit = format_ms(self.not_after_ms)
+            return Rejection(pos, "invalid_field:ts", f"`ts`: timestamp {shown} is in the future (after {limit})", raw)
         return Rejection(pos, "invalid_field:ts", f"`ts`: timestamp {shown} is outside 2000-01-01..2100-01-01", raw)
 
     def _unknown_gate(self, pos: int, rec: Telemetry, raw: bytes) -> Rejection:

@@ -7,10 +7,12 @@ import contextlib
 import importlib
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.shell.kafka_settings import add_kafka_arguments
 from gatekeeper.shell.planfile import UserError, load_plan, summarize
 
@@ -75,7 +77,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         byte_progress(size, enabled=not args.quiet) as advance,
     ):
         assert sink is not None
-        summary = replay(plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance)
+        now_ms = parse_instant(args.now) if args.now else round(time.time() * 1000)
+        summary = replay(plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms)
     if not args.quiet:
         print(summary.render(), file=sys.stderr)
     return 0
@@ -122,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="at end of input, close open windows as if the lateness had passed",
     )
     rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
+    rep.add_argument(
+        "--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)"
+    )
     rep.set_defaults(func=_cmd_replay)
 
     sim = sub.add_parser("simulate", help="write simulated learner-analyzer telemetry for a scenario")

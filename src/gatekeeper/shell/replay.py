@@ -95,10 +95,12 @@ def replay(
     rejects: BinaryIO | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_decisions: Callable[[list[Decision]], None] | None = None,
+    now_ms: int | None = None,
 ) -> ReplaySummary:
-    """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL)."""
+    """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
+    records timestamped beyond it plus the plan's ``max_future_skew`` are rejected."""
     engine = Engine(plan)
-    decoder = engine.decoder()
+    decoder = engine.decoder(now_ms)
     summary = ReplaySummary()
     reject_writer = _RejectWriter(rejects)
 
