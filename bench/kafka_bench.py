@@ -1,9 +1,9 @@
 """Throughput and decision delay through a real Kafka broker, all in one bounded run.
 
-    python bench/kafka_bench.py                      # local JVM broker(s) via scripts/local_kafka.py
-    python bench/kafka_bench.py --events 100000 --phase-seconds 60
-    python bench/kafka_bench.py --bootstrap HOST:PORT   # an existing cluster (topics named bench-<run>-*)
-    python bench/kafka_bench.py --worker stub        # (c)/(d) against the in-file reference worker
+    python bench/kafka_bench.py                        # a local JVM broker via scripts/local_kafka.py
+    python bench/kafka_bench.py --events 100000 --phase-seconds 60 --phases acd
+    python bench/kafka_bench.py --bootstrap HOST:PORT  # an existing cluster (topics bench-<run>-*, deleted after)
+    python bench/kafka_bench.py --worker stub          # (c)/(d) against the in-file reference worker
 
 What it does:
 
@@ -12,10 +12,14 @@ What it does:
    ``send()``, acks=all) to a fresh 8-partition telemetry topic. The backlog is complete before any
    consumer starts, so (a), (b) and (c) all read the same records at full speed.
 1. (a) raw aiokafka: one consumer, no group, all partitions assigned, ``getmany`` until N records; events/s
-   from the first batch to the last (only the loop, no decoding).
+   from the first ``getmany`` call to the last batch (only the loop: no decoding).
 2. (b) naive Faust: bench/naive_faust_app.py as a subprocess (JSON decode, Table read-modify-write and
    ``numpy.percentile`` per event).
-3. (c) the gatekeeper worker: ``python -m gatekeeper.shell.cli worker ...`` as a subprocess, fresh topics.
+3. (c) the gatekeeper worker: ``python -m gatekeeper.shell.cli worker ... --app-id bench-<run>-worker`` as a
+   subprocess (``--worker-cmd`` overrides the command line). ``--worker stub`` runs instead a reference
+   built into this file: ``core.Engine`` behind one plain aiokafka consumer (batch in, decisions out, commit),
+   to separate the engine's cost from the Kafka framework's; it is one process with one engine for all
+   partitions, so while catching up on a backlog it may report stalls a real worker would not.
    (b) and (c) are measured the same way, from outside the process: the consumer group's committed offsets
    on the telemetry topic, polled every 50 ms (the group is found as the one that commits offsets on this
    run's topic, so the worker's group id need not be known). Each *change* of the committed sum is a commit
@@ -24,8 +28,11 @@ What it does:
    first commit and are excluded; the error is about one poll interval at each end plus however long the
    process sits on processed events before committing them (Faust: at most ``broker_commit_interval``,
    2.8 s by default, or every ``broker_commit_every`` = 10 000 events, whichever comes first), so each
-   figure is reported with the number of commits and the seconds it spans. A phase that does not finish
-   within ``--phase-seconds`` is reported as a partial rate.
+   figure is reported with the number of commits and the seconds it spans, and with the CPU the process
+   tree used over that span (psutil; near 100 % of a core: CPU-bound). A phase that does not finish within
+   ``--phase-seconds`` is reported as a partial rate. The input is keyed, so the gatekeeper worker applies
+   every record on the partition it reads it from (no forwarding through ``<app-id>-gates``), and its
+   committed telemetry offsets are its processed events.
 4. (d) decision delay, with a fresh worker (its own ``--app-id``, so no gate state from (c)) on fresh topics:
    a telemetry stream in which every gate breaches its error-rate ceiling in the first hour is replayed
    offline through ``core.Engine`` to find the *closing* events (the event after which the engine emits
@@ -39,7 +46,7 @@ What it does:
      telemetry record that moved the gate's watermark past the window end (or hold end, or stall deadline)
      the decision is about; delay = time the decision was read - that header.
 
-The run is bounded (``--time-limit``, default 900 s) and always stops its subprocesses and its brokers.
+The run is bounded (``--time-limit``, default 900 s) and always stops its subprocesses and its broker.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import contextlib
 import copy
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -73,7 +81,7 @@ from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_admin import admin_client, ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.shell.planfile import UserError, load_plan
 from gatekeeper.shell.simulate import produce_chunks, record_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +92,8 @@ POLL_S = 0.05
 PARTITIONS = 8
 START_S = 1_760_832_000.0  # 2025-10-19T00:00:00Z, as bench/telemetry_file.py
 WORKER_CMD = (
-    "{python} -m gatekeeper.shell.cli worker --plan {plan} --bootstrap {bootstrap} --telemetry-topic {telemetry} "
+    "{python} -m gatekeeper.shell.cli worker --plan {plan} --bootstrap {bootstrap} "
+    "--telemetry-topic {telemetry} "
     "--decisions-topic {decisions} --dlq-topic {dlq} --breaches-topic {breaches} --app-id {app_id} "
     "--data-dir {data_dir}"
 )
@@ -98,7 +107,7 @@ class BenchError(RuntimeError):
     """A phase could not run (its process died, a topic could not be read, ...)."""
 
 
-# -- results ---------------------------------------------------------------------------------------------------
+# -- results -------------------------------------------------------------------------------------------------
 @dataclass
 class Rate:
     """Events over seconds, from ``commits`` observations (0: measured in-process)."""
@@ -110,6 +119,8 @@ class Rate:
     commits: int = 0
     startup_s: float | None = None  # process start to first commit
     peak_rss_mb: float | None = None
+    cpu_share: float | None = None  # CPU seconds of the process tree per wall second, between the commits
+    with_startup: bool = False  # a single commit: measured from the process start (a lower bound)
 
     @property
     def per_s(self) -> float:
@@ -117,13 +128,19 @@ class Rate:
 
     def text(self) -> str:
         parts = [f"{self.per_s:>12,.0f} events/s"]
-        if self.commits:
+        if self.with_startup:
+            parts.append(
+                f"(LOWER BOUND: {self.events:,} events in {self.seconds:.1f} s from the process start, one commit)"
+            )
+        elif self.commits:
             parts.append(f"({self.events:,} events over {self.seconds:.1f} s between {self.commits} commits")
             parts[-1] += f", first commit {self.startup_s:.1f} s after start)" if self.startup_s is not None else ")"
         else:
             parts.append(f"({self.events:,} events in {self.seconds:.2f} s)")
         if self.done < self.total:
             parts.append(f"PARTIAL: {self.done:,} of {self.total:,} processed in the time allowed")
+        if self.cpu_share is not None:
+            parts.append(f"CPU {self.cpu_share:.0%} of a core")
         if self.peak_rss_mb is not None:
             parts.append(f"peak RSS {self.peak_rss_mb:,.0f} MB")
         return "  ".join(parts)
@@ -187,7 +204,7 @@ class Results:
         return "\n".join(out)
 
 
-# -- Kafka helpers ---------------------------------------------------------------------------------------------
+# -- Kafka helpers -------------------------------------------------------------------------------------------
 def settings_for(bootstrap: str, run: str, phase: str) -> KafkaSettings:
     prefix = f"bench-{run}-{phase}"
     topics = Topics(
@@ -252,6 +269,16 @@ async def find_group(admin: Any, topic: str, ignore: set[str]) -> str | None:
     return None
 
 
+def cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds of the process and its children so far."""
+    try:
+        parent = psutil.Process(proc.pid)
+        times = [p.cpu_times() for p in [parent, *parent.children(recursive=True)]]
+    except psutil.Error:
+        return 0.0
+    return float(sum(t.user + t.system for t in times))
+
+
 def rss_mb(proc: subprocess.Popen[bytes]) -> float:
     try:
         parent = psutil.Process(proc.pid)
@@ -261,9 +288,9 @@ def rss_mb(proc: subprocess.Popen[bytes]) -> float:
 
 
 async def watch_commits(settings: KafkaSettings, proc: Process, total: int, seconds: float, ignore: set[str]) -> Rate:
-    """Poll the committed offsets of the group consuming the telemetry topic until ``total`` or the deadline."""
+    """Poll the committed offsets of the group reading the telemetry topic until ``total`` or the deadline."""
     topic = settings.topics.telemetry
-    changes: list[tuple[float, int]] = []
+    changes: list[tuple[float, int, float]] = []  # wall time, committed events, CPU seconds
     group, peak = None, 0.0
     deadline = time.perf_counter() + seconds
     async with admin_client(settings) as admin:
@@ -272,7 +299,7 @@ async def watch_commits(settings: KafkaSettings, proc: Process, total: int, seco
             group = group or await find_group(admin, topic, ignore)
             committed = await committed_on(admin, group, topic) if group else 0
             if committed and (not changes or committed != changes[-1][1]):
-                changes.append((now, committed))
+                changes.append((now, committed, cpu_s(proc.popen)))
             peak = max(peak, rss_mb(proc.popen))
             if committed >= total or now > deadline:
                 break
@@ -280,11 +307,14 @@ async def watch_commits(settings: KafkaSettings, proc: Process, total: int, seco
             await asyncio.sleep(POLL_S)
     if not changes:
         raise BenchError(f"{proc.name} committed nothing in {seconds:g} s{proc.log_tail()}")
-    (t1, c1), (tk, ck) = changes[0], changes[-1]
-    return Rate(ck - c1, tk - t1, ck, total, len(changes), t1 - proc.started, peak)
+    (t1, c1, cpu1), (tk, ck, cpuk) = changes[0], changes[-1]
+    if len(changes) == 1:  # everything in one commit: too fast (or too few events) to time between commits
+        return Rate(ck, tk - proc.started, ck, total, 1, None, peak, with_startup=True)
+    share = (cpuk - cpu1) / (tk - t1) if tk > t1 else None
+    return Rate(ck - c1, tk - t1, ck, total, len(changes), t1 - proc.started, peak, share)
 
 
-# -- subprocesses ----------------------------------------------------------------------------------------------
+# -- subprocesses --------------------------------------------------------------------------------------------
 class Process:
     """A subprocess of this bench in its own session, with its output in a log file."""
 
@@ -357,7 +387,7 @@ async def known_groups(settings: KafkaSettings) -> set[str]:
         return {str(group) for group, *_rest in await admin.list_consumer_groups()}
 
 
-# -- (d): decision delay -----------------------------------------------------------------------------------------
+# -- (d): decision delay -------------------------------------------------------------------------------------
 def breach_stream(plan: Plan, rate_per_min: float, seed: int) -> list[bytes]:
     """Every gate of the plan at ``rate_per_min`` for 68 min with 10 % errors: each fails (and holds) when
     its first hour closes, i.e. at its first event 5 min (the lateness) past the hour. Time order."""
@@ -518,7 +548,7 @@ async def measure_delay(
     return result
 
 
-# -- the stub worker (reference for (c)/(d), and the hook) -------------------------------------------------------
+# -- the stub worker (reference for (c)/(d), and the hook) ---------------------------------------------------
 async def stub_worker(args: argparse.Namespace) -> None:
     """core.Engine behind one plain aiokafka consumer (group ``--group``): decode a fetched batch, ingest it,
     produce its decisions (with the delay hook header), commit. One process, no Faust, no state store."""
@@ -557,7 +587,7 @@ async def stub_worker(args: argparse.Namespace) -> None:
         await consumer.stop()
 
 
-# -- the run ---------------------------------------------------------------------------------------------------
+# -- the run -------------------------------------------------------------------------------------------------
 def load_module(path: Path) -> Any:
     """A module from a file outside the package (scripts/local_kafka.py, bench/telemetry_file.py)."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -592,8 +622,9 @@ async def throughput(bootstrap: str, args: argparse.Namespace, results: Results,
     await ensure_topics(settings, gatekeeper_topics(settings))
     results.produce = await produce_file(settings, data)
     note(f"produced {args.events:,} events: {results.produce.text()}")
-    results.raw = await raw_consume(settings, args.events, args.phase_seconds)
-    note(f"(a) {results.raw.text()}")
+    if "a" in args.phases:
+        results.raw = await raw_consume(settings, args.events, args.phase_seconds)
+        note(f"(a) {results.raw.text()}")
     if "b" in args.phases:
         ignore = await known_groups(settings)
         env = {
@@ -607,7 +638,7 @@ async def throughput(bootstrap: str, args: argparse.Namespace, results: Results,
         try:
             with running("naive faust", argv, workdir, env) as proc:
                 results.naive = await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
-        except BenchError as exc:
+        except (BenchError, UserError) as exc:
             results.naive = f"n/a: {exc}"
         note(f"(b) {results.naive if isinstance(results.naive, str) else results.naive.text()}")
     if "c" in args.phases:
@@ -616,7 +647,7 @@ async def throughput(bootstrap: str, args: argparse.Namespace, results: Results,
         try:
             with running(f"{args.worker} worker", argv, workdir) as proc:
                 results.worker = await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
-        except BenchError as exc:
+        except (BenchError, UserError) as exc:
             results.worker = f"n/a: {exc}"
         note(f"(c) {results.worker if isinstance(results.worker, str) else results.worker.text()}")
 
@@ -628,15 +659,29 @@ def note(text: str) -> None:
 async def run_all(args: argparse.Namespace, results: Results, workdir: Path) -> None:
     run = uuid.uuid4().hex[:8]
     with broker(args) as bootstrap:
-        if set(args.phases) & set("abc"):
-            await throughput(bootstrap, args, results, workdir, run)
-        if "d" in args.phases:
-            settings = settings_for(bootstrap, run, "delay")
-            try:
-                results.delay = await measure_delay(settings, args.worker_cmd, workdir, args, run)
-            except BenchError as exc:
-                results.delay = f"n/a: {exc}"
-            note(f"(d) {results.delay if isinstance(results.delay, str) else results.delay.text()}")
+        try:
+            if set(args.phases) & set("abc"):
+                await throughput(bootstrap, args, results, workdir, run)
+            if "d" in args.phases:
+                settings = settings_for(bootstrap, run, "delay")
+                try:
+                    results.delay = await measure_delay(settings, args.worker_cmd, workdir, args, run)
+                except (BenchError, UserError) as exc:
+                    results.delay = f"n/a: {exc}"
+                note(f"(d) {results.delay if isinstance(results.delay, str) else results.delay.text()}")
+        finally:
+            if args.bootstrap and not args.keep_topics:  # a local broker goes away with its topics
+                await delete_run_topics(settings_for(bootstrap, run, "cleanup"), f"bench-{run}-")
+
+
+async def delete_run_topics(settings: KafkaSettings, prefix: str) -> None:
+    """Delete this run's topics (ours, the workers' internal ones: all named ``bench-<run>-...``)."""
+    with contextlib.suppress(Exception):  # best effort: never hide the results behind a cleanup error
+        async with admin_client(settings) as admin:
+            names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+            if names:
+                await admin.delete_topics(names)
+                note(f"deleted {len(names)} topics {prefix}*")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -652,6 +697,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay-timeout", type=float, default=15.0, help="(d): wait per closing event (s)")
     parser.add_argument("--time-limit", type=float, default=900.0, help="bound on the whole run (s)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    parser.add_argument("--keep-topics", action="store_true", help="with --bootstrap: keep this run's topics")
     stub = parser.add_argument_group("internal: the reference worker (run by the bench itself)")
     stub.add_argument("--stub-worker", action="store_true", help=argparse.SUPPRESS)
     stub.add_argument("--plan", default=str(PLAN), help=argparse.SUPPRESS)
@@ -675,6 +721,7 @@ def as_json(results: Results) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried NotLeaderForPartition etc. after creation
     if args.stub_worker:
         asyncio.run(stub_worker(args))
         return 0
@@ -689,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("kafka_bench: interrupted", file=sys.stderr)
             status = 130
+        except UserError as exc:
+            print(f"kafka_bench: error: {exc}", file=sys.stderr)
+            status = 2
     print(results.render(f"{args.worker} worker"))
     if args.json:
         print(as_json(results))

@@ -55,17 +55,20 @@ async def admin_client(settings: KafkaSettings) -> AsyncIterator[Any]:
         await admin.close()
 
 
-async def partition_counts(admin: Any, names: Iterable[str] | None = None) -> dict[str, int]:
-    """Partition count of each existing topic (of ``names``, or all); a missing topic is simply absent.
+async def partition_counts(admin: Any, names: Iterable[str] | None = None, *, led: bool = False) -> dict[str, int]:
+    """Partition count of each existing topic (of ``names``, or all); a missing topic is simply absent, and
+    so, with ``led``, is a topic with a partition that has no leader yet.
 
     Reads the metadata of *all* topics: asking for named topics would let the broker auto-create them with
     its default partition count (``auto.create.topics.enable``)."""
     wanted = None if names is None else set(names)
     counts: dict[str, int] = {}
     for topic in await admin.describe_topics():
-        name = topic["topic"]
-        if (wanted is None or name in wanted) and topic["error_code"] == 0:
-            counts[name] = len(topic["partitions"])
+        name, partitions = topic["topic"], topic["partitions"]
+        if (wanted is not None and name not in wanted) or topic["error_code"] != 0:
+            continue
+        if not led or all(p["error_code"] == 0 and p["leader"] >= 0 for p in partitions):
+            counts[name] = len(partitions)
     return counts
 
 
@@ -125,17 +128,18 @@ async def ensure_topics(
 
 
 async def _wait_for_partitions(admin: Any, names: list[str]) -> dict[str, int]:
-    """Partition counts of just-created topics, once the metadata shows them (creation is asynchronous)."""
+    """Partition counts of just-created topics, once the metadata shows them with a leader for every
+    partition (creation is asynchronous; producing earlier gets retriable NotLeaderForPartition errors)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CREATE_WAIT_S
     while True:
-        counts = await partition_counts(admin, names)
+        counts = await partition_counts(admin, names, led=True)
         if len(counts) == len(names) or loop.time() > deadline:
             break
         await asyncio.sleep(0.1)
     for name in names:
         if name not in counts:
-            raise UserError(f"topic {name} was created but did not appear in the metadata within {CREATE_WAIT_S:g} s")
+            raise UserError(f"topic {name} was created but has no leader for every partition after {CREATE_WAIT_S:g} s")
     return counts
 
 

@@ -32,7 +32,7 @@ class Topics(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # never echo a password
 
     bootstrap: str = Field(min_length=1)  # host:port[,host:port...]
     security_protocol: SecurityProtocol = "PLAINTEXT"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import queue
 import re
 import sys
@@ -165,6 +166,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         raise UserError(str(exc)) from None
     use_kafka = bool(getattr(args, "bootstrap", None))
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried warnings are noise; failures raise
     if args.keyed and not use_kafka:
         raise UserError("--keyed only applies when producing to Kafka (--bootstrap)")
     settings = kafka_settings(args) if use_kafka else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from dataclasses import dataclass
@@ -239,6 +240,7 @@ async def _tail(settings: KafkaSettings, args: argparse.Namespace, printer: _Pri
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``gatekeeper tail``."""
     settings = kafka_settings(args)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried warnings are noise; failures raise
     printer = _Printer(as_json=args.json, color=not args.no_color, filters=Filters.of(args))
     try:
         asyncio.run(_tail(settings, args, printer))
