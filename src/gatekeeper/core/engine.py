@@ -124,8 +124,17 @@ class Engine:
             before[1:] = running[start : stop - 1]
             watermark = before - self._lateness
             closed_until = watermark - watermark % self._pane
+            accepted = ts[start:stop] >= closed_until
+            # A decision must not count late events that arrive after its pane closed: end the step at the
+            # first late event that follows a pane close within it (same result as one event at a time).
+            after = running[start:stop] - self._lateness
+            closing = np.flatnonzero(after - after % self._pane > closed_until[0])
+            if closing.size:
+                late_after = np.flatnonzero(~accepted[closing[0] + 1 :])
+                if late_after.size:
+                    stop = start + int(closing[0]) + 1 + int(late_after[0])
+                    accepted = accepted[: stop - start]
             chunk = slice(start, stop)
-            accepted = ts[chunk] >= closed_until
             late = int(accepted.size - np.count_nonzero(accepted))
             if late:
                 st.late_events += late

@@ -1,16 +1,137 @@
-"""``gatekeeper worker``: flags and entry point (the implementation lands with the Kafka worker)."""
+"""``gatekeeper worker``: flags and entry point of the Kafka worker (the engine behind a Faust app).
+
+Every flag also reads a ``GATEKEEPER_*`` variable (the flag wins). This module imports neither faust nor
+aiokafka at import time: the CLI builds every subcommand's parser at start.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
-from gatekeeper.shell.kafka_settings import add_kafka_arguments
+from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
+from gatekeeper.shell.planfile import UserError, load_plan
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("console", "json")
+_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and the consumer group
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    app_id: str = "gatekeeper"
+    batch: int = 2000  # events per engine call (per partition)
+    flush_interval: float = 0.2  # seconds between flushes of partitions with a small buffer
+    clock_interval: float = 1.0  # seconds between checks whether the worker has caught up (stream clock)
+    session_timeout: float = 60.0  # seconds before the group drops a silent (killed) member: Faust's default
+    data_dir: str = ".gatekeeper-worker"
+    store: str = "memory://"
+    log_level: str = "info"
+    log_format: str = "console"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", help="plan file (default: config/rollout-plan.yaml or $GATEKEEPER_PLAN)")
+    from gatekeeper.shell.cli import default_plan
+
+    parser.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s; GATEKEEPER_PLAN)")
     add_kafka_arguments(parser)
+    group = parser.add_argument_group("worker")
+    group.add_argument("--app-id", help="Faust app id: consumer group and topic prefix (GATEKEEPER_APP_ID; gatekeeper)")
+    group.add_argument("--batch", type=int, help="events per engine call per partition (GATEKEEPER_BATCH; 2000)")
+    group.add_argument(
+        "--flush-interval",
+        type=float,
+        help="seconds between flushes of small buffers (GATEKEEPER_FLUSH_INTERVAL; 0.2)",
+    )
+    group.add_argument(
+        "--clock-interval",
+        type=float,
+        help="seconds between caught-up checks that apply the stream clock (GATEKEEPER_CLOCK_INTERVAL; 1)",
+    )
+    group.add_argument(
+        "--session-timeout",
+        type=float,
+        help="seconds until the consumer group drops a worker that stopped heartbeating; a restarted worker "
+        "waits this long for its partitions (GATEKEEPER_SESSION_TIMEOUT; 60)",
+    )
+    group.add_argument("--data-dir", help="Faust data directory (GATEKEEPER_DATA_DIR; .gatekeeper-worker)")
+    group.add_argument(
+        "--store",
+        help="table store: memory:// (default; rebuilt from the changelog at start) or rocksdb:// "
+        "(needs faust-streaming[rocksdict]; keeps state on disk) (GATEKEEPER_STORE)",
+    )
+    group.add_argument("--log-level", choices=LOG_LEVELS, help="(GATEKEEPER_LOG_LEVEL; info)")
+    group.add_argument("--log-format", choices=LOG_FORMATS, help="(GATEKEEPER_LOG_FORMAT; console)")
+
+
+def _pick(args: argparse.Namespace, name: str, environ: dict[str, str]) -> str | None:
+    flag = getattr(args, name, None)
+    if flag is not None:
+        return str(flag)
+    return environ.get(f"GATEKEEPER_{name.upper()}") or None
+
+
+def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = None) -> WorkerOptions:
+    """Options from flags, then GATEKEEPER_* variables, then defaults; UserError when one is invalid."""
+    env = dict(os.environ if environ is None else environ)
+    base = WorkerOptions()
+    app_id = _pick(args, "app_id", env) or base.app_id
+    if not _APP_ID.match(app_id):
+        raise UserError(f"app id {app_id!r}: use 1-200 of A-Z a-z 0-9 . _ - (it names topics and the consumer group)")
+    values: dict[str, float] = {}
+    limits = (("batch", int, 1), ("flush_interval", float, 0.01), ("clock_interval", float, 0.05))
+    for name, kind, low in (*limits, ("session_timeout", float, 6.0)):
+        text = _pick(args, name, env)
+        if text is None:
+            values[name] = getattr(base, name)
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            raise UserError(f"--{name.replace('_', '-')} {text!r} is not a number") from None
+        if not math.isfinite(value) or value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {low}, not {text}")
+        values[name] = value
+    store = _pick(args, "store", env) or base.store
+    if not store.startswith(("memory://", "rocksdb://")):
+        raise UserError(f"--store {store!r}: use memory:// or rocksdb://")
+    level = (_pick(args, "log_level", env) or base.log_level).lower()
+    fmt = (_pick(args, "log_format", env) or base.log_format).lower()
+    if level not in LOG_LEVELS:
+        raise UserError(f"log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
+    if fmt not in LOG_FORMATS:
+        raise UserError(f"log format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
+    return WorkerOptions(
+        app_id=app_id,
+        batch=int(values["batch"]),
+        flush_interval=float(values["flush_interval"]),
+        clock_interval=float(values["clock_interval"]),
+        session_timeout=float(values["session_timeout"]),
+        data_dir=str(Path(_pick(args, "data_dir", env) or base.data_dir)),
+        store=store,
+        log_level=level,
+        log_format=fmt,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("gatekeeper worker is not implemented yet")
+    plan = load_plan(args.plan)
+    settings = kafka_settings(args)
+    options = worker_options(args)
+    from gatekeeper.shell.worker.app import configure_logging, run_worker
+    from gatekeeper.shell.worker.topics import ensure_worker_topics
+
+    log = configure_logging(options)
+    counts = asyncio.run(ensure_worker_topics(settings, options.app_id))
+    log.info(
+        "topics ready",
+        bootstrap=settings.bootstrap,
+        partitions=settings.topics.partitions,
+        topics=sorted(counts),
+    )
+    return run_worker(plan, settings, options, log)

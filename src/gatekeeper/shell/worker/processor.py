@@ -1,0 +1,387 @@
+"""The worker's per-partition buffering and flush logic, without any Kafka client (unit-testable).
+
+``app.py`` feeds consumed records in (``add``), takes a partition's buffer when it is full or on the flush
+timer (``take``), runs ``flush`` on it and then does the I/O in this order: send every outgoing message
+and await its delivery, write the returned gate states to the ``gate-state`` table, ack the records. So an
+offset is committed only once the gate states that include it are in the table's changelog.
+
+Routing. A valid telemetry record whose gate's *home* partition (Java murmur2 of ``b"region/tier"``, where
+a keyed producer puts it) is the partition it was read from is applied here, directly; any other valid
+record (unkeyed, keyed otherwise, partitioned otherwise) is forwarded with its original bytes to
+``<app-id>-gates`` on its home partition, with its source coordinates in the ``gk.source`` header; an
+invalid record goes to the DLQ with its original key and bytes and ``gk.reason`` / ``gk.message`` /
+``gk.source`` headers. Faust assigns partition p of every topic to one worker, so a gate is only ever
+touched by the owner of its home partition, and its state is written to the changelog partition of the
+same number.
+
+Order. Kafka orders records within a partition only. Records of one gate that a producer spreads over
+several partitions (no key and the default partitioner) reach the gate in whatever interleaving the
+consumer fetches them; replay's file order is then kept only up to that disorder, and records beyond the
+lateness are counted late where replay counted them on time. Keyed by ``region/tier`` (or by anything
+that keeps a gate on one partition, e.g. its region), a gate's records keep their order.
+
+Idempotence. Each gate keeps, per *source* (original telemetry topic and partition), the last source
+offset applied to it. A gate's records from one source arrive in source order on one path (direct when
+the source is the home partition, else through ``<app-id>-gates``), so a record at or below that offset is
+a re-delivery (after a crash, a rebalance or a re-forward) and is skipped. Decisions are deterministic, so
+a re-delivery after a crash re-emits the same decisions with the same ids (at-least-once delivery).
+
+Stream clock. Each gate has an engine of its own, so one gate's events never move another gate's stall
+clock: a backlog read partition by partition cannot make a gate look silent. The worker-wide clock
+(``observe_clock``: the newest event time of the gates this worker owns) is applied only when the worker
+has caught up with every partition it owns (``caught_up``), which is when a silent gate is really silent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+from aiokafka.partitioner import murmur2
+
+from gatekeeper.core import snapshot
+from gatekeeper.core.decision import Decision, encode
+from gatekeeper.core.engine import Engine
+from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import EventBatch
+
+TP = tuple[str, int]  # (topic, partition); faust's TP is a NamedTuple of the same shape
+Headers = tuple[tuple[str, bytes], ...]
+
+SOURCE_HEADER = "gk.source"  # b"topic/partition/offset" of the original telemetry record
+REASON_HEADER = "gk.reason"
+MESSAGE_HEADER = "gk.message"
+MAX_MESSAGE_BYTES = 1024
+
+
+class StateError(RuntimeError):
+    """A gate-state table entry that cannot be read: continuing would silently lose or redo gate state."""
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """Where Kafka's default partitioner (Java murmur2, as aiokafka's) puts ``key`` among ``partitions``."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names the worker reads and writes, and their (common) partition count."""
+
+    telemetry: str
+    gates: str
+    decisions: str
+    breaches: str
+    dlq: str
+    partitions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record; ``handle`` is whatever the caller needs to ack it (opaque here)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers = ()
+    handle: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to produce, on an explicit partition."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: Headers = ()
+
+
+@dataclass(slots=True)
+class Flush:
+    """What one flush produced: the caller sends ``messages``, writes ``state``, then acks ``records``."""
+
+    records: list[Record] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
+    state: dict[bytes, bytes] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    forwarded: int = 0
+    applied: int = 0
+    duplicates: int = 0
+
+
+class _Entry(msgspec.Struct):
+    """A ``gate-state`` table value: plan version, gate snapshot, applied source offsets."""
+
+    v: str
+    s: bytes
+    o: dict[str, int]
+
+
+_ENTRY_ENCODER = msgspec.msgpack.Encoder()
+_ENTRY_DECODER = msgspec.msgpack.Decoder(_Entry)
+
+
+def encode_entry(plan_version: str, state: bytes, applied: Mapping[str, int]) -> bytes:
+    return _ENTRY_ENCODER.encode(_Entry(plan_version, state, dict(applied)))
+
+
+def decode_entry(raw: bytes) -> tuple[str, bytes, dict[str, int]]:
+    """(plan version, snapshot bytes, applied offsets); StateError when ``raw`` is not an entry."""
+    try:
+        entry = _ENTRY_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StateError(f"not a gate-state entry: {exc}") from None
+    return entry.v, entry.s, entry.o
+
+
+@dataclass(slots=True)
+class _Gate:
+    engine: Engine
+    applied: dict[str, int]  # "topic:partition" of a source -> last source offset applied
+
+
+def _source_of(record: Record, gates_topic: str) -> tuple[str, int, int]:
+    """Original (topic, partition, offset) of a record: its own, or the ``gk.source`` header of a forward."""
+    if record.topic == gates_topic:
+        for name, value in record.headers:
+            if name == SOURCE_HEADER:
+                topic, _, rest = value.decode("ascii", "replace").partition("/")
+                partition, _, offset = rest.partition("/")
+                if topic and partition.isdigit() and offset.isdigit():
+                    return topic, int(partition), int(offset)
+    return record.topic, record.partition, record.offset
+
+
+def _source_header(topic: str, partition: int, offset: int) -> tuple[str, bytes]:
+    return (SOURCE_HEADER, f"{topic}/{partition}/{offset}".encode())
+
+
+class Processor:
+    """Buffers records per topic partition and turns a buffer into messages, gate states and acks."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        topics: Topics,
+        lookup: Callable[[bytes], bytes | None],
+        *,
+        batch: int = 2000,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.plan, self.topics, self.batch = plan, topics, batch
+        self._lookup, self._warn = lookup, warn
+        self.version = plan.plan_version
+        prototype = Engine(plan)
+        self._decoder = prototype.decoder()
+        self._max_future_skew = plan.evaluation.max_future_skew
+        self.keys = [f"{region}/{tier}".encode() for region, tier in prototype.keys]
+        self.home = [home_partition(key, topics.partitions) for key in self.keys]
+        self._gates: dict[int, _Gate] = {}
+        self._buffers: dict[TP, list[Record]] = {}
+        self.next_offset: dict[TP, int] = {}  # per topic partition: one past the last record added
+        self.rejected: Counter[str] = Counter()
+        self.decided: Counter[str] = Counter()
+
+    # -- buffering ----------------------------------------------------------------------------------------
+    def start(self, starts: Mapping[TP, int]) -> None:
+        """Where reading resumes in newly assigned partitions (the group's committed offsets)."""
+        for tp, offset in starts.items():
+            self.next_offset.setdefault((tp[0], tp[1]), offset)
+
+    def check(self, record: Record) -> int:
+        """How a record fits its partition's sequence: 0 in order (or the sequence is unknown), -1 a second
+        delivery of an offset already added, ``n > 0`` when the ``n`` offsets before it were never added
+        (the consumer skipped them, or they hold no record, e.g. transaction markers)."""
+        expected = self.next_offset.get(record.tp)
+        if expected is None or record.offset == expected:
+            return 0
+        return -1 if record.offset < expected else record.offset - expected
+
+    def add(self, record: Record) -> bool:
+        """Buffer a record; True when its partition's buffer holds ``batch`` records (flush it now)."""
+        buffer = self._buffers.setdefault(record.tp, [])
+        buffer.append(record)
+        self.next_offset[record.tp] = record.offset + 1
+        return len(buffer) >= self.batch
+
+    def buffered(self) -> list[TP]:
+        """Topic partitions with buffered records."""
+        return [tp for tp, records in self._buffers.items() if records]
+
+    def take(self, tp: TP) -> list[Record]:
+        """Remove and return the records buffered for ``tp`` (oldest first)."""
+        return self._buffers.pop(tp, [])
+
+    def revoke(self, tps: Iterable[TP]) -> list[Record]:
+        """Forget revoked partitions: their buffered records (returned; never ack them, the next owner
+        reads them again) and the gates homed there (the next owner restores them from the table)."""
+        mine = (self.topics.telemetry, self.topics.gates)
+        revoked = {(topic, partition) for topic, partition in tps if topic in mine}
+        partitions = {p for _, p in revoked}
+        dropped: list[Record] = []
+        for tp in revoked:
+            dropped += self._buffers.pop(tp, [])
+            self.next_offset.pop(tp, None)
+        for index in [g for g in self._gates if self.home[g] in partitions]:
+            del self._gates[index]
+        return dropped
+
+    def caught_up(self, ends: Mapping[TP, int]) -> bool:
+        """True when nothing is buffered and every partition in ``ends`` (end offsets just read from the
+        broker) has been read to its end."""
+        if self.buffered():
+            return False
+        for tp, end in ends.items():
+            position = self.next_offset.get((tp[0], tp[1]))
+            if end > 0 and (position is None or position < end):
+                return False
+        return True
+
+    # -- flushing ----------------------------------------------------------------------------------------
+    def flush(self, records: Sequence[Record], now_ms: int | None = None) -> Flush:
+        """Route, dead-letter and apply ``records`` (buffered in arrival order). With the wall clock ``now_ms``,
+        records timestamped beyond it plus the plan's ``max_future_skew`` are dead-lettered (as in replay)."""
+        out = Flush(records=list(records))
+        if not records:
+            return out
+        if now_ms is not None:
+            self._decoder.not_after_ms = now_ms + self._max_future_skew
+        batch = self._decoder.decode([r.value for r in records], first_position=0)
+        rejected = {rej.position for rej in batch.rejections}
+        for rej in batch.rejections:
+            out.messages.append(self._dead_letter(records[rej.position], rej.code, rej.message))
+            out.rejected[rej.code] += 1
+        valid = [records[i] for i in range(len(records)) if i not in rejected]
+        gates = batch.key.tolist()
+        rows: list[int] = []
+        labels: list[str] = []
+        offsets: list[int] = []
+        for row, (record, gate) in enumerate(zip(valid, gates, strict=True)):
+            topic, partition, offset = _source_of(record, self.topics.gates)
+            if record.topic == self.topics.telemetry and record.partition != self.home[gate]:
+                header = _source_header(topic, partition, offset)
+                key, home = self.keys[gate], self.home[gate]
+                out.messages.append(Outgoing(self.topics.gates, home, key, record.value, (header,)))
+                out.forwarded += 1
+                continue
+            rows.append(row)
+            labels.append(f"{topic}:{partition}")
+            offsets.append(offset)
+        self._apply(batch, gates, rows, labels, offsets, out)
+        self.rejected.update(out.rejected)
+        return out
+
+    def observe_clock(self, partitions: Iterable[int]) -> Flush:
+        """Apply the worker's stream clock (newest event time of the gates homed in ``partitions``) to
+        those gates: stalls and releases the gates' own events cannot report. Call only when caught up."""
+        wanted = set(partitions)
+        out = Flush()
+        owned = [
+            g
+            for g in range(len(self.keys))
+            if self.home[g] in wanted and (g in self._gates or self._lookup(self.keys[g]) is not None)
+        ]
+        gates = {g: self._gate(g) for g in owned}
+        times = [t for g, gate in gates.items() if (t := gate.engine.state_of(g).max_ts) is not None]
+        if not times:
+            return out
+        clock = max(times)
+        for g, gate in gates.items():
+            decisions = gate.engine.observe_stream_time(clock)
+            if decisions:
+                self._emit(g, decisions, out)
+                out.state[self.keys[g]] = self._entry(g, gate)
+        self.decided.update(d.decision for d in out.decisions)
+        return out
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _apply(
+        self,
+        batch: EventBatch,
+        gates: list[int],
+        rows: list[int],
+        labels: list[str],
+        offsets: list[int],
+        out: Flush,
+    ) -> None:
+        """Apply the not-yet-applied rows to their gates, in arrival order per gate."""
+        newest: dict[tuple[int, str], int] = {}
+        keep: dict[int, list[int]] = {}  # gate -> rows to apply, in arrival order (dicts keep first-seen order)
+        for row, label, offset in zip(rows, labels, offsets, strict=True):
+            g = gates[row]
+            gate = self._gate(g)
+            last = newest.get((g, label))
+            if last is None:
+                last = gate.applied.get(label, -1)
+            if offset <= last:
+                out.duplicates += 1
+                continue
+            newest[(g, label)] = offset
+            keep.setdefault(g, []).append(row)
+        for (g, label), offset in newest.items():
+            self._gates[g].applied[label] = offset
+        for g, picked in keep.items():
+            index = np.asarray(picked, dtype=np.int64)
+            part = EventBatch(batch.ts_ms[index], batch.key[index], batch.latency_ms[index], batch.error[index])
+            gate = self._gates[g]
+            self._emit(g, gate.engine.ingest(part), out)
+            out.state[self.keys[g]] = self._entry(g, gate)
+            out.applied += len(picked)
+        self.decided.update(d.decision for d in out.decisions)
+
+    def _emit(self, g: int, decisions: list[Decision], out: Flush) -> None:
+        key, home = self.keys[g], self.home[g]
+        for d in decisions:
+            value = encode(d)
+            out.messages.append(Outgoing(self.topics.decisions, home, key, value))
+            if d.decision == "fail":
+                out.messages.append(Outgoing(self.topics.breaches, home, key, value))
+        out.decisions += decisions
+
+    def _entry(self, g: int, gate: _Gate) -> bytes:
+        return encode_entry(self.version, snapshot.dump(gate.engine.state_of(g)), gate.applied)
+
+    def _gate(self, g: int) -> _Gate:
+        """Gate ``g``'s engine, restored from the table the first time it is needed after a (re)start."""
+        gate = self._gates.get(g)
+        if gate is not None:
+            return gate
+        engine = Engine(self.plan)
+        applied: dict[str, int] = {}
+        raw = self._lookup(self.keys[g])
+        if raw is not None:
+            version, state, offsets = decode_entry(raw)
+            if version != self.version:
+                if self._warn is not None:
+                    self._warn(
+                        f"gate {self.keys[g].decode()}: stored state is from plan version {version}, this is "
+                        f"{self.version}; the gate starts afresh"
+                    )
+            else:
+                try:
+                    engine.restore(g, snapshot.load(state))
+                except ValueError as exc:
+                    raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
+                applied = offsets
+        gate = self._gates[g] = _Gate(engine, applied)
+        return gate
+
+    def _dead_letter(self, record: Record, code: str, message: str) -> Outgoing:
+        topic, partition, offset = _source_of(record, self.topics.gates)
+        headers = (
+            (REASON_HEADER, code.encode()),
+            (MESSAGE_HEADER, message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]),
+            _source_header(topic, partition, offset),
+        )
+        return Outgoing(self.topics.dlq, record.partition % self.topics.partitions, record.key, record.value, headers)
