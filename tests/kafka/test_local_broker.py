@@ -75,9 +75,7 @@ def test_admin_creates_topic_with_eight_partitions(kafka_bootstrap: str) -> None
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
         await admin.start()
         try:
-            await admin.create_topics(
-                [NewTopic(topic, num_partitions=expected_partitions, replication_factor=1)]
-            )
+            await admin.create_topics([NewTopic(topic, num_partitions=expected_partitions, replication_factor=1)])
             (description,) = await admin.describe_topics([topic])
         finally:
             await admin.close()

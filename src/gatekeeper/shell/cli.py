@@ -125,9 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at end of input, close open windows as if the lateness had passed",
     )
     rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
-    rep.add_argument(
-        "--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)"
-    )
+    rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
     rep.set_defaults(func=_cmd_replay)
 
     sim = sub.add_parser("simulate", help="write simulated learner-analyzer telemetry for a scenario")
