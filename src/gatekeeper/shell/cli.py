@@ -78,7 +78,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     ):
         assert sink is not None
         now_ms = parse_instant(args.now) if args.now else round(time.time() * 1000)
-        summary = replay(plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms)
+        summary = replay(
+            plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms, jobs=args.jobs
+        )
     if not args.quiet:
         print(summary.render(), file=sys.stderr)
     return 0
@@ -125,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="at end of input, close open windows as if the lateness had passed",
     )
     rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
+    rep.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1),
+        help="processes decoding input blocks in parallel (default: %(default)s); decisions are identical for any",
+    )  # fmt: skip
     rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
     rep.set_defaults(func=_cmd_replay)
 

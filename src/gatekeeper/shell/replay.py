@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
-from gatekeeper.core.telemetry import Rejection
+from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
 
 BLOCK_BYTES = 4 << 20
 
@@ -96,9 +97,12 @@ def replay(
     on_progress: Callable[[int], None] | None = None,
     on_decisions: Callable[[list[Decision]], None] | None = None,
     now_ms: int | None = None,
+    jobs: int = 1,
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
-    records timestamped beyond it plus the plan's ``max_future_skew`` are rejected."""
+    records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
+    decoded in that many worker processes, in order; the engine sees exactly the same batches, so the decisions
+    are byte-identical to ``jobs=1``."""
     engine = Engine(plan)
     decoder = engine.decoder(now_ms)
     summary = ReplaySummary()
@@ -111,16 +115,9 @@ def replay(
         if out and on_decisions is not None:
             on_decisions(out)
 
-    for first, block, consumed in read_blocks(source):
-        count = block.count(b"\n") + 1
+    for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs):
         summary.lines += count
-        if b"\n\n" not in block and block[:1] != b"\n" and block[-1:] != b"\n" and block.strip():
-            batch = decoder.decode_block(block, first)
-        else:  # skip blank lines, keeping line numbers exact
-            lines = block.split(b"\n")
-            numbers = [first + i for i, ln in enumerate(lines) if ln.strip()]
-            summary.blank += len(lines) - len(numbers)
-            batch = decoder.decode([lines[n - first] for n in numbers], positions=numbers)
+        summary.blank += blank
         summary.rejected.update(r.code for r in batch.rejections)
         reject_writer.write(batch.rejections)
         emit(engine.ingest(batch))
@@ -130,6 +127,44 @@ def replay(
         emit(engine.flush())
     summary.events, summary.late = engine.stats.events, engine.stats.late
     return summary
+
+
+Decoded = tuple[int, int, EventBatch, int]  # lines, blank lines, the batch, bytes consumed
+_WORKER_DECODER: TelemetryDecoder | None = None
+
+
+def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes) -> tuple[int, int, EventBatch]:
+    count = block.count(b"\n") + 1
+    if b"\n\n" not in block and block[:1] != b"\n" and block[-1:] != b"\n" and block.strip():
+        return count, 0, decoder.decode_block(block, first)
+    lines = block.split(b"\n")  # skip blank lines, keeping line numbers exact
+    numbers = [first + i for i, ln in enumerate(lines) if ln.strip()]
+    return count, count - len(numbers), decoder.decode([lines[n - first] for n in numbers], positions=numbers)
+
+
+def _init_worker(decoder: TelemetryDecoder) -> None:
+    global _WORKER_DECODER  # noqa: PLW0603 - one decoder per worker process, set once by the pool
+    _WORKER_DECODER = decoder
+
+
+def _decode_in_worker(task: tuple[int, bytes, int]) -> Decoded:
+    first, block, consumed = task
+    assert _WORKER_DECODER is not None
+    count, blank, batch = _decode_block(_WORKER_DECODER, first, block)
+    return count, blank, batch, consumed
+
+
+def _decoded_blocks(decoder: TelemetryDecoder, source: BinaryIO, jobs: int) -> Iterator[Decoded]:
+    """Decoded blocks in input order, decoded here or, with ``jobs`` > 1, in worker processes."""
+    blocks = read_blocks(source)
+    if jobs <= 1:
+        for first, block, consumed in blocks:
+            count, blank, batch = _decode_block(decoder, first, block)
+            yield count, blank, batch, consumed
+        return
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with context.Pool(jobs, initializer=_init_worker, initargs=(decoder,)) as pool:
+        yield from pool.imap(_decode_in_worker, blocks, chunksize=1)
 
 
 def stderr_is_terminal() -> bool:

@@ -35,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -66,6 +68,39 @@ def configure_logging(options: WorkerOptions) -> Any:
         cache_logger_on_first_use=False,
     )
     return structlog.get_logger("gatekeeper.worker")
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a log message (same logger, level and format string) through at most once per ``interval`` s,
+    noting how many were held back. aiokafka logs a failed connection about every millisecond while a broker
+    is down (160,000 lines for a 30 s outage); this keeps one line per kind and interval."""
+
+    def __init__(self, interval: float = 10.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.interval, self._clock = interval, clock
+        self._last: dict[tuple[str, int, str], float] = {}
+        self._held: Counter[tuple[str, int, str]] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] += 1
+            return False
+        self._last[key] = now
+        if held := self._held.pop(key, 0):
+            record.msg = f"{record.msg} [{held} more like it in the last {self.interval:g} s not logged]"
+        return True
+
+
+def throttle_client_logs(interval: float = 10.0) -> RepeatFilter:
+    """Attach one ``RepeatFilter`` to aiokafka's loggers (each module logs on its own logger)."""
+    repeat = RepeatFilter(interval)
+    names = [n for n in list(logging.root.manager.loggerDict) if n == "aiokafka" or n.startswith("aiokafka.")]
+    for name in {"aiokafka", *names}:
+        logging.getLogger(name).addFilter(repeat)
+    return repeat
 
 
 def _credentials(settings: KafkaSettings) -> Any:
@@ -167,6 +202,7 @@ def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app, runtime = build_app(plan, settings, options, log)
+    throttle_client_logs()
     faust_level = "debug" if options.log_level == "debug" else "warning"
     worker = faust.Worker(app, loop=loop, loglevel=faust_level, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # it writes cursor escapes to stdout even when that is not a terminal

@@ -33,6 +33,7 @@ class WorkerOptions:
     store: str = "memory://"
     log_level: str = "info"
     log_format: str = "console"
+    metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--store",
         help="table store: memory:// (default; rebuilt from the changelog at start) or rocksdb:// "
         "(needs faust-streaming[rocksdict]; keeps state on disk) (GATEKEEPER_STORE)",
+    )
+    group.add_argument(
+        "--metrics-file",
+        help="write counters (records, rejects by reason, decisions, late events) in Prometheus text format to "
+        "this file at every progress report and at exit (GATEKEEPER_METRICS_FILE; off)",
     )
     group.add_argument("--log-level", choices=LOG_LEVELS, help="(GATEKEEPER_LOG_LEVEL; info)")
     group.add_argument("--log-format", choices=LOG_FORMATS, help="(GATEKEEPER_LOG_FORMAT; console)")
@@ -116,6 +122,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         store=store,
         log_level=level,
         log_format=fmt,
+        metrics_file=str(Path(metrics_file)) if (metrics_file := _pick(args, "metrics_file", env)) else None,
     )
 
 

@@ -118,6 +118,7 @@ class Flush:
     forwarded: int = 0
     applied: int = 0
     duplicates: int = 0
+    late: int = 0  # events that came after their pane closed: counted in the gate's metrics, not used
 
 
 class _Entry(msgspec.Struct):
@@ -335,7 +336,9 @@ class Processor:
             index = np.asarray(picked, dtype=np.int64)
             part = EventBatch(batch.ts_ms[index], batch.key[index], batch.latency_ms[index], batch.error[index])
             gate = self._gates[g]
+            late_before = gate.engine.stats.late
             self._emit(g, gate.engine.ingest(part), out)
+            out.late += gate.engine.stats.late - late_before
             out.state[self.keys[g]] = self._entry(g, gate)
             out.applied += len(picked)
         self.decided.update(d.decision for d in out.decisions)

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.cli import WorkerOptions
 from gatekeeper.shell.worker.processor import TP, Flush, Processor, Record
 from gatekeeper.shell.worker.topics import read_range, start_offsets
@@ -143,7 +144,14 @@ class Runtime:
             reread=self.totals["reread"],
             decisions=dict(sorted(self.processor.decided.items())),
             rejected=dict(sorted(self.processor.rejected.items())),
+            late=self.totals["late"],
         )
+        if self.options.metrics_file is not None:
+            try:
+                text = metrics.render(self.totals, self.processor.rejected, self.processor.decided)
+                metrics.write_atomically(self.options.metrics_file, text)
+            except OSError as exc:  # metrics are not worth stopping the worker for
+                self.log.warning("cannot write the metrics file", path=self.options.metrics_file, error=str(exc))
 
     # -- internals ---------------------------------------------------------------------------------------
     def _still_owned(self, tp: TP) -> bool:
@@ -247,6 +255,8 @@ class Runtime:
                     await handle[0].ack(handle[1])
                 else:
                     self._deferred.setdefault(tp, []).append((late_offset, handle))
-        self.totals.update(applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates)
+        self.totals.update(
+            applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates, late=flush.late
+        )
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
