@@ -268,9 +268,10 @@ class Worker:
             "--log-format", "json", "--log-level", "info", *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}  # GATEKEEPER_* variables for the worker (the test's own are not passed on)
 
     def start(self) -> Worker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")} | self.env
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
@@ -357,6 +358,25 @@ def produce(bootstrap: str, topic: str, lines: list[bytes], mode: Mode) -> None:
                 for line in lines[start : start + PRODUCE_CHUNK]:
                     partition = 0 if mode == "unkeyed" else None
                     futures.append(await producer.send(topic, line, key=record_key(line, mode), partition=partition))
+                await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def produce_pairs(bootstrap: str, topic: str, pairs: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce ``(key, value)`` pairs in order, in awaited chunks (default partitioner: murmur2 of the key,
+    any partition for no key)."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True, max_request_size=4 << 20
+        )
+        await producer.start()
+        try:
+            for start in range(0, len(pairs), PRODUCE_CHUNK):
+                futures = [await producer.send(topic, v, key=k) for k, v in pairs[start : start + PRODUCE_CHUNK]]
                 await asyncio.gather(*futures)
         finally:
             await producer.stop()
