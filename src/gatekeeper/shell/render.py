@@ -1,4 +1,4 @@
-"""One readable, coloured line per decision (rich), shared by ``demo`` and ``tail``."""
+"""One readable, coloured line per decision (rich), shared by ``tail`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -9,33 +9,40 @@ from gatekeeper.core.decision import Decision
 STYLES = {
     "pass": "bold green",
     "fail": "bold red",
-    "hold": "bold yellow",
+    "hold": "bold dark_orange",
     "release": "bold cyan",
     "pending": "blue",
 }
+GATE_WIDTH = 20  # region/tier column
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.3g}%"
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3%}"
 
 
-def _ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3g}ms"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def decision_line(d: Decision) -> Text:
-    """``2025-11-09 00:00  PASS     us-east/canary  error 0.04% (<= 0.05%)  p99 34ms (<= 36ms)  n=605k  why``"""
+    """One line: time, kind (coloured), region/tier, hold end, key metrics, first reason."""
     m = d.metrics
-    line = Text()
-    line.append(f"{d.at[:16].replace('T', ' ')}  ", style="dim")
-    line.append(f"{d.decision.upper():<8}", style=STYLES.get(d.decision, ""))
-    line.append(f" {d.region}/{d.tier:<12}", style="bold")
+    line = Text(no_wrap=True)
+    line.append(d.at, style="dim")
+    line.append("  ")
+    line.append(f"{d.decision.upper():<7}", style=STYLES.get(d.decision, ""))
+    line.append("  ")
+    line.append(f"{d.region}/{d.tier:<{GATE_WIDTH - len(d.region) - 1}}", style="bold")
+    line.append(f"  {d.phase:<8}", style="dim")
+    if d.decision == "hold" and d.hold_until:
+        line.append("  until ")
+        line.append(d.hold_until, style=STYLES["hold"])
     if m.requests:
-        line.append(f" err {_pct(m.error_rate)} (<= {_pct(m.error_rate_upper)})")
-        line.append(f"  p99 {_ms(m.p99_ms)} (<= {_ms(m.p99_upper_ms)})")
-        line.append(f"  n={m.requests:,}", style="dim")
-    if d.hold_until:
-        line.append(f"  until {d.hold_until[:16].replace('T', ' ')}", style="yellow")
+        line.append(f"  requests {m.requests:,}")
+    if m.error_rate is not None:
+        line.append(f"  errors {_pct(m.error_rate)} [{_pct(m.error_rate_lower)}, {_pct(m.error_rate_upper)}]")
+    if m.p99_ms is not None:
+        line.append(f"  p99 {_ms(m.p99_ms)} ms (<= {_ms(m.p99_upper_ms)})")
     if d.reasons:
         line.append(f"  {d.reasons[0]}", style="italic")
     return line

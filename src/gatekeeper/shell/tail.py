@@ -24,22 +24,15 @@ import msgspec
 from gatekeeper.core.decision import Decision, DecisionKind, decode
 from gatekeeper.shell.kafka_settings import KafkaSettings, add_kafka_arguments, kafka_settings
 from gatekeeper.shell.planfile import UserError
+from gatekeeper.shell.render import decision_line
 
 if TYPE_CHECKING:
-    from rich.text import Text
+    pass
 
 KINDS: tuple[str, ...] = get_args(DecisionKind)
-STYLES = {
-    "pass": "bold green",
-    "fail": "bold red",
-    "hold": "bold dark_orange",
-    "release": "bold cyan",
-    "pending": "blue",
-}
 POLL_MS = 500
 TOPIC_WAIT_S = 2.0
 WARN_BYTES = 120
-GATE_WIDTH = 20  # region/tier column
 
 
 def _names(values: list[str] | None) -> frozenset[str] | None:
@@ -92,41 +85,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--no-color", action="store_true", help="plain text, no colours")
 
 
-# -- rendering -----------------------------------------------------------------------------------------------
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3%}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def render(d: Decision) -> Text:
-    """One line: time, kind (coloured), region/tier, hold end, key metrics, first reason."""
-    from rich.text import Text
-
-    m = d.metrics
-    line = Text(no_wrap=True)
-    line.append(d.at, style="dim")
-    line.append("  ")
-    line.append(f"{d.decision.upper():<7}", style=STYLES.get(d.decision, ""))
-    line.append("  ")
-    line.append(f"{d.region}/{d.tier:<{GATE_WIDTH - len(d.region) - 1}}", style="bold")
-    line.append(f"  {d.phase:<8}", style="dim")
-    if d.decision == "hold" and d.hold_until:
-        line.append("  until ")
-        line.append(d.hold_until, style=STYLES["hold"])
-    if m.requests:
-        line.append(f"  requests {m.requests:,}")
-    if m.error_rate is not None:
-        line.append(f"  errors {_pct(m.error_rate)} [{_pct(m.error_rate_lower)}, {_pct(m.error_rate_upper)}]")
-    if m.p99_ms is not None:
-        line.append(f"  p99 {_ms(m.p99_ms)} ms (<= {_ms(m.p99_upper_ms)})")
-    if d.reasons:
-        line.append(f"  {d.reasons[0]}", style="italic")
-    return line
-
-
 # -- consuming -----------------------------------------------------------------------------------------------
 class _Printer:
     def __init__(self, *, as_json: bool, color: bool, filters: Filters) -> None:
@@ -159,7 +117,7 @@ class _Printer:
         if self.as_json:
             sys.stdout.buffer.write((value or b"") + b"\n")
         else:
-            self.console.print(render(d))
+            self.console.print(decision_line(d))
 
     def flush(self) -> None:
         if self.as_json:
