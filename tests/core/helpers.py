@@ -35,6 +35,7 @@ BASE_PLAN: dict[str, Any] = {
         "window": "10m",
         "lateness": "2m",
         "stall_after": "6m",
+        "stall_mean_gaps": 0,  # a fixed stall threshold here; test_gate.py covers the thin-traffic rule
         "confidence": {"false_fail": 0.01, "false_pass": 0.05},
         "uptime": {"down_error_rate": "50%", "min_requests": 5},  # silence_counts_as_down: false (default)
     },

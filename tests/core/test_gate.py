@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatekeeper.core import sketch, snapshot
-from gatekeeper.core.decision import Decision
+from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.gate import Gate
 from gatekeeper.core.timefmt import format_ms
 
@@ -188,3 +188,32 @@ def feed_one_by_one(gate: Gate, panes: list[tuple[int, int, int]], end: int) -> 
         gate.on_pane(start, requests, errors, out)
     gate.close_windows_until(end, out)
     return out
+
+
+def test_thin_traffic_stalls_only_after_many_of_its_own_gaps() -> None:
+    """With stall_mean_gaps 10, a gate with 10 requests in its first 30 minutes (a mean gap of 3 minutes) is
+    stalled only after 30 minutes of silence, not after stall_after (6m); dense traffic keeps stall_after."""
+    thin, out = make_gate(plan_dict(stall_mean_gaps=10)), list[Decision]()
+    feed(thin, [(T0 + i * 3 * MINUTE, 1, 0) for i in range(10)])  # panes end at 1m, 4m, ..., 28m
+    silent_from = T0 + 28 * MINUTE
+    thin.on_stream_clock(silent_from + 20 * MINUTE, silent_from, out)
+    assert [] == out
+    thin.on_stream_clock(silent_from + 40 * MINUTE, silent_from, out)
+    expected = [("stalled", format_ms(silent_from + 28 * MINUTE))]  # ceil(10 * 28m / 10 requests) = 28m
+    assert expected == [(d.reason_code, d.at) for d in out]
+    dense, out = make_gate(plan_dict(stall_mean_gaps=10)), list[Decision]()
+    feed(dense, [(T0 + i * MINUTE, 30, 0) for i in range(10)])
+    dense.on_stream_clock(T0 + 10 * MINUTE + 6 * MINUTE, T0 + 10 * MINUTE, out)
+    assert [("stalled", format_ms(T0 + 16 * MINUTE))] == [(d.reason_code, d.at) for d in out]
+
+
+def test_thin_traffic_stall_is_the_same_on_both_clocks() -> None:
+    """The stall of a thin gate found by the stream clock equals the one found when its traffic resumes."""
+    panes = [(T0 + i * 3 * MINUTE, 1, 0) for i in range(10)]
+    by_clock, out_clock = make_gate(plan_dict(stall_mean_gaps=10)), list[Decision]()
+    feed(by_clock, panes)
+    by_clock.on_stream_clock(T0 + 90 * MINUTE, T0 + 28 * MINUTE, out_clock)
+    by_data, out_data = make_gate(plan_dict(stall_mean_gaps=10)), list[Decision]()
+    out_data += feed(by_data, [*panes, (T0 + 80 * MINUTE, 1, 0)])
+    stalls = [d for d in out_data if d.reason_code == "stalled"]
+    assert [encode(d) for d in out_clock] == [encode(d) for d in stalls]

@@ -90,7 +90,8 @@ def test_latency_breach_holds_only_its_region() -> None:
 
 @pytest.mark.slow
 def test_thin_traffic_is_only_ever_pending() -> None:
-    """A trickle of telemetry is never passed nor failed: stalls, and a soak end short of min_requests."""
+    """A trickle of telemetry is never passed nor failed: a soak end short of min_requests, and a stall only for
+    a silence far longer than the trickle's own gaps (stall_mean_gaps), not after every 15-minute gap."""
     run = _run("thin-traffic")
     codes = Counter(d.reason_code for d in run.decisions)
     soak_end = [r for r in run.rows if r[4] == "checkpoint:soak end"]
@@ -101,7 +102,7 @@ def test_thin_traffic_is_only_ever_pending() -> None:
     )
     assert expected == (
         {d.decision for d in run.decisions},
-        200 <= codes["stalled"] <= 320,
+        codes["stalled"] <= 3,
         soak_end,
     )
 

@@ -8,6 +8,7 @@ A gate keeps watching after it passed: a later breach still fails and holds it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -127,7 +128,8 @@ class Gate:
             for i in sorted(g for g in long_gaps if lo <= g <= hi):
                 if i > lo:
                     st.silent_from = st.down_counted_until = int(ends[i - 1])
-                self._account_silence(int(starts[i]), out)
+                before = st.soak_requests + st.window_requests + int(requests[lo:i].sum())
+                self._account_silence(int(starts[i]), out, before)
             if st.status != "held":
                 st.down_ms += down_panes * self._pane
             st.window_requests += window_requests
@@ -159,25 +161,42 @@ class Gate:
         if st.status != "soaking":  # a stall matters only while a verdict is pending
             return
         silent_from = max(st.silent_from, newest_pane_end)
-        if st.stall_reported_for != silent_from and stream_watermark >= silent_from + self.spec.evaluation.stall_after:
-            self._report_stall(silent_from, out)
+        before = st.soak_requests + st.window_requests + sum(c[0] for c in st.open_panes.values())
+        threshold = self._stall_after(silent_from, before)
+        if st.stall_reported_for != silent_from and stream_watermark >= silent_from + threshold:
+            self._report_stall(silent_from, threshold, out)
 
     # -- the judging -------------------------------------------------------------------------------------
-    def _account_silence(self, until: int, out: list[Decision]) -> None:
+    def _stall_after(self, silent_from: int, requests_before: int) -> int:
+        """How long a silence must last to be a stall: ``stall_after``, and for thin traffic at least
+        ``stall_mean_gaps`` mean gaps between this soak's requests (a Poisson gap that long has probability
+        e^-k). Its inputs do not change while the gate is silent, so both clocks find the same value."""
+        base, k = self.spec.evaluation.stall_after, self.spec.evaluation.stall_mean_gaps
+        span = silent_from - self.state.soak_start
+        if k <= 0 or requests_before <= 0 or span <= 0:
+            return base
+        return max(base, math.ceil(k * span / requests_before / self._pane) * self._pane)
+
+    def _account_silence(self, until: int, out: list[Decision], requests_before: int | None = None) -> None:
+        """``requests_before``: requests in this soak's panes ending at or before the silence (default: all
+        the closed panes', which is right when called as windows close)."""
         st = self.state
-        stall_after = self.spec.evaluation.stall_after
-        if st.status in ("waiting", "held") or until - st.silent_from < stall_after:
+        if st.status in ("waiting", "held") or until - st.silent_from < self.spec.evaluation.stall_after:
+            return
+        before = st.soak_requests + st.window_requests if requests_before is None else requests_before
+        threshold = self._stall_after(st.silent_from, before)
+        if until - st.silent_from < threshold:
             return
         if st.status == "soaking" and st.stall_reported_for != st.silent_from:
-            self._report_stall(st.silent_from, out)
+            self._report_stall(st.silent_from, threshold, out)
         if st.status == "soaking" and self.spec.evaluation.uptime.silence_counts_as_down:
             st.down_ms += until - max(st.down_counted_until, st.silent_from)
             st.down_counted_until = until
 
-    def _report_stall(self, silent_from: int, out: list[Decision]) -> None:
+    def _report_stall(self, silent_from: int, threshold: int, out: list[Decision]) -> None:
         st = self.state
         st.stall_reported_for = silent_from
-        at = silent_from + self.spec.evaluation.stall_after
+        at = silent_from + threshold
         silence = format_duration(at - silent_from)
         why = f"no telemetry since {format_ms(silent_from)} ({silence}): not judged on old data"
         out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled", evidence=_NOTHING, look=0))

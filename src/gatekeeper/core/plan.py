@@ -150,6 +150,7 @@ class Evaluation(_Strict):
     window: DurationMs = 3_600_000
     lateness: DurationMs = 300_000
     stall_after: DurationMs = 900_000
+    stall_mean_gaps: int = Field(default=10, ge=0)  # thin traffic: a stall is also longer than k mean gaps
     max_future_skew: DurationMs = 3_600_000  # records timestamped later than the clock plus this are rejected
     confidence: Confidence = Confidence()
     uptime: UptimeDefinition = UptimeDefinition()
