@@ -43,25 +43,35 @@ def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[str, list
         path += f".{part}" if path else str(part)
         owner = next((m for m in candidates if part in m.model_fields), None)
         candidates = _models_in(owner.model_fields[part].annotation) if owner else []
-    return path or "(top)", candidates
+    return path or "(top level)", candidates
 
 
-def format_validation(source: str, model: type[BaseModel], exc: ValidationError) -> str:
+def validation_problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) per problem of a file validated as ``model``: unknown fields list the valid ones;
+    "no items left" echoes of invalid items are dropped."""
     errors = exc.errors()
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     for err in errors:
         loc = err["loc"]
         nested = any(len(o["loc"]) > len(loc) and o["loc"][: len(loc)] == loc for o in errors)
         if err["type"] == "too_short" and nested:
             continue  # "no items left" only because the items themselves are invalid
         path, _ = _walk(model, loc)
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing":
+            message = "required field is missing"
+        elif err["type"] == "extra_forbidden":
             _, parents = _walk(model, loc[:-1])
-            fields = ", ".join(parents[0].model_fields) if len(parents) == 1 else "see the plan reference"
+            fields = ", ".join(parents[0].model_fields) if len(parents) == 1 else "see the reference"
             message = f"unknown field (valid fields here: {fields})"
-        problems.append(f"  - {path}: {message}")
-    return "\n".join([f"{source}: {len(problems)} problem(s):", *problems])
+        problems.append((path, message))
+    return problems
+
+
+def format_validation(source: str, model: type[BaseModel], exc: ValidationError) -> str:
+    problems = validation_problems(model, exc)
+    lines = [f"  - {path}: {message}" for path, message in problems]
+    return "\n".join([f"{source}: {len(problems)} problem(s):", *lines])
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -70,7 +80,7 @@ def load_plan(path: str | Path) -> Plan:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise UserError(f"cannot read plan {source}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read the plan {source}: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -9,7 +9,7 @@ held here as integer milliseconds; rates and shares are fractions (0.0005) or pe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EPOCH_MAX_S, EPOCH_MIN_S
 from gatekeeper.core.timefmt import format_duration, parse_duration, parse_instant
+from gatekeeper.shell import planfile
 
 DAY_MS = 86_400_000
 DEFAULT_PLAN = "config/rollout-plan.yaml"
@@ -176,44 +177,6 @@ class Scenario(_Strict):
 
 
 # -- loading -------------------------------------------------------------------------------------------------
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The model class that holds the field at ``loc`` (to list valid field names)."""
-    model: type[BaseModel] = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        info = model.model_fields.get(part)
-        if info is None:
-            return None
-        inner = info.annotation
-        args = getattr(inner, "__args__", ())
-        candidates = [inner, *args]
-        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not found:
-            return None
-        model = found[0]
-    return model
-
-
-def _describe(err: Any) -> tuple[str, str]:
-    loc = tuple(err["loc"])
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        valid = ", ".join(parent.model_fields) if parent else "?"
-        return _field_path(loc), f"unknown field (valid fields here: {valid})"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "missing":
-        message = "required field is missing"
-    return _field_path(loc) or "(top level)", message
-
-
 def plan_path(scenario: Scenario, scenario_file: str | Path | None = None) -> Path:
     """Where the scenario's plan is: absolute, else relative to the working directory, else to a folder
     above the scenario file (so ``config/rollout-plan.yaml`` works from anywhere inside the repository)."""
@@ -227,14 +190,11 @@ def plan_path(scenario: Scenario, scenario_file: str | Path | None = None) -> Pa
 
 
 def load_plan(path: str | Path) -> Plan:
-    """The rollout plan at ``path``, or a ``ScenarioError`` saying why not."""
+    """The rollout plan at ``path``, or a ``ScenarioError`` saying why not (as ``gatekeeper plan check``)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-        return Plan.model_validate(data)
-    except OSError as exc:
-        raise ScenarioError.at(path, "", f"cannot read the plan ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ScenarioError.at(path, "", f"not a valid rollout plan: {exc}") from None
+        return planfile.load_plan(path)
+    except planfile.UserError as exc:
+        raise ScenarioError(str(exc), file=str(path), reason=str(exc)) from None
 
 
 def check_gates(scenario: Scenario, plan: Plan, file: str | Path = "<scenario>") -> None:
@@ -272,7 +232,7 @@ def load_scenario(path: str | Path, *, check_plan: bool = True) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(err) for err in exc.errors()]
+        problems = planfile.validation_problems(Scenario, exc)
         field, reason = problems[0]
         message = "\n".join(f"{path}: {f}: {r}" for f, r in problems)
         raise ScenarioError(message, file=str(path), field=field, reason=reason) from None
