@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from gatekeeper.sim.scenario import Scenario, ScenarioError, load_scenario
+from gatekeeper.sim.scenario import Scenario, ScenarioError, Stream, load_scenario
 
 from .sim_support import PLAN_FILE, SCENARIO_DIR, START, make_scenario, make_stream
 
@@ -220,3 +221,11 @@ def test_relative_plan_is_found_above_the_scenario_file(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path / "elsewhere")
     expected = "config/rollout-plan.yaml"
     assert expected == load_scenario(path).plan
+
+
+def test_boolean_duration_is_an_error() -> None:
+    """A YAML boolean where a duration belongs is refused, not read as 1 ms (one parser with the plan's)."""
+    stream = {"region": "us-east", "tier": "canary", "end": True, "rate_per_min": 1,
+              "latency": {"median_ms": 10, "sigma": 0.3}}  # fmt: skip
+    with pytest.raises(ValidationError, match="a duration must be text"):
+        Stream.model_validate(stream)

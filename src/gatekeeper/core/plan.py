@@ -24,16 +24,16 @@ def _to_fraction(value: object) -> object:
     return value
 
 
-def _to_ms(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("a duration is text such as '5m' or '2w' (or a number of seconds), not true/false")
+def to_duration_ms(value: object) -> object:
+    """Field validator: duration text or seconds -> ms; ``parse_duration`` refuses a boolean (an int here), so
+    a YAML ``true`` is an error, not 1 ms. Other values are left to the field's own type check."""
     if isinstance(value, str | int | float):
         return parse_duration(value)
     return value
 
 
 Fraction = Annotated[float, BeforeValidator(_to_fraction), Field(gt=0, lt=1)]
-DurationMs = Annotated[int, BeforeValidator(_to_ms), Field(gt=0)]
+DurationMs = Annotated[int, BeforeValidator(to_duration_ms), Field(gt=0)]
 
 
 class _Strict(BaseModel):

@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from gatekeeper.core.plan import Plan
+from gatekeeper.core.plan import Plan, to_duration_ms
 from gatekeeper.core.telemetry import EPOCH_MAX_S, EPOCH_MIN_S
-from gatekeeper.core.timefmt import format_duration, parse_duration, parse_instant
+from gatekeeper.core.timefmt import format_duration, parse_instant
 from gatekeeper.shell import planfile
 
 DAY_MS = 86_400_000
@@ -61,15 +61,9 @@ def _dur(ms: int) -> str:
     return format_duration(ms) if ms else "0s"
 
 
-def _to_ms(value: object) -> object:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return parse_duration(value)
-    return value
-
-
 Share = Annotated[float, BeforeValidator(_to_share), Field(ge=0, le=1)]
 """A fraction in [0, 1]; YAML may give ``0.0005`` or ``"0.05%"``."""
-Offset = Annotated[int, BeforeValidator(_to_ms), PlainSerializer(format_duration, return_type=str), Field(ge=0)]
+Offset = Annotated[int, BeforeValidator(to_duration_ms), PlainSerializer(format_duration, return_type=str), Field(ge=0)]
 """Milliseconds; YAML gives a duration such as ``"90s"``, ``"26h"``, ``"3w"`` (a bare number is seconds).
 Dumped back as duration text, so ``model_dump()`` output validates to the same scenario."""
 
