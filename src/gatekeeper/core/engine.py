@@ -83,10 +83,6 @@ class Engine:
         self._count(out)
         return out
 
-    def gate_index(self, region: str, tier: str) -> int:
-        """Index of a gate in ``keys`` / ``gates``; ValueError if the plan does not gate it."""
-        return self.keys.index((region, tier))
-
     def state_of(self, index: int) -> GateState:
         return self.gates[index].state
 

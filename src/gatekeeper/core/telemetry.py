@@ -102,6 +102,17 @@ def _reason_of(exc: Exception) -> tuple[str, str]:
     return "malformed_json", text
 
 
+def _decode_joined(joined: bytes, count: int) -> list[Telemetry] | None:
+    """``count`` records joined by ``b"],["``, decoded in one call as ``[[r1],[r2],...]``: each record in its own
+    one-element array, so a line holding two objects, or half of one, cannot pass as records. None when any
+    record is invalid (the caller then decodes them one by one, with reasons)."""
+    try:
+        out = [one for (one,) in _MANY.decode(b"[[" + joined + b"]]")]
+    except _ERRORS:
+        return None
+    return out if len(out) == count else None
+
+
 def _longest_line(block: bytes) -> int:
     ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
     bounds = np.concatenate(([-1], ends, [len(block)]))
@@ -133,7 +144,7 @@ class TelemetryDecoder:
             positions = range(first_position, first_position + len(records))
         rejections: list[Rejection] = []
         oversized = bool(records) and max(map(len, records)) > MAX_RECORD_BYTES
-        batch = None if oversized else self._decode_all(records)
+        batch = None if oversized else _decode_joined(b"],[".join(records), len(records))
         if batch is not None:
             decoded = list(batch)
         else:
@@ -162,11 +173,8 @@ class TelemetryDecoder:
         count = block.count(b"\n") + 1
         if len(block) > MAX_RECORD_BYTES and _longest_line(block) > MAX_RECORD_BYTES:
             return self.decode(block.split(b"\n"), first_position)
-        try:  # "[[r1],[r2],...]": a line holding two objects, or half of one, cannot pass as records
-            out = [one for (one,) in _MANY.decode(b"[[" + block.replace(b"\n", b"],[") + b"]]")]
-        except _ERRORS:
-            return self.decode(block.split(b"\n"), first_position)
-        if len(out) != count:
+        out = _decode_joined(block.replace(b"\n", b"],["), count)
+        if out is None:
             return self.decode(block.split(b"\n"), first_position)
         lines: list[bytes] = []
 
@@ -177,14 +185,6 @@ class TelemetryDecoder:
 
         positions = range(first_position, first_position + count)
         return self._to_columns(out, raw_of, positions, [])
-
-    @staticmethod
-    def _decode_all(records: list[bytes]) -> list[Telemetry] | None:
-        try:  # each record in its own one-element array: see decode_block
-            out = [one for (one,) in _MANY.decode(b"[[" + b"],[".join(records) + b"]]")]
-        except _ERRORS:
-            return None
-        return out if len(out) == len(records) else None
 
     @staticmethod
     def _decode_one(pos: int, raw: bytes, rejections: list[Rejection]) -> Telemetry | None:

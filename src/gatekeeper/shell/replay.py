@@ -165,7 +165,3 @@ def _decoded_blocks(decoder: TelemetryDecoder, source: BinaryIO, jobs: int) -> I
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with context.Pool(jobs, initializer=_init_worker, initargs=(decoder,)) as pool:
         yield from pool.imap(_decode_in_worker, blocks, chunksize=1)
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
