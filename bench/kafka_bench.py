@@ -94,8 +94,7 @@ START_S = 1_760_832_000.0  # 2025-10-19T00:00:00Z, as bench/telemetry_file.py
 WORKER_CMD = (
     "{python} -m gatekeeper.shell.cli worker --plan {plan} --bootstrap {bootstrap} "
     "--telemetry-topic {telemetry} "
-    "--decisions-topic {decisions} --dlq-topic {dlq} --breaches-topic {breaches} --app-id {app_id} "
-    "--data-dir {data_dir}"
+    "--decisions-topic {decisions} --dlq-topic {dlq} --breaches-topic {breaches} --app-id {app_id}"
 )
 STUB_CMD = (
     "{python} {bench} --stub-worker --plan {plan} --bootstrap {bootstrap} --telemetry-topic {telemetry} "

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import worker_harness as h
+from aiokafka import AIOKafkaConsumer
 
 from gatekeeper.core import decision as decisions
-from gatekeeper.shell.worker.topics import read_range, start_offsets
+from gatekeeper.shell.worker.topics import read_changelog
 
 pytestmark = pytest.mark.kafka
 
@@ -179,16 +180,23 @@ def test_missing_topics_with_creation_off_fail_the_start(kafka_bootstrap: str, t
     assert names.telemetry not in h.topic_names(kafka_bootstrap)
 
 
-def test_side_reads_find_resume_offsets_and_skipped_records(kafka_bootstrap: str) -> None:
-    """``start_offsets`` gives a group's committed offset, else the partition's first offset; ``read_range``
-    returns exactly the records at the offsets asked for (what the worker re-reads when Faust skips some)."""
+def test_read_changelog_gives_the_latest_value_per_key_of_the_partitions_asked(kafka_bootstrap: str) -> None:
+    """``read_changelog`` (the restore on assignment) reads the given partitions to their end: the last value
+    of each key wins, a tombstone deletes its key, and other partitions are not read."""
     names = h.Names()
-    h.create_topic(kafka_bootstrap, names.telemetry, partitions=2)
-    h.produce_plain(kafka_bootstrap, names.telemetry, [f"r{i}".encode() for i in range(10)], partition=1)
-    settings = names.settings(kafka_bootstrap)
-    starts = asyncio.run(start_offsets(settings, names.app_id, [(names.telemetry, 0), (names.telemetry, 1)]))
-    assert {(names.telemetry, 0): 0, (names.telemetry, 1): 0} == starts
-    h.commit(kafka_bootstrap, names.app_id, names.telemetry, 1, 6)
-    assert {(names.telemetry, 1): 6} == asyncio.run(start_offsets(settings, names.app_id, [(names.telemetry, 1)]))
-    found = asyncio.run(read_range(settings, names.telemetry, 1, 3, 7))
-    assert [(3, b"r3"), (4, b"r4"), (5, b"r5"), (6, b"r6")] == [(r.offset, r.value) for r in found]
+    h.create_topic(kafka_bootstrap, names.telemetry, partitions=3)
+    h.produce_keyed(
+        kafka_bootstrap,
+        names.telemetry,
+        [(0, b"a", b"a1"), (1, b"b", b"b1"), (0, b"a", b"a2"), (0, b"c", b"c1"), (0, b"c", None), (2, b"d", b"d1")],
+    )
+
+    async def read(*asks: list[int]) -> list[dict[bytes, bytes]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return [await read_changelog(consumer, names.telemetry, partitions) for partitions in asks]
+        finally:
+            await consumer.stop()
+
+    assert [{b"a": b"a2", b"b": b"b1"}, {}, {b"d": b"d1"}] == asyncio.run(read([0, 1], [], [2]))

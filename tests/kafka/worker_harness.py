@@ -264,7 +264,6 @@ class Worker:
         self.cmd = [
             sys.executable, "-m", "gatekeeper.shell.cli", "worker",
             "--bootstrap", bootstrap, "--plan", str(plan), *names.flags(),
-            "--data-dir", str(workdir / f"{label}-data"),
             "--log-format", "json", "--log-level", "info", *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
@@ -529,32 +528,17 @@ def topic_names(bootstrap: str) -> set[str]:
     return asyncio.run(run())
 
 
-def produce_plain(bootstrap: str, topic: str, values: list[bytes], partition: int) -> None:
+def produce_keyed(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
+    """Produce ``(partition, key, value)`` records in order; a None value is a tombstone."""
+
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         try:
-            for value in values:
-                await producer.send_and_wait(topic, value, partition=partition)
+            for partition, key, value in records:
+                await producer.send_and_wait(topic, value, key=key, partition=partition)
         finally:
             await producer.stop()
-
-    asyncio.run(run())
-
-
-def commit(bootstrap: str, group: str, topic: str, partition: int, offset: int) -> None:
-    """Commit ``offset`` for ``group`` on one partition (as a worker of that group would)."""
-
-    async def run() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            await consumer.commit({tp: offset})
-        finally:
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer.stop()
 
     asyncio.run(run())
 

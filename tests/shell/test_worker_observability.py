@@ -7,8 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from gatekeeper.shell.worker.app import RepeatFilter
 from gatekeeper.shell.worker.cli import configure, worker_options
+from gatekeeper.shell.worker.logs import RepeatFilter
 from gatekeeper.shell.worker.metrics import parse, render, write_atomically
 
 
@@ -37,7 +37,6 @@ def test_metrics_text_is_prometheus_exposition(tmp_path: Path) -> None:
         "gatekeeper_applied_total": 0.0,
         "gatekeeper_forwarded_total": 0.0,
         "gatekeeper_duplicates_total": 0.0,
-        "gatekeeper_reread_total": 0.0,
         "gatekeeper_late_events_total": 3.0,
         'gatekeeper_rejected_total{reason="missing_field:ts"}': 2.0,
         'gatekeeper_rejected_total{reason="we\\"ird\\\\"}': 1.0,

@@ -22,6 +22,7 @@ from gatekeeper.shell.planfile import UserError
 from gatekeeper.shell.replay import replay
 from gatekeeper.shell.worker.cli import configure, worker_options
 from gatekeeper.shell.worker.processor import (
+    Flush,
     Processor,
     Record,
     StateError,
@@ -95,12 +96,16 @@ def records(values: list[bytes], topic: str = "telemetry", partition: int = 0, f
     return [Record(topic, partition, first + i, None, v) for i, v in enumerate(values)]
 
 
+def decided(flush: Flush) -> list[bytes]:
+    """The encoded decisions of a flush, in order (a decision message always has a value)."""
+    return [m.value for m in flush.messages if m.topic == "decisions" and m.value is not None]
+
+
 def run(processor: Processor, recs: list[Record], chunk: int) -> list[bytes]:
     """Flush ``recs`` in chunks; the encoded decisions in order."""
     out = []
     for i in range(0, len(recs), chunk):
-        flush = processor.flush(recs[i : i + chunk])
-        out += [m.value for m in flush.messages if m.topic == "decisions"]
+        out += decided(processor.flush(recs[i : i + chunk]))
     return out
 
 
@@ -118,16 +123,6 @@ def test_home_partition_is_kafkas_default_partitioner() -> None:
         assert [DefaultPartitioner()(k, list(range(n)), list(range(n))) for k in keys] == [
             home_partition(k, n) for k in keys
         ]
-
-
-def test_buffers_fill_per_partition() -> None:
-    """``add`` reports a full buffer at ``batch`` records, per topic partition; ``take`` empties it."""
-    processor = Processor(PLAN, EIGHT, Table().get, batch=3)
-    full = [processor.add(r) for r in records([b"{}"] * 3, partition=1) + records([b"{}"], partition=2)]
-    assert [False, False, True, False] == full
-    assert [("telemetry", 1), ("telemetry", 2)] == processor.buffered()
-    assert [0, 1, 2] == [r.offset for r in processor.take(("telemetry", 1))]
-    assert [("telemetry", 2)] == processor.buffered()
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 500, 100_000])
@@ -229,7 +224,7 @@ def test_restart_from_the_table_reproduces_the_same_decisions() -> None:
     emitted: list[bytes] = []
     for i in range(0, len(recs), 1000):
         flush = before.flush(recs[i : i + 1000])
-        emitted += [m.value for m in flush.messages if m.topic == "decisions"]
+        emitted += decided(flush)
         table_now.absorb(flush.state)
         if i == 2000:
             table_then.update(table_now)  # the changelog as the crash left it
@@ -272,41 +267,29 @@ def test_entries_round_trip() -> None:
     assert ("1+abc", b"snap", {"telemetry:3": 12}) == decode_entry(raw)
 
 
-def test_revoke_forgets_buffers_gates_and_positions() -> None:
-    """Revoked partitions lose their buffered records (returned, not acked), their gates and positions."""
-    processor = Processor(PLAN, ONE, Table().get, batch=10**6)
+def test_revoke_forgets_the_gates_of_the_revoked_partitions() -> None:
+    """After ``revoke`` of a gate's home partition its engine is gone: the same records apply afresh (a gate
+    homed elsewhere would keep its state); revoking another partition changes nothing."""
+    processor = Processor(PLAN, ONE, Table().get)
     recs = records(lines()[:100])
     processor.flush(recs[:50])
-    for r in recs[50:]:
-        processor.add(r)
-    dropped = processor.revoke([("telemetry", 0), ("app-gates", 0), ("decisions", 0)])
-    assert (50, [], {}) == (len(dropped), processor.buffered(), processor.next_offset)
+    processor.revoke([3])
+    assert 50 == processor.flush(recs[:50]).duplicates  # not revoked: the gates remember what they applied
+    processor.revoke([0])
     assert 50 == processor.flush(recs[:50]).applied  # the gates were forgotten: applied afresh
 
 
-def test_check_tells_gaps_from_second_deliveries() -> None:
-    """After ``start``, a record beyond the next expected offset reports the missing count; one below it is
-    a second delivery; unknown partitions are always in order."""
+def test_records_from_several_partitions_in_one_flush_apply_per_source() -> None:
+    """One flush may carry several partitions' records (a whole poll): each record is applied or forwarded by
+    its own partition, and duplicates are told per source partition."""
     processor = Processor(PLAN, EIGHT, Table().get)
-    processor.start({("telemetry", 1): 10})
-    at = {o: Record("telemetry", 1, o, None, b"") for o in (3, 10, 14)}
-    assert 0 == processor.check(at[10])
-    processor.add(at[10])
-    assert [3, -1, -1] == [processor.check(at[14]), processor.check(at[10]), processor.check(at[3])]
-    assert 0 == processor.check(Record("telemetry", 2, 99, None, b""))
-
-
-def test_caught_up() -> None:
-    """Caught up: nothing buffered and every partition read to its end offset (empty ones count)."""
-    processor = Processor(PLAN, EIGHT, Table().get)
-    processor.start({("telemetry", 1): 5, ("telemetry", 2): 0})
-    ends = {("telemetry", 1): 6, ("telemetry", 2): 0}
-    assert not processor.caught_up(ends)
-    processor.add(Record("telemetry", 1, 5, None, b"{}"))
-    assert not processor.caught_up(ends)
-    processor.flush(processor.take(("telemetry", 1)))
-    assert processor.caught_up(ends)
-    assert not processor.caught_up({("telemetry", 3): 1})
+    value = next(v for v in lines() if b"us-east" in v)
+    home = home_partition(b"us-east/canary", 8)
+    other = (home + 1) % 8
+    flush = processor.flush([Record("telemetry", home, 5, None, value), Record("telemetry", other, 5, None, value)])
+    assert (1, 1) == (flush.applied, flush.forwarded)
+    again = processor.flush([Record("telemetry", home, 5, None, value), Record("telemetry", home, 6, None, value)])
+    assert (1, 1) == (again.duplicates, again.applied)
 
 
 def test_stream_clock_reports_the_stall_replay_reports() -> None:
@@ -334,14 +317,14 @@ def test_worker_options_from_flags_and_environment() -> None:
     env: dict[str, Any] = {
         "GATEKEEPER_BATCH": "7",
         "GATEKEEPER_APP_ID": "gk-1",
-        "GATEKEEPER_FLUSH_INTERVAL": "0.5",
+        "GATEKEEPER_CLOCK_INTERVAL": "0.5",
     }
     options = worker_options(args, env)
-    assert (50, "gk-1", 0.5) == (options.batch, options.app_id, options.flush_interval)
+    assert (50, "gk-1", 0.5) == (options.batch, options.app_id, options.clock_interval)
     for bad in (
         {"GATEKEEPER_APP_ID": "no spaces"},
         {"GATEKEEPER_BATCH": "0"},
-        {"GATEKEEPER_STORE": "redis://"},
+        {"GATEKEEPER_CLOCK_INTERVAL": "nan"},
     ):
         with pytest.raises(UserError):
             worker_options(parser.parse_args([]), bad)

@@ -1,4 +1,4 @@
-"""``gatekeeper worker``: flags and entry point of the Kafka worker (the engine behind a Faust app).
+"""``gatekeeper worker``: flags and entry point of the Kafka worker (the engine behind a consumer group).
 
 Every flag also reads a ``GATEKEEPER_*`` variable (the flag wins). This module imports neither faust nor
 aiokafka at import time: the CLI builds every subcommand's parser at start.
@@ -25,12 +25,9 @@ _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and th
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     app_id: str = "gatekeeper"
-    batch: int = 2000  # events per engine call (per partition)
-    flush_interval: float = 0.2  # seconds between flushes of partitions with a small buffer
+    batch: int = 10_000  # most records per poll (one engine call)
     clock_interval: float = 1.0  # seconds between checks whether the worker has caught up (stream clock)
-    session_timeout: float = 60.0  # seconds before the group drops a silent (killed) member: Faust's default
-    data_dir: str = ".gatekeeper-worker"
-    store: str = "memory://"
+    session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default
     log_level: str = "info"
     log_format: str = "console"
     metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
@@ -42,13 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s; GATEKEEPER_PLAN)")
     add_kafka_arguments(parser)
     group = parser.add_argument_group("worker")
-    group.add_argument("--app-id", help="Faust app id: consumer group and topic prefix (GATEKEEPER_APP_ID; gatekeeper)")
-    group.add_argument("--batch", type=int, help="events per engine call per partition (GATEKEEPER_BATCH; 2000)")
-    group.add_argument(
-        "--flush-interval",
-        type=float,
-        help="seconds between flushes of small buffers (GATEKEEPER_FLUSH_INTERVAL; 0.2)",
-    )
+    group.add_argument("--app-id", help="consumer group id and topic prefix (GATEKEEPER_APP_ID; gatekeeper)")
+    group.add_argument("--batch", type=int, help="most records per poll, one engine call (GATEKEEPER_BATCH; 10000)")
     group.add_argument(
         "--clock-interval",
         type=float,
@@ -58,13 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--session-timeout",
         type=float,
         help="seconds until the consumer group drops a worker that stopped heartbeating; a restarted worker "
-        "waits this long for its partitions (GATEKEEPER_SESSION_TIMEOUT; 60)",
-    )
-    group.add_argument("--data-dir", help="Faust data directory (GATEKEEPER_DATA_DIR; .gatekeeper-worker)")
-    group.add_argument(
-        "--store",
-        help="table store: memory:// (default; rebuilt from the changelog at start) or rocksdb:// "
-        "(needs faust-streaming[rocksdict]; keeps state on disk) (GATEKEEPER_STORE)",
+        "waits this long for a killed one's partitions (GATEKEEPER_SESSION_TIMEOUT; 45)",
     )
     group.add_argument(
         "--metrics-file",
@@ -90,7 +76,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     if not _APP_ID.match(app_id):
         raise UserError(f"app id {app_id!r}: use 1-200 of A-Z a-z 0-9 . _ - (it names topics and the consumer group)")
     values: dict[str, float] = {}
-    limits = (("batch", int, 1), ("flush_interval", float, 0.01), ("clock_interval", float, 0.05))
+    limits = (("batch", int, 1), ("clock_interval", float, 0.05))
     for name, kind, low in (*limits, ("session_timeout", float, 6.0)):
         text = _pick(args, name, env)
         if text is None:
@@ -103,9 +89,6 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         if not math.isfinite(value) or value < low:
             raise UserError(f"--{name.replace('_', '-')} must be at least {low}, not {text}")
         values[name] = value
-    store = _pick(args, "store", env) or base.store
-    if not store.startswith(("memory://", "rocksdb://")):
-        raise UserError(f"--store {store!r}: use memory:// or rocksdb://")
     level = (_pick(args, "log_level", env) or base.log_level).lower()
     fmt = (_pick(args, "log_format", env) or base.log_format).lower()
     if level not in LOG_LEVELS:
@@ -115,11 +98,8 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     return WorkerOptions(
         app_id=app_id,
         batch=int(values["batch"]),
-        flush_interval=float(values["flush_interval"]),
         clock_interval=float(values["clock_interval"]),
         session_timeout=float(values["session_timeout"]),
-        data_dir=str(Path(_pick(args, "data_dir", env) or base.data_dir)),
-        store=store,
         log_level=level,
         log_format=fmt,
         metrics_file=str(Path(metrics_file)) if (metrics_file := _pick(args, "metrics_file", env)) else None,
@@ -130,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     settings = kafka_settings(args)
     options = worker_options(args)
-    from gatekeeper.shell.worker.app import configure_logging, run_worker
+    from gatekeeper.shell.worker.app import run_worker
+    from gatekeeper.shell.worker.logs import configure_logging
     from gatekeeper.shell.worker.topics import ensure_worker_topics
 
     log = configure_logging(options)

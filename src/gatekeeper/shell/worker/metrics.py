@@ -17,7 +17,6 @@ _COUNTERS = (
     ("applied", "gatekeeper_applied_total", "Valid records applied to their gate."),
     ("forwarded", "gatekeeper_forwarded_total", "Valid records forwarded to their gate's home partition."),
     ("duplicates", "gatekeeper_duplicates_total", "Re-delivered records skipped (already applied)."),
-    ("reread", "gatekeeper_reread_total", "Records re-read because the consumer skipped them."),
     ("late", "gatekeeper_late_events_total", "Events that arrived after their pane closed (counted, not used)."),
 )
 

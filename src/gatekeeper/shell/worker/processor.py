@@ -1,18 +1,18 @@
-"""The worker's per-partition buffering and flush logic, without any Kafka client (unit-testable).
+"""The worker's per-partition processing, without any Kafka client (unit-testable).
 
-``app.py`` feeds consumed records in (``add``), takes a partition's buffer when it is full or on the flush
-timer (``take``), runs ``flush`` on it and then does the I/O in this order: send every outgoing message
-and await its delivery, write the returned gate states to the ``gate-state`` table, ack the records. So an
-offset is committed only once the gate states that include it are in the table's changelog.
+``runtime.py`` hands each partition's records of a poll to ``flush`` and then does the I/O in this order:
+send every outgoing message and await its delivery, write the returned gate states to the gate-state
+changelog and await that, commit the offsets. So an offset is committed only once the decisions and the
+gate states that include it are in Kafka.
 
 Routing. A valid telemetry record whose gate's *home* partition (Java murmur2 of ``b"region/tier"``, where
 a keyed producer puts it) is the partition it was read from is applied here, directly; any other valid
 record (unkeyed, keyed otherwise, partitioned otherwise) is forwarded with its original bytes to
 ``<app-id>-gates`` on its home partition, with its source coordinates in the ``gk.source`` header; an
 invalid record goes to the DLQ with its original key and bytes and ``gk.reason`` / ``gk.message`` /
-``gk.source`` headers. Faust assigns partition p of every topic to one worker, so a gate is only ever
-touched by the owner of its home partition, and its state is written to the changelog partition of the
-same number.
+``gk.source`` headers. The consumer group's range assignor gives partition p of both input topics to one
+worker, so a gate is only ever touched by the owner of its home partition, and its state is written to
+the changelog partition of the same number.
 
 Order. Kafka orders records within a partition only. Records of one gate that a producer spreads over
 several partitions (no key and the default partitioner) reach the gate in whatever interleaving the
@@ -29,7 +29,7 @@ a re-delivery after a crash re-emits the same decisions with the same ids (at-le
 Stream clock. Each gate has an engine of its own, so one gate's events never move another gate's stall
 clock: a backlog read partition by partition cannot make a gate look silent. The worker-wide clock
 (``observe_clock``: the newest event time of the gates this worker owns) is applied only when the worker
-has caught up with every partition it owns (``caught_up``), which is when a silent gate is really silent.
+has read every partition it owns to its end (the runtime checks), which is when a silent gate is really silent.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -48,7 +49,6 @@ from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
 
-TP = tuple[str, int]  # (topic, partition); faust's TP is a NamedTuple of the same shape
 Headers = tuple[tuple[str, bytes], ...]
 
 SOURCE_HEADER = "gk.source"  # b"topic/partition/offset" of the original telemetry record
@@ -78,21 +78,33 @@ class Topics:
     partitions: int
 
 
+class Consumed(Protocol):
+    """A consumed Kafka record: aiokafka's ``ConsumerRecord`` or a ``Record``."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One consumed Kafka record; ``handle`` is whatever the caller needs to ack it (opaque here)."""
+    """A consumed record built by hand (tests, tools)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: Headers = ()
-    handle: object = field(default=None, compare=False, repr=False)
-
-    @property
-    def tp(self) -> TP:
-        return (self.topic, self.partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +114,14 @@ class Outgoing:
     topic: str
     partition: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a dead letter of a record without a value
     headers: Headers = ()
 
 
 @dataclass(slots=True)
 class Flush:
-    """What one flush produced: the caller sends ``messages``, writes ``state``, then acks ``records``."""
+    """What one flush produced: the caller sends ``messages``, then writes ``state``, then commits."""
 
-    records: list[Record] = field(default_factory=list)
     messages: list[Outgoing] = field(default_factory=list)
     state: dict[bytes, bytes] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
@@ -152,7 +163,7 @@ class _Gate:
     applied: dict[str, int]  # "topic:partition" of a source -> last source offset applied
 
 
-def _source_of(record: Record, gates_topic: str) -> tuple[str, int, int]:
+def _source_of(record: Consumed, gates_topic: str) -> tuple[str, int, int]:
     """Original (topic, partition, offset) of a record: its own, or the ``gk.source`` header of a forward."""
     if record.topic == gates_topic:
         for name, value in record.headers:
@@ -169,7 +180,7 @@ def _source_header(topic: str, partition: int, offset: int) -> tuple[str, bytes]
 
 
 class Processor:
-    """Buffers records per topic partition and turns a buffer into messages, gate states and acks."""
+    """Turns a partition's consumed records into messages and gate states; holds the owned gates' engines."""
 
     def __init__(
         self,
@@ -177,10 +188,9 @@ class Processor:
         topics: Topics,
         lookup: Callable[[bytes], bytes | None],
         *,
-        batch: int = 2000,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        self.plan, self.topics, self.batch = plan, topics, batch
+        self.plan, self.topics = plan, topics
         self._lookup, self._warn = lookup, warn
         self.version = plan.plan_version
         prototype = Engine(plan)
@@ -189,76 +199,25 @@ class Processor:
         self.keys = [f"{region}/{tier}".encode() for region, tier in prototype.keys]
         self.home = [home_partition(key, topics.partitions) for key in self.keys]
         self._gates: dict[int, _Gate] = {}
-        self._buffers: dict[TP, list[Record]] = {}
-        self.next_offset: dict[TP, int] = {}  # per topic partition: one past the last record added
         self.rejected: Counter[str] = Counter()
         self.decided: Counter[str] = Counter()
 
-    # -- buffering ----------------------------------------------------------------------------------------
-    def start(self, starts: Mapping[TP, int]) -> None:
-        """Where reading resumes in newly assigned partitions (the group's committed offsets)."""
-        for tp, offset in starts.items():
-            self.next_offset.setdefault((tp[0], tp[1]), offset)
-
-    def check(self, record: Record) -> int:
-        """How a record fits its partition's sequence: 0 in order (or the sequence is unknown), -1 a second
-        delivery of an offset already added, ``n > 0`` when the ``n`` offsets before it were never added
-        (the consumer skipped them, or they hold no record, e.g. transaction markers)."""
-        expected = self.next_offset.get(record.tp)
-        if expected is None or record.offset == expected:
-            return 0
-        return -1 if record.offset < expected else record.offset - expected
-
-    def add(self, record: Record) -> bool:
-        """Buffer a record; True when its partition's buffer holds ``batch`` records (flush it now)."""
-        buffer = self._buffers.setdefault(record.tp, [])
-        buffer.append(record)
-        self.next_offset[record.tp] = record.offset + 1
-        return len(buffer) >= self.batch
-
-    def buffered(self) -> list[TP]:
-        """Topic partitions with buffered records."""
-        return [tp for tp, records in self._buffers.items() if records]
-
-    def take(self, tp: TP) -> list[Record]:
-        """Remove and return the records buffered for ``tp`` (oldest first)."""
-        return self._buffers.pop(tp, [])
-
-    def revoke(self, tps: Iterable[TP]) -> list[Record]:
-        """Forget revoked partitions: their buffered records (returned; never ack them, the next owner
-        reads them again) and the gates homed there (the next owner restores them from the table)."""
-        mine = (self.topics.telemetry, self.topics.gates)
-        revoked = {(topic, partition) for topic, partition in tps if topic in mine}
-        partitions = {p for _, p in revoked}
-        dropped: list[Record] = []
-        for tp in revoked:
-            dropped += self._buffers.pop(tp, [])
-            self.next_offset.pop(tp, None)
-        for index in [g for g in self._gates if self.home[g] in partitions]:
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Forget the gates homed in revoked ``partitions`` (their next owner restores them from the table)."""
+        gone = set(partitions)
+        for index in [g for g in self._gates if self.home[g] in gone]:
             del self._gates[index]
-        return dropped
-
-    def caught_up(self, ends: Mapping[TP, int]) -> bool:
-        """True when nothing is buffered and every partition in ``ends`` (end offsets just read from the
-        broker) has been read to its end."""
-        if self.buffered():
-            return False
-        for tp, end in ends.items():
-            position = self.next_offset.get((tp[0], tp[1]))
-            if end > 0 and (position is None or position < end):
-                return False
-        return True
 
     # -- flushing ----------------------------------------------------------------------------------------
-    def flush(self, records: Sequence[Record], now_ms: int | None = None) -> Flush:
-        """Route, dead-letter and apply ``records`` (buffered in arrival order). With the wall clock ``now_ms``,
+    def flush(self, records: Sequence[Consumed], now_ms: int | None = None) -> Flush:
+        """Route, dead-letter and apply ``records`` (in arrival order). With the wall clock ``now_ms``,
         records timestamped beyond it plus the plan's ``max_future_skew`` are dead-lettered (as in replay)."""
-        out = Flush(records=list(records))
+        out = Flush()
         if not records:
             return out
         if now_ms is not None:
             self._decoder.not_after_ms = now_ms + self._max_future_skew
-        batch = self._decoder.decode([r.value for r in records], first_position=0)
+        batch = self._decoder.decode([r.value or b"" for r in records], first_position=0)
         rejected = {rej.position for rej in batch.rejections}
         for rej in batch.rejections:
             out.messages.append(self._dead_letter(records[rej.position], rej.code, rej.message))
@@ -273,7 +232,7 @@ class Processor:
             if record.topic == self.topics.telemetry and record.partition != self.home[gate]:
                 header = _source_header(topic, partition, offset)
                 key, home = self.keys[gate], self.home[gate]
-                out.messages.append(Outgoing(self.topics.gates, home, key, record.value, (header,)))
+                out.messages.append(Outgoing(self.topics.gates, home, key, record.value or b"", (header,)))
                 out.forwarded += 1
                 continue
             rows.append(row)
@@ -380,7 +339,7 @@ class Processor:
         gate = self._gates[g] = _Gate(engine, applied)
         return gate
 
-    def _dead_letter(self, record: Record, code: str, message: str) -> Outgoing:
+    def _dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
         topic, partition, offset = _source_of(record, self.topics.gates)
         headers = (
             (REASON_HEADER, code.encode()),

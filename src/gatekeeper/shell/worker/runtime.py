@@ -1,19 +1,23 @@
-"""The worker's mutable side: what the agents, the timers and the rebalance signals of ``app.py`` call.
+"""The worker's Kafka side: one aiokafka consumer group member, a producer, and the gate-state changelog.
 
-Buffers live in the ``Processor``; this class owns the lock, the sends, the table writes and the acks,
-and it keeps each partition's record sequence whole:
+Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
+``<app-id>-gates``) -> ``Processor.flush`` over the whole poll -> send the outgoing messages (forwards, dead
+letters, decisions, breaches) and await every delivery -> write the touched gate states to the compacted
+changelog and await that -> commit the poll's offsets. An offset is committed only after the decisions and
+the gate states that include it are in Kafka (at least once; decision ids are deterministic).
 
-- Where the consumer group resumes each newly assigned partition is read from the broker
-  (``start_offsets``). A record whose offset is beyond the next expected one means the records in between
-  never reached the agent: Faust's stream iterator skips -- and acks -- records it dequeues while flow
-  control is suspended or that carry an older consumer generation (``faust/_cython/streams.pyx``
-  ``__next__``; ``faust/streams.py`` ``_py_aiter``: ``value = skipped_value``), which happens right after
-  an assignment (seen after every restart under load, and once in two-worker start-ups). Such records are
-  re-read with a consumer of our own (``read_range``) and buffered in order before the record that showed
-  the gap; Faust acked them already. Skipped records at the *end* of a partition show no gap: the clock
-  timer re-reads them when a partition stays short of its end offset although its records were fetched.
-- A record delivered a second time (its offset is below the next expected one) is not applied again; it is
-  acked once everything up to it is in the table.
+Assignment. The group uses the range assignor, so with equal partition counts one member owns partition p
+of both input topics and keeps the gates homed at p, restored from partition p of the changelog when it
+gains p (``read_changelog``; Kafka runs every member's revoke callback before any assign callback, and a
+member's revoke waits for its poll in progress, so the restore sees the previous owner's last state).
+Partitions kept across a rebalance keep their in-memory gates. Records of a poll that a rebalance
+overtook are dropped uncommitted: the consumer resumes from the committed offsets.
+
+Stream clock. Every ``--clock-interval`` s, when every owned partition has been read to its end offset, the
+newest event time of the owned gates is applied to all of them (``Processor.observe_clock``).
+
+Why not Faust: its per-message stream pipeline carried at most ~8k records/s here even for an agent that
+only counts (docs/benchmarks.md); this loop hands whole polls to the engine.
 """
 
 from __future__ import annotations
@@ -21,127 +25,207 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.cli import WorkerOptions
-from gatekeeper.shell.worker.processor import TP, Flush, Processor, Record
-from gatekeeper.shell.worker.topics import read_range, start_offsets
+from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
+from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
 
+HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
+POLL_TIMEOUT_MS = 100  # an idle loop wakes this often (stop requests, clock checks)
 REPORT_INTERVAL_S = 30.0
+DELIVERY_TIMEOUT_MS = 120_000  # a send not acknowledged in this time fails the worker (broker gone too long)
 
 
-def headers_of(raw: Any) -> tuple[tuple[str, bytes], ...]:
-    if not raw:
-        return ()
-    items = raw.items() if hasattr(raw, "items") else raw
-    return tuple((str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items)
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped; subscribe() needs this base
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.runtime.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.runtime.on_assigned(assigned)
 
 
 class Runtime:
-    """Buffers records, flushes them (send, await delivery, write the table, ack) and applies the clock."""
+    """Consumes, processes, delivers and commits; restores gate state on assignment; applies the clock."""
 
-    def __init__(
-        self,
-        app: Any,
-        processor: Processor,
-        table: Any,
-        settings: KafkaSettings,
-        options: WorkerOptions,
-        log: Any,
-    ) -> None:
-        self.app, self.processor, self.table, self.options, self.log = app, processor, table, options, log
-        self.settings = settings
-        self._mine = (processor.topics.telemetry, processor.topics.gates)
-        self.lock = asyncio.Lock()
-        self.owned: set[TP] = set()
-        self._starts_known = asyncio.Event()  # set once the resume offsets of the assignment are known
-        self._persisted: dict[TP, int] = {}  # per partition: every offset below is in the table (or routed)
-        self._deferred: dict[TP, list[tuple[int, Any]]] = {}  # second deliveries to ack once persisted
-        self._previous: dict[TP, int] = {}  # next expected offsets at the previous clock tick
+    def __init__(self, plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> None:
+        self.settings, self.options, self.log = settings, options, log
+        names = settings.topics
+        self.topics = Topics(
+            names.telemetry, gates_topic(options.app_id), names.decisions, names.breaches, names.dlq, names.partitions
+        )
+        self.changelog = changelog_topic(options.app_id)
+        self._entries: dict[bytes, bytes] = {}  # restored gate-state entries of the owned partitions
+        self.processor = Processor(plan, self.topics, self._entries.get, warn=log.warning)
+        self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
+        self.owned: set[tuple[str, int]] = set()  # empty while a rebalance is in progress
+        self.restored: set[int] = set()  # partitions whose gates are restored (or being kept)
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
-        self._report_at = time.monotonic()
+        self._stop = asyncio.Event()
+        common = settings.aiokafka_kwargs()
+        session_ms = round(options.session_timeout * 1000)
+        self.consumer = AIOKafkaConsumer(
+            **common,
+            group_id=options.app_id,
+            client_id=f"{options.app_id}-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_poll_records=options.batch,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=min(3000, session_ms // 3),
+        )
+        self.producer = AIOKafkaProducer(
+            **common, client_id=f"{options.app_id}-worker", acks="all", request_timeout_ms=DELIVERY_TIMEOUT_MS
+        )
+        self.restorer = AIOKafkaConsumer(**common, group_id=None, enable_auto_commit=False)
 
-    # -- agents, timers, rebalance signals ---------------------------------------------------------------
-    async def on_event(self, stream: Any, event: Any) -> None:
-        """One record from an agent's stream: buffer it; flush its partition when the buffer is full."""
-        if self.failed is not None:
-            return
-        await self._starts_known.wait()  # not during a rebalance
-        message = event.message
-        tp = (message.topic, message.partition)
-        if tp not in self.owned and not self._still_owned(tp):
-            return  # a stale record of a revoked partition: its next owner reads it again
-        headers = headers_of(message.headers)
-        record = Record(tp[0], tp[1], message.offset, message.key, message.value or b"", headers, (stream, event))
-        missing = self.processor.check(record)
-        if missing < 0:
-            await self._ack_later(tp, record.offset, record.handle)
-            return
-        if missing:
-            await self._guarded(self._heal(tp, record.offset - missing, record.offset))
-            if self.failed is not None or tp not in self.owned:
-                return
-        self.totals["records"] += 1
-        if self.processor.add(record):
-            await self._guarded(self._flush_partitions([tp]))
+    def stop(self) -> None:
+        """Ask the loop to finish its poll in progress and leave the group."""
+        self._stop.set()
 
-    async def tick(self) -> None:
-        """Flush timer: flush every partition with buffered records; report now and then."""
-        if self.failed is not None:
-            return
-        await self._guarded(self._flush_partitions(None))
-        if time.monotonic() - self._report_at >= REPORT_INTERVAL_S:
-            self.report()
-
-    async def clock_tick(self) -> None:
-        """Clock timer (separate: reading end offsets goes through the consumer thread and can take a
-        fetch round): re-read skipped tails, then apply the stream clock when caught up."""
-        if self.failed is not None:
-            return
-        await self._guarded(self._maybe_clock())
-
-    async def on_assigned(self, assigned: Iterable[Any]) -> None:
-        """Record the new assignment and where the group resumes each partition."""
-        self.owned = {(tp.topic, tp.partition) for tp in assigned if tp.topic in self._mine}
+    async def run(self) -> None:
+        """Run until ``stop`` or a failure (then ``failed`` is set). Connection errors at start propagate."""
+        await self.producer.start()
+        await self.restorer.start()
+        await self.consumer.start()
         try:
-            starts = await start_offsets(self.settings, self.options.app_id, self.owned)
-        except Exception as exc:  # without them only gaps after the first record are noticed
-            self.log.error("cannot read the group's offsets", error=f"{type(exc).__name__}: {exc}")
-        else:
-            self.processor.start(starts)
-            self._persisted.update(starts)
-        self._starts_known.set()
-        self.log.info("partitions assigned", partitions=sorted({p for _, p in self.owned}))
+            self.consumer.subscribe([self.topics.telemetry, self.topics.gates], listener=_Rebalance(self))
+            await self._loop()
+        finally:
+            await self.consumer.stop()  # leaves the group: the others take over at once
+            await self.restorer.stop()
+            await self.producer.stop()
 
-    async def on_revoked(self, revoked: Iterable[Any]) -> None:
-        """Drop the revoked partitions' buffers (unacked: their next owner reads them again) and gates, after
-        any flush in progress; then flush the producer so this worker's last table writes are in the
-        changelog before the next owner recovers from it."""
-        tps = [(tp.topic, tp.partition) for tp in revoked if tp.topic in self._mine]
-        self._starts_known.clear()
+    async def _loop(self) -> None:
+        now = time.monotonic()
+        clock_at, report_at = now + self.options.clock_interval, now + REPORT_INTERVAL_S
+        while not self._stop.is_set() and self.failed is None:
+            polled = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            if polled:
+                await self._guarded(self._process(polled, round(time.time() * 1000)))
+            now = time.monotonic()
+            if now >= clock_at and self.failed is None:
+                await self._guarded(self._clock())
+                clock_at = time.monotonic() + self.options.clock_interval
+            if now >= report_at:
+                self.report()
+                report_at = now + REPORT_INTERVAL_S
+
+    # -- rebalance callbacks (run by aiokafka's coordinator; errors there are logged by it, so keep them) --
+    async def on_revoked(self) -> None:
+        """Wait for the poll in progress (its offsets and states get into Kafka), then stop processing."""
         async with self.lock:
-            self.owned.difference_update(tps)
-            dropped = self.processor.revoke(tps)
-            for tp in tps:
-                self._persisted.pop(tp, None)
-                self._deferred.pop(tp, None)
-                self._previous.pop(tp, None)
-            await self.app.producer.flush()
-        self.log.info("partitions revoked", partitions=sorted({p for _, p in tps}), dropped=len(dropped))
+            self.owned = set()
+
+    async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Forget the gates of partitions lost, restore those of partitions gained from the changelog."""
+        tps = [tp for tp in assigned if tp.topic in (self.topics.telemetry, self.topics.gates)]
+        partitions = {tp.partition for tp in tps}
+        async with self.lock:
+            lost, gained = self.restored - partitions, partitions - self.restored
+            self.processor.revoke(lost)
+            for key in [k for k in self._entries if home_partition(k, self.topics.partitions) in lost]:
+                del self._entries[key]
+            self.restored -= lost
+            try:
+                self._entries.update(await read_changelog(self.restorer, self.changelog, gained))
+            except Exception as exc:  # without the state the gates would restart from nothing: stop
+                self._fail(exc, "cannot restore gate state")
+                return
+            self.restored |= gained
+            self.owned = {(tp.topic, tp.partition) for tp in tps}
+        self.log.info("partitions assigned", partitions=sorted(partitions), restored=sorted(gained))
+
+    # -- processing --------------------------------------------------------------------------------------
+    async def _process(self, polled: Mapping[TopicPartition, Sequence[Any]], wall_ms: int) -> None:
+        async with self.lock:
+            records: list[Any] = []
+            offsets: dict[TopicPartition, int] = {}
+            for tp, batch in polled.items():
+                if batch and (tp.topic, tp.partition) in self.owned:
+                    records += batch
+                    offsets[tp] = batch[-1].offset + 1
+            if not records:
+                return  # a rebalance overtook the poll: the records are read again from the committed offsets
+            self.totals["records"] += len(records)
+            await self._deliver(self.processor.flush(records, now_ms=wall_ms), wall_ms)
+            try:
+                await self.consumer.commit(offsets)
+            except CommitFailedError as exc:  # the group moved on: the next owner re-reads and skips them
+                self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
+
+    async def _clock(self) -> None:
+        """When every owned partition is read to its end, apply the owned gates' newest event time."""
+        owned = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in self.owned]
+        if not owned:
+            return
+        try:
+            ends = await self.consumer.end_offsets(owned)
+            for tp in owned:
+                if await self.consumer.position(tp) < ends[tp]:
+                    return
+        except IllegalStateError:
+            return  # a partition was revoked meanwhile
+        async with self.lock:
+            if {(tp.topic, tp.partition) for tp in owned} != self.owned:
+                return  # a rebalance in between: check again next time
+            flush = self.processor.observe_clock(self.restored)
+            if flush.messages or flush.state:
+                await self._deliver(flush, round(time.time() * 1000))
+
+    async def _deliver(self, flush: Flush, wall_ms: int) -> None:
+        """Send the messages and await them all, then the gate states (the caller holds the lock)."""
+        hook = (HOOK_HEADER, str(wall_ms).encode())
+        send = self.producer.send
+        pending = []
+        for m in flush.messages:
+            headers = [*m.headers, hook] if m.topic in (self.topics.decisions, self.topics.breaches) else m.headers
+            pending.append(
+                await send(m.topic, m.value, key=m.key, partition=m.partition, headers=list(headers) or None)
+            )
+        await asyncio.gather(*pending)
+        states = [
+            await send(self.changelog, value, key=key, partition=home_partition(key, self.topics.partitions))
+            for key, value in flush.state.items()
+        ]
+        await asyncio.gather(*states)
+        self.totals.update(
+            applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates, late=flush.late
+        )
+        for d in flush.decisions:
+            self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
+
+    async def _guarded(self, work: Any) -> None:
+        try:
+            await work
+        except Exception as exc:  # a failed send or an unreadable state: stop rather than go on wrongly
+            self._fail(exc, "worker failed; stopping")
+
+    def _fail(self, exc: BaseException, message: str) -> None:
+        self.failed = exc
+        self.log.error(message, error=f"{type(exc).__name__}: {exc}")
+        self._stop.set()
 
     def report(self, *, final: bool = False) -> None:
-        self._report_at = time.monotonic()
         self.log.info(
             "worker totals" if final else "worker progress",
             records=self.totals["records"],
             applied=self.totals["applied"],
             forwarded=self.totals["forwarded"],
             duplicates=self.totals["duplicates"],
-            reread=self.totals["reread"],
             decisions=dict(sorted(self.processor.decided.items())),
             rejected=dict(sorted(self.processor.rejected.items())),
             late=self.totals["late"],
@@ -152,111 +236,3 @@ class Runtime:
                 metrics.write_atomically(self.options.metrics_file, text)
             except OSError as exc:  # metrics are not worth stopping the worker for
                 self.log.warning("cannot write the metrics file", path=self.options.metrics_file, error=str(exc))
-
-    # -- internals ---------------------------------------------------------------------------------------
-    def _still_owned(self, tp: TP) -> bool:
-        """A record of a partition not (yet) in ``owned``: ask the consumer (rare: around a rebalance)."""
-        if tp in {(t.topic, t.partition) for t in self.app.consumer.assignment()}:
-            self.owned.add(tp)
-            return True
-        return False
-
-    async def _guarded(self, work: Any) -> None:
-        try:
-            await work
-        except Exception as exc:  # a failed send or an unreadable state: stop rather than go on wrongly
-            self.failed = exc
-            self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
-            await self.app.crash(exc)
-
-    async def _heal(self, tp: TP, start: int, end: int) -> None:
-        """Offsets ``start..end-1`` of ``tp`` never reached the agent: re-read and buffer them in order."""
-        found = await read_range(self.settings, tp[0], tp[1], start, end)
-        if tp not in self.owned:
-            return  # revoked meanwhile: the next owner reads them
-        for r in found:
-            if r.offset >= self.processor.next_offset.get(tp, 0):
-                self.processor.add(Record(tp[0], tp[1], r.offset, r.key, r.value or b"", headers_of(r.headers)))
-        self.totals["reread"] += len(found)
-        log = self.log.warning if found else self.log.info
-        log(
-            "re-read records the consumer skipped",
-            topic=tp[0],
-            partition=tp[1],
-            start=start,
-            end=end,
-            found=len(found),
-        )
-
-    async def _ack_later(self, tp: TP, offset: int, handle: Any) -> None:
-        """A second delivery: ack it once its offset is persisted (now, if it already is)."""
-        if offset < self._persisted.get(tp, 0):
-            stream, event = handle
-            await stream.ack(event)
-        else:
-            self._deferred.setdefault(tp, []).append((offset, handle))
-
-    async def _flush_partitions(self, tps: list[TP] | None) -> None:
-        async with self.lock:
-            for tp in self.processor.buffered() if tps is None else tps:
-                records = self.processor.take(tp)
-                if records:
-                    await self._deliver(self.processor.flush(records, now_ms=round(time.time() * 1000)))
-
-    async def _maybe_clock(self) -> None:
-        """Re-read skipped tails; when caught up with every owned partition (end offsets read from the broker
-        now), apply the newest event time of this worker's gates to all of them."""
-        app = self.app
-        owned = set(self.owned)
-        if not owned or app.rebalancing or app.in_recovery:
-            return
-        seen = dict(self.processor.next_offset)
-        assignment = [t for t in app.consumer.assignment() if (t.topic, t.partition) in owned]
-        ends = {(t.topic, t.partition): int(end) for t, end in (await app.consumer.highwaters(*assignment)).items()}
-        previous, self._previous = self._previous, seen
-        if self.lock.locked():
-            return  # a flush in progress may hold the agents back: no tail is stuck for sure
-        buffered = set(self.processor.buffered())
-        for t in assignment:
-            tp = (t.topic, t.partition)
-            start = seen.get(tp)
-            if start is None or start >= ends.get(tp, 0) or tp in buffered or previous.get(tp) != start:
-                continue  # caught up, or records still arriving
-            if await app.consumer.position(t) >= ends[tp] and self.processor.next_offset.get(tp) == start:
-                await self._heal(tp, start, ends[tp])  # fetched, yet never delivered since the last tick
-        async with self.lock:
-            if owned != self.owned or seen != self.processor.next_offset:
-                return  # a rebalance or new records in between: check again next time
-            if app.rebalancing or not self.processor.caught_up(ends):
-                return
-            await self._deliver(self.processor.observe_clock({p for _, p in owned}))
-
-    async def _deliver(self, flush: Flush) -> None:
-        """Send, await every delivery, write the table, ack (in this order; the caller holds the lock)."""
-        pending = []
-        producer = self.app.producer
-        for m in flush.messages:
-            pending.append(await producer.send(m.topic, m.key, m.value, m.partition, None, list(m.headers) or None))
-        if pending:
-            await asyncio.gather(*pending)
-        for key, value in flush.state.items():
-            self.table[key] = value
-        persisted: dict[TP, int] = {}
-        for record in flush.records:
-            persisted[record.tp] = max(persisted.get(record.tp, 0), record.offset + 1)
-            if record.handle is not None:  # re-read records have none: Faust acked them
-                stream, event = cast(tuple[Any, Any], record.handle)
-                await stream.ack(event)
-        for tp, offset in persisted.items():
-            self._persisted[tp] = max(self._persisted.get(tp, 0), offset)
-            waiting = self._deferred.pop(tp, [])
-            for late_offset, handle in waiting:
-                if late_offset < self._persisted[tp]:
-                    await handle[0].ack(handle[1])
-                else:
-                    self._deferred.setdefault(tp, []).append((late_offset, handle))
-        self.totals.update(
-            applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates, late=flush.late
-        )
-        for d in flush.decisions:
-            self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
