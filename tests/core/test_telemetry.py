@@ -394,6 +394,17 @@ def test_decode_block_across_sub_blocks() -> None:
     assert 6000 - 6 == len(result)
 
 
+def test_decode_of_a_long_list_works_in_sub_blocks() -> None:
+    """A list of records larger than two sub-blocks is decoded in pieces (for the CPU cache): the result equals
+    decoding each record alone, with positions counted over the whole list, bad records at any piece included."""
+    lines = [record(ts=1_760_832_000 + i, latency_ms=i % 500) for i in range(6000)]
+    for i in (0, 1499, 1500, 3001, len(lines) - 1):
+        lines[i] = b"junk %d" % i
+    assert sum(map(len, lines)) > 2 * SUB_BLOCK_BYTES
+    one_by_one = EventBatch.concat([DECODER.decode([line], first_position=7 + i) for i, line in enumerate(lines)])
+    assert same_result(one_by_one, DECODER.decode(lines, first_position=7))
+
+
 SPLIT_OBJECT = [b'{"ts": 1760832001, "region": "us-east"', b'"tier": "canary", "status": 500}']
 
 

@@ -279,6 +279,25 @@ def test_revoke_forgets_the_gates_of_the_revoked_partitions() -> None:
     assert 50 == processor.flush(recs[:50]).applied  # the gates were forgotten: applied afresh
 
 
+def test_flush_polled_equals_flush() -> None:
+    """A poll given as (topic, partition, records) runs gives what ``flush`` gives for the same records in
+    the same order: messages, states and counts, forwards and dead letters included."""
+    good = lines()[:400]
+    recs = [Record("telemetry", i % 3, i, None, v) for i, v in enumerate(good)]
+    recs[7] = Record("telemetry", 1, 7, None, b"{oops")
+    recs.append(Record("app-gates", 2, 0, b"us-east/canary", good[0], (("gk.source", b"telemetry/5/77"),)))
+    runs: dict[tuple[str, int], list[Record]] = {}
+    for r in recs:
+        runs.setdefault((r.topic, r.partition), []).append(r)
+    polled = [(topic, partition, run) for (topic, partition), run in runs.items()]
+    in_runs = [r for _t, _p, run in polled for r in run]
+    one, other = Processor(PLAN, EIGHT, Table().get), Processor(PLAN, EIGHT, Table().get)
+    expected, actual = one.flush(in_runs, now_ms=T0_S * 1000), other.flush_polled(polled, now_ms=T0_S * 1000)
+    assert (expected.messages, expected.state) == (actual.messages, actual.state)
+    assert (1, 1) == (actual.rejected.total(), sum(m.topic == "dlq" for m in actual.messages))
+    assert actual.forwarded > 0
+
+
 def test_records_from_several_partitions_in_one_flush_apply_per_source() -> None:
     """One flush may carry several partitions' records (a whole poll): each record is applied or forwarded by
     its own partition, and duplicates are told per source partition."""

@@ -142,6 +142,12 @@ class TelemetryDecoder:
         decoded: list[Telemetry | None]
         if positions is None:
             positions = range(first_position, first_position + len(records))
+        size = sum(map(len, records))
+        if size > 2 * SUB_BLOCK_BYTES and len(records) > 1:  # in sub-blocks, for the CPU cache (as decode_block)
+            step = max(1, len(records) * SUB_BLOCK_BYTES // size)
+            cuts = range(0, len(records), step)
+            parts = [self.decode(records[i : i + step], positions=positions[i : i + step]) for i in cuts]
+            return EventBatch.concat(parts)
         rejections: list[Rejection] = []
         oversized = bool(records) and max(map(len, records)) > MAX_RECORD_BYTES
         batch = None if oversized else _decode_joined(b"],[".join(records), len(records))

@@ -34,6 +34,7 @@ has read every partition it owns to its end (the runtime checks), which is when 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from typing import Protocol
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from aiokafka.partitioner import murmur2
 
 from gatekeeper.core import snapshot
@@ -198,6 +200,7 @@ class Processor:
         self._max_future_skew = plan.evaluation.max_future_skew
         self.keys = [f"{region}/{tier}".encode() for region, tier in prototype.keys]
         self.home = [home_partition(key, topics.partitions) for key in self.keys]
+        self._home = np.asarray(self.home, dtype=np.int64)
         self._gates: dict[int, _Gate] = {}
         self.rejected: Counter[str] = Counter()
         self.decided: Counter[str] = Counter()
@@ -212,33 +215,63 @@ class Processor:
     def flush(self, records: Sequence[Consumed], now_ms: int | None = None) -> Flush:
         """Route, dead-letter and apply ``records`` (in arrival order). With the wall clock ``now_ms``,
         records timestamped beyond it plus the plan's ``max_future_skew`` are dead-lettered (as in replay)."""
+        n = len(records)
+        partition = np.fromiter((r.partition for r in records), np.int64, n)
+        direct = np.fromiter((r.topic == self.topics.telemetry for r in records), np.bool_, n)
+        return self._flush(records, partition, direct, now_ms)
+
+    def flush_polled(self, polled: Sequence[tuple[str, int, Sequence[Consumed]]], now_ms: int | None = None) -> Flush:
+        """``flush`` of one poll's records given as (topic, partition, records) runs, which spares reading the
+        topic and partition of every record."""
+        records = [r for _topic, _partition, run in polled for r in run]
+        sizes = [len(run) for _topic, _partition, run in polled]
+        partition = np.repeat(np.asarray([p for _t, p, _r in polled], dtype=np.int64), sizes)
+        direct = np.repeat(np.asarray([t == self.topics.telemetry for t, _p, _r in polled], dtype=np.bool_), sizes)
+        return self._flush(records, partition, direct, now_ms)
+
+    def _flush(
+        self,
+        records: Sequence[Consumed],
+        partition: npt.NDArray[np.int64],
+        direct: npt.NDArray[np.bool_],  # read from the telemetry topic (else: a forward from the gates topic)
+        now_ms: int | None,
+    ) -> Flush:
         out = Flush()
         if not records:
             return out
         if now_ms is not None:
             self._decoder.not_after_ms = now_ms + self._max_future_skew
         batch = self._decoder.decode([r.value or b"" for r in records], first_position=0)
-        rejected = {rej.position for rej in batch.rejections}
-        for rej in batch.rejections:
-            out.messages.append(self._dead_letter(records[rej.position], rej.code, rej.message))
-            out.rejected[rej.code] += 1
-        valid = [records[i] for i in range(len(records)) if i not in rejected]
-        gates = batch.key.tolist()
-        rows: list[int] = []
-        labels: list[str] = []
-        offsets: list[int] = []
-        for row, (record, gate) in enumerate(zip(valid, gates, strict=True)):
-            topic, partition, offset = _source_of(record, self.topics.gates)
-            if record.topic == self.topics.telemetry and record.partition != self.home[gate]:
-                header = _source_header(topic, partition, offset)
-                key, home = self.keys[gate], self.home[gate]
-                out.messages.append(Outgoing(self.topics.gates, home, key, record.value or b"", (header,)))
-                out.forwarded += 1
-                continue
-            rows.append(row)
-            labels.append(f"{topic}:{partition}")
-            offsets.append(offset)
-        self._apply(batch, gates, rows, labels, offsets, out)
+        valid: Sequence[Consumed] = records
+        if batch.rejections:
+            for rej in batch.rejections:
+                out.messages.append(self._dead_letter(records[rej.position], rej.code, rej.message))
+                out.rejected[rej.code] += 1
+            ok = np.ones(len(records), dtype=np.bool_)
+            ok[[rej.position for rej in batch.rejections]] = False
+            valid = [records[i] for i in np.flatnonzero(ok).tolist()]
+            partition, direct = partition[ok], direct[ok]
+        n, telemetry_topic = len(valid), self.topics.telemetry
+        forward = direct & (partition != self._home[batch.key])
+        for i in np.flatnonzero(forward).tolist():
+            r, g = valid[i], int(batch.key[i])
+            header = _source_header(r.topic, r.partition, r.offset)
+            out.messages.append(Outgoing(self.topics.gates, self.home[g], self.keys[g], r.value or b"", (header,)))
+        out.forwarded = int(forward.sum())
+        # the source (original topic:partition, offset) of every record, as label ids and offsets
+        labels: dict[str, int] = {}
+        label = np.empty(n, np.int64)
+        offset = np.fromiter((r.offset for r in valid), np.int64, n)
+        own = np.flatnonzero(direct)
+        if own.size:
+            parts, inverse = np.unique(partition[own], return_inverse=True)
+            ids = [labels.setdefault(f"{telemetry_topic}:{p}", len(labels)) for p in parts.tolist()]
+            label[own] = np.asarray(ids, dtype=np.int64)[inverse]
+        for i in np.flatnonzero(~direct).tolist():
+            topic, source_partition, offset[i] = _source_of(valid[i], self.topics.gates)
+            label[i] = labels.setdefault(f"{topic}:{source_partition}", len(labels))
+        rows = np.flatnonzero(~forward)
+        self._apply(batch, rows, label[rows], offset[rows], list(labels), out)
         self.rejected.update(out.rejected)
         return out
 
@@ -269,37 +302,40 @@ class Processor:
     def _apply(
         self,
         batch: EventBatch,
-        gates: list[int],
-        rows: list[int],
-        labels: list[str],
-        offsets: list[int],
+        rows: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        names: list[str],
         out: Flush,
     ) -> None:
-        """Apply the not-yet-applied rows to their gates, in arrival order per gate."""
-        newest: dict[tuple[int, str], int] = {}
-        keep: dict[int, list[int]] = {}  # gate -> rows to apply, in arrival order (dicts keep first-seen order)
-        for row, label, offset in zip(rows, labels, offsets, strict=True):
-            g = gates[row]
-            gate = self._gate(g)
-            last = newest.get((g, label))
-            if last is None:
-                last = gate.applied.get(label, -1)
-            if offset <= last:
-                out.duplicates += 1
+        """Apply the not-yet-applied ``rows`` of ``batch`` to their gates, in arrival order per gate. A row is a
+        duplicate when its source offset is not above every offset applied before from the same source."""
+        group = batch.key[rows] * max(1, len(names)) + labels
+        order = np.argsort(group, kind="stable")  # by (gate, source), arrival order within each
+        ordered = group[order]
+        cuts = [0, *(np.flatnonzero(np.diff(ordered)) + 1).tolist(), ordered.size]
+        keep: dict[int, list[npt.NDArray[np.int64]]] = {}
+        for start, end in itertools.pairwise(cuts):
+            if start == end:
                 continue
-            newest[(g, label)] = offset
-            keep.setdefault(g, []).append(row)
-        for (g, label), offset in newest.items():
-            self._gates[g].applied[label] = offset
+            g, source = divmod(int(ordered[start]), max(1, len(names)))
+            gate, name, at = self._gate(g), names[source], order[start:end]
+            last = gate.applied.get(name, -1)
+            seen = offsets[at]
+            fresh = seen > np.maximum.accumulate(np.concatenate(([last], seen[:-1])))
+            out.duplicates += int(at.size - fresh.sum())
+            if fresh.any():
+                gate.applied[name] = max(last, int(seen.max()))
+                keep.setdefault(g, []).append(rows[at[fresh]])
         for g, picked in keep.items():
-            index = np.asarray(picked, dtype=np.int64)
+            index = np.sort(np.concatenate(picked))
             part = EventBatch(batch.ts_ms[index], batch.key[index], batch.latency_ms[index], batch.error[index])
             gate = self._gates[g]
             late_before = gate.engine.stats.late
             self._emit(g, gate.engine.ingest(part), out)
             out.late += gate.engine.stats.late - late_before
             out.state[self.keys[g]] = self._entry(g, gate)
-            out.applied += len(picked)
+            out.applied += int(index.size)
         self.decided.update(d.decision for d in out.decisions)
 
     def _emit(self, g: int, decisions: list[Decision], out: Flush) -> None:

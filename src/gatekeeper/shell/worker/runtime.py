@@ -3,8 +3,10 @@
 Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
 ``<app-id>-gates``) -> ``Processor.flush`` over the whole poll -> send the outgoing messages (forwards, dead
 letters, decisions, breaches) and await every delivery -> write the touched gate states to the compacted
-changelog and await that -> commit the poll's offsets. An offset is committed only after the decisions and
-the gate states that include it are in Kafka (at least once; decision ids are deterministic).
+changelog -> once they are acknowledged, commit the poll's offsets. An offset is committed only after the
+decisions and the gate states that include it are in Kafka (at least once; decision ids are deterministic).
+The last two steps (the "tail") run while the next poll is fetched and processed; the next poll's sends, a
+rebalance and the shutdown wait for the tail first, so the steps never overlap.
 
 Assignment. The group uses the range assignor, so with equal partition counts one member owns partition p
 of both input topics and keeps the gates homed at p, restored from partition p of the changelog when it
@@ -74,6 +76,7 @@ class Runtime:
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
         self._stop = asyncio.Event()
+        self._tail: asyncio.Future[None] | None = None  # the last poll's state acks and commit, in flight
         common = settings.aiokafka_kwargs()
         session_ms = round(options.session_timeout * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -104,6 +107,7 @@ class Runtime:
         try:
             self.consumer.subscribe([self.topics.telemetry, self.topics.gates], listener=_Rebalance(self))
             await self._loop()
+            await self._guarded(self._settle())
         finally:
             await self.consumer.stop()  # leaves the group: the others take over at once
             await self.restorer.stop()
@@ -129,6 +133,7 @@ class Runtime:
         """Wait for the poll in progress (its offsets and states get into Kafka), then stop processing."""
         async with self.lock:
             self.owned = set()
+            await self._guarded(self._settle())
 
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """Forget the gates of partitions lost, restore those of partitions gained from the changelog."""
@@ -152,20 +157,16 @@ class Runtime:
     # -- processing --------------------------------------------------------------------------------------
     async def _process(self, polled: Mapping[TopicPartition, Sequence[Any]], wall_ms: int) -> None:
         async with self.lock:
-            records: list[Any] = []
-            offsets: dict[TopicPartition, int] = {}
-            for tp, batch in polled.items():
-                if batch and (tp.topic, tp.partition) in self.owned:
-                    records += batch
-                    offsets[tp] = batch[-1].offset + 1
-            if not records:
+            runs = [(tp.topic, tp.partition, batch) for tp, batch in polled.items() if batch]
+            runs = [run for run in runs if run[:2] in self.owned]
+            if not runs:
                 return  # a rebalance overtook the poll: the records are read again from the committed offsets
-            self.totals["records"] += len(records)
-            await self._deliver(self.processor.flush(records, now_ms=wall_ms), wall_ms)
-            try:
-                await self.consumer.commit(offsets)
-            except CommitFailedError as exc:  # the group moved on: the next owner re-reads and skips them
-                self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
+            offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in runs}
+            self.totals["records"] += sum(len(batch) for _topic, _p, batch in runs)
+            flush = self.processor.flush_polled(runs, now_ms=wall_ms)
+            await self._settle()
+            states = await self._deliver(flush, wall_ms)
+            self._tail = asyncio.ensure_future(self._persist(states, offsets))
 
     async def _clock(self) -> None:
         """When every owned partition is read to its end, apply the owned gates' newest event time."""
@@ -184,10 +185,28 @@ class Runtime:
                 return  # a rebalance in between: check again next time
             flush = self.processor.observe_clock(self.restored)
             if flush.messages or flush.state:
-                await self._deliver(flush, round(time.time() * 1000))
+                await self._settle()
+                states = await self._deliver(flush, round(time.time() * 1000))
+                self._tail = asyncio.ensure_future(self._persist(states, {}))
 
-    async def _deliver(self, flush: Flush, wall_ms: int) -> None:
-        """Send the messages and await them all, then the gate states (the caller holds the lock)."""
+    async def _settle(self) -> None:
+        """Wait for the previous poll's tail (its exception, if any, is raised here)."""
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            await tail
+
+    async def _persist(self, states: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int]) -> None:
+        """The tail of a poll: its gate states acknowledged, then its offsets committed."""
+        await asyncio.gather(*states)
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except CommitFailedError as exc:  # the group moved on: the next owner re-reads and skips them
+                self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
+
+    async def _deliver(self, flush: Flush, wall_ms: int) -> list[asyncio.Future[Any]]:
+        """Send the messages and await them all, then send the gate states; returns the states' deliveries
+        (the caller holds the lock)."""
         hook = (HOOK_HEADER, str(wall_ms).encode())
         send = self.producer.send
         pending = []
@@ -201,12 +220,12 @@ class Runtime:
             await send(self.changelog, value, key=key, partition=home_partition(key, self.topics.partitions))
             for key, value in flush.state.items()
         ]
-        await asyncio.gather(*states)
         self.totals.update(
             applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates, late=flush.late
         )
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
+        return states
 
     async def _guarded(self, work: Any) -> None:
         try:
