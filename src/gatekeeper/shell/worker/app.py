@@ -6,15 +6,17 @@ import asyncio
 import signal
 from typing import Any
 
+from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.cli import WorkerOptions
+from gatekeeper.shell.worker.decoding import Decoding, decoding
 from gatekeeper.shell.worker.logs import log_client_errors
 from gatekeeper.shell.worker.runtime import Runtime
 
 
-async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
-    runtime = Runtime(plan, settings, options, log)
+async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any, decoding: Decoding) -> int:
+    runtime = Runtime(plan, settings, options, log, decoding)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop)
@@ -26,6 +28,7 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
         telemetry=settings.topics.telemetry,
         decisions=settings.topics.decisions,
         batch=options.batch,
+        jobs=options.jobs,
     )
     try:
         await runtime.run()
@@ -40,4 +43,8 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
 def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
     """Run until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
     log_client_errors(options.log_level)
-    return asyncio.run(_serve(plan, settings, options, log))
+    decoder = decoding(Engine(plan).decoder(), options.jobs)  # forks now, before any client or loop exists
+    try:
+        return asyncio.run(_serve(plan, settings, options, log, decoder))
+    finally:
+        decoder.close()

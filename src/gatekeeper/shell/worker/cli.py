@@ -11,7 +11,7 @@ import asyncio
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
@@ -26,6 +26,7 @@ _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and th
 class WorkerOptions:
     app_id: str = "gatekeeper"
     batch: int = 10_000  # most records per poll (one engine call)
+    jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
     clock_interval: float = 1.0  # seconds between checks whether the worker has caught up (stream clock)
     session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default
     log_level: str = "info"
@@ -41,6 +42,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("worker")
     group.add_argument("--app-id", help="consumer group id and topic prefix (GATEKEEPER_APP_ID; gatekeeper)")
     group.add_argument("--batch", type=int, help="most records per poll, one engine call (GATEKEEPER_BATCH; 10000)")
+    group.add_argument(
+        "--jobs",
+        type=int,
+        help="processes: 1 decodes telemetry in the worker's process, 2 in a child process while the worker "
+        "applies the previous poll (GATEKEEPER_JOBS; 2 with 2+ cores, else 1)",
+    )
     group.add_argument(
         "--clock-interval",
         type=float,
@@ -76,7 +83,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     if not _APP_ID.match(app_id):
         raise UserError(f"app id {app_id!r}: use 1-200 of A-Z a-z 0-9 . _ - (it names topics and the consumer group)")
     values: dict[str, float] = {}
-    limits = (("batch", int, 1), ("clock_interval", float, 0.05))
+    limits = (("batch", int, 1), ("jobs", int, 1), ("clock_interval", float, 0.05))
     for name, kind, low in (*limits, ("session_timeout", float, 6.0)):
         text = _pick(args, name, env)
         if text is None:
@@ -98,6 +105,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     return WorkerOptions(
         app_id=app_id,
         batch=int(values["batch"]),
+        jobs=min(2, int(values["jobs"])),
         clock_interval=float(values["clock_interval"]),
         session_timeout=float(values["session_timeout"]),
         log_level=level,

@@ -220,14 +220,24 @@ class Processor:
         direct = np.fromiter((r.topic == self.topics.telemetry for r in records), np.bool_, n)
         return self._flush(records, partition, direct, now_ms)
 
-    def flush_polled(self, polled: Sequence[tuple[str, int, Sequence[Consumed]]], now_ms: int | None = None) -> Flush:
+    def flush_polled(
+        self,
+        polled: Sequence[tuple[str, int, Sequence[Consumed]]],
+        now_ms: int | None = None,
+        decoded: EventBatch | None = None,
+    ) -> Flush:
         """``flush`` of one poll's records given as (topic, partition, records) runs, which spares reading the
-        topic and partition of every record."""
+        topic and partition of every record. ``decoded``: the records' values already decoded (``decoding``),
+        with the rejection clock ``now_ms`` + ``max_future_skew`` (see ``not_after``)."""
         records = [r for _topic, _partition, run in polled for r in run]
         sizes = [len(run) for _topic, _partition, run in polled]
         partition = np.repeat(np.asarray([p for _t, p, _r in polled], dtype=np.int64), sizes)
         direct = np.repeat(np.asarray([t == self.topics.telemetry for t, _p, _r in polled], dtype=np.bool_), sizes)
-        return self._flush(records, partition, direct, now_ms)
+        return self._flush(records, partition, direct, now_ms, decoded)
+
+    def not_after(self, now_ms: int) -> int:
+        """The newest event time accepted when the wall clock reads ``now_ms``."""
+        return now_ms + self._max_future_skew
 
     def _flush(
         self,
@@ -235,13 +245,16 @@ class Processor:
         partition: npt.NDArray[np.int64],
         direct: npt.NDArray[np.bool_],  # read from the telemetry topic (else: a forward from the gates topic)
         now_ms: int | None,
+        decoded: EventBatch | None = None,
     ) -> Flush:
         out = Flush()
         if not records:
             return out
-        if now_ms is not None:
-            self._decoder.not_after_ms = now_ms + self._max_future_skew
-        batch = self._decoder.decode([r.value or b"" for r in records], first_position=0)
+        batch = decoded
+        if batch is None:
+            if now_ms is not None:
+                self._decoder.not_after_ms = self.not_after(now_ms)
+            batch = self._decoder.decode([r.value or b"" for r in records], first_position=0)
         valid: Sequence[Consumed] = records
         if batch.rejections:
             for rej in batch.rejections:

@@ -28,6 +28,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -35,9 +36,11 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.cli import WorkerOptions
+from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
 from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
 
@@ -58,10 +61,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         await self.runtime.on_assigned(assigned)
 
 
+@dataclass(frozen=True, slots=True)
+class _Poll:
+    """A fetched poll on its way: the owned partitions' records, its wall time, the assignment generation it
+    was fetched in, and its decoded values (possibly still decoding in the child process)."""
+
+    runs: list[tuple[str, int, Sequence[Any]]]
+    wall_ms: int
+    generation: int
+    decoded: asyncio.Future[EventBatch]
+
+
 class Runtime:
     """Consumes, processes, delivers and commits; restores gate state on assignment; applies the clock."""
 
-    def __init__(self, plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> None:
+    def __init__(
+        self, plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any, decoding: Decoding
+    ) -> None:
         self.settings, self.options, self.log = settings, options, log
         names = settings.topics
         self.topics = Topics(
@@ -72,6 +88,8 @@ class Runtime:
         self.processor = Processor(plan, self.topics, self._entries.get, warn=log.warning)
         self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
         self.owned: set[tuple[str, int]] = set()  # empty while a rebalance is in progress
+        self._generation = 0  # counts assignment changes: a poll fetched in an older one is not applied
+        self.decoding = decoding
         self.restored: set[int] = set()  # partitions whose gates are restored (or being kept)
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
@@ -114,25 +132,32 @@ class Runtime:
             await self.producer.stop()
 
     async def _loop(self) -> None:
+        """Poll N+1 is fetched and handed to the decoder before poll N is applied (``decoding``); the clock
+        runs only when no fetched poll waits, so "read to the end" means "applied to the end"."""
         now = time.monotonic()
         clock_at, report_at = now + self.options.clock_interval, now + REPORT_INTERVAL_S
+        pending: _Poll | None = None
         while not self._stop.is_set() and self.failed is None:
-            polled = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            if polled:
-                await self._guarded(self._process(polled, round(time.time() * 1000)))
+            polled = await self.consumer.getmany(timeout_ms=0 if pending else POLL_TIMEOUT_MS)
+            fresh = self._start(polled) if polled else None
+            if pending is not None:
+                await self._guarded(self._finish(pending))
+            pending = fresh
             now = time.monotonic()
-            if now >= clock_at and self.failed is None:
+            if pending is None and now >= clock_at and self.failed is None:
                 await self._guarded(self._clock())
                 clock_at = time.monotonic() + self.options.clock_interval
             if now >= report_at:
                 self.report()
                 report_at = now + REPORT_INTERVAL_S
+        if pending is not None and self.failed is None:
+            await self._guarded(self._finish(pending))  # fetched already: apply and commit it rather than re-read
 
     # -- rebalance callbacks (run by aiokafka's coordinator; errors there are logged by it, so keep them) --
     async def on_revoked(self) -> None:
         """Wait for the poll in progress (its offsets and states get into Kafka), then stop processing."""
         async with self.lock:
-            self.owned = set()
+            self.owned, self._generation = set(), self._generation + 1
             await self._guarded(self._settle())
 
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -151,22 +176,45 @@ class Runtime:
                 self._fail(exc, "cannot restore gate state")
                 return
             self.restored |= gained
-            self.owned = {(tp.topic, tp.partition) for tp in tps}
+            self.owned, self._generation = {(tp.topic, tp.partition) for tp in tps}, self._generation + 1
         self.log.info("partitions assigned", partitions=sorted(partitions), restored=sorted(gained))
 
     # -- processing --------------------------------------------------------------------------------------
-    async def _process(self, polled: Mapping[TopicPartition, Sequence[Any]], wall_ms: int) -> None:
+    def _start(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> _Poll | None:
+        """Keep the owned partitions' records of a poll and hand their values to the decoder."""
+        runs = [(tp.topic, tp.partition, batch) for tp, batch in polled.items() if batch]
+        self._read_again([run for run in runs if run[:2] not in self.owned])  # restore still in progress
+        runs = [run for run in runs if run[:2] in self.owned]
+        if not runs:
+            return None
+        wall_ms = round(time.time() * 1000)
+        values = [r.value or b"" for _topic, _p, batch in runs for r in batch]
+        decoded = self.decoding.submit(values, self.processor.not_after(wall_ms))
+        return _Poll(runs, wall_ms, self._generation, decoded)
+
+    async def _finish(self, poll: _Poll) -> None:
+        """Apply a decoded poll, send and await its messages, write its states, commit it (in the tail)."""
         async with self.lock:
-            runs = [(tp.topic, tp.partition, batch) for tp, batch in polled.items() if batch]
-            runs = [run for run in runs if run[:2] in self.owned]
-            if not runs:
-                return  # a rebalance overtook the poll: the records are read again from the committed offsets
-            offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in runs}
-            self.totals["records"] += sum(len(batch) for _topic, _p, batch in runs)
-            flush = self.processor.flush_polled(runs, now_ms=wall_ms)
+            if poll.generation != self._generation:  # a rebalance came between fetching and applying
+                poll.decoded.cancel()
+                self._read_again(poll.runs)
+                return
+            decoded = await poll.decoded
+            offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in poll.runs}
+            self.totals["records"] += sum(len(batch) for _topic, _p, batch in poll.runs)
+            flush = self.processor.flush_polled(poll.runs, decoded=decoded)
             await self._settle()
-            states = await self._deliver(flush, wall_ms)
+            states = await self._deliver(flush, poll.wall_ms)
             self._tail = asyncio.ensure_future(self._persist(states, offsets))
+
+    def _read_again(self, runs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
+        """Records fetched but not applied (their partition's assignment changed or its gates are still being
+        restored): move the consumer back to them if it still has their partition."""
+        assigned = self.consumer.assignment()
+        for topic, partition, batch in runs:
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                self.consumer.seek(tp, batch[0].offset)
 
     async def _clock(self) -> None:
         """When every owned partition is read to its end, apply the owned gates' newest event time."""

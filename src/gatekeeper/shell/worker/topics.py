@@ -53,11 +53,21 @@ async def read_changelog(
 ) -> dict[bytes, bytes]:
     """The latest value of every key in ``partitions`` of the compacted ``topic``, read from the first
     record to the end offsets of now with ``consumer`` (started, no group; its assignment is replaced).
-    A record without a value (a tombstone) deletes its key. TimeoutError when the end is not reached."""
+    A record without a value (a tombstone) deletes its key. TimeoutError when the end is not reached in
+    ``timeout`` s."""
     tps = [TopicPartition(topic, p) for p in sorted(set(partitions))]
     if not tps:
         return {}
     consumer.assign(tps)
+    try:
+        return await _read_to_end(consumer, topic, tps, timeout)
+    finally:
+        consumer.unsubscribe()  # no background fetching until the next restore
+
+
+async def _read_to_end(
+    consumer: AIOKafkaConsumer, topic: str, tps: list[TopicPartition], timeout: float
+) -> dict[bytes, bytes]:
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)
     loop = asyncio.get_running_loop()

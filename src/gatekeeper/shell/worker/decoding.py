@@ -1,0 +1,88 @@
+"""Where the worker decodes a poll's telemetry values: in its own process (``--jobs 1``) or in one child
+process (``--jobs 2``, the default on 2+ cores), so that decoding poll N+1 overlaps applying poll N.
+
+Decoding is a pure function of the values and the rejection clock (``TelemetryDecoder.decode``), so either
+place gives the same ``EventBatch``; the runtime applies polls in the order they were fetched either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Protocol
+
+from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
+
+_CHILD_DECODER: TelemetryDecoder | None = None
+
+
+class Decoding(Protocol):
+    def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]: ...
+    def close(self) -> None: ...
+
+
+class InlineDecoding:
+    """Decodes at once, in this process (the future is already done)."""
+
+    def __init__(self, decoder: TelemetryDecoder) -> None:
+        self._decoder = decoder
+
+    def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]:
+        future: asyncio.Future[EventBatch] = asyncio.get_running_loop().create_future()
+        self._decoder.not_after_ms = not_after_ms
+        future.set_result(self._decoder.decode(values, first_position=0))
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)  # the worker died (e.g. SIGKILL): do not linger
+
+
+def _init_child(decoder: TelemetryDecoder, parent: int) -> None:
+    global _CHILD_DECODER  # noqa: PLW0603 - one decoder per child process, set once by the pool
+    _CHILD_DECODER = decoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _decode_in_child(values: list[bytes], not_after_ms: int) -> EventBatch:
+    assert _CHILD_DECODER is not None
+    _CHILD_DECODER.not_after_ms = not_after_ms
+    return _CHILD_DECODER.decode(values, first_position=0)
+
+
+def _ready() -> bool:
+    return _CHILD_DECODER is not None
+
+
+class ChildDecoding:
+    """Decodes in one child process. Create it before the event loop and the Kafka clients exist (it forks)."""
+
+    def __init__(self, decoder: TelemetryDecoder) -> None:
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        parent = os.getpid()
+        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_child, initargs=(decoder, parent))
+        if not self._pool.submit(_ready).result(timeout=60):
+            raise RuntimeError("the decoding process did not start")
+
+    def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]:
+        return asyncio.wrap_future(self._pool.submit(_decode_in_child, values, not_after_ms))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def decoding(decoder: TelemetryDecoder, jobs: int) -> Decoding:
+    """``jobs`` 1: in this process; 2: in a child process."""
+    return ChildDecoding(decoder) if jobs >= 2 else InlineDecoding(decoder)
