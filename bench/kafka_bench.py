@@ -18,7 +18,7 @@ What it does:
 3. (c) the gatekeeper worker: ``python -m gatekeeper.shell.cli worker ... --app-id bench-<run>-worker`` as a
    subprocess (``--worker-cmd`` overrides the command line). ``--worker stub`` runs instead a reference
    built into this file: ``core.Engine`` behind one plain aiokafka consumer (batch in, decisions out, commit),
-   to separate the engine's cost from the Kafka framework's; it is one process with one engine for all
+   without the worker's routing, state changelog or decoding child; it is one process with one engine for all
    partitions, so while catching up on a backlog it may report stalls a real worker would not.
    (b) and (c) are measured the same way, from outside the process: the consumer group's committed offsets
    on the telemetry topic, polled every 50 ms (the group is found as the one that commits offsets on this
@@ -26,8 +26,9 @@ What it does:
    the process made after processing that many events; the rate is (events committed between the first
    and the last commit) / (time between them). Start-up, topic creation and rebalance happen before the
    first commit and are excluded; the error is about one poll interval at each end plus however long the
-   process sits on processed events before committing them (Faust: at most ``broker_commit_interval``,
-   2.8 s by default, or every ``broker_commit_every`` = 10 000 events, whichever comes first), so each
+   process sits on processed events before committing them ((b), Faust: at most ``broker_commit_interval``,
+   2.8 s by default, or every ``broker_commit_every`` = 10 000 events, whichever comes first; (c): after
+   every poll, once its decisions and gate states are acknowledged), so each
    figure is reported with the number of commits and the seconds it spans, and with the CPU the process
    tree used over that span (psutil; near 100 % of a core: CPU-bound). A phase that does not finish within
    ``--phase-seconds`` is reported as a partial rate. The input is keyed, so the gatekeeper worker applies
