@@ -14,6 +14,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 import worker_harness as h
 from aiokafka import AIOKafkaConsumer
@@ -115,19 +116,25 @@ def test_two_workers_split_the_partitions(kafka_bootstrap: str, tmp_path: Path) 
 def test_sigkill_and_restart_keeps_decisions_exact(kafka_bootstrap: str, tmp_path: Path, mode: h.Mode) -> None:
     """SIGKILL the worker soon after its first decision, produce the rest, start a new worker: after
     deduplication by decision id the decisions equal replay's (same ids, same contents, same order per
-    key), and no id ever maps to two different contents (re-deliveries re-emit identical decisions)."""
+    key), and no id ever maps to two different contents (re-deliveries re-emit identical decisions). The killed
+    worker's decoding process (``--jobs 2``) exits by itself."""
     plan, names = h.write_plan(tmp_path), h.Names()
     lines = h.scenario()
     expected = h.expected(plan, lines)
     cut = int(len(lines) * 0.6)
     h.create_topics(kafka_bootstrap, names)
 
-    quick = ("--session-timeout", "8")  # the group waits this long for the killed worker before reassigning
+    quick = ("--session-timeout", "8", "--jobs", "2")  # the group waits 8 s for the killed worker
     with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *quick)) as workers:
         workers[0].wait_assigned()
         h.produce(kafka_bootstrap, names.telemetry, lines[:cut], mode)
         h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
+        assert workers[0].proc is not None
+        children = psutil.Process(workers[0].proc.pid).children()
+        assert 1 == len(children)  # the decoding process
         assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert [] == alive  # the decoding process does not outlive its worker
     h.produce(kafka_bootstrap, names.telemetry, lines[cut:], mode)
     with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *quick)) as workers:
         got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
