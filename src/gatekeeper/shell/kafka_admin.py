@@ -28,11 +28,21 @@ TOPIC_ALREADY_EXISTS = 36
 CREATE_WAIT_S = 10.0  # how long a just-created topic may take to show all its partitions in the metadata
 
 
+TELEMETRY_RETENTION_MS = 7 * 86_400_000  # enough to rebuild a worker's state window by replay
+DLQ_RETENTION_MS = 14 * 86_400_000
+
+
 def gatekeeper_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
-    """Every gatekeeper topic with its creation configs (decisions and breaches: decisions_retention_ms)."""
+    """Every gatekeeper topic with its creation configs, as ``streams/topics.yaml`` states them (decisions and
+    breaches: ``decisions_retention_ms``)."""
     names = settings.topics
     retention = {"retention.ms": str(names.decisions_retention_ms)}
-    return {names.telemetry: {}, names.decisions: retention, names.breaches: retention, names.dlq: {}}
+    return {
+        names.telemetry: {"retention.ms": str(TELEMETRY_RETENTION_MS)},
+        names.decisions: retention,
+        names.breaches: retention,
+        names.dlq: {"retention.ms": str(DLQ_RETENTION_MS)},
+    }
 
 
 @contextlib.asynccontextmanager

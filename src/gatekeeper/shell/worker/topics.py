@@ -16,11 +16,14 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gatekeeper.shell.kafka_admin import ensure_topics, gatekeeper_topics
+from gatekeeper.shell.kafka_admin import TELEMETRY_RETENTION_MS, ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
 
 TABLE_NAME = "gate-state"
-GATES_RETENTION_MS = 7 * 86_400_000  # as long as the telemetry a forward comes from is kept
+GATES_RETENTION_MS = TELEMETRY_RETENTION_MS  # as long as the telemetry a forward comes from is kept
+# Compaction only cleans closed segments: with Kafka's 1 GiB default, a restore could read up to 1 GiB of
+# superseded states (~1 KiB per gate per poll); 64 MiB keeps it to well under a second.
+CHANGELOG_SEGMENT_BYTES = 64 << 20
 
 
 def gates_topic(app_id: str) -> str:
@@ -38,7 +41,7 @@ def worker_topics(settings: KafkaSettings, app_id: str) -> dict[str, dict[str, s
     """Every topic the worker uses, with the configs it gets when created."""
     topics = gatekeeper_topics(settings)
     topics[gates_topic(app_id)] = {"retention.ms": str(GATES_RETENTION_MS)}
-    topics[changelog_topic(app_id)] = {"cleanup.policy": "compact"}
+    topics[changelog_topic(app_id)] = {"cleanup.policy": "compact", "segment.bytes": str(CHANGELOG_SEGMENT_BYTES)}
     return topics
 
 
