@@ -1,5 +1,5 @@
 """Small builders shared by the core tests: synthetic plans with short durations, EventBatch columns,
-telemetry records and ways to feed an engine."""
+telemetry records and their decoder, and ways to feed an engine."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.gate import Gate, GateSpec
 from gatekeeper.core.plan import Plan
-from gatekeeper.core.telemetry import EventBatch
+from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.core.timefmt import format_ms
+from plans_for_tests import small_plan, small_tier
 
 SECOND = 1_000
 MINUTE = 60 * SECOND
@@ -24,53 +25,13 @@ HOUR = 60 * MINUTE
 T0 = 1_760_832_000_000  # 2025-10-19T00:00:00Z, a whole number of hours since the epoch
 T0_TEXT = "2025-10-19T00:00:00Z"
 
-# pane 1m | window 10m | lateness 2m | stall_after 6m | soak 1h | hold 30m: every span a whole number of the
-# one it must divide, and stall_after > lateness, as the plan validators require.
-BASE_PLAN: dict[str, Any] = {
-    "plan": "test-plan",
-    "version": "1.0",
-    "regions": ["us-east", "eu-west"],
-    "evaluation": {
-        "pane": "1m",
-        "window": "10m",
-        "lateness": "2m",
-        "stall_after": "6m",
-        "stall_mean_gaps": 0,  # a fixed stall threshold here; test_gate.py covers the thin-traffic rule
-        "confidence": {"false_fail": 0.01, "false_pass": 0.05},
-        "uptime": {"down_error_rate": "50%", "min_requests": 5},  # silence_counts_as_down: false (default)
-    },
-    "phases": [
-        {
-            "name": "canary",
-            "hold_on_fail": "30m",
-            "tiers": [
-                {
-                    "name": "canary",
-                    "traffic_percent": 1,
-                    "soak": "1h",
-                    "criteria": [
-                        {
-                            "kind": "error_rate",
-                            "pass_below": "2%",
-                            "fail_above": "5%",
-                            "min_requests": 200,
-                            "min_requests_to_fail": 50,
-                        },
-                        {
-                            "kind": "latency",
-                            "quantile": 0.99,
-                            "pass_below_ms": 400,
-                            "fail_above_ms": 800,
-                            "min_requests": 200,
-                            "min_requests_to_fail": 50,
-                        },
-                        {"kind": "uptime", "at_least": "90%"},
-                    ],
-                }
-            ],
-        }
-    ],
-}
+# The shared small plan (tests/plans_for_tests.py) with one tier, which also asks for 90 % uptime.
+BASE_PLAN: dict[str, Any] = small_plan(
+    "test-plan",
+    "1.0",
+    [small_tier("canary", 1, more_criteria=[{"kind": "uptime", "at_least": "90%"}])],
+    stall_mean_gaps=0,  # a fixed stall threshold here; test_gate.py covers the thin-traffic rule
+)
 
 
 def plan_dict(**evaluation: Any) -> dict[str, Any]:
@@ -253,3 +214,13 @@ def record(**fields: Any) -> bytes:
     }
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
+
+
+# The telemetry tests' decoder and a record it accepts.
+GATES = [("us-east", "canary"), ("us-east", "ramp-10"), ("eu-west", "canary")]  # ramp-10 only in us-east
+DECODER = TelemetryDecoder(GATES)
+VALID = record()
+
+
+def columns(batch: EventBatch) -> tuple[list[int], list[int], list[float], list[bool]]:
+    return batch.ts_ms.tolist(), batch.key.tolist(), batch.latency_ms.tolist(), batch.error.tolist()

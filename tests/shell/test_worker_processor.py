@@ -31,39 +31,10 @@ from gatekeeper.shell.worker.processor import (
     encode_entry,
     home_partition,
 )
+from plans_for_tests import small_plan, small_tier
 
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z
-CRITERIA = [
-    {
-        "kind": "error_rate",
-        "pass_below": "2%",
-        "fail_above": "5%",
-        "min_requests": 200,
-        "min_requests_to_fail": 50,
-    },
-    {
-        "kind": "latency",
-        "pass_below_ms": 400,
-        "fail_above_ms": 800,
-        "min_requests": 200,
-        "min_requests_to_fail": 50,
-    },
-]
-PLAN = Plan.model_validate(
-    {
-        "plan": "processor-test",
-        "version": "1",
-        "regions": ["us-east", "eu-west"],
-        "evaluation": {"pane": "1m", "window": "10m", "lateness": "2m", "stall_after": "6m"},
-        "phases": [
-            {
-                "name": "canary",
-                "hold_on_fail": "30m",
-                "tiers": [{"name": "canary", "traffic_percent": 5, "soak": "1h", "criteria": CRITERIA}],
-            }
-        ],
-    }
-)
+PLAN = Plan.model_validate(small_plan("processor-test", "1", [small_tier("canary", 5)]))
 ONE = Topics("telemetry", "app-gates", "decisions", "breaches", "dlq", partitions=1)
 EIGHT = Topics("telemetry", "app-gates", "decisions", "breaches", "dlq", partitions=8)
 
