@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gatekeeper.core import sketch, snapshot
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.gate import Gate
-from gatekeeper.core.timefmt import format_ms
+from gatekeeper.core.timefmt import format_ms, parse_instant
 
 from .helpers import MINUTE, T0, encoded, make_gate, plan_dict, tier_of
 
@@ -32,6 +32,10 @@ def feed(gate: Gate, panes: list[tuple[int, int, int]]) -> list[Decision]:
         gate.add_bins(start - start % WINDOW, fast_bins(requests))
         gate.on_pane(start, requests, errors, out)
     return out
+
+
+def ms(text: str) -> int:
+    return parse_instant(text)
 
 
 def steady(start: int, end: int, requests: int = 20, errors: int = 0) -> list[tuple[int, int, int]]:
@@ -65,6 +69,30 @@ def test_healthy_gate_passes_at_soak_end() -> None:
     gate.close_windows_until(T0 + 60 * MINUTE, out)
     assert [("pass", format_ms(T0 + 60 * MINUTE))] == [(d.decision, d.at) for d in out]
     assert ("passed", 6) == (gate.state.status, gate.state.looks)
+
+
+def test_silent_windows_do_not_count_toward_the_soak() -> None:
+    """Data for 20 min, silence for 30 (a stall), data again: the three windows without data closed inside the
+    stall do not count, so the 1 h soak completes at 90 min, not 60, and the pass says by how much it was
+    extended. A stall inside a window that carried data does not shorten the soak."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 20 * MINUTE) + steady(T0 + 50 * MINUTE, T0 + 100 * MINUTE))
+    assert [("pending", "stalled", T0 + 26 * MINUTE), ("pass", "go", T0 + 90 * MINUTE)] == [
+        (d.decision, d.reason_code, ms(d.at)) for d in out
+    ]
+    assert "soak extended by 30m of stalled telemetry" == out[1].reasons[-1]
+    assert (format_ms(T0), 30 * MINUTE) == (out[1].window_start, gate.state.stalled_ms)
+
+
+def test_silent_windows_move_the_checkpoints() -> None:
+    """A checkpoint ``after`` 30 min of soak falls at 30 min of observed time: after a 20-minute silence
+    (two windows without data) it is reported at 50 min."""
+    raw = plan_dict()
+    tier_of(raw)["checkpoints"] = [{"name": "midway", "after": "30m"}]
+    gate = make_gate(raw)
+    out = feed(gate, steady(T0, T0 + 10 * MINUTE) + steady(T0 + 30 * MINUTE, T0 + 55 * MINUTE))
+    checkpoints = [(d.reason_code, ms(d.at)) for d in out if d.reason_code.startswith("checkpoint")]
+    assert [("checkpoint:midway", T0 + 50 * MINUTE)] == checkpoints
 
 
 def test_breach_holds_then_releases() -> None:

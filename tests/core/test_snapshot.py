@@ -118,3 +118,12 @@ def test_load_rejects_another_format() -> None:
     fields[0] = snapshot.FORMAT + 1
     with pytest.raises(ValueError, match=f"format {snapshot.FORMAT + 1}"):
         snapshot.load(msgspec.msgpack.encode(fields))
+
+
+def test_snapshots_written_before_stalled_time_was_kept_still_load() -> None:
+    """``stalled_ms`` (soak time not counted) round-trips; a format-2 snapshot written before the field existed
+    (one element shorter) loads with nothing discounted."""
+    state = GateState(status="soaking", soak_start=T0, stalled_ms=30 * MINUTE)
+    assert 30 * MINUTE == snapshot.load(snapshot.dump(state)).stalled_ms
+    older = msgspec.msgpack.encode(msgspec.msgpack.decode(snapshot.dump(state))[:-1])
+    assert snapshot.dump(dataclasses.replace(state, stalled_ms=0)) == snapshot.dump(snapshot.load(older))

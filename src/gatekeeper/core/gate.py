@@ -4,6 +4,10 @@ Life of a gate: ``waiting`` (no data yet) -> ``soaking`` from the window its fir
 ``passed`` (GO) once the soak has elapsed and every criterion passes; a confident breach at any look gives
 ``fail`` + ``hold`` -> ``held`` until ``hold_until`` -> ``release`` -> ``soaking`` again from scratch.
 A gate keeps watching after it passed: a later breach still fails and holds it.
+
+Soak time is observed time: a window that carried no data and closed inside a stall (see ``_stall_after``)
+does not count toward the soak or its checkpoints, so a tier whose telemetry stopped for days cannot pass on
+the days before and after ("error rate < 0.1 % for full 3 weeks", the seed's canary criterion).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class GateState:
     late_events: int = 0
     max_ts: int | None = None  # newest event time seen (not late)
     open_panes: dict[int, list[int]] = field(default_factory=dict)  # pane start -> [requests, errors]
+    stalled_ms: int = 0  # soak time not counted: windows without data closed inside a stall
 
 
 class Gate:
@@ -177,6 +182,11 @@ class Gate:
             return base
         return max(base, math.ceil(k * span / requests_before / self._pane) * self._pane)
 
+    def _in_stall(self, at: int) -> bool:
+        """Whether the gate's current silence (since ``silent_from``) is a stall at ``at``."""
+        st = self.state
+        return at - st.silent_from >= self._stall_after(st.silent_from, st.soak_requests + st.window_requests)
+
     def _account_silence(self, until: int, out: list[Decision], requests_before: int | None = None) -> None:
         """``requests_before``: requests in this soak's panes ending at or before the silence (default: all
         the closed panes', which is right when called as windows close)."""
@@ -207,6 +217,7 @@ class Gate:
             if end >= st.hold_until:
                 self._release(out)
             return
+        stalled = st.window_requests == 0 and self._in_stall(end)
         window = Evidence(st.window_requests, st.window_errors, bins)
         st.soak_requests += st.window_requests
         st.soak_errors += st.window_errors
@@ -215,24 +226,28 @@ class Gate:
         st.looks += 1
         if self._fail_look(look, end, out) or st.status != "soaking":
             return
-        soak_end = st.soak_start + self.spec.tier.soak
-        if end >= soak_end:
+        if stalled:
+            st.stalled_ms += self._window
+            return  # no observed soak time: no pass and no checkpoint on it
+        observed = end - st.soak_start - st.stalled_ms
+        if observed >= self.spec.tier.soak:
             st.pass_looks += 1
             alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, st.pass_looks)
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
             if all(r.verdict == "pass" for r in results):
                 st.status = "passed"
                 reasons = ("GO: soak complete and every criterion passed", *(r.reason for r in results))
+                if st.stalled_ms:
+                    reasons += (f"soak extended by {format_duration(st.stalled_ms)} of stalled telemetry",)
                 out.append(self._decision("pass", st.soak_start, end, end, results, reasons, "go", alpha))
                 return
-        checkpoint = self._checkpoints.get(end - st.soak_start)
+        checkpoint = self._checkpoints.get(observed)
         if checkpoint is not None:
             alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, max(1, st.pass_looks))
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
             open_ones = [r.reason for r in results if r.verdict != "pass"]
-            head = (
-                f"{checkpoint}: not enough evidence to pass" if end >= soak_end else f"{checkpoint}: soak not complete"
-            )
+            done = observed >= self.spec.tier.soak
+            head = f"{checkpoint}: not enough evidence to pass" if done else f"{checkpoint}: soak not complete"
             out.append(
                 self._decision(
                     "pending",
@@ -274,7 +289,7 @@ class Gate:
         at = st.hold_until
         self._report_release(out)
         st.status, st.soak_start = "soaking", at
-        st.soak_requests = st.soak_errors = st.looks = st.pass_looks = st.down_ms = 0
+        st.soak_requests = st.soak_errors = st.looks = st.pass_looks = st.down_ms = st.stalled_ms = 0
         st.soak_bins = sketch.empty()
         st.down_counted_until = max(st.down_counted_until, at)
         st.silent_from = max(st.silent_from, at)

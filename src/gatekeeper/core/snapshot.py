@@ -37,6 +37,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     late_events: int
     max_ts: int | None
     open_panes: dict[int, tuple[int, int]]
+    stalled_ms: int = 0  # added in place (older format-2 snapshots have none: nothing was discounted then)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -72,6 +73,7 @@ def dump(state: GateState) -> bytes:
             late_events=state.late_events,
             max_ts=state.max_ts,
             open_panes={p: (c[0], c[1]) for p, c in state.open_panes.items()},
+            stalled_ms=state.stalled_ms,
         )
     )
 
@@ -107,4 +109,5 @@ def load(raw: bytes) -> GateState:
         late_events=snap.late_events,
         max_ts=snap.max_ts,
         open_panes={p: [c[0], c[1]] for p, c in snap.open_panes.items()},
+        stalled_ms=snap.stalled_ms,
     )
