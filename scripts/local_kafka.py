@@ -5,6 +5,10 @@ fetch: jars of docker/kafka/pom.xml -> .kafka-cache/jars (or $GATEKEEPER_KAFKA_C
 start: start a broker in the background, print its bootstrap address.  status.  stop [--keep].
 Python: ``with LocalKafka() as kafka: use(kafka.bootstrap)``; ``stop_process()`` and ``restart()``
 take the broker down and bring it back on the same ports with the same cluster id and data.
+
+Besides PLAINTEXT the broker listens with SASL_PLAINTEXT + SCRAM-SHA-512 on ``sasl_bootstrap``, for the user
+``SCRAM_USER`` / ``SCRAM_PASSWORD`` (test credentials, created at format time), so the SASL settings of the
+clients can be tested against a real broker.
 """
 
 from __future__ import annotations
@@ -30,15 +34,20 @@ KAFKA_DIR = REPO_ROOT / "docker" / "kafka"
 CACHE_ROOT = REPO_ROOT / ".kafka-cache"
 DEFAULT_STATE = CACHE_ROOT / "broker.json"
 MARKER = ".complete.json"  # written into the jars dir only after a successful, complete copy
+SCRAM_USER = "gatekeeper-test"
+SCRAM_PASSWORD = "local-broker-only-2f9c"  # a test broker's credential, not a secret
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},SASL_PLAINTEXT://127.0.0.1:{sport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
+  org.apache.kafka.common.security.scram.ScramLoginModule required;
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
@@ -132,11 +141,14 @@ def _alive(pid: int) -> bool:
 
 
 class LocalKafka:
-    """One KRaft node (process.roles=broker,controller) on two free 127.0.0.1 ports."""
+    """One KRaft node (process.roles=broker,controller) on free 127.0.0.1 ports: PLAINTEXT, the controller's,
+    SASL_PLAINTEXT (SCRAM-SHA-512, user ``scram_user``)."""
+
+    scram_user, scram_password = SCRAM_USER, SCRAM_PASSWORD
 
     def __init__(self, jars: Path | None = None, *, keep: bool = False, timeout: float = 90.0) -> None:
         self.jars, self.keep, self.timeout = jars or jars_dir(), keep, timeout
-        self.port = self.controller_port = 0
+        self.port = self.controller_port = self.sasl_port = 0
         self.pid: int | None = None
         self.run_dir = Path()
         self._proc: Popen[bytes] | None = None
@@ -144,6 +156,11 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT (SCRAM-SHA-512) listener: user ``SCRAM_USER``, password ``SCRAM_PASSWORD``."""
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def running(self) -> bool:
@@ -155,15 +172,17 @@ class LocalKafka:
         fetch(self.jars)
         (CACHE_ROOT / "run").mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=CACHE_ROOT / "run"))
-        with socket.socket() as one, socket.socket() as two:  # both held open, so the ports differ
-            one.bind(("127.0.0.1", 0))
-            two.bind(("127.0.0.1", 0))
-            self.port, self.controller_port = one.getsockname()[1], two.getsockname()[1]
+        with socket.socket() as one, socket.socket() as two, socket.socket() as three:  # all held: distinct ports
+            for sock in (one, two, three):
+                sock.bind(("127.0.0.1", 0))
+            self.port, self.controller_port, self.sasl_port = (s.getsockname()[1] for s in (one, two, three))
         data = self.run_dir / "data"
-        props = SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port, data=data)
+        props = SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port, sport=self.sasl_port, data=data)
         (self.run_dir / "server.properties").write_text(props)
         cluster_id = self._storage_tool(java, "random-uuid").strip()
-        self._storage_tool(java, "format", "-t", cluster_id, "-c", str(self.run_dir / "server.properties"))
+        scram = f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"
+        config = str(self.run_dir / "server.properties")
+        self._storage_tool(java, "format", "-t", cluster_id, "-c", config, "--add-scram", scram)
         self._launch(java)
         return self.bootstrap
 
@@ -272,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             kafka.start()
             args.state.parent.mkdir(parents=True, exist_ok=True)
             state = {"pid": kafka.pid, "port": kafka.port, "controller_port": kafka.controller_port}
+            state["sasl_port"] = kafka.sasl_port
             state["run_dir"] = str(kafka.run_dir)
             args.state.write_text(json.dumps(state, indent=1))
             print(f"broker up in {time.monotonic() - began:.1f} s, run dir {kafka.run_dir}", file=sys.stderr)

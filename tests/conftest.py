@@ -157,3 +157,21 @@ def kafka_broker(kafka_bootstrap: str, _kafka_session: _Session) -> Iterator[Bro
     yield control
     if not control.running:  # leave a working broker for the tests that follow
         control.restart()
+
+
+@dataclass(frozen=True)
+class ScramListener:
+    """The session broker's SASL_PLAINTEXT listener and the SCRAM-SHA-512 user it knows."""
+
+    bootstrap: str
+    username: str
+    password: str
+
+
+@pytest.fixture
+def kafka_scram(kafka_bootstrap: str, _kafka_session: _Session) -> ScramListener:
+    """The SCRAM listener of the session's local broker (``scripts/local_kafka.py`` creates the user)."""
+    local = _kafka_session.local
+    if local is None:  # a broker we do not own: not a missing broker, so skip even in CI
+        pytest.skip(f"the SCRAM listener is the local JVM broker's; this session uses {kafka_bootstrap}")
+    return ScramListener(str(local.sasl_bootstrap), str(local.scram_user), str(local.scram_password))

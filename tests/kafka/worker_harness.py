@@ -156,10 +156,13 @@ def running(*workers: Worker) -> Iterator[tuple[Worker, ...]]:
                 w.proc.wait(10)
 
 
-def run_once(cmd: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run a worker command expected to exit on its own (a start-up failure)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+def run_once(
+    cmd: list[str], timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a worker command expected to exit on its own (a start-up failure); ``env``: its GATEKEEPER_*
+    variables (the test's own are not passed on)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")} | (env or {})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean, check=False)
 
 
 def wait_for(

@@ -1,0 +1,54 @@
+"""``gatekeeper worker`` through the session broker's SASL_PLAINTEXT listener with SCRAM-SHA-512 (the user is
+created by ``scripts/local_kafka.py``): the same decisions as replay with the right password, a clear stop
+with a wrong one, and the password in neither output. Topics are created, produced and read through the
+PLAINTEXT listener of the same broker; only the worker authenticates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import worker_harness as h
+
+from conftest import ScramListener
+
+pytestmark = pytest.mark.kafka
+
+SCRAM = ("--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512")
+
+
+def test_worker_over_scram_decides_like_replay(
+    kafka_bootstrap: str, kafka_scram: ScramListener, tmp_path: Path
+) -> None:
+    """With the SCRAM credentials (password from ``GATEKEEPER_SASL_PASSWORD``) the worker's consumer, producer,
+    admin and restore clients all authenticate: its decisions equal replay's, and its log (debug level)
+    never shows the password."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario()
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, lines, "keyed")
+    login = (*SCRAM, "--sasl-username", kafka_scram.username, "--log-level", "debug")
+    worker = h.Worker(kafka_scram.bootstrap, plan, names, tmp_path, "scram", *login)
+    worker.env = {"GATEKEEPER_SASL_PASSWORD": kafka_scram.password}
+
+    with h.running(worker) as workers:
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        assert 0 == workers[0].stop()
+
+    assert sorted(expected) == sorted(r.value for r in got)
+    assert kafka_scram.password not in worker.log()
+
+
+def test_wrong_scram_password_stops_the_worker_with_a_clear_message(kafka_scram: ScramListener, tmp_path: Path) -> None:
+    """A wrong password: the worker exits by itself with status 2 and one line saying it cannot connect,
+    naming the broker, without showing either password."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    wrong = "not-the-" + kafka_scram.password
+    cmd = [*h.Worker(kafka_scram.bootstrap, plan, names, tmp_path).cmd, *SCRAM, "--sasl-username", kafka_scram.username]
+    done = h.run_once(cmd, env={"GATEKEEPER_SASL_PASSWORD": wrong})
+    output = done.stdout + done.stderr
+    assert 2 == done.returncode, output
+    assert "cannot connect to Kafka" in output
+    assert kafka_scram.bootstrap in output
+    assert (wrong not in output, kafka_scram.password not in output) == (True, True)
