@@ -1,7 +1,8 @@
 """The worker's Kafka side: one aiokafka consumer group member, a producer, and the gate-state changelog.
 
 Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
-``<app-id>-gates``) -> ``Processor.flush`` over the whole poll -> send the outgoing messages (forwards, dead
+``<app-id>-gates``) -> decode its values (``decoding``: in a child process with ``--jobs 2``, while the
+previous poll is applied) -> ``Processor.flush_polled`` over the whole poll -> send the outgoing messages (forwards, dead
 letters, decisions, breaches) and await every delivery -> write the touched gate states to the compacted
 changelog -> once they are acknowledged, commit the poll's offsets. An offset is committed only after the
 decisions and the gate states that include it are in Kafka (at least once; decision ids are deterministic).
@@ -12,8 +13,9 @@ Assignment. The group uses the range assignor, so with equal partition counts on
 of both input topics and keeps the gates homed at p, restored from partition p of the changelog when it
 gains p (``read_changelog``; Kafka runs every member's revoke callback before any assign callback, and a
 member's revoke waits for its poll in progress, so the restore sees the previous owner's last state).
-Partitions kept across a rebalance keep their in-memory gates. Records of a poll that a rebalance
-overtook are dropped uncommitted: the consumer resumes from the committed offsets.
+Partitions kept across a rebalance keep their in-memory gates. Records fetched but not applied -- a
+rebalance came in between, or their partition's gates are still being restored (aiokafka may fetch before
+the assign callback returns) -- are not committed, and the consumer is moved back to them (``_read_again``).
 
 Stream clock. Every ``--clock-interval`` s, when every owned partition has been read to its end offset, the
 newest event time of the owned gates is applied to all of them (``Processor.observe_clock``).
