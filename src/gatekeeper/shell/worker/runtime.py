@@ -2,9 +2,9 @@
 
 Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
 ``<app-id>-gates``) -> decode its values (``decoding``: in a child process with ``--jobs 2``, while the
-previous poll is applied) -> ``Processor.flush_polled`` over the whole poll -> send the outgoing messages (forwards, dead
-letters, decisions, breaches) and await every delivery -> write the touched gate states to the compacted
-changelog -> once they are acknowledged, commit the poll's offsets. An offset is committed only after the
+previous poll is applied) -> ``Processor.flush_polled`` over the whole poll -> send the outgoing messages
+(forwards, dead letters, decisions, breaches) and await every delivery -> write the touched gate states to
+the compacted changelog -> once they are acknowledged, commit the poll's offsets. An offset is committed only after the
 decisions and the gate states that include it are in Kafka (at least once; decision ids are deterministic).
 The last two steps (the "tail") run while the next poll is fetched and processed; the next poll's sends, a
 rebalance and the shutdown wait for the tail first, so the steps never overlap.
