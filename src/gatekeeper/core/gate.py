@@ -182,10 +182,16 @@ class Gate:
             return base
         return max(base, math.ceil(k * span / requests_before / self._pane) * self._pane)
 
-    def _in_stall(self, at: int) -> bool:
-        """Whether the gate's current silence (since ``silent_from``) is a stall at ``at``."""
+    def _current_stall_after(self, requests_before: int | None = None) -> int:
+        """``_stall_after`` for the gate's current silence (since ``silent_from``); ``requests_before``:
+        requests in this soak's panes ending at or before it (default: all the closed panes')."""
         st = self.state
-        return at - st.silent_from >= self._stall_after(st.silent_from, st.soak_requests + st.window_requests)
+        before = st.soak_requests + st.window_requests if requests_before is None else requests_before
+        return self._stall_after(st.silent_from, before)
+
+    def _in_stall(self, at: int) -> bool:
+        """Whether the gate's current silence is a stall at ``at``."""
+        return at - self.state.silent_from >= self._current_stall_after()
 
     def _account_silence(self, until: int, out: list[Decision], requests_before: int | None = None) -> None:
         """``requests_before``: requests in this soak's panes ending at or before the silence (default: all
@@ -193,8 +199,7 @@ class Gate:
         st = self.state
         if st.status in ("waiting", "held") or until - st.silent_from < self.spec.evaluation.stall_after:
             return
-        before = st.soak_requests + st.window_requests if requests_before is None else requests_before
-        threshold = self._stall_after(st.silent_from, before)
+        threshold = self._current_stall_after(requests_before)
         if until - st.silent_from < threshold:
             return
         if st.status == "soaking" and st.stall_reported_for != st.silent_from:

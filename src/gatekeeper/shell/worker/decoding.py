@@ -22,6 +22,12 @@ from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 _CHILD_DECODER: TelemetryDecoder | None = None
 
 
+def decode_values(decoder: TelemetryDecoder, values: list[bytes], not_after_ms: int) -> EventBatch:
+    """A poll's values decoded, rejecting records timestamped after ``not_after_ms`` (positions from 0)."""
+    decoder.not_after_ms = not_after_ms
+    return decoder.decode(values, first_position=0)
+
+
 class Decoding(Protocol):
     def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]: ...
     def close(self) -> None: ...
@@ -35,8 +41,7 @@ class InlineDecoding:
 
     def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]:
         future: asyncio.Future[EventBatch] = asyncio.get_running_loop().create_future()
-        self._decoder.not_after_ms = not_after_ms
-        future.set_result(self._decoder.decode(values, first_position=0))
+        future.set_result(decode_values(self._decoder, values, not_after_ms))
         return future
 
     def close(self) -> None:
@@ -58,8 +63,7 @@ def _init_child(decoder: TelemetryDecoder, parent: int) -> None:
 
 def _decode_in_child(values: list[bytes], not_after_ms: int) -> EventBatch:
     assert _CHILD_DECODER is not None
-    _CHILD_DECODER.not_after_ms = not_after_ms
-    return _CHILD_DECODER.decode(values, first_position=0)
+    return decode_values(_CHILD_DECODER, values, not_after_ms)
 
 
 def _ready() -> bool:

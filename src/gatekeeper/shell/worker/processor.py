@@ -1,6 +1,6 @@
 """The worker's per-partition processing, without any Kafka client (unit-testable).
 
-``runtime.py`` hands each partition's records of a poll to ``flush`` and then does the I/O in this order:
+``runtime.py`` hands each poll's records to ``flush_polled`` and then does the I/O in this order:
 send every outgoing message and await its delivery, write the returned gate states to the gate-state
 changelog and await that, commit the offsets. So an offset is committed only once the decisions and the
 gate states that include it are in Kafka.

@@ -204,10 +204,7 @@ class Runtime:
             decoded = await poll.decoded
             offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in poll.runs}
             self.totals["records"] += sum(len(batch) for _topic, _p, batch in poll.runs)
-            flush = self.processor.flush_polled(poll.runs, decoded=decoded)
-            await self._settle()
-            states = await self._deliver(flush, poll.wall_ms)
-            self._tail = asyncio.ensure_future(self._persist(states, offsets))
+            await self._deliver(self.processor.flush_polled(poll.runs, decoded=decoded), poll.wall_ms, offsets)
 
     def _read_again(self, runs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
         """Records fetched but not applied (their partition's assignment changed or its gates are still being
@@ -235,9 +232,7 @@ class Runtime:
                 return  # a rebalance in between: check again next time
             flush = self.processor.observe_clock(self.restored)
             if flush.messages or flush.state:
-                await self._settle()
-                states = await self._deliver(flush, round(time.time() * 1000))
-                self._tail = asyncio.ensure_future(self._persist(states, {}))
+                await self._deliver(flush, round(time.time() * 1000), {})
 
     async def _settle(self) -> None:
         """Wait for the previous poll's tail (its exception, if any, is raised here)."""
@@ -254,9 +249,10 @@ class Runtime:
             except CommitFailedError as exc:  # the group moved on: the next owner re-reads and skips them
                 self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
 
-    async def _deliver(self, flush: Flush, wall_ms: int) -> list[asyncio.Future[Any]]:
-        """Send the messages and await them all, then send the gate states; returns the states' deliveries
-        (the caller holds the lock)."""
+    async def _deliver(self, flush: Flush, wall_ms: int, offsets: dict[TopicPartition, int]) -> None:
+        """After the previous tail: send the messages and await them all, then send the gate states and leave
+        their acknowledgement and the commit of ``offsets`` to the new tail (the caller holds the lock)."""
+        await self._settle()
         hook = (HOOK_HEADER, str(wall_ms).encode())
         send = self.producer.send
         pending = []
@@ -275,7 +271,7 @@ class Runtime:
         )
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
-        return states
+        self._tail = asyncio.ensure_future(self._persist(states, offsets))
 
     async def _guarded(self, work: Any) -> None:
         try:
