@@ -157,7 +157,11 @@ async def _consume(
         for tp in partitions:
             await consumer.position(tp)
         start = "the beginning" if args.from_beginning else "the end"
-        print(f"gatekeeper tail: following {partitions[0].topic} from {start} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        print(
+            f"gatekeeper tail: following {partitions[0].topic} from {start} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
     remaining: dict[Any, int] | None = None
     if not args.follow:
         ends = await consumer.end_offsets(partitions)
