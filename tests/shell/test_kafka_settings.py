@@ -8,11 +8,9 @@ import ssl
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gatekeeper.errors import UserError
 from gatekeeper.shell.kafka_settings import KafkaSettings, add_kafka_arguments, kafka_settings
-from gatekeeper.shell.worker.topics import worker_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,14 +193,3 @@ def test_direct_validation_error_does_not_show_the_password() -> None:
 
     expected: list[str] = []  # no piece of the password
     assert expected == leaks(str(caught.value))
-
-
-def test_topics_yaml_states_the_configs_topics_are_created_with() -> None:
-    """``streams/topics.yaml`` (the topic contract) lists exactly the topics the worker creates, each with the
-    cleanup policy, retention and segment size it is created with (``delete`` when the code sets none)."""
-    contract = yaml.safe_load((REPO / "streams" / "topics.yaml").read_text())
-    created = worker_topics(kafka_settings(parse("--bootstrap", "127.0.0.1:9092")), "<app-id>")
-    keys = ("cleanup.policy", "retention.ms", "segment.bytes")
-    expected = {name: {k: str(v) for k, v in spec.items() if k in keys} for name, spec in contract.items()}
-    actual = {name: {"cleanup.policy": "delete", **configs} for name, configs in created.items()}
-    assert expected == actual

@@ -33,8 +33,8 @@ DLQ_RETENTION_MS = 14 * 86_400_000
 
 
 def gatekeeper_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
-    """Every gatekeeper topic with its creation configs, as ``streams/topics.yaml`` states them (decisions and
-    breaches: ``decisions_retention_ms``)."""
+    """Every gatekeeper topic with its creation configs, as the Kafka bindings of ``streams/asyncapi.yaml`` state
+    them (decisions and breaches: ``decisions_retention_ms``)."""
     names = settings.topics
     retention = {"retention.ms": str(names.decisions_retention_ms)}
     return {

@@ -50,6 +50,7 @@ from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
+from gatekeeper.shell.cloudevents import headers_of
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -355,9 +356,9 @@ class Processor:
         key, home = self.keys[g], self.home[g]
         for d in decisions:
             value = encode(d)
-            out.messages.append(Outgoing(self.topics.decisions, home, key, value))
+            out.messages.append(Outgoing(self.topics.decisions, home, key, value, headers_of(d, "decision")))
             if d.decision == "fail":
-                out.messages.append(Outgoing(self.topics.breaches, home, key, value))
+                out.messages.append(Outgoing(self.topics.breaches, home, key, value, headers_of(d, "breach")))
         out.decisions += decisions
 
     def _entry(self, g: int, gate: _Gate) -> bytes:

@@ -1,0 +1,48 @@
+"""CloudEvents 1.0 attributes of a produced decision or breach, in the Kafka binding's binary content mode.
+
+The record's value stays the decision JSON (contract v1), so consumers that read it today are unaffected; the
+attributes travel as ``ce_*`` headers plus ``content-type``, and the ``partitionkey`` extension is the Kafka
+key itself (``region/tier``), which is how the binding and the SDKs map it (no ``ce_partitionkey`` header).
+
+- ``ce_id``: the ``decision_id``. A breach is the ``fail`` decision re-published for alerting, so its id (the
+  breach id) is that decision's id too; its ``ce_type`` tells the two apart.
+- ``ce_source``: ``/gatekeeper/plans/<plan_version>/gates/<region>/<tier>`` (a URI reference naming the plan
+  version and the gate that decided); ``ce_subject``: the decision kind (``pass``, ``fail``, ...), so a
+  consumer can filter on a header without parsing the value.
+- ``ce_type``: ``io.gatekeeper.decision.v1`` / ``io.gatekeeper.breach.v1`` (reverse-DNS, versioned with the
+  contract).
+- ``ce_time``: the decision's event time ``at`` (RFC 3339).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import quote
+
+from gatekeeper.core.decision import Decision
+
+SPEC_VERSION = "1.0"
+DECISION_TYPE = "io.gatekeeper.decision.v1"
+BREACH_TYPE = "io.gatekeeper.breach.v1"
+CONTENT_TYPE = "application/json"
+EVENT_TYPES = {"decision": DECISION_TYPE, "breach": BREACH_TYPE}
+
+
+def source_of(decision: Decision) -> str:
+    """The event's source: the plan version and the gate, each segment percent-encoded."""
+    parts = (decision.plan_version, decision.region, decision.tier)
+    plan, region, tier = (quote(p, safe="+:@") for p in parts)  # pchar sub-delims kept; "/" encoded
+    return f"/gatekeeper/plans/{plan}/gates/{region}/{tier}"
+
+
+def headers_of(decision: Decision, kind: Literal["decision", "breach"]) -> tuple[tuple[str, bytes], ...]:
+    """The binary-mode headers of ``decision`` produced as a ``kind`` record (the key is ``decision.key``)."""
+    return (
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", decision.decision_id.encode()),
+        ("ce_source", source_of(decision).encode()),
+        ("ce_type", EVENT_TYPES[kind].encode()),
+        ("ce_subject", decision.decision.encode()),
+        ("ce_time", decision.at.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    )

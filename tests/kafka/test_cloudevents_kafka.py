@@ -1,0 +1,57 @@
+"""Decisions and breaches a real worker writes are CloudEvents in the Kafka binding's binary mode: each record
+read from the broker parses with the CloudEvents SDK (``cloudevents.kafka.from_binary``) into the event whose
+id is the decision's id, whose partition key is the record's key and whose data is the unchanged decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import worker_harness as h
+from cloudevents.kafka import KafkaMessage, from_binary
+
+from gatekeeper.core import decision as decisions
+
+pytestmark = pytest.mark.kafka
+
+
+def _events(records: list[h.Consumed]) -> list[tuple[dict[str, Any], Any]]:
+    out = []
+    for r in records:
+        event = from_binary(KafkaMessage(dict(r.headers), r.key, r.value), data_unmarshaller=lambda raw: raw)
+        out.append((dict(event.get_attributes()), event.get_data()))
+    return out
+
+
+def test_worker_decisions_and_breaches_parse_as_cloudevents(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Every record on ``decisions`` and ``breaches`` is a CloudEvent 1.0 of the right type, id, source, time and
+    partition key, with the decision JSON as data and ``content-type: application/json``."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, lines, "keyed")
+
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path)) as workers:
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        breaches = h.read_topic(kafka_bootstrap, names.breaches)
+        assert 0 == workers[0].stop()
+
+    for topic, records, kind in (("decisions", got, "decision"), ("breaches", breaches, "breach")):
+        for (attributes, data), record in zip(_events(records), records, strict=True):
+            d = decisions.decode(record.value)
+            wanted = {
+                "specversion": "1.0",
+                "id": d.decision_id,
+                "source": f"/gatekeeper/plans/{d.plan_version}/gates/{d.region}/{d.tier}",
+                "type": f"io.gatekeeper.{kind}.v1",
+                "subject": d.decision,
+                "time": d.at,
+                "datacontenttype": "application/json",
+                "partitionkey": d.key.encode(),
+            }
+            shown = {k: v for k, v in attributes.items() if k != "gk-closed-wall-ms"}
+            assert (topic, wanted, record.value) == (topic, shown, data)
+    assert sorted(expected) == sorted(r.value for r in got)
+    assert 2 == len(breaches)
