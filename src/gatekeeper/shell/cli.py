@@ -16,6 +16,7 @@ from gatekeeper.errors import UserError
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan, open_in, open_out
 from gatekeeper.shell.kafka_settings import add_kafka_arguments
+from gatekeeper.shell.otlp_options import INPUT_FORMATS, add_otlp_arguments
 from gatekeeper.shell.plan_summary import summarize
 
 
@@ -27,10 +28,12 @@ def _cmd_plan_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from gatekeeper.shell.otlp_options import otlp_mapping
     from gatekeeper.shell.progress import byte_progress
-    from gatekeeper.shell.replay import replay
+    from gatekeeper.shell.replay import detect_format, replay
 
     plan = load_plan(args.plan)
+    mapping = otlp_mapping(args)
     size = None if args.input == "-" else Path(args.input).stat().st_size if Path(args.input).exists() else None
     with (
         open_in(args.input) as source,
@@ -40,9 +43,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     ):
         assert sink is not None
         now_ms = parse_instant(args.now) if args.now else round(time.time() * 1000)
+        input_format = args.format or detect_format(source)
         summary = replay(
-            plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms, jobs=args.jobs
-        )
+            plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms, jobs=args.jobs,
+            input_format=input_format, mapping=mapping,
+        )  # fmt: skip
     if not args.quiet:
         print(summary.render(), file=sys.stderr)
     return 0
@@ -80,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("replay", help="run the gate over recorded telemetry (JSONL) and write decisions")
     rep.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")
-    rep.add_argument("--input", required=True, help="telemetry JSONL file, or - for stdin")
+    rep.add_argument("--input", required=True, help="telemetry file, or - for stdin")
+    rep.add_argument(
+        "--format", choices=INPUT_FORMATS,
+        help="json: contract-v1 lines; otlp-json: OTLP/JSON trace batches, one a line; otlp-proto: protobuf trace "
+        "batches, each after its 4-byte big-endian length (default: detected from the first bytes)",
+    )  # fmt: skip
     rep.add_argument("--output", default="-", help="decisions JSONL file, or - for stdout (default)")
     rep.add_argument("--rejects", help="write rejected records (line, reason, raw) to this JSONL file")
     rep.add_argument(
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes decoding input blocks in parallel (default: %(default)s); decisions are identical for any",
     )  # fmt: skip
     rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
+    add_otlp_arguments(rep)
     rep.set_defaults(func=_cmd_replay)
 
     sim = sub.add_parser("simulate", help="write simulated learner-analyzer telemetry for a scenario")

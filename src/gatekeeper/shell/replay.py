@@ -7,17 +7,20 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import msgspec
 
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.engine import Engine
+from gatekeeper.core.otlp import OtlpDecoder, OtlpMapping, SpanBatch, frames, is_otlp_json
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
+from gatekeeper.errors import UserError
 
 BLOCK_BYTES = 4 << 20
+Format = Literal["json", "otlp-json", "otlp-proto"]  # gatekeeper.shell.otlp_options.INPUT_FORMATS
 
 
 @dataclass(slots=True)
@@ -28,13 +31,20 @@ class ReplaySummary:
     late: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)  # OTLP spans not used, by reason
+    unit: str = "lines"  # what ``lines`` counts: lines, or the batches of a protobuf file
 
     def render(self) -> str:
-        parts = [f"{self.lines} lines: {self.events} events, {sum(self.rejected.values())} rejected, {self.late} late"]
+        rejected = sum(self.rejected.values())
+        parts = [f"{self.lines} {self.unit}: {self.events} events, {rejected} rejected, {self.late} late"]
         if self.blank:
             parts.append(f"{self.blank} blank lines skipped")
         for code, count in sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
             parts.append(f"  rejected {code}: {count}")
+        if self.ignored:
+            parts.append(f"{sum(self.ignored.values())} spans ignored")
+        for code, count in sorted(self.ignored.items(), key=lambda kv: (-kv[1], kv[0])):
+            parts.append(f"  ignored {code}: {count}")
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.decisions.items())) or "none"
         parts.append(f"decisions: {sum(self.decisions.values())} ({kinds})")
         return "\n".join(parts)
@@ -59,6 +69,47 @@ def read_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tu
         line_no += block.count(b"\n") + 1
     if rest:
         yield line_no, rest, len(rest)
+
+
+def read_frames(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
+    """Length-prefixed protobuf messages in groups of about ``block_bytes``: (number of the first message, the
+    messages, bytes consumed). A stream that ends inside a frame is a ``UserError`` naming the frame."""
+    number, rest = 1, b""
+    while True:
+        chunk = stream.read(block_bytes)
+        data = rest + chunk
+        cut = _whole_frames(data)
+        if cut:
+            messages = list(frames(data[:cut]))
+            yield number, messages, cut
+            number += len(messages)
+        rest = data[cut:]
+        if not chunk:
+            break
+    if rest:
+        raise UserError(f"the input ends inside protobuf batch {number} ({len(rest)} bytes left): is it truncated?")
+
+
+def _whole_frames(data: bytes) -> int:
+    """How many leading bytes of ``data`` are whole frames."""
+    at = 0
+    while at + 4 <= len(data):
+        end = at + 4 + int.from_bytes(data[at : at + 4], "big")
+        if end > len(data):
+            break
+        at = end
+    return at
+
+
+def detect_format(source: BinaryIO) -> Format:
+    """The input's format from its first bytes (without consuming them): a JSON object whose first member is
+    ``resourceSpans`` is OTLP/JSON, another JSON object contract v1, anything else length-prefixed protobuf."""
+    peek = getattr(source, "peek", None)
+    head = peek(256)[:256] if peek is not None else b""
+    text = head.lstrip()
+    if not text or text.startswith(b"{"):
+        return "otlp-json" if is_otlp_json(text) else "json"
+    return "otlp-proto"
 
 
 def read_records(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
@@ -98,14 +149,19 @@ def replay(
     on_decisions: Callable[[list[Decision]], None] | None = None,
     now_ms: int | None = None,
     jobs: int = 1,
+    input_format: Format = "json",
+    mapping: OtlpMapping | None = None,
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
     decoded in that many worker processes, in order; the engine sees exactly the same batches, so the decisions
-    are byte-identical to ``jobs=1``."""
+    are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans' region and
+    tier come from."""
     engine = Engine(plan)
     decoder = engine.decoder(now_ms)
-    summary = ReplaySummary()
+    if input_format != "json":
+        decoder = OtlpDecoder(engine.keys, mapping, decoder.not_after_ms)
+    summary = ReplaySummary(unit="batches" if input_format == "otlp-proto" else "lines")
     reject_writer = _RejectWriter(rejects)
 
     def emit(out: list[Decision]) -> None:
@@ -115,9 +171,11 @@ def replay(
         if out and on_decisions is not None:
             on_decisions(out)
 
-    for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs):
+    for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format):
         summary.lines += count
         summary.blank += blank
+        if isinstance(batch, SpanBatch):
+            summary.ignored.update(batch.ignored)
         summary.rejected.update(r.code for r in batch.rejections)
         reject_writer.write(batch.rejections)
         emit(engine.ingest(batch))
@@ -133,7 +191,9 @@ Decoded = tuple[int, int, EventBatch, int]  # lines, blank lines, the batch, byt
 _WORKER_DECODER: TelemetryDecoder | None = None
 
 
-def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes) -> tuple[int, int, EventBatch]:
+def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[bytes]) -> tuple[int, int, EventBatch]:
+    if isinstance(block, list):  # protobuf messages, numbered from ``first``
+        return len(block), 0, decoder.decode(block, first)
     count = block.count(b"\n") + 1
     if b"\n\n" not in block and block[:1] != b"\n" and block[-1:] != b"\n" and block.strip():
         return count, 0, decoder.decode_block(block, first)
@@ -147,16 +207,18 @@ def _init_worker(decoder: TelemetryDecoder) -> None:
     _WORKER_DECODER = decoder
 
 
-def _decode_in_worker(task: tuple[int, bytes, int]) -> Decoded:
+def _decode_in_worker(task: tuple[int, bytes | list[bytes], int]) -> Decoded:
     first, block, consumed = task
     assert _WORKER_DECODER is not None
     count, blank, batch = _decode_block(_WORKER_DECODER, first, block)
     return count, blank, batch, consumed
 
 
-def _decoded_blocks(decoder: TelemetryDecoder, source: BinaryIO, jobs: int) -> Iterator[Decoded]:
+def _decoded_blocks(decoder: TelemetryDecoder, source: BinaryIO, jobs: int, input_format: Format) -> Iterator[Decoded]:
     """Decoded blocks in input order, decoded here or, with ``jobs`` > 1, in worker processes."""
-    blocks = read_blocks(source)
+    blocks: Iterator[tuple[int, bytes | list[bytes], int]] = (
+        read_frames(source) if input_format == "otlp-proto" else read_blocks(source)
+    )
     if jobs <= 1:
         for first, block, consumed in blocks:
             count, blank, batch = _decode_block(decoder, first, block)

@@ -1,0 +1,60 @@
+"""Flags (and GATEKEEPER_OTLP_* variables) that say where OTLP spans' region and tier come from, shared by
+``gatekeeper replay`` and ``gatekeeper worker``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+from gatekeeper.errors import UserError
+
+if TYPE_CHECKING:  # the CLI builds every parser at start: the protobuf classes load only when used
+    from gatekeeper.core.otlp import OtlpMapping
+
+INPUT_FORMATS = ("json", "otlp-json", "otlp-proto")
+
+_FLAGS = {  # dest -> environment variable
+    "otlp_region_attribute": "GATEKEEPER_OTLP_REGION_ATTRIBUTE",
+    "otlp_tier_attribute": "GATEKEEPER_OTLP_TIER_ATTRIBUTE",
+    "otlp_region_map": "GATEKEEPER_OTLP_REGION_MAP",
+    "otlp_tier_map": "GATEKEEPER_OTLP_TIER_MAP",
+}
+
+
+def add_otlp_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("OpenTelemetry spans (OTLP input)")
+    group.add_argument("--otlp-region-attribute", help="resource attribute naming the region (default cloud.region)")
+    group.add_argument("--otlp-tier-attribute", help="resource attribute naming the tier (default rollout.tier)")
+    group.add_argument(
+        "--otlp-region-map", help="attribute values to plan regions, e.g. us-east-1=us-east,eu-west-1=eu-west"
+    )
+    group.add_argument("--otlp-tier-map", help="attribute values to plan tiers, e.g. 2.4.0-canary=canary")
+
+
+def parse_map(text: str, flag: str) -> dict[str, str]:
+    """``a=b,c=d`` as a dict; a UserError naming the flag and the bad item otherwise."""
+    out: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        source, sep, target = item.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise UserError(f"{flag}: {item!r} is not VALUE=NAME (e.g. us-east-1=us-east)")
+        out[source.strip()] = target.strip()
+    return out
+
+
+def otlp_mapping(args: argparse.Namespace, environ: dict[str, str] | None = None) -> OtlpMapping:
+    """The mapping from flags, then GATEKEEPER_OTLP_* variables, then the defaults."""
+    from gatekeeper.core.otlp import OtlpMapping
+
+    env = dict(os.environ if environ is None else environ)
+    values = {name: getattr(args, name, None) or env.get(var) or None for name, var in _FLAGS.items()}
+    base = OtlpMapping()
+    return OtlpMapping(
+        region_attribute=values["otlp_region_attribute"] or base.region_attribute,
+        tier_attribute=values["otlp_tier_attribute"] or base.tier_attribute,
+        regions=parse_map(values["otlp_region_map"] or "", "--otlp-region-map"),
+        tiers=parse_map(values["otlp_tier_map"] or "", "--otlp-tier-map"),
+    )
