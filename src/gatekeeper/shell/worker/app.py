@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from gatekeeper.core.engine import Engine
+from gatekeeper.core.otlp import OtlpDecoder
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.decoding import Decoding, decoding
@@ -29,6 +30,7 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
         decisions=settings.topics.decisions,
         batch=options.batch,
         jobs=options.jobs,
+        telemetry_format=options.telemetry_format,
     )
     try:
         await runtime.run()
@@ -43,7 +45,9 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
 def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
     """Run until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
     log_client_errors(options.log_level)
-    decoder = decoding(Engine(plan).decoder(), options.jobs)  # forks now, before any client or loop exists
+    engine = Engine(plan)
+    telemetry = OtlpDecoder(engine.keys, options.otlp) if options.telemetry_format == "otlp" else engine.decoder()
+    decoder = decoding(telemetry, options.jobs)  # forks now, before any client or loop exists
     try:
         return asyncio.run(_serve(plan, settings, options, log, decoder))
     finally:

@@ -17,7 +17,8 @@ from gatekeeper.errors import UserError
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
-from gatekeeper.shell.worker.options import LOG_FORMATS, LOG_LEVELS, WorkerOptions
+from gatekeeper.shell.otlp_options import add_otlp_arguments, otlp_mapping
+from gatekeeper.shell.worker.options import LOG_FORMATS, LOG_LEVELS, TELEMETRY_FORMATS, WorkerOptions
 
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and the consumer group
 
@@ -25,6 +26,7 @@ _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and th
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s; GATEKEEPER_PLAN)")
     add_kafka_arguments(parser)
+    add_otlp_arguments(parser)
     group = parser.add_argument_group("worker")
     group.add_argument("--app-id", help="consumer group id and topic prefix (GATEKEEPER_APP_ID; gatekeeper)")
     group.add_argument("--batch", type=int, help="most records per poll, one engine call (GATEKEEPER_BATCH; 10000)")
@@ -49,6 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--metrics-file",
         help="write counters (records, rejects by reason, decisions, late events) in Prometheus text format to "
         "this file at every progress report and at exit (GATEKEEPER_METRICS_FILE; off)",
+    )
+    group.add_argument(
+        "--telemetry-format",
+        choices=TELEMETRY_FORMATS,
+        help="json: contract-v1 records; otlp: OpenTelemetry trace batches as the Collector's kafkaexporter "
+        "writes them (otlp_proto or otlp_json; contract-v1 records are read too) (GATEKEEPER_TELEMETRY_FORMAT; json)",
     )
     group.add_argument("--log-level", choices=LOG_LEVELS, help="(GATEKEEPER_LOG_LEVEL; info)")
     group.add_argument("--log-format", choices=LOG_FORMATS, help="(GATEKEEPER_LOG_FORMAT; console)")
@@ -88,6 +96,9 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         raise UserError(f"log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
     if fmt not in LOG_FORMATS:
         raise UserError(f"log format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
+    telemetry_format = (_pick(args, "telemetry_format", env) or base.telemetry_format).lower()
+    if telemetry_format not in TELEMETRY_FORMATS:
+        raise UserError(f"telemetry format {telemetry_format!r}: use one of {', '.join(TELEMETRY_FORMATS)}")
     return WorkerOptions(
         app_id=app_id,
         batch=int(values["batch"]),
@@ -97,6 +108,8 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         log_level=level,
         log_format=fmt,
         metrics_file=str(Path(metrics_file)) if (metrics_file := _pick(args, "metrics_file", env)) else None,
+        telemetry_format=telemetry_format,
+        otlp=otlp_mapping(args, env),
     )
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gatekeeper.core.otlp import OtlpMapping
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
+TELEMETRY_FORMATS = ("json", "otlp")  # otlp: trace batches (protobuf or OTLP/JSON) and contract-v1 records
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +23,5 @@ class WorkerOptions:
     log_level: str = "info"
     log_format: str = "console"
     metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
+    telemetry_format: str = "json"
+    otlp: OtlpMapping = field(default_factory=OtlpMapping)  # where spans' region and tier come from

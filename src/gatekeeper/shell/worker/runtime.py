@@ -37,10 +37,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from gatekeeper.core.engine import Engine
+from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.worker import metrics
+from gatekeeper.shell.worker import metrics, spans
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
@@ -88,6 +90,7 @@ class Runtime:
         self.changelog = changelog_topic(options.app_id)
         self._entries: dict[bytes, bytes] = {}  # restored gate-state entries of the owned partitions
         self.processor = Processor(plan, self.topics, self._entries.get, warn=log.warning)
+        self.gates = Engine(plan).keys  # (region, tier) of each gate index, for OTLP requests (spans.expand)
         self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
         self.owned: set[tuple[str, int]] = set()  # empty while a rebalance is in progress
         self._generation = 0  # counts assignment changes: a poll fetched in an older one is not applied
@@ -204,7 +207,11 @@ class Runtime:
             decoded = await poll.decoded
             offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in poll.runs}
             self.totals["records"] += sum(len(batch) for _topic, _p, batch in poll.runs)
-            await self._deliver(self.processor.flush_polled(poll.runs, decoded=decoded), poll.wall_ms, offsets)
+            runs = poll.runs
+            if isinstance(decoded, SpanBatch):  # OTLP trace batches: one record per request for the processor
+                self.totals["ignored_spans"] += sum(decoded.ignored.values())
+                runs, decoded = spans.expand(runs, decoded, self.topics.telemetry, self.gates)
+            await self._deliver(self.processor.flush_polled(runs, decoded=decoded), poll.wall_ms, offsets)
 
     def _read_again(self, runs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
         """Records fetched but not applied (their partition's assignment changed or its gates are still being
@@ -294,6 +301,7 @@ class Runtime:
             decisions=dict(sorted(self.processor.decided.items())),
             rejected=dict(sorted(self.processor.rejected.items())),
             late=self.totals["late"],
+            ignored_spans=self.totals["ignored_spans"],
         )
         if self.options.metrics_file is not None:
             try:
