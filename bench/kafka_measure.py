@@ -18,6 +18,7 @@ from typing import IO, Any
 import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import GroupLoadInProgressError
 
 from gatekeeper.shell.kafka_admin import admin_client
 from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
@@ -198,8 +199,13 @@ async def committed_on(admin: Any, group: str, topic: str) -> int:
 
 
 async def find_group(admin: Any, topic: str, ignore: set[str]) -> str | None:
-    """The consumer group that has committed offsets on ``topic`` (this run's topics are fresh)."""
-    for group, *_rest in await admin.list_consumer_groups():
+    """The consumer group that has committed offsets on ``topic`` (this run's topics are fresh); None also while
+    the broker is still loading its group metadata (a fresh broker's first group)."""
+    try:
+        groups = await admin.list_consumer_groups()
+    except GroupLoadInProgressError:
+        return None
+    for group, *_rest in groups:
         if group not in ignore and await committed_on(admin, group, topic) > 0:
             return str(group)
     return None

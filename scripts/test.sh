@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 python=python3
 [[ -x .venv/bin/python ]] && python=.venv/bin/python
 "$python" scripts/local_kafka.py fetch
+bash scripts/ensure_chromium.sh  # headless Chromium renders the rollout report in tests/shell/test_report.py
 
 status=0
 "${PYTEST:-.venv/bin/pytest}" -q tests "$@" || status=$?

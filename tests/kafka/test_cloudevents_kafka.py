@@ -4,6 +4,7 @@ id is the decision's id, whose partition key is the record's key and whose data 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,26 @@ def test_worker_decisions_and_breaches_parse_as_cloudevents(kafka_bootstrap: str
             assert (topic, wanted, record.value) == (topic, shown, data)
     assert sorted(expected) == sorted(r.value for r in got)
     assert 2 == len(breaches)
+
+
+def test_report_reads_the_decisions_topic(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``gatekeeper report --bootstrap`` reads the decisions topic from its first record to its end, counts a
+    re-delivered decision once and writes the page for every gate that decided."""
+    values = h.expected(h.write_plan(tmp_path), h.scenario(invalid=False))
+    names = h.Names()
+    h.create_topics(kafka_bootstrap, names)
+    keyed = [(decisions.decode(v).key.encode(), v) for v in values]
+    h.produce_pairs(kafka_bootstrap, names.decisions, [*keyed, keyed[0]])
+    page = tmp_path / "report.html"
+
+    done = h.run_once(
+        [sys.executable, "-m", "gatekeeper.shell.cli", "report", "--bootstrap", kafka_bootstrap,
+         "--decisions-topic", names.decisions, "--output", str(page)]
+    )  # fmt: skip
+
+    gates = {decisions.decode(v).key for v in values}
+    assert (0, f"gatekeeper report: {len(values)} decisions of {len(gates)} gates -> {page}") == (
+        done.returncode,
+        done.stderr.strip(),
+    )
+    assert all(f'id="gate-{g.replace("/", "-")}"' in page.read_text() for g in gates)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gatekeeper.core.decision import Decision
 from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.errors import UserError
 from gatekeeper.planfile import load_plan
@@ -44,10 +45,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         assert sink is not None
         now_ms = parse_instant(args.now) if args.now else round(time.time() * 1000)
         input_format = args.format or detect_format(source)
+        kept: list[Decision] = []
         summary = replay(
             plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms, jobs=args.jobs,
-            input_format=input_format, mapping=mapping,
+            input_format=input_format, mapping=mapping, on_decisions=kept.extend if args.report else None,
         )  # fmt: skip
+    if args.report:
+        from gatekeeper.shell.report.cli import write_report
+
+        write_report(kept, plan, args.report, f"gatekeeper replay of {args.input}")
     if not args.quiet:
         print(summary.render(), file=sys.stderr)
     return 0
@@ -93,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rep.add_argument("--output", default="-", help="decisions JSONL file, or - for stdout (default)")
     rep.add_argument("--rejects", help="write rejected records (line, reason, raw) to this JSONL file")
+    rep.add_argument("--report", metavar="HTML", help="also write the rollout report (see gatekeeper report)")
     rep.add_argument(
         "--flush",
         action="store_true",
@@ -119,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser("tail", help="print decisions from the decisions topic as they arrive")
     _delegate(tail, "gatekeeper.shell.tail")
+
+    report = sub.add_parser("report", help="a rollout's decisions as one self-contained HTML page with charts")
+    _delegate(report, "gatekeeper.shell.report.cli")
 
     demo = sub.add_parser("demo", help="simulate a whole rollout on the embedded engine and show the decisions")
     demo.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 import msgspec
 
@@ -86,6 +86,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # -- consuming -----------------------------------------------------------------------------------------------
+class RecordSink(Protocol):
+    """Where read decisions go: the printer here, the collector of ``gatekeeper report``."""
+
+    def record(self, partition: int, offset: int, value: bytes | None) -> None: ...
+    def flush(self) -> None: ...
+
+
 class _Printer:
     def __init__(self, *, as_json: bool, color: bool, filters: Filters) -> None:
         from rich.console import Console
@@ -145,7 +152,7 @@ async def _partitions(settings: KafkaSettings, topic: str, follow: bool, stop: a
 
 
 async def _consume(
-    consumer: Any, partitions: list[Any], args: argparse.Namespace, printer: _Printer, stop: asyncio.Event
+    consumer: Any, partitions: list[Any], args: argparse.Namespace, printer: RecordSink, stop: asyncio.Event
 ) -> None:
     """Print what ``consumer`` reads until stopped (with --no-follow: up to the end offsets of now)."""
     consumer.assign(partitions)
@@ -178,7 +185,8 @@ async def _consume(
                     del remaining[tp]
 
 
-async def _tail(settings: KafkaSettings, args: argparse.Namespace, printer: _Printer) -> None:
+async def read_decisions(settings: KafkaSettings, args: argparse.Namespace, printer: RecordSink) -> None:
+    """Read the decisions topic into ``printer`` (``args``: ``from_beginning``, ``follow``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -207,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried warnings are noise; failures raise
     printer = _Printer(as_json=args.json, color=not args.no_color, filters=Filters.of(args))
     try:
-        asyncio.run(_tail(settings, args, printer))
+        asyncio.run(read_decisions(settings, args, printer))
     except KeyboardInterrupt:
         pass
     finally:
