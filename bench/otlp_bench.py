@@ -13,6 +13,9 @@ The same N requests (bench/telemetry_file.py: the plan's 24 gates over --days of
     ``OtlpDecoder.decode`` on the batches; rounds interleaved, best of --rounds each.
 (r) ``gatekeeper replay`` (decode + engine + decisions), --jobs 1 and 2, on a JSONL file, a length-prefixed
     protobuf file and an OTLP/JSON-lines file.
+(w) the worker's processing of polls without a broker, in this process: records of one partition (all gates'
+    home, so every request is applied there) in polls of 10,000 requests -- decode, (expand,) processor flush --
+    for the lines and for the protobuf batches; rounds interleaved, best of --rounds each.
 (k) the worker through a local Kafka broker (scripts/local_kafka.py), 8 partitions, records keyed region/tier:
     ``--telemetry-format json`` on the lines, ``--telemetry-format otlp`` on the protobuf batches, each on fresh
     topics; events/s from the committed offsets (bench/kafka_measure.py ``watch_commits``), converted from
@@ -48,6 +51,8 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_admin import ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.replay import Format, replay
+from gatekeeper.shell.worker import spans
+from gatekeeper.shell.worker.processor import Processor, Record, Topics
 
 WORKER_CMD = (
     "{python} -m gatekeeper.shell.cli worker --plan {plan} --bootstrap {bootstrap} --telemetry-topic {telemetry} "
@@ -127,6 +132,38 @@ def decode_phase(lines: list[bytes], protos: list[bytes], jsons: list[bytes], ro
     return {name: max(values) for name, values in rates.items()}
 
 
+def worker_phase(lines: list[bytes], protos: list[bytes], rounds: int) -> dict[str, float]:
+    plan = load_plan(PLAN)
+    gates = Engine(plan).keys
+    topics = Topics("telemetry", "gates", "decisions", "breaches", "dlq", 1)
+    per_poll = max(1, round(10_000 * len(protos) / len(lines)))
+
+    def run_json() -> None:
+        processor = Processor(plan, topics, lambda _key: None)
+        decoder = Engine(plan).decoder()
+        for start in range(0, len(lines), 10_000):
+            records = [Record("telemetry", 0, start + i, None, v) for i, v in enumerate(lines[start : start + 10_000])]
+            batch = decoder.decode([r.value or b"" for r in records], first_position=0)
+            processor.flush_polled([("telemetry", 0, records)], decoded=batch)
+
+    def run_otlp() -> None:
+        processor = Processor(plan, topics, lambda _key: None)
+        decoder = OtlpDecoder(gates)
+        for start in range(0, len(protos), per_poll):
+            records = [
+                Record("telemetry", 0, start + i, None, v) for i, v in enumerate(protos[start : start + per_poll])
+            ]
+            batch = decoder.decode([r.value or b"" for r in records], first_position=0)
+            runs, events = spans.expand([("telemetry", 0, records)], batch, "telemetry", gates)
+            processor.flush_polled(runs, decoded=events)
+
+    rates: dict[str, list[float]] = {"json contract": [], "otlp protobuf": []}
+    for _ in range(rounds):
+        rates["json contract"].append(best_rate(len(lines), run_json, 1))
+        rates["otlp protobuf"].append(best_rate(len(lines), run_otlp, 1))
+    return {name: max(values) for name, values in rates.items()}
+
+
 def replay_phase(files: dict[str, tuple[Path, Format]], events: int, jobs: int, rounds: int) -> dict[str, float]:
     plan = load_plan(PLAN)
     rates: dict[str, list[float]] = {name: [] for name in files}
@@ -190,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=2.0)
     parser.add_argument("--spans", type=int, default=100, help="spans per trace batch (default 100)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--phases", default="drk", help="d: decoding, r: replay, k: the worker on Kafka")
+    parser.add_argument("--phases", default="drwk", help="d: decoding, r: replay, w: worker w/o Kafka, k: on Kafka")
     parser.add_argument("--phase-seconds", type=float, default=150.0)
     parser.add_argument("--bootstrap", help="an existing cluster instead of a local broker")
     args = parser.parse_args(argv)
@@ -226,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"(r) replay --jobs {jobs}, best of rounds:")
                 for name, rate in rates.items():
                     print(f"    {name:14} {rate:>12,.0f} events/s  {rate / base:.2f}x")
+        if "w" in args.phases:
+            rates = worker_phase(lines, protos, args.rounds)
+            base = rates["json contract"]
+            print("(w) the worker's processing of polls (one partition, no broker), best of rounds:")
+            for name, rate in rates.items():
+                print(f"    {name:14} {rate:>12,.0f} events/s  {rate / base:.2f}x")
         if "k" in args.phases:
             with contextlib.suppress(KeyboardInterrupt):
                 results = asyncio.run(kafka_phase(args, jsonl, keys, protos, workdir))
