@@ -49,6 +49,7 @@ from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_par
 from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
 
 HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
+OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
 POLL_TIMEOUT_MS = 100  # an idle loop wakes this often (stop requests, clock checks)
 REPORT_INTERVAL_S = 30.0
 DELIVERY_TIMEOUT_MS = 120_000  # a send not acknowledged in this time fails the worker (broker gone too long)
@@ -110,6 +111,9 @@ class Runtime:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=options.batch,
+            # OTLP: 1 MiB (the default) of 100-span batches is ~4k requests a partition per fetch, of JSON ~9k; a
+            # worker waiting on fetches would read spans at half the rate for the bytes alone (docs/benchmarks.md)
+            max_partition_fetch_bytes=OTLP_FETCH_BYTES if options.telemetry_format == "otlp" else 1 << 20,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=min(3000, session_ms // 3),
         )
