@@ -38,6 +38,7 @@ def test_metrics_text_is_prometheus_exposition(tmp_path: Path) -> None:
         "gatekeeper_forwarded_total": 0.0,
         "gatekeeper_duplicates_total": 0.0,
         "gatekeeper_late_events_total": 3.0,
+        "gatekeeper_ignored_spans_total": 0.0,
         'gatekeeper_rejected_total{reason="missing_field:ts"}': 2.0,
         'gatekeeper_rejected_total{reason="we\\"ird\\\\"}': 1.0,
         'gatekeeper_decisions_total{decision="pass"}': 4.0,

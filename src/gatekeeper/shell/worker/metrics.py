@@ -18,6 +18,7 @@ _COUNTERS = (
     ("forwarded", "gatekeeper_forwarded_total", "Valid records forwarded to their gate's home partition."),
     ("duplicates", "gatekeeper_duplicates_total", "Re-delivered records skipped (already applied)."),
     ("late", "gatekeeper_late_events_total", "Events that arrived after their pane closed (counted, not used)."),
+    ("ignored_spans", "gatekeeper_ignored_spans_total", "OTLP spans not used: not SERVER, no gate, bad times."),
 )
 
 
