@@ -154,6 +154,21 @@ def test_report_from_a_decisions_file_skips_bad_lines_and_takes_a_screenshot(
     assert shot.stat().st_size > 20_000  # a page of charts, not a blank one
 
 
+def test_a_decisions_file_wins_over_a_bootstrap_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With GATEKEEPER_BOOTSTRAP set (as for the worker), ``--decisions FILE`` still reads the file; giving
+    neither a file nor a bootstrap is a one-line error."""
+    monkeypatch.setenv("GATEKEEPER_BOOTSTRAP", "127.0.0.1:1")
+
+    code = main(["report", "--decisions", str(GOLDEN), "--output", str(tmp_path / "r.html")])
+    monkeypatch.delenv("GATEKEEPER_BOOTSTRAP")
+    neither = main(["report", "--output", str(tmp_path / "s.html")])
+
+    assert (0, 2) == (code, neither)
+    assert "give the decisions as --decisions FILE" in capsys.readouterr().err
+
+
 def test_no_decisions_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file without a single decision: exit 2 and one line saying so; no page is written."""
     empty = tmp_path / "empty.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from gatekeeper.shell.files import open_in
     from gatekeeper.shell.report.sources import from_lines, from_topic
 
-    if (args.decisions is None) == (args.bootstrap is None and not _env_bootstrap()):
+    if args.decisions is not None and args.bootstrap is not None:
+        raise UserError("give the decisions as --decisions FILE or read them from Kafka with --bootstrap, not both")
+    if args.decisions is None and args.bootstrap is None and not os.environ.get("GATEKEEPER_BOOTSTRAP"):
         raise UserError("give the decisions as --decisions FILE or read them from Kafka with --bootstrap HOST:PORT")
     plan = load_plan(args.plan) if args.plan else None
-    if args.decisions is not None:
+    if args.decisions is not None:  # a file wins over GATEKEEPER_BOOTSTRAP from the environment
         with open_in(args.decisions) as source:
             collected = from_lines(source, args.decisions)
     else:
@@ -64,9 +67,3 @@ def run(args: argparse.Namespace) -> int:
     gates = write_report(collected.decisions, plan, args.output, args.title)
     print(f"gatekeeper report: {len(collected.decisions)} decisions of {gates} gates -> {args.output}", file=sys.stderr)
     return 0
-
-
-def _env_bootstrap() -> bool:
-    import os
-
-    return bool(os.environ.get("GATEKEEPER_BOOTSTRAP"))
