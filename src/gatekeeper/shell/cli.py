@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail = sub.add_parser("tail", help="print decisions from the decisions topic as they arrive")
     _delegate(tail, "gatekeeper.shell.tail")
 
+    serve = sub.add_parser("serve", help="HTTP gate API, Flagger webhooks, Prometheus metrics and status page")
+    _delegate(serve, "gatekeeper.shell.serve.cli")
+
     demo = sub.add_parser("demo", help="simulate a whole rollout on the embedded engine and show the decisions")
     demo.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=7)
