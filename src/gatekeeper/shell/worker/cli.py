@@ -32,6 +32,8 @@ class WorkerOptions:
     log_level: str = "info"
     log_format: str = "console"
     metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
+    metrics_port: int | None = None  # /metrics, /healthz, /readyz over HTTP (shell/worker/exporter.py)
+    metrics_host: str = "0.0.0.0"  # a scrape target must be reachable from the Prometheus server
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +66,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="write counters (records, rejects by reason, decisions, late events) in Prometheus text format to "
         "this file at every progress report and at exit (GATEKEEPER_METRICS_FILE; off)",
     )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (GATEKEEPER_METRICS_PORT; off; 0: any)",
+    )
+    group.add_argument("--metrics-host", help="address for --metrics-port (GATEKEEPER_METRICS_HOST; 0.0.0.0)")
     group.add_argument("--log-level", choices=LOG_LEVELS, help="(GATEKEEPER_LOG_LEVEL; info)")
     group.add_argument("--log-format", choices=LOG_FORMATS, help="(GATEKEEPER_LOG_FORMAT; console)")
 
@@ -102,6 +110,9 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         raise UserError(f"log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
     if fmt not in LOG_FORMATS:
         raise UserError(f"log format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
+    port_text = _pick(args, "metrics_port", env)
+    if port_text is not None and (not port_text.isdigit() or int(port_text) > 65535):
+        raise UserError(f"--metrics-port {port_text!r}: use a port number 0-65535 (0 picks a free one)")
     return WorkerOptions(
         app_id=app_id,
         batch=int(values["batch"]),
@@ -111,6 +122,8 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         log_level=level,
         log_format=fmt,
         metrics_file=str(Path(metrics_file)) if (metrics_file := _pick(args, "metrics_file", env)) else None,
+        metrics_port=None if port_text is None else int(port_text),
+        metrics_host=_pick(args, "metrics_host", env) or base.metrics_host,
     )
 
 
