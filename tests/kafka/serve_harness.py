@@ -75,7 +75,8 @@ class Serve:
                 if done(status, body):
                     return body
             time.sleep(0.3)
-        raise AssertionError(f"{path}: gave up after {timeout} s at {status} {body}; log:\n{self.log()[-3000:]}")
+        seen = str(body)[:1500]
+        raise AssertionError(f"{path}: gave up after {timeout} s at {status} {seen}; log:\n{self.log()[-3000:]}")
 
     def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

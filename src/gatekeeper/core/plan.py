@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -166,6 +167,27 @@ class Evaluation(_Strict):
         return self
 
 
+class TierDates(_Strict):
+    """A tier's planned days in the seed's calendar, both inclusive (``end``: the planned GO day)."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierDates:
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+
+class Calendar(_Strict):
+    """The rollout's planned dates, for the status page (planned vs actual). It gates nothing, so it is not
+    part of ``plan_version``: moving a date changes no decision id."""
+
+    contingency_weeks: tuple[float, float]  # the seed's contingency buffer, low and high
+    tiers: dict[str, TierDates] = Field(min_length=1)
+
+
 class Plan(_Strict):
     plan: str
     version: str
@@ -173,6 +195,7 @@ class Plan(_Strict):
     regions: tuple[str, ...] = Field(min_length=1)
     evaluation: Evaluation = Evaluation()
     phases: tuple[Phase, ...] = Field(min_length=1)
+    calendar: Calendar | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -180,6 +203,9 @@ class Plan(_Strict):
         dupes = sorted({n for n in tiers if tiers.count(n) > 1})
         if dupes:
             raise ValueError(f"tier names must be unique across phases; repeated: {', '.join(dupes)}")
+        unknown = sorted(set(self.calendar.tiers) - set(tiers)) if self.calendar else []
+        if unknown:
+            raise ValueError(f"calendar.tiers names tiers not in the plan: {', '.join(unknown)}")
         window = self.evaluation.window
         for phase in self.phases:
             if phase.hold_on_fail % window:
@@ -199,7 +225,8 @@ class Plan(_Strict):
     @property
     def plan_version(self) -> str:
         """``version`` plus a short hash of the whole plan, so two different plans never share a version."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        gating = self.model_dump(mode="json", exclude={"calendar"})
+        canonical = json.dumps(gating, sort_keys=True, separators=(",", ":"))
         return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
     def gates(self) -> list[tuple[str, Phase, Tier]]:
