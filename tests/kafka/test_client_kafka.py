@@ -35,12 +35,12 @@ def keyed(values: list[bytes]) -> list[tuple[bytes | None, bytes]]:
     return [(decode(v).key.encode(), v) for v in values]
 
 
-async def collect(client: DecisionClient, tier: str | None = None) -> list[Decision]:
-    return [d async for d in client.decisions(tier=tier, follow=False)]
+async def collect(client: DecisionClient, tier: str | None = None, plan: str | None = None) -> list[Decision]:
+    return [d async for d in client.decisions(plan=plan, tier=tier, follow=False)]
 
 
 def test_client_reads_typed_deduplicated_decisions(kafka_bootstrap: str) -> None:
-    """Iteration yields each decision_id once, typed; filters by region and tier; latest and gate fold."""
+    """Iteration yields each decision_id once, typed; filters by plan version and tier; latest and gate fold."""
     names = h.Names()
     h.create_topic(kafka_bootstrap, names.decisions, h.PARTITIONS)
     breach, healthy = golden("error-breach"), golden("healthy-canary")
@@ -51,9 +51,11 @@ def test_client_reads_typed_deduplicated_decisions(kafka_bootstrap: str) -> None
     everything = asyncio.run(collect(client))
     ramp = asyncio.run(collect(client, tier="ramp-10"))
     assert 5 == len(everything)
+    by_plan = [len(asyncio.run(collect(client, plan=version))) for version in ("2.0+1d1e4bea", "9.9+other")]
+    assert [5, 0] == by_plan
     assert ["fail", "hold", "release", "pass"] == [d.decision for d in ramp]
     assert all(isinstance(d, Decision) for d in everything)
-    assert 1 == client.skipped // 2  # two reads, one record that is not a decision each time
+    assert 4 == client.skipped  # four reads, one record that is not a decision each time
     assert decode(breach[-1]) == asyncio.run(client.latest("us-east", "ramp-10"))
     assert asyncio.run(client.latest("eu-west", "canary")) is None
     view = asyncio.run(client.gate("us-east", "ramp-10"))
