@@ -97,6 +97,16 @@ def test_errors_are_json(path: str, status: int, error: str) -> None:
     assert (status, "application/json", error) == actual
 
 
+def test_wrong_method_is_a_json_405() -> None:
+    """POST on a GET resource and GET on a webhook answer 405 in JSON."""
+
+    async def both(client: TestClient[Any, Any]) -> list[tuple[int, str]]:
+        answers = [await client.post("/v1/gates"), await client.get("/v1/flagger/rollback")]
+        return [(r.status, (await r.json())["error"]) for r in answers]
+
+    assert [(405, "method_not_allowed")] * 2 == with_client(state_for(board_with()), both)
+
+
 def test_bearer_token() -> None:
     """With a token: 401 JSON without it or with a wrong one, 200 with it; probes stay open."""
     board = board_with()

@@ -84,7 +84,8 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return _error(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
+        hint = " (see /v1/gates)" if exc.status == 404 else ""
+        return _error(exc.status, code, f"{request.method} {request.path}: {exc.reason}{hint}")
 
 
 async def _gates(request: web.Request) -> web.Response:
@@ -149,10 +150,6 @@ async def _page_data(request: web.Request) -> web.Response:
     return _json(state.page_data(state.board, _fresh(state)))
 
 
-async def _not_found(request: web.Request) -> web.Response:
-    return _error(404, "not_found", f"{request.path}: no such resource (see /v1/gates)")
-
-
 def build_app(state: ServeState) -> web.Application:
     app = web.Application(middlewares=[_errors_and_auth])
     app[STATE_KEY] = state
@@ -166,5 +163,4 @@ def build_app(state: ServeState) -> web.Application:
         app.router.add_get("/", _page)
         app.router.add_get("/status.json", _page_data)
         app.router.add_static("/static/", STATIC)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
