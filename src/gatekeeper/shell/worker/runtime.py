@@ -35,7 +35,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+)
 
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
@@ -227,6 +233,11 @@ class Runtime:
                     return
         except IllegalStateError:
             return  # a partition was revoked meanwhile
+        except (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError) as exc:
+            # The broker is away (an outage outlasting the request timeout): the clock only reports, so ask
+            # again at the next interval rather than stop the worker.
+            self.log.warning("cannot read end offsets; the stream clock waits", error=str(exc))
+            return
         async with self.lock:
             if {(tp.topic, tp.partition) for tp in owned} != self.owned:
                 return  # a rebalance in between: check again next time
