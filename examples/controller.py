@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from gatekeeper.client import DecisionClient
-from gatekeeper.shell.planfile import UserError, load_plan
+from gatekeeper.errors import UserError
+from gatekeeper.planfile import load_plan
 
 PLAN = Path(__file__).resolve().parents[1] / "config" / "rollout-plan.yaml"
 

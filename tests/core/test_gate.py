@@ -123,6 +123,16 @@ def test_down_pane_accounting() -> None:
     assert gate.state.down_ms == 2 * MINUTE
 
 
+def test_down_threshold_is_exact_for_percentages() -> None:
+    """``down_error_rate: 57%`` means more than 57 of 100: exactly 57 errors in 100 requests is not down, 58 is
+    (regression: 0.57 * 100 is 56.99999999999999 in floats, so 57 counted as down)."""
+    raw = plan_dict()
+    raw["evaluation"]["uptime"]["down_error_rate"] = "57%"
+    gate = make_gate(raw)
+    feed(gate, [(T0, 100, 57), (T0 + MINUTE, 100, 58), (T0 + 2 * MINUTE, 1000, 570)])
+    assert 1 * MINUTE == gate.state.down_ms
+
+
 def test_stall_reported_once_per_silence() -> None:
     """The stream clock reports a gate silent for stall_after (6m) of stream time once, at silent_from + 6m;
     asking again for the same silence reports nothing; a new silence after new data is reported again."""

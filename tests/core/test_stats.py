@@ -186,6 +186,16 @@ def test_quantile_bounds_coverage(q: float) -> None:
     assert np.isfinite(bounds).all()
 
 
+def test_quantile_upper_bound_is_never_below_values_past_the_sketch_range() -> None:
+    """Latencies above the sketch's top edge (1e8 ms) are clamped into its top bucket; an upper bound landing
+    there is unbounded, never the bucket's edge below the true values (regression: a P99 of 5e8 ms had an
+    upper bound of ~1e8 ms when the core was fed directly, bypassing the decoder's one-day limit)."""
+    bins = sketch.empty()
+    sketch.add(bins, np.full(1000, 5e8))
+    lower, upper = stats.quantile_bounds(bins, 0.99, 0.01)
+    assert (True, math.inf) == (lower <= 5e8, upper)
+
+
 def test_quantile_bounds_without_data() -> None:
     """An empty sketch bounds nothing: (0, inf)."""
     assert (0.0, math.inf) == stats.quantile_bounds(sketch.empty(), 0.99, 0.05)

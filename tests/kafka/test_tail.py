@@ -12,7 +12,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -237,15 +236,17 @@ def test_tail_rejects_unknown_decision_kinds(capsys: pytest.CaptureFixture[str])
 
 
 def test_tail_follows_new_decisions_and_exits_cleanly_on_ctrl_c(kafka_bootstrap: str) -> None:
-    """A following tail (default: only new decisions) prints a decision produced after it started, and
-    SIGINT (Ctrl-C) ends it with status 0 and no traceback."""
+    """A following tail (default: only new decisions) says on stderr when it is positioned, prints a decision
+    produced after that, and SIGINT (Ctrl-C) ends it with status 0 and no traceback."""
     topic = decisions_topic(kafka_bootstrap)
     argv = [sys.executable, "-m", "gatekeeper.shell.cli", "tail", "--bootstrap", kafka_bootstrap]
     proc = subprocess.Popen(
         [*argv, "--decisions-topic", topic, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        time.sleep(3.0)  # let it start and seek to the end (it skips the decisions already there)
+        assert proc.stderr is not None  # its readiness line: positions resolved, later decisions are printed
+        ready, _w, _x = select.select([proc.stderr], [], [], READ_TIMEOUT_S)
+        assert b"following" in (proc.stderr.readline() if ready else b"(no readiness line in time)")
         later = decision("pass", "eu-west", "ramp-50", 9, "GO: produced while tail was following")
         asyncio.run(produce(kafka_bootstrap, topic, [(later.key.encode(), encode(later))]))
         assert proc.stdout is not None

@@ -9,9 +9,10 @@ import pytest
 from serve_support import board_with, state_for, with_client
 
 from gatekeeper.core.controllers import Freshness
+from gatekeeper.errors import UserError
 from gatekeeper.shell.cli import main
-from gatekeeper.shell.planfile import UserError
-from gatekeeper.shell.serve.cli import ServeOptions, configure, serve_options
+from gatekeeper.shell.serve.cli import configure, serve_options
+from gatekeeper.shell.serve.options import ServeOptions
 from gatekeeper.shell.worker.cli import configure as worker_configure
 from gatekeeper.shell.worker.cli import worker_options
 

@@ -12,6 +12,7 @@ the days before and after ("error rate < 0.1 % for full 3 weeks", the seed's can
 
 from __future__ import annotations
 
+import fractions
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -80,6 +81,9 @@ class Gate:
         self._planned_looks = max(1, spec.tier.soak // ev.window)
         self._checkpoints = {spec.tier.soak: "soak end"} | {c.after: c.name for c in spec.tier.checkpoints}
         self._statistical = sum(1 for j in spec.judges if j.statistical)
+        # "more than 57 %" compared in integers: 0.57 * 100 is 56.99999999999999 in floats, which made exactly
+        # 57 errors in 100 requests count as down.
+        self._down_ratio = fractions.Fraction(ev.uptime.down_error_rate).limit_denominator(1_000_000)
 
     # -- inputs ------------------------------------------------------------------------------------------
     def add_bins(self, window_start: int, bins: sketch.Bins) -> None:
@@ -113,7 +117,8 @@ class Gate:
             st.soak_start = st.window_start = first - first % self._window
             st.silent_from = st.down_counted_until = first
         definition = self.spec.evaluation.uptime
-        down = (requests >= definition.min_requests) & (errors > definition.down_error_rate * requests)
+        ratio = self._down_ratio
+        down = (requests >= definition.min_requests) & (errors * ratio.denominator > ratio.numerator * requests)
         ends = starts + self._pane
         gaps = starts - np.concatenate(([st.silent_from], ends[:-1]))
         long_gaps = set(np.flatnonzero(gaps >= self.spec.evaluation.stall_after).tolist())

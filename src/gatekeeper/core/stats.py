@@ -110,7 +110,9 @@ def quantile_bounds(bins: sketch.Bins, q: float, alpha: float) -> tuple[float, f
         lower = float(sketch.LOWER_EDGES[int(np.searchsorted(cumulative, low_rank, side="left"))])
     upper = math.inf
     if high_rank <= n:
-        upper = float(sketch.UPPER_EDGES[int(np.searchsorted(cumulative, high_rank, side="left"))])
+        index = int(np.searchsorted(cumulative, high_rank, side="left"))
+        # The top bucket also holds every value clamped into it from above MAX_VALUE_MS: no finite upper edge.
+        upper = math.inf if index == sketch.NBINS - 1 else float(sketch.UPPER_EDGES[index])
     return lower, upper
 
 

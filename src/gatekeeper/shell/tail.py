@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, get_args
 import msgspec
 
 from gatekeeper.core.decision import Decision, DecisionKind, decode
+from gatekeeper.errors import UserError
 from gatekeeper.shell.kafka_settings import KafkaSettings, add_kafka_arguments, kafka_settings
-from gatekeeper.shell.planfile import UserError
 from gatekeeper.shell.render import decision_line
 
 if TYPE_CHECKING:
@@ -153,6 +153,15 @@ async def _consume(
         await consumer.seek_to_beginning(*partitions)
     else:
         await consumer.seek_to_end(*partitions)
+    if args.follow:  # once every position is resolved: a decision produced after this line is printed
+        for tp in partitions:
+            await consumer.position(tp)
+        start = "the beginning" if args.from_beginning else "the end"
+        print(
+            f"gatekeeper tail: following {partitions[0].topic} from {start} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
     remaining: dict[Any, int] | None = None
     if not args.follow:
         ends = await consumer.end_offsets(partitions)
@@ -182,9 +191,6 @@ async def _tail(settings: KafkaSettings, args: argparse.Namespace, printer: _Pri
     count = await _partitions(settings, topic, args.follow, stop)
     if count is None:
         return
-    if sys.stderr.isatty() and not args.json:
-        mode = "following" if args.follow else "reading"
-        print(f"gatekeeper tail: {mode} {topic} on {settings.bootstrap} (Ctrl-C to stop)", file=sys.stderr)
     consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False)
     try:
         await consumer.start()

@@ -14,12 +14,12 @@ from aiohttp import web
 from gatekeeper.core.board import Board
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.serve.cli import ServeOptions
 from gatekeeper.shell.serve.http import ServeState, build_app
+from gatekeeper.shell.serve.options import ServeOptions
 from gatekeeper.shell.serve.promserve import ServeMetrics
 from gatekeeper.shell.serve.reader import DecisionReader
-from gatekeeper.shell.worker.cli import WorkerOptions
 from gatekeeper.shell.worker.logs import configure_logging, log_client_errors
+from gatekeeper.shell.worker.options import WorkerOptions
 
 
 def _tls(options: ServeOptions) -> ssl.SSLContext | None:

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from gatekeeper.errors import UserError
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
-from gatekeeper.shell.planfile import UserError, load_plan
+from gatekeeper.shell.serve.options import ServeOptions
 
 TOKEN_ENV = "GATEKEEPER_API_TOKEN"
 
 
-@dataclass(frozen=True, slots=True)
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: str | None = None
-    tls_certfile: str | None = None
-    tls_keyfile: str | None = None
-    page: bool = True
-    log_level: str = "info"
-    log_format: str = "console"
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gatekeeper.shell.cli import default_plan
-
     parser.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s; GATEKEEPER_PLAN)")
     add_kafka_arguments(parser)
     http = parser.add_argument_group("HTTP")

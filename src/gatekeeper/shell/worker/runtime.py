@@ -35,15 +35,21 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+)
 
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics
-from gatekeeper.shell.worker.cli import WorkerOptions
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
+from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
 from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
 
@@ -237,6 +243,11 @@ class Runtime:
                     return
         except IllegalStateError:
             return  # a partition was revoked meanwhile
+        except (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError) as exc:
+            # The broker is away (an outage outlasting the request timeout): the clock only reports, so ask
+            # again at the next interval rather than stop the worker.
+            self.log.warning("cannot read end offsets; the stream clock waits", error=str(exc))
+            return
         self.caught_up = True
         async with self.lock:
             if {(tp.topic, tp.partition) for tp in owned} != self.owned:
