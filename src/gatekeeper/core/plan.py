@@ -111,6 +111,7 @@ class Tier(_Strict):
     checkpoints: tuple[Checkpoint, ...] = ()
     criteria: tuple[Criterion, ...] = Field(min_length=1)
     regions: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every region of the plan
+    alerts: Alerting | None = None  # None: the plan's evaluation.alerts
 
     @model_validator(mode="after")
     def _unique_criteria(self) -> Tier:
@@ -146,6 +147,40 @@ class UptimeDefinition(_Strict):
     silence_counts_as_down: bool = False
 
 
+class BurnRule(_Strict):
+    """One multi-window burn-rate alert rule (the SRE workbook's): it fires when the error budget burns at least
+    ``burn_rate`` times the sustainable rate over both the ``long`` and the ``short`` window."""
+
+    severity: Literal["page", "ticket"]
+    long: DurationMs
+    short: DurationMs
+    burn_rate: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _short_inside_long(self) -> BurnRule:
+        if self.short >= self.long:
+            raise ValueError(f"short window ({self.short} ms) must be shorter than the long one ({self.long} ms)")
+        return self
+
+
+WORKBOOK_RULES = (  # "The Site Reliability Workbook", ch. 5, table 5-8, for a 30-day objective
+    BurnRule(severity="page", long="1h", short="5m", burn_rate=14.4),  # 2 % of the budget in 1 h
+    BurnRule(severity="page", long="6h", short="30m", burn_rate=6),  # 5 % in 6 h
+    BurnRule(severity="ticket", long="3d", short="6h", burn_rate=1),  # 10 % in 3 days
+)
+
+
+class Alerting(_Strict):
+    """Breach alerts on the error budget each tier's objectives imply (``core/burn_rate.py``). A breach opens
+    when any rule fires, escalates to ``page`` at once, and resolves (or drops to ``ticket``) only after its
+    rules have been silent for ``resolve_after``: the hysteresis that keeps a flapping rate from opening a storm
+    of alerts. A rule needs ``min_requests`` in its long window, so a few errors in thin traffic never page."""
+
+    rules: tuple[BurnRule, ...] = Field(default=WORKBOOK_RULES, min_length=1)
+    resolve_after: DurationMs = 3_600_000
+    min_requests: int = Field(default=100, ge=1)
+
+
 class Evaluation(_Strict):
     pane: DurationMs = 60_000
     window: DurationMs = 3_600_000
@@ -155,6 +190,7 @@ class Evaluation(_Strict):
     max_future_skew: DurationMs = 3_600_000  # records timestamped later than the clock plus this are rejected
     confidence: Confidence = Confidence()
     uptime: UptimeDefinition = UptimeDefinition()
+    alerts: Alerting = Alerting()
 
     @model_validator(mode="after")
     def _grid(self) -> Evaluation:
@@ -164,6 +200,7 @@ class Evaluation(_Strict):
             raise ValueError("evaluation.stall_after must be a whole number of panes")
         if self.stall_after <= self.lateness:
             raise ValueError("evaluation.stall_after must be longer than evaluation.lateness")
+        _check_alert_grid(self.alerts, self.pane, "evaluation.alerts")
         return self
 
 
@@ -186,6 +223,16 @@ class Calendar(_Strict):
 
     contingency_weeks: tuple[float, float]  # the seed's contingency buffer, low and high
     tiers: dict[str, TierDates] = Field(min_length=1)
+
+
+def _check_alert_grid(alerts: Alerting, pane: int, where: str) -> None:
+    spans = [("resolve_after", alerts.resolve_after)]
+    spans += [
+        (f"rules[{i}].{side}", getattr(r, side)) for i, r in enumerate(alerts.rules) for side in ("long", "short")
+    ]
+    for label, span in spans:
+        if span % pane:
+            raise ValueError(f"{where}.{label} must be a whole number of panes ({pane} ms)")
 
 
 class Plan(_Strict):
@@ -211,6 +258,8 @@ class Plan(_Strict):
             if phase.hold_on_fail % window:
                 raise ValueError(f"phase {phase.name!r}: hold_on_fail must be a whole number of windows")
             for tier in phase.tiers:
+                if tier.alerts is not None:
+                    _check_alert_grid(tier.alerts, self.evaluation.pane, f"tier {tier.name!r}: alerts")
                 for region in tier.regions or ():
                     if region not in self.regions:
                         raise ValueError(
