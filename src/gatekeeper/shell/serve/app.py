@@ -78,7 +78,7 @@ async def serve(plan: Plan, plan_path: str, settings: KafkaSettings, options: Se
 
 def run_serve(plan: Plan, plan_path: str, settings: KafkaSettings, options: ServeOptions) -> int:
     """Run until SIGTERM / SIGINT (exit 0)."""
-    log = configure_logging(WorkerOptions(log_level=options.log_level, log_format=options.log_format))
+    configure_logging(WorkerOptions(log_level=options.log_level, log_format=options.log_format))  # same set-up
     log = structlog.get_logger("gatekeeper.serve")
     log_client_errors(options.log_level)
     return asyncio.run(serve(plan, plan_path, settings, options, log))
