@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK ?= requirements-dev.lock
 
-.PHONY: demo test lint unit bench lock kafka-fetch clean
+.PHONY: install demo test lint unit bench lock kafka-fetch clean
 
 # --no-deps and --require-hashes: exactly the lock, nothing resolved on this machine; the package itself is then
 # installed editable without build isolation (its build requirements are in the lock too).
@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip check
 	touch $(STAMP)
 
+install: $(STAMP)
+
 demo: $(STAMP)
 	$(BIN)/gatekeeper demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts examples
+	$(BIN)/ruff format --check src tests bench scripts examples
 	$(BIN)/mypy
 
 unit: $(STAMP)

@@ -1,6 +1,6 @@
 """``gatekeeper report`` and ``replay --report``: what the page says (periods, summary, holds and their causes,
 computed from decisions) and the page itself, rendered by headless Chromium (Debian's ``chromium``, installed by
-``scripts/ensure_chromium.sh``): plotly draws every gate's chart without a network, the summary tables hold the
+``scripts/install_browser.sh``): plotly draws every gate's chart without a network, the summary tables hold the
 rollout's facts, every decision's reasons are in the charts' hover texts and each chart offers a PNG download.
 
 Without Chromium the rendering tests are skipped, or failed under ``CI=true``.
@@ -65,7 +65,7 @@ def test_an_unreleased_hold_runs_to_its_hold_until() -> None:
 # -- rendering in Chromium -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """Headless Chromium, installed by scripts/ensure_chromium.sh when missing and this runs as root."""
+    """Headless Chromium, installed by scripts/install_browser.sh when missing and this runs as root."""
     if shutil.which("chromium") is None and os.geteuid() == 0:
         subprocess.run(["bash", str(REPO / "scripts" / "ensure_chromium.sh")], check=False, timeout=900)
     path = shutil.which("chromium")

@@ -34,14 +34,15 @@ streams:
 """
 
 
-def test_the_six_scenario_files_exist() -> None:
-    """config/scenarios ships the six scenarios the README and the demo refer to."""
+def test_the_seven_scenario_files_exist() -> None:
+    """config/scenarios ships the seven scenarios the README, the demo and the status page's test refer to."""
     expected = {
         "error-breach",
         "healthy-canary",
         "latency-breach-one-region",
         "mixed-input",
         "stall",
+        "status-page",
         "thin-traffic",
     }
     assert expected == {p.stem for p in SCENARIO_FILES}

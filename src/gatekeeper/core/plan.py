@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -110,6 +111,7 @@ class Tier(_Strict):
     checkpoints: tuple[Checkpoint, ...] = ()
     criteria: tuple[Criterion, ...] = Field(min_length=1)
     regions: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every region of the plan
+    alerts: Alerting | None = None  # None: the plan's evaluation.alerts
 
     @model_validator(mode="after")
     def _unique_criteria(self) -> Tier:
@@ -145,6 +147,40 @@ class UptimeDefinition(_Strict):
     silence_counts_as_down: bool = False
 
 
+class BurnRule(_Strict):
+    """One multi-window burn-rate alert rule (the SRE workbook's): it fires when the error budget burns at least
+    ``burn_rate`` times the sustainable rate over both the ``long`` and the ``short`` window."""
+
+    severity: Literal["page", "ticket"]
+    long: DurationMs
+    short: DurationMs
+    burn_rate: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _short_inside_long(self) -> BurnRule:
+        if self.short >= self.long:
+            raise ValueError(f"short window ({self.short} ms) must be shorter than the long one ({self.long} ms)")
+        return self
+
+
+WORKBOOK_RULES = (  # "The Site Reliability Workbook", ch. 5, table 5-8, for a 30-day objective
+    BurnRule(severity="page", long="1h", short="5m", burn_rate=14.4),  # 2 % of the budget in 1 h
+    BurnRule(severity="page", long="6h", short="30m", burn_rate=6),  # 5 % in 6 h
+    BurnRule(severity="ticket", long="3d", short="6h", burn_rate=1),  # 10 % in 3 days
+)
+
+
+class Alerting(_Strict):
+    """Breach alerts on the error budget each tier's objectives imply (``core/burn_rate.py``). A breach opens
+    when any rule fires, escalates to ``page`` at once, and resolves (or drops to ``ticket``) only after its
+    rules have been silent for ``resolve_after``: the hysteresis that keeps a flapping rate from opening a storm
+    of alerts. A rule needs ``min_requests`` in its long window, so a few errors in thin traffic never page."""
+
+    rules: tuple[BurnRule, ...] = Field(default=WORKBOOK_RULES, min_length=1)
+    resolve_after: DurationMs = 3_600_000
+    min_requests: int = Field(default=100, ge=1)
+
+
 class Evaluation(_Strict):
     pane: DurationMs = 60_000
     window: DurationMs = 3_600_000
@@ -154,6 +190,7 @@ class Evaluation(_Strict):
     max_future_skew: DurationMs = 3_600_000  # records timestamped later than the clock plus this are rejected
     confidence: Confidence = Confidence()
     uptime: UptimeDefinition = UptimeDefinition()
+    alerts: Alerting = Alerting()
 
     @model_validator(mode="after")
     def _grid(self) -> Evaluation:
@@ -163,7 +200,39 @@ class Evaluation(_Strict):
             raise ValueError("evaluation.stall_after must be a whole number of panes")
         if self.stall_after <= self.lateness:
             raise ValueError("evaluation.stall_after must be longer than evaluation.lateness")
+        _check_alert_grid(self.alerts, self.pane, "evaluation.alerts")
         return self
+
+
+class TierDates(_Strict):
+    """A tier's planned days in the seed's calendar, both inclusive (``end``: the planned GO day)."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierDates:
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+
+class Calendar(_Strict):
+    """The rollout's planned dates, for the status page (planned vs actual). It gates nothing, so it is not
+    part of ``plan_version``: moving a date changes no decision id."""
+
+    contingency_weeks: tuple[float, float]  # the seed's contingency buffer, low and high
+    tiers: dict[str, TierDates] = Field(min_length=1)
+
+
+def _check_alert_grid(alerts: Alerting, pane: int, where: str) -> None:
+    spans = [("resolve_after", alerts.resolve_after)]
+    spans += [
+        (f"rules[{i}].{side}", getattr(r, side)) for i, r in enumerate(alerts.rules) for side in ("long", "short")
+    ]
+    for label, span in spans:
+        if span % pane:
+            raise ValueError(f"{where}.{label} must be a whole number of panes ({pane} ms)")
 
 
 class Plan(_Strict):
@@ -173,6 +242,7 @@ class Plan(_Strict):
     regions: tuple[str, ...] = Field(min_length=1)
     evaluation: Evaluation = Evaluation()
     phases: tuple[Phase, ...] = Field(min_length=1)
+    calendar: Calendar | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -180,11 +250,16 @@ class Plan(_Strict):
         dupes = sorted({n for n in tiers if tiers.count(n) > 1})
         if dupes:
             raise ValueError(f"tier names must be unique across phases; repeated: {', '.join(dupes)}")
+        unknown = sorted(set(self.calendar.tiers) - set(tiers)) if self.calendar else []
+        if unknown:
+            raise ValueError(f"calendar.tiers names tiers not in the plan: {', '.join(unknown)}")
         window = self.evaluation.window
         for phase in self.phases:
             if phase.hold_on_fail % window:
                 raise ValueError(f"phase {phase.name!r}: hold_on_fail must be a whole number of windows")
             for tier in phase.tiers:
+                if tier.alerts is not None:
+                    _check_alert_grid(tier.alerts, self.evaluation.pane, f"tier {tier.name!r}: alerts")
                 for region in tier.regions or ():
                     if region not in self.regions:
                         raise ValueError(
@@ -199,7 +274,8 @@ class Plan(_Strict):
     @property
     def plan_version(self) -> str:
         """``version`` plus a short hash of the whole plan, so two different plans never share a version."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        gating = self.model_dump(mode="json", exclude={"calendar"})
+        canonical = json.dumps(gating, sort_keys=True, separators=(",", ":"))
         return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
     def gates(self) -> list[tuple[str, Phase, Tier]]:

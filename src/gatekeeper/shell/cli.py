@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="a rollout's decisions as one self-contained HTML page with charts")
     _delegate(report, "gatekeeper.shell.report.cli")
 
+    serve = sub.add_parser("serve", help="HTTP gate API, Flagger webhooks, Prometheus metrics and status page")
+    _delegate(serve, "gatekeeper.shell.serve.cli")
+
     demo = sub.add_parser("demo", help="simulate a whole rollout on the embedded engine and show the decisions")
     demo.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=7)

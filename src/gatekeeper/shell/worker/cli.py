@@ -58,6 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="json: contract-v1 records; otlp: OpenTelemetry trace batches as the Collector's kafkaexporter "
         "writes them (otlp_proto or otlp_json; contract-v1 records are read too) (GATEKEEPER_TELEMETRY_FORMAT; json)",
     )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (GATEKEEPER_METRICS_PORT; off; 0: any)",
+    )
+    group.add_argument("--metrics-host", help="address for --metrics-port (GATEKEEPER_METRICS_HOST; 0.0.0.0)")
     group.add_argument("--log-level", choices=LOG_LEVELS, help="(GATEKEEPER_LOG_LEVEL; info)")
     group.add_argument("--log-format", choices=LOG_FORMATS, help="(GATEKEEPER_LOG_FORMAT; console)")
 
@@ -99,6 +105,9 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     telemetry_format = (_pick(args, "telemetry_format", env) or base.telemetry_format).lower()
     if telemetry_format not in TELEMETRY_FORMATS:
         raise UserError(f"telemetry format {telemetry_format!r}: use one of {', '.join(TELEMETRY_FORMATS)}")
+    port_text = _pick(args, "metrics_port", env)
+    if port_text is not None and (not port_text.isdigit() or int(port_text) > 65535):
+        raise UserError(f"--metrics-port {port_text!r}: use a port number 0-65535 (0 picks a free one)")
     return WorkerOptions(
         app_id=app_id,
         batch=int(values["batch"]),
@@ -110,6 +119,8 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         metrics_file=str(Path(metrics_file)) if (metrics_file := _pick(args, "metrics_file", env)) else None,
         telemetry_format=telemetry_format,
         otlp=otlp_mapping(args, env),
+        metrics_port=None if port_text is None else int(port_text),
+        metrics_host=_pick(args, "metrics_host", env) or base.metrics_host,
     )
 
 

@@ -25,3 +25,5 @@ class WorkerOptions:
     metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
     telemetry_format: str = "json"
     otlp: OtlpMapping = field(default_factory=OtlpMapping)  # where spans' region and tier come from
+    metrics_port: int | None = None  # /metrics, /healthz, /readyz over HTTP (shell/worker/exporter.py)
+    metrics_host: str = "0.0.0.0"  # a scrape target must be reachable from the Prometheus server

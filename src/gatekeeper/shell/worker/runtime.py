@@ -35,7 +35,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+)
 
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.otlp import SpanBatch
@@ -44,6 +50,7 @@ from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics, spans
 from gatekeeper.shell.worker.decoding import Decoding
+from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
 from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
@@ -99,6 +106,8 @@ class Runtime:
         self.restored: set[int] = set()  # partitions whose gates are restored (or being kept)
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
+        self.exporter = WorkerExporter()  # --metrics-port: what happened is reported to it, it serves it
+        self.caught_up = False  # every owned partition read to its end at the latest clock check
         self._stop = asyncio.Event()
         self._tail: asyncio.Future[None] | None = None  # the last poll's state acks and commit, in flight
         common = settings.aiokafka_kwargs()
@@ -131,11 +140,16 @@ class Runtime:
         await self.producer.start()
         await self.restorer.start()
         await self.consumer.start()
+        if self.options.metrics_port is not None:
+            ready = lambda: {"assigned": bool(self.owned), "caught_up": self.caught_up}  # noqa: E731
+            port = await self.exporter.start(self.options.metrics_host, self.options.metrics_port, ready)
+            self.log.info("metrics listening", host=self.options.metrics_host, port=port)
         try:
             self.consumer.subscribe([self.topics.telemetry, self.topics.gates], listener=_Rebalance(self))
             await self._loop()
             await self._guarded(self._settle())
         finally:
+            await self.exporter.stop()
             await self.consumer.stop()  # leaves the group: the others take over at once
             await self.restorer.stop()
             await self.producer.stop()
@@ -211,6 +225,7 @@ class Runtime:
             decoded = await poll.decoded
             offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in poll.runs}
             self.totals["records"] += sum(len(batch) for _topic, _p, batch in poll.runs)
+            self.exporter.polled(poll.runs, self.consumer.highwater)
             runs = poll.runs
             if isinstance(decoded, SpanBatch):  # OTLP trace batches: one record per request for the processor
                 self.totals["ignored_spans"] += sum(decoded.ignored.values())
@@ -235,9 +250,16 @@ class Runtime:
             ends = await self.consumer.end_offsets(owned)
             for tp in owned:
                 if await self.consumer.position(tp) < ends[tp]:
+                    self.caught_up = False
                     return
         except IllegalStateError:
             return  # a partition was revoked meanwhile
+        except (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError) as exc:
+            # The broker is away (an outage outlasting the request timeout): the clock only reports, so ask
+            # again at the next interval rather than stop the worker.
+            self.log.warning("cannot read end offsets; the stream clock waits", error=str(exc))
+            return
+        self.caught_up = True
         async with self.lock:
             if {(tp.topic, tp.partition) for tp in owned} != self.owned:
                 return  # a rebalance in between: check again next time
@@ -273,6 +295,7 @@ class Runtime:
                 await send(m.topic, m.value, key=m.key, partition=m.partition, headers=list(headers) or None)
             )
         await asyncio.gather(*pending)
+        self.exporter.delivered(len(flush.decisions), wall_ms)
         states = [
             await send(self.changelog, value, key=key, partition=home_partition(key, self.topics.partitions))
             for key, value in flush.state.items()
@@ -280,6 +303,7 @@ class Runtime:
         self.totals.update(
             applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates, late=flush.late
         )
+        self.exporter.sync(self.totals, self.processor.rejected, self.processor.decided)
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
         self._tail = asyncio.ensure_future(self._persist(states, offsets))

@@ -1,0 +1,148 @@
+"""Multi-window, multi-burn-rate breach alerts: when they open, escalate, resolve, and that they do not flap."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from gatekeeper.core.burn_rate import Breach, BurnSpec, BurnState, Slo, advance, slos_of
+from gatekeeper.core.plan import Alerting, BurnRule
+
+from .helpers import MINUTE, T0, make_plan
+
+HOUR = 60 * MINUTE
+BUDGET = 0.001  # a 0.1 % error-rate objective
+SPEC = BurnSpec("us-east", "canary", "test+0", MINUTE, Slo("error_rate", BUDGET, "error rate <= 0.1%"), Alerting())
+
+
+def traffic(
+    rates: list[tuple[float, float]], per_minute: int = 1000, seed: int = 1
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Panes from T0: (hours, error rate) segments, binomial errors at ``per_minute`` requests a minute."""
+    rng = np.random.default_rng(seed)
+    rate = np.concatenate([np.full(round(hours * 60), r) for hours, r in rates])
+    starts = T0 + MINUTE * np.arange(rate.size, dtype=np.int64)
+    requests = np.full(rate.size, per_minute, dtype=np.int64)
+    return starts, requests, rng.binomial(requests, rate).astype(np.int64)
+
+
+def run(panes: tuple[npt.NDArray[np.int64], ...], chunk: int | None = None, spec: BurnSpec = SPEC) -> list[Breach]:
+    state, out = BurnState(), []
+    size = chunk or panes[0].size
+    for i in range(0, panes[0].size, size):
+        out += advance(spec, state, *(column[i : i + size] for column in panes))
+    return out
+
+
+def minutes_after(event: Breach, start_ms: int) -> float:
+    from gatekeeper.core.timefmt import parse_instant
+
+    return (parse_instant(event.at) - start_ms) / MINUTE
+
+
+def test_a_fast_burn_pages_within_the_short_window() -> None:
+    """After two healthy hours, 20 % errors (a 200x burn) page within 5 minutes: the 1 h window reaches 14.4x
+    in 4.3 minutes and the 5 m window at once."""
+    events = run(traffic([(2, 0.0005), (1, 0.2)]))
+    opened = events[0]
+    assert ("opened", "page", "open") == (opened.change, opened.severity, opened.state)
+    assert 0 < minutes_after(opened, T0 + 2 * HOUR) <= 5
+    assert "1h" == opened.windows[0].long
+    assert opened.windows[0].long_burn >= 14.4
+
+
+def test_a_burn_just_over_the_rate_pages_before_the_long_window_is_full() -> None:
+    """A 1.6 % error rate (16x) pages once the 1 h window has burnt 14.4x: after about 14.4/16 of an hour."""
+    events = run(traffic([(2, 0.0), (2, 0.016)]))
+    delay = minutes_after(events[0], T0 + 2 * HOUR)
+    assert ("page", True) == (events[0].severity, 45 <= delay <= 62)
+
+
+def test_a_slow_burn_opens_a_ticket_after_days_never_a_page() -> None:
+    """A 0.15 % error rate (1.5x) never pages; it opens a ticket once the 3-day window burns more than 1x, which
+    takes about two days (3 d x 1/1.5) from the start."""
+    events = run(traffic([(96, 0.0015)], per_minute=500))
+    assert [("opened", "ticket")] == [(e.change, e.severity) for e in events]
+    assert 40 * 60 <= minutes_after(events[0], T0) <= 56 * 60
+
+
+def test_a_flapping_rate_opens_one_breach_not_a_storm() -> None:
+    """Twelve hours of 20 minutes at a 30x burn then 20 minutes healthy keep one breach open: the page rules fire
+    again before resolve_after passes. Once the flapping stops it drops to a ticket (the 6 h ticket window still
+    burns) and later resolves: three events of one breach, not a storm."""
+    segments = [(1 / 3, 0.03), (1 / 3, 0.0)] * 18 + [(12, 0.0)]
+    events = run(traffic(segments))
+    assert ["opened", "deescalated", "resolved"] == [e.change for e in events]
+    assert 1 == len({e.breach_id for e in events})
+    assert ([0, 1, 2], events[2].at) == ([e.revision for e in events], events[2].resolved_at)
+
+
+def test_healthy_traffic_over_a_whole_soak_opens_nothing() -> None:
+    """Three weeks at the seed's healthy 0.079 % against a 0.1 % objective (40 requests a minute, a canary):
+    no breach, page or ticket."""
+    assert [] == run(traffic([(21 * 24, 0.00079)], per_minute=40, seed=3), chunk=997)
+
+
+def test_thin_traffic_needs_min_requests() -> None:
+    """One error in two requests is a 500x burn, but the long window holds fewer than min_requests: nothing."""
+    starts = np.asarray([T0, T0 + MINUTE], dtype=np.int64)
+    assert [] == run((starts, np.asarray([1, 1]), np.asarray([1, 0])))
+
+
+def test_escalation_and_deescalation() -> None:
+    """A ticket-level burn (3x for 2 days) opens a ticket; a fast burn then escalates the same breach to a page;
+    when the fast burn stops the breach drops back to a ticket after resolve_after, still the same breach."""
+    events = run(traffic([(48, 0.003), (1, 0.2), (4, 0.003)], per_minute=500))
+    assert ["opened", "escalated", "deescalated"] == [e.change for e in events][:3]
+    assert ["ticket", "page", "ticket"] == [e.severity for e in events][:3]
+    assert 1 == len({e.breach_id for e in events[:3]})
+    assert [0, 1, 2] == [e.revision for e in events[:3]]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 60, 1441])
+def test_the_same_events_whatever_the_batches(chunk: int) -> None:
+    """Feeding the panes one at a time, or in any batch size, gives exactly the events of one batch: the state
+    carries the windows (pane-exact and hourly) across calls."""
+    panes = traffic([(50, 0.003), (1, 0.2), (6, 0.0), (2, 0.05), (30, 0.0)], per_minute=300, seed=9)
+    expected = run(panes)
+    assert len(expected) >= 3
+    assert expected == run(panes, chunk=chunk)
+
+
+def test_gaps_count_as_empty_time() -> None:
+    """Panes need not be contiguous: a silence between them is empty time. A breach burning before a 4-day
+    silence resolves during it, and the burn after it opens a new breach."""
+    first = traffic([(1, 0.3)])
+    later = tuple(column.copy() for column in traffic([(1, 0.3)], seed=2))
+    later[0][:] += 96 * HOUR
+    events = run(tuple(np.concatenate(pair) for pair in zip(first, later, strict=True)))
+    assert ("resolved", "opened") == (events[-2].change, events[-1].change)
+    assert 2 == len({e.breach_id for e in events})
+
+
+def test_panes_must_move_forward() -> None:
+    """A pane before the last one seen is a caller's bug, refused with the pane's time."""
+    state = BurnState()
+    advance(SPEC, state, *traffic([(1, 0.0)]))
+    with pytest.raises(ValueError, match="not after the last pane"):
+        advance(SPEC, state, np.asarray([T0], dtype=np.int64), np.asarray([5]), np.asarray([0]))
+
+
+def test_windows_and_state_size() -> None:
+    """With the workbook rules, 6 h of panes are kept exactly and the 3-day window in 72 hours; custom rules
+    shorter than 6 h keep no hours at all."""
+    assert (360, 72) == (SPEC.fine_panes, SPEC.hour_span)
+    short = Alerting(rules=(BurnRule(severity="page", long="1h", short="5m", burn_rate=10),))
+    spec = BurnSpec("us-east", "canary", "v", MINUTE, SPEC.slo, short)
+    state = BurnState()
+    advance(spec, state, *traffic([(30, 0.0)]))
+    assert (60, 0, {}) == (spec.fine_panes, spec.hour_span, state.hours)
+
+
+def test_objectives_of_a_tier() -> None:
+    """A tier's objectives: its error-rate ceiling and the share its latency criterion allows above the ceiling."""
+    tier = make_plan().phases[0].tiers[0]
+    slos = slos_of(tier)
+    assert ["error_rate", "latency"] == [s.name for s in slos]
+    assert pytest.approx(0.01) == slos[1].budget
