@@ -1,22 +1,21 @@
 """``gatekeeper report`` and ``replay --report``: what the page says (periods, summary, holds and their causes,
 computed from decisions) and the page itself, rendered by headless Chromium (Debian's ``chromium``, installed by
-``scripts/install_browser.sh``): plotly draws every gate's chart without a network, the summary tables hold the
-rollout's facts, every decision's reasons are in the charts' hover texts and each chart offers a PNG download.
+``scripts/install_browser.sh`` from ``scripts/test.sh``): plotly draws every gate's chart without a network, the
+summary tables hold the rollout's facts, every decision's reasons are in the charts' hover texts and each chart
+offers a PNG download.
 
-Without Chromium the rendering tests are skipped, or failed under ``CI=true``.
+Without Chromium the rendering tests are skipped, or failed under ``CI=true`` (``tests/browser.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from browser import dump_dom, screenshot
 from gatekeeper.core import decision as decisions
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.cli import main
@@ -62,34 +61,7 @@ def test_an_unreleased_hold_runs_to_its_hold_until() -> None:
     assert [("hold", 14 * DAY_MS, False)] == [(p.kind, p.end_ms - p.start_ms, p.closed) for p in gate.periods[1:]]
 
 
-# -- rendering in Chromium -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Headless Chromium, installed by scripts/install_browser.sh when missing and this runs as root."""
-    if shutil.which("chromium") is None and os.geteuid() == 0:
-        subprocess.run(["bash", str(REPO / "scripts" / "ensure_chromium.sh")], check=False, timeout=900)
-    path = shutil.which("chromium")
-    if path is None:
-        reason = "headless Chromium (Debian's chromium) is needed to render the report"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (failing, not skipping, because CI=true)", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
-def render(chromium: str, page: Path, tmp_path: Path, *extra: str) -> str:
-    """The DOM after plotly ran (virtual time lets its scripts finish), or what ``extra`` asks (a screenshot)."""
-    profile = tmp_path / f"chromium-{len(list(tmp_path.iterdir()))}"
-    argv = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--virtual-time-budget=10000", *(extra or ("--dump-dom",)), page.as_uri(),
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
-    assert 0 == done.returncode, done.stderr[-2000:]
-    return done.stdout
-
-
+# -- rendering in Chromium (tests/browser.py: the system's headless chromium) ------------------------------------
 def replay_with_report(tmp_path: Path) -> tuple[Path, Path, list[dict[str, object]]]:
     """A two-region canary rollout replayed with ``--report``: (the page, the decisions file, the decisions)."""
     plan = tmp_path / "plan.yaml"
@@ -102,7 +74,7 @@ def replay_with_report(tmp_path: Path) -> tuple[Path, Path, list[dict[str, objec
     return page, out, [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_the_page_renders_every_gate_and_the_summary_without_a_network(chromium: str, tmp_path: Path) -> None:
+def test_the_page_renders_every_gate_and_the_summary_without_a_network(tmp_path: Path) -> None:
     """Chromium draws one plotly chart per gate (its SVG exists only once plotly.js ran, from the page itself:
     the page loads no script from anywhere); the summary says which tier each region reached and how long it
     was held, the holds table names the cause; every decision's reason is in the charts' hover texts; each
@@ -111,7 +83,7 @@ def test_the_page_renders_every_gate_and_the_summary_without_a_network(chromium:
     assert {"fail", "hold", "release", "pass"} <= {d["decision"] for d in decided}
     source = page.read_text()
 
-    dom = render(chromium, page, tmp_path)
+    dom = dump_dom(page.as_uri(), budget_ms=10_000)
 
     assert [] == re.findall(r"<script[^>]+src=", source)
     charts = re.findall(r'<div id="gate-([\w-]+)" class="plotly-graph-div', dom)
@@ -132,7 +104,7 @@ def test_the_page_renders_every_gate_and_the_summary_without_a_network(chromium:
 
 
 def test_report_from_a_decisions_file_skips_bad_lines_and_takes_a_screenshot(
-    chromium: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``gatekeeper report --decisions``: a line that is not a decision is said (file and line) and skipped, a
     repeated decision counts once, the rest make the same page as ``replay --report``; Chromium screenshots it."""
@@ -149,7 +121,7 @@ def test_report_from_a_decisions_file_skips_bad_lines_and_takes_a_screenshot(
     assert f"skipped 1 record(s):\n{damaged} line 2: not a decision" in err
     assert f"{len(decided)} decisions of 2 gates" in err
     shot = tmp_path / "report.png"
-    render(chromium, again, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars")
+    screenshot(again.as_uri(), shot, size="1200,1600", budget_ms=10_000)
     assert b"\x89PNG" == shot.read_bytes()[:4]
     assert shot.stat().st_size > 20_000  # a page of charts, not a blank one
 

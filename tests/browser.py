@@ -1,6 +1,7 @@
 """The system's headless Chromium (Debian's ``chromium``), driven from the command line: the DOM after the page's
-scripts ran (``--dump-dom``) and screenshots. Missing browser: the test is skipped, or failed under CI=true
-(scripts/test.sh installs it on a fresh machine)."""
+scripts ran (``--dump-dom``) and screenshots; for the status page (tests/kafka) and the rollout report
+(tests/shell). Missing browser: the test is skipped, or failed under CI=true (scripts/test.sh installs it on a
+fresh machine)."""
 
 from __future__ import annotations
 
