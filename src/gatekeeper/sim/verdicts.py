@@ -47,7 +47,7 @@ class Outcome:
 def run_replica(plan: Plan, tier: str, regime: Regime, rate_per_min: float, horizon_ms: int, seed: int) -> Outcome:
     """Feed one gate for ``horizon_ms`` of event time, noting its first fail and first pass."""
     region, phase, spec_tier = next((r, p, t) for r, p, t in plan.gates() if t.name == tier)
-    gate = Gate(GateSpec.of(region, phase, spec_tier, plan.evaluation, plan.plan_version))
+    gate = Gate(GateSpec.of(region, phase, spec_tier, plan.evaluation, plan.plan_version, len(plan.gates())))
     rng = np.random.default_rng(seed)
     ev = plan.evaluation
     panes_per_window = ev.window // ev.pane
