@@ -159,14 +159,15 @@ class StatisticalJudge:
         limit, needed = self.fail_above, self.min_requests_to_fail
         conf = f"{(1 - alpha) * 100:.6g}%"
         seen = self.describe(ev.requests, hits)
-        odds = f"{_ratio(reading.log_evidence)} to 1 for a breach ({_ratio(reading.log_threshold)} needed)"
+        odds = f"{_ratio(reading.log_evidence)} to 1 for a breach, {_ratio(reading.log_threshold)} needed"
         verdict: Verdict = "inconclusive"
         if reading.requests < needed:
             why = f"{self.label}: {reading.requests} requests in the soak; {needed} needed to fail"
         elif reading.log_evidence >= reading.log_threshold:
             verdict = "fail"
-            why = (f"{seen} {since}: above the {self.show(limit)} ceiling at {conf} confidence "
-                   f"(likelihood ratio {odds}; anytime-valid, however often it is checked)")  # fmt: skip
+            least = "" if reading.lower is None else f"at least {_pct(reading.lower)}, "
+            why = (f"{seen} {since}: {least}above the {self.show(limit)} ceiling at {conf} confidence "
+                   f"(likelihood ratio {odds}; anytime-valid: holds however often it is checked)")  # fmt: skip
         else:
             why = f"{seen} {since}: not yet conclusive against the {self.show(limit)} ceiling (likelihood ratio {odds})"
         observed, _, _ = self.measure(ev, 0.5, "exact") if ev.requests else (None, 0.0, 0.0)
@@ -188,10 +189,12 @@ class SequentialReading:
 
 
 def _ratio(log_value: float) -> str:
-    """A likelihood ratio in words a person reads: '3,100', '0.02', 'over 1e300'."""
+    """A likelihood ratio a person reads: '3,100', '0.02', '3.8e+10', 'over 1e300'."""
     if log_value > 690:
         return "over 1e300"
     value = math.exp(log_value)
+    if value >= 1e6:
+        return f"{value:.2g}"
     return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 

@@ -386,12 +386,26 @@ class Gate:
         """At a window's close: every criterion's results if one of them fails, else nothing."""
         results: list[tuple[CriterionResult, Evidence]] = []
         empty = Evidence(0, 0, sketch.empty())
+        if not any(self._crossed(j, t, look) for j, t in zip(self.spec.judges, self.spec.tests, strict=True)):
+            return results  # the common case: no words needed
         for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
             if test is not None and isinstance(judge, StatisticalJudge):
                 results.append(self._sequential_result(judge, test, look.soak, empty, look.window.bins))
             elif judge.may_fail(look):
                 results.extend((r, look.soak) for r in judge.fail_checks(look, 0.0))
         return results if any(r.verdict == "fail" for r, _ in results) else []
+
+    def _crossed(self, judge: Judge, test: Test | None, look: Look) -> bool:
+        """Whether ``judge`` may fail at a window's close (sequential tests on the soak so far; uptime as before)."""
+        if test is None or not isinstance(judge, StatisticalJudge):
+            return judge.may_fail(look)
+        soak = look.soak
+        if soak.requests < judge.min_requests_to_fail:
+            return False
+        total, _ = test.log_evidence(
+            soak.requests, judge.hits(soak), self._restarts(judge.name), self.state.looks + 1, 0, 0
+        )
+        return bool(total >= test.log_threshold)
 
     def _sequential_result(
         self,
@@ -412,7 +426,8 @@ class Gate:
         scope: Scope
         if float(start) >= log_total - math.log(2):  # the soak's own test holds at least half the evidence
             scope, ev, hits, since = "soak", soak, soak_hits, f"over the soak since {format_ms(st.soak_start)}"
-            lower = test.lower_bound(soak.requests, soak_hits) if judge.per_pane else None
+            failing = log_total >= test.log_threshold and soak.requests >= judge.min_requests_to_fail
+            lower = test.lower_bound(soak.requests, soak_hits) if judge.per_pane and failing else None
         else:
             hits = restarts.run_hits + part_hits
             bins = recent_bins if recent_bins is not None else sketch.empty()

@@ -158,8 +158,13 @@ def log_lrs(
 
 
 def log_mixture(per_alternative: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """log of the weighted mixture (``FAIL_WEIGHTS``) of per-alternative log likelihood ratios, over the last axis."""
-    result: npt.NDArray[np.float64] = special.logsumexp(per_alternative + _LOG_FAIL_WEIGHTS, axis=-1)
+    """log of the weighted mixture (``FAIL_WEIGHTS``) of per-alternative log likelihood ratios, over the last axis
+    (numpy log-sum-exp: scipy's costs ~0.3 ms a call, read after every pane)."""
+    terms = per_alternative + _LOG_FAIL_WEIGHTS
+    top = np.max(terms, axis=-1, keepdims=True)
+    safe = np.where(np.isfinite(top), top, 0.0)  # all -inf: the sum is 0 and its log -inf
+    with np.errstate(divide="ignore"):
+        result: npt.NDArray[np.float64] = np.log(np.sum(np.exp(terms - safe), axis=-1)) + safe[..., 0]
     return result
 
 
