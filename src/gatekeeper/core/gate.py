@@ -31,7 +31,7 @@ from gatekeeper.core.criteria import (
 )
 from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, Scope, decision_id
 from gatekeeper.core.plan import Evaluation, Phase, Tier
-from gatekeeper.core.sequential import Restarts, Test
+from gatekeeper.core.sequential import FailTest, Restarts
 from gatekeeper.core.timefmt import format_duration, format_ms
 
 Status = Literal["waiting", "soaking", "passed", "held"]
@@ -49,7 +49,7 @@ class GateSpec:
     judges: tuple[Judge, ...]
     false_fail: float  # this gate's share of the plan's false_fail (all of it with ``confidence.scope: gate``)
     false_pass: float
-    tests: tuple[Test | None, ...]  # sequential: each statistical judge's test (its share of ``false_fail``)
+    tests: tuple[FailTest | None, ...]  # sequential: each statistical judge's test (its share of ``false_fail``)
 
     @staticmethod
     def of(
@@ -64,7 +64,7 @@ class GateSpec:
         total = sum(j.fail_weight for j in judges if j.statistical)
         planned = max(1, tier.soak // evaluation.window)
         tests = tuple(
-            Test(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)
+            FailTest(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)
             if isinstance(j, StatisticalJudge)
             else None
             for j in judges
@@ -395,7 +395,7 @@ class Gate:
                 results.extend((r, look.soak) for r in judge.fail_checks(look, 0.0))
         return results if any(r.verdict == "fail" for r, _ in results) else []
 
-    def _crossed(self, judge: Judge, test: Test | None, look: Look) -> bool:
+    def _crossed(self, judge: Judge, test: FailTest | None, look: Look) -> bool:
         """Whether ``judge`` may fail at a window's close (sequential tests on the soak so far; uptime as before)."""
         if test is None or not isinstance(judge, StatisticalJudge):
             return judge.may_fail(look)
@@ -410,7 +410,7 @@ class Gate:
     def _sequential_result(
         self,
         judge: StatisticalJudge,
-        test: Test,
+        test: FailTest,
         soak: Evidence,
         part: Evidence,
         recent_bins: sketch.Bins | None = None,

@@ -41,7 +41,7 @@ class Restarts:
 
 
 @dataclass(frozen=True, slots=True)
-class Test:
+class FailTest:
     """The fixed parts of one criterion's test: its null rate, alpha, and the schedule of restart weights."""
 
     null_rate: float

@@ -56,6 +56,13 @@ class Window:
     bins: sketch.Bins
 
 
+def with_method(plan: Plan, method: str, scope: str) -> Plan:
+    """``plan`` judged with ``evaluation.method`` and ``confidence.scope`` replaced (to compare methods)."""
+    ev = plan.evaluation
+    conf = ev.confidence.model_copy(update={"scope": scope})
+    return plan.model_copy(update={"evaluation": ev.model_copy(update={"method": method, "confidence": conf})})
+
+
 def traffic(
     regime: Regime, rate_per_min: float, horizon_ms: int, seed: int, change: Change | None = None, pane: int = 60_000
 ) -> Iterator[Window]:
