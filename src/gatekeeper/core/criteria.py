@@ -104,7 +104,7 @@ class StatisticalJudge:
     show: Callable[[float], str]
     null_rate: float  # sequential: largest hit rate within the ceiling
     hits: Callable[[Evidence], int]  # sequential: requests certainly breaking the ceiling
-    describe: Callable[[int, int], str]  # sequential: (requests, hits) -> what was observed, in words
+    describe: Callable[[int, int, float | None], str]  # sequential: (requests, hits, estimate) -> what was seen
     per_pane: bool  # sequential: counts exist per pane (error rate), not only per window (latency sketch)
     fail_weight: float = 1.0
     statistical: bool = True
@@ -158,7 +158,8 @@ class StatisticalJudge:
         scope carrying most of the evidence: the soak, or the window-restarted test started ``since``)."""
         limit, needed = self.fail_above, self.min_requests_to_fail
         conf = f"{(1 - alpha) * 100:.6g}%"
-        seen = self.describe(ev.requests, hits)
+        observed, _, _ = self.measure(ev, 0.5, "exact") if ev.requests else (None, 0.0, 0.0)
+        seen = self.describe(ev.requests, hits, observed)
         odds = f"{_ratio(reading.log_evidence)} to 1 for a breach, {_ratio(reading.log_threshold)} needed"
         verdict: Verdict = "inconclusive"
         if reading.requests < needed:
@@ -170,7 +171,6 @@ class StatisticalJudge:
                    f"(likelihood ratio {odds}; anytime-valid: holds however often it is checked)")  # fmt: skip
         else:
             why = f"{seen} {since}: not yet conclusive against the {self.show(limit)} ceiling (likelihood ratio {odds})"
-        observed, _, _ = self.measure(ev, 0.5, "exact") if ev.requests else (None, 0.0, 0.0)
         return CriterionResult(
             name=self.name, scope=scope, verdict=verdict, threshold=limit, observed=observed,
             lower=reading.lower, requests=ev.requests, reason=why,
@@ -215,7 +215,7 @@ def _quantile_may_exceed(ev: Evidence, q: float, limit: float) -> bool:
     return int(ev.bins[: last + 1].sum()) < math.ceil(ev.requests * q)
 
 
-def _describe_errors(requests: int, errors: int) -> str:
+def _describe_errors(requests: int, errors: int, _rate: float | None) -> str:
     rate = "n/a" if requests == 0 else _pct(errors / requests)
     return f"error rate {rate} ({errors:,} errors in {requests:,} requests)"
 
@@ -245,9 +245,10 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
 
     limit, allowed = spec.fail_above_ms, 1 - q
 
-    def describe(requests: int, slow: int) -> str:
+    def describe(requests: int, slow: int, estimate: float | None) -> str:
         share = "n/a" if requests == 0 else _pct(slow / requests)
-        return (f"{share} of requests slower than {_ms(limit)} ({slow:,} of {requests:,}; "
+        shown = "" if estimate is None else f"P{q * 100:g} latency {_ms(estimate)}: "
+        return (f"{shown}{share} of requests slower than {_ms(limit)} ({slow:,} of {requests:,}; "
                 f"a P{q * 100:g} within {_ms(limit)} allows {_pct(allowed)})")  # fmt: skip
 
     return StatisticalJudge(

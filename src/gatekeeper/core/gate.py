@@ -424,14 +424,18 @@ class Gate:
         total, start = test.log_evidence(soak.requests, soak_hits, restarts, st.looks + 1, part.requests, part_hits)
         log_total = float(total)
         scope: Scope
-        if float(start) >= log_total - math.log(2):  # the soak's own test holds at least half the evidence
+        run_requests = restarts.run_requests + part.requests
+        # the soak's own test holds at least half the evidence, or no restarted run has data to show
+        if float(start) >= log_total - math.log(2) or run_requests == 0:
             scope, ev, hits, since = "soak", soak, soak_hits, f"over the soak since {format_ms(st.soak_start)}"
             failing = log_total >= test.log_threshold and soak.requests >= judge.min_requests_to_fail
             lower = test.lower_bound(soak.requests, soak_hits) if judge.per_pane and failing else None
         else:
             hits = restarts.run_hits + part_hits
-            bins = recent_bins if recent_bins is not None else sketch.empty()
-            ev = Evidence(restarts.run_requests + part.requests, hits if judge.per_pane else 0, bins)
+            # a sketch exists per window: it describes the run only when the run is the window just closed
+            just_closed = recent_bins is not None and restarts.run_start == st.window_start
+            bins = recent_bins if recent_bins is not None and just_closed else sketch.empty()
+            ev = Evidence(run_requests, hits if judge.per_pane else 0, bins)
             scope, since, lower = "window", f"since {format_ms(restarts.run_start)}", None
         reading = SequentialReading(log_total, test.log_threshold, soak.requests, lower)
         return judge.sequential_result(ev, hits, scope, since, reading, test.alpha), ev
