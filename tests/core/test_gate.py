@@ -337,3 +337,13 @@ def test_sequential_gate_resumes_from_a_snapshot_as_if_never_stopped() -> None:
     resumed.state = snapshot.load(snapshot.dump(first.state))
     after = feed(resumed, panes[45:])
     assert [encode(d) for d in through] == [encode(d) for d in before + after]
+
+
+def test_mid_soak_breach_metrics_count_the_run_since_it_began() -> None:
+    """The metrics of a restarted test's fail count the requests and errors since the breach began (00:40), not
+    the whole soak's."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 40 * MINUTE) + steady(T0 + 40 * MINUTE, T0 + 60 * MINUTE, errors=3))
+    fail = next(d for d in out if d.decision == "fail")
+    minutes = (parse_instant(fail.at) - (T0 + 40 * MINUTE)) // MINUTE
+    assert (20 * minutes, 3 * minutes) == (fail.metrics.requests, fail.metrics.errors)

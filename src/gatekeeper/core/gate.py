@@ -390,7 +390,7 @@ class Gate:
             return results  # the common case: no words needed
         for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
             if test is not None and isinstance(judge, StatisticalJudge):
-                results.append(self._sequential_result(judge, test, look.soak, empty, look.window.bins))
+                results.append(self._sequential_result(judge, test, look.soak, empty, look.window))
             elif judge.may_fail(look):
                 results.extend((r, look.soak) for r in judge.fail_checks(look, 0.0))
         return results if any(r.verdict == "fail" for r, _ in results) else []
@@ -413,10 +413,13 @@ class Gate:
         test: FailTest,
         soak: Evidence,
         part: Evidence,
-        recent_bins: sketch.Bins | None = None,
+        closed: Evidence | None = None,
     ) -> tuple[CriterionResult, Evidence]:
         """The verdict of ``judge``'s test with the soak so far (``soak``, including ``part``, the open window's
-        counts since the last close) and the evidence of its scope: the term carrying most of the evidence.
+        counts since the last close; ``closed``: the window just closed, at a window's close) and the evidence
+        for the decision's metrics. The scope is the term carrying most of the evidence: the soak, or the
+        restarted run (the metrics then show the run's counts; for latency, whose run has no sketch nor error
+        count, the closed window when the run is that window, else the soak).
         The open window's restart weight is counted even before it has data (a future term is worth its weight)."""
         st = self.state
         restarts = self._restarts(judge.name)
@@ -426,6 +429,7 @@ class Gate:
         scope: Scope
         run_requests = restarts.run_requests + part.requests
         # the soak's own test holds at least half the evidence, or no restarted run has data to show
+        metrics = soak
         if float(start) >= log_total - math.log(2) or run_requests == 0:
             scope, ev, hits, since = "soak", soak, soak_hits, f"over the soak since {format_ms(st.soak_start)}"
             failing = log_total >= test.log_threshold and soak.requests >= judge.min_requests_to_fail
@@ -433,12 +437,16 @@ class Gate:
         else:
             hits = restarts.run_hits + part_hits
             # a sketch exists per window: it describes the run only when the run is the window just closed
-            just_closed = recent_bins is not None and restarts.run_start == st.window_start
-            bins = recent_bins if recent_bins is not None and just_closed else sketch.empty()
+            just_closed = closed is not None and restarts.run_start == st.window_start
+            bins = closed.bins if closed is not None and just_closed else sketch.empty()
             ev = Evidence(run_requests, hits if judge.per_pane else 0, bins)
+            if judge.per_pane:
+                metrics = ev
+            elif closed is not None and just_closed:
+                metrics = closed
             scope, since, lower = "window", f"since {format_ms(restarts.run_start)}", None
         reading = SequentialReading(log_total, test.log_threshold, soak.requests, lower)
-        return judge.sequential_result(ev, hits, scope, since, reading, test.alpha), ev
+        return judge.sequential_result(ev, hits, scope, since, reading, test.alpha), metrics
 
     def _fail(self, judged: list[tuple[CriterionResult, Evidence]], at: int, out: list[Decision]) -> None:
         """A sequential fail at ``at`` (a pane's or window's end); the hold runs from the end of its window, so
