@@ -63,12 +63,12 @@ class Row:
         return "-" if med is None else f"{med:.0f} h ({self.passed / self.replicas:.0%})"
 
 
-_ROWS: dict[tuple[str, Case, int], Row] = {}
+_ROWS: dict[tuple[str, Case, int, int], Row] = {}
 
 
 def gate_row(plan: Plan, case: Case, replicas: int, seed: int = 1) -> Row:
     """``case`` under ``plan``, remembered: the same case in two tables runs once."""
-    key = (plan.plan_version, case, replicas)
+    key = (plan.plan_version, case, replicas, seed)
     if key not in _ROWS:
         _ROWS[key] = _gate_row(plan, case, replicas, seed)
     return _ROWS[key]
