@@ -1,22 +1,137 @@
-"""False-fail and false-pass rates of gatekeeper's verdicts by Monte-Carlo, beside Flagger- and Argo-style
-point-estimate gates on the same traffic (semantics from shared/notes/gate-anchors.md).
+"""Verdict speed and error rates of gatekeeper's methods side by side, by Monte-Carlo on the same traffic, beside
+Flagger- and Argo-style point-estimate gates (semantics from shared/notes/gate-anchors.md).
 
-gatekeeper: the real Gate over a whole soak, one look per window (plan config/rollout-plan.yaml).
-Flagger-style: 10 one-minute checks, each failing when the minute's error rate > threshold; rollback at 5.
-Argo-style: 10 one-minute checks, failureLimit 0 (one failed check fails the analysis).
+Methods: ``fixed`` (the former fixed-sample bounds, alpha spent over hourly looks), ``sequential`` (anytime-valid
+likelihood-ratio tests read after every pane; docs/statistics.md), each with the plan's 1 % false-fail held per
+gate or per rollout (1 %/24 per gate), and a Wald SPRT of the error rate (ceiling against 2x the ceiling) on the
+very same panes as the reference. Every figure is the real ``Gate`` over the plan config/rollout-plan.yaml.
+
+    python -m bench.verdict_rates --replicas 200 --fail-replicas 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from gatekeeper.core.plan import Plan
 from gatekeeper.planfile import load_plan
-from gatekeeper.sim.verdicts import Regime, verdict_rates
+from gatekeeper.sim.verdicts import Change, Regime, quantile_of, run_replica, sprt_fail_hours, with_method
 
 WEEK_MS = 604_800_000
+METHODS = (("fixed", "gate"), ("sequential", "gate"), ("sequential", "rollout"))
+SPRT_ALPHAS = (("SPRT 1%", 0.01), ("SPRT 1%/24", 0.01 / 24))
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    tier: str
+    label: str
+    regime: Regime
+    per_min: float
+    weeks: int
+    change: Change | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One case under one method: fail and pass shares, times to fail (after ``change`` when given) and pass."""
+
+    replicas: int
+    failed: int
+    failed_before_change: int
+    passed: int
+    fail_hours: list[float]
+    pass_hours: list[float]
+
+    def cell(self, what: str) -> str:
+        if what == "fail_time":
+            med, p90 = quantile_of(self.fail_hours, 0.5), quantile_of(self.fail_hours, 0.9)
+            if med is None or p90 is None:
+                return "-"
+            missed = self.replicas - len(self.fail_hours)
+            return f"{med:.1f} / {p90:.1f}" + (f" ({missed} not failed)" if missed else "")
+        if what == "failed":
+            return f"{self.failed / self.replicas:.1%}"
+        if what == "passed":
+            return f"{self.passed / self.replicas:.1%}"
+        med = quantile_of(self.pass_hours, 0.5)
+        return "-" if med is None else f"{med:.0f} h ({self.passed / self.replicas:.0%})"
+
+
+_ROWS: dict[tuple[str, Case, int, int], Row] = {}
+
+
+def gate_row(plan: Plan, case: Case, replicas: int, seed: int = 1) -> Row:
+    """``case`` under ``plan``, remembered: the same case in two tables runs once."""
+    key = (plan.plan_version, case, replicas, seed)
+    if key not in _ROWS:
+        _ROWS[key] = _gate_row(plan, case, replicas, seed)
+    return _ROWS[key]
+
+
+def _gate_row(plan: Plan, case: Case, replicas: int, seed: int) -> Row:
+    after = 0 if case.change is None else case.change.after_hours
+    fails, passes, early = [], [], 0
+    for i in range(replicas):
+        o = run_replica(
+            plan, case.tier, case.regime, case.per_min, case.weeks * WEEK_MS, seed * 100_003 + i, case.change
+        )
+        if o.fail_hours is not None:
+            if o.fail_hours <= after:
+                early += 1
+            else:
+                fails.append(o.fail_hours - after)
+        if o.pass_hours is not None and (o.fail_hours is None or o.pass_hours < o.fail_hours):
+            passes.append(o.pass_hours)
+    return Row(replicas, len(fails) + early, early, len(passes), fails, passes)
+
+
+def sprt_row(plan: Plan, case: Case, alpha: float, replicas: int, seed: int = 1) -> Row:
+    ceiling = next(
+        c.fail_above for _, _, t in plan.gates() if t.name == case.tier for c in t.criteria if c.kind == "error_rate"
+    )
+    after = 0 if case.change is None else case.change.after_hours
+    fails, early = [], 0
+    for i in range(replicas):
+        h = sprt_fail_hours(
+            case.regime,
+            case.per_min,
+            case.weeks * WEEK_MS,
+            seed * 100_003 + i,
+            ceiling,
+            alpha,
+            2 * ceiling,
+            case.change,
+        )
+        if h is not None:
+            if h <= after:
+                early += 1
+            else:
+                fails.append(h - after)
+    return Row(replicas, len(fails) + early, early, 0, fails, [])
+
+
+def table(plan: Plan, title: str, what: str, cases: list[Case], replicas: int, sprt: bool) -> None:
+    heads = [f"{m} / {s}" for m, s in METHODS] + ([name for name, _ in SPRT_ALPHAS] if sprt else [])
+    print(f"\n### {title} ({replicas} replicas per cell)\n")
+    print("| tier | truth | req/min | " + " | ".join(heads) + " |")
+    print("| --- | --- | ---: | " + " | ".join("---:" for _ in heads) + " |")
+    for case in cases:
+        started = time.perf_counter()
+        cells = [gate_row(with_method(plan, m, s), case, replicas).cell(what) for m, s in METHODS]
+        if sprt:
+            cells += [sprt_row(plan, case, a, replicas).cell(what) for _, a in SPRT_ALPHAS]
+        print(
+            f"| {case.tier} | {case.label} | {case.per_min:g} | "
+            + " | ".join(cells)
+            + f" |  <!-- {time.perf_counter() - started:.0f} s -->",
+            flush=True,
+        )
 
 
 def point_estimate_gate(rate: float, per_min: float, checks: int, limit: int, threshold: float, reps: int) -> float:
@@ -29,39 +144,56 @@ def point_estimate_gate(rate: float, per_min: float, checks: int, limit: int, th
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--replicas", type=int, default=200)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=200, help="replicas per cell for whole-soak rates")
+    parser.add_argument("--fail-replicas", type=int, default=1000, help="replicas per cell for times to fail")
     parser.add_argument("--plan", default="config/rollout-plan.yaml")
+    parser.add_argument("--only", choices=("fail", "mid", "rates", "pass", "anchors"), action="append")
     args = parser.parse_args()
     plan = load_plan(args.plan)
-    print(f"gatekeeper, {args.replicas} replicas per row (plan {plan.plan_version})")
-    print(f"{'tier':<11} {'truth':<28} {'req/min':>7} {'failed':>7} {'passed':>7} {'t_fail h':>8} {'t_pass h':>8}")
-    rows = [
-        ("canary", "healthy (seed 0.079%)", Regime(0.00079, 40), 40, 4),
-        ("canary", "error at ceiling 0.1%", Regime(0.001, 40), 40, 4),
-        ("canary", "error 2x ceiling", Regime(0.002, 40), 40, 4),
-        ("canary", "P99 at ceiling 50 ms", Regime(0.0005, 50), 40, 4),
-        ("canary", "P99 60 ms", Regime(0.0005, 60), 40, 4),
-        ("rollout-75", "healthy, thin 5/min", Regime(0.0005, 35), 5, 2),
-        ("rollout-75", "half ceiling, 1000/min", Regime(0.0005, 35), 1000, 2),
-        ("rollout-75", "2x ceiling, 100/min", Regime(0.002, 35), 100, 2),
-        ("ramp-10", "between 0.15% and 0.2%", Regime(0.0017, 60), 200, 3),
-    ]
-    for tier, label, regime, per_min, weeks in rows:
-        started = time.perf_counter()
-        r = verdict_rates(plan, tier, regime, per_min, args.replicas, weeks * WEEK_MS)
-        tf = f"{r.median_fail_hours:.0f}" if r.median_fail_hours is not None else "-"
-        tp = f"{r.median_pass_hours:.0f}" if r.median_pass_hours is not None else "-"
-        print(
-            f"{tier:<11} {label:<28} {per_min:>7} {r.fail_share:>7.1%} {r.pass_share:>7.1%} {tf:>8} {tp:>8}"
-            f"   ({time.perf_counter() - started:.1f} s)"
-        )
-    reps = 20_000
-    print("\npoint-estimate gates on the same traffic (threshold 0.1%, 10 one-minute checks):")
-    flagger = 1 - point_estimate_gate(0.002, 100, 10, 4, 0.001, reps)
-    argo = point_estimate_gate(0.0005, 1000, 10, 0, 0.001, reps)
-    print(f"Flagger-style (rollback at 5 failed checks) PROMOTES a 2x-ceiling canary at 100/min: {flagger:.1%}")
-    print(f"Argo-style (failureLimit 0) FAILS a half-ceiling canary at 1000/min:                {argo:.1%}")
+    only: Callable[[str], bool] = lambda part: not args.only or part in args.only  # noqa: E731
+    print(f"plan {plan.plan_version}; cells: median / P90 hours, or shares; SPRT: ceiling vs 2x the ceiling")
+    ok = Regime(0.00079, 35)  # the seed's canary error rate (0.79x the ceiling), P99 well inside 50 ms
+    if only("fail"):
+        table(plan, "Time to fail from the first request, hours (median / P90)", "fail_time", [
+            Case("canary", f"error {x:g}x the ceiling", Regime(0.001 * x, 35), 40, 4) for x in (1.5, 2, 4)
+        ] + [Case("rollout-75", f"error {x:g}x the ceiling", Regime(0.001 * x, 35), 1000, 2) for x in (1.5, 2, 4)]
+          + [Case("canary", "P99 60 ms (ceiling 50)", Regime(0.0005, 60), 40, 4)],
+            args.fail_replicas, sprt=True)  # fmt: skip
+    if only("mid"):
+        table(plan, "Breach starting mid-soak: hours from its start to fail (median / P90)", "fail_time", [
+            Case("canary", f"0.79x, then {x:g}x from day 10", ok, 40, 4, Change(240, Regime(0.001 * x, 35)))
+            for x in (2, 4)
+        ] + [Case("rollout-75", "0.79x, then 2x from day 3", ok, 1000, 2, Change(72, Regime(0.002, 35)))],
+            args.fail_replicas // 4, sprt=True)  # fmt: skip
+    if only("rates"):
+        table(plan, "False fail over the whole soak (canary 3 w; rollout-75 its 1 w soak and a week after)", "failed", [
+            Case("canary", "0.79x (the seed's 0.079 %)", ok, 40, 3),
+            Case("canary", "exactly at the 0.1 % ceiling", Regime(0.001, 35), 40, 3),
+            Case("rollout-75", "0.8x, 1000/min", Regime(0.0008, 35), 1000, 2),
+            Case("rollout-75", "exactly at the ceiling, 1000/min", Regime(0.001, 35), 1000, 2),
+            Case("rollout-75", "at the ceiling, thin 5/min", Regime(0.001, 35), 5, 2),
+            Case("canary", "P99 exactly at 50 ms", Regime(0.0005, 50), 40, 3),
+        ], args.replicas, sprt=True)  # fmt: skip
+    if only("pass"):
+        table(plan, "False pass (share of replicas passed)", "passed", [
+            Case("canary", "error 1.2x the ceiling", Regime(0.0012, 35), 40, 3),
+            Case("rollout-75", "error 1.2x the ceiling, 1000/min", Regime(0.0012, 35), 1000, 2),
+            Case("rollout-75", "exactly at the ceiling, 1000/min", Regime(0.001, 35), 1000, 2),
+        ], args.replicas, sprt=False)  # fmt: skip
+        table(plan, "Pass time on healthy tiers (median, share passed)", "pass_time", [
+            Case("canary", "0.79x (the seed's 0.079 %)", ok, 40, 3),
+            Case("rollout-75", "0.8x, 1000/min", Regime(0.0008, 35), 1000, 2),
+            Case("rollout-75", "half the ceiling, thin 5/min", Regime(0.0005, 35), 5, 2),
+            Case("ramp-10", "between pass (0.15 %) and fail (0.2 %)", Regime(0.0017, 60), 200, 3),
+        ], args.replicas, sprt=False)  # fmt: skip
+    if only("anchors"):
+        reps = 20_000
+        print("\npoint-estimate gates on the same traffic (threshold 0.1%, 10 one-minute checks):")
+        flagger = 1 - point_estimate_gate(0.002, 100, 10, 4, 0.001, reps)
+        argo = point_estimate_gate(0.0005, 1000, 10, 0, 0.001, reps)
+        print(f"Flagger-style (rollback at 5 failed checks) PROMOTES a 2x-ceiling canary at 100/min: {flagger:.1%}")
+        print(f"Argo-style (failureLimit 0) FAILS a half-ceiling canary at 1000/min:                {argo:.1%}")
 
 
 if __name__ == "__main__":

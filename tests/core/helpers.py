@@ -60,7 +60,7 @@ def make_gate(raw: dict[str, Any] | None = None, region: str = "us-east") -> Gat
     """A lone Gate for (region, the plan's first tier), outside any engine."""
     plan = make_plan(raw)
     _, phase, tier = next(g for g in plan.gates() if g[0] == region)
-    return Gate(GateSpec.of(region, phase, tier, plan.evaluation, plan.plan_version))
+    return Gate(GateSpec.of(region, phase, tier, plan.evaluation, plan.plan_version, len(plan.gates())))
 
 
 def gate_key(engine: Engine, region: str, tier: str = "canary") -> int:

@@ -83,9 +83,11 @@ def test_regions_are_independent(rollout_plan: Plan) -> None:
 
 
 def test_hold_seconds_left_at_board_clock(rollout_plan: Plan) -> None:
-    """Hold time left is measured at the newest decision's event time: 2 weeks right after the hold."""
+    """Hold time left is measured at the newest decision's event time: right after the hold, 2 weeks from the
+    end of the hour the fail fell in (the fail at 00:36, so 2 weeks and 24 minutes)."""
     board = Board.of(rollout_plan).apply_all(golden("error-breach")[:2])
-    assert 14 * 86400.0 == hold_seconds_left(board.gates["us-east/ramp-10"], board.clock)
+    assert "2025-10-21T00:36:00Z" == board.clock
+    assert 14 * 86400.0 + 24 * 60 == hold_seconds_left(board.gates["us-east/ramp-10"], board.clock)
 
 
 def test_decision_for_another_gate_is_refused() -> None:

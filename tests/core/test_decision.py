@@ -85,11 +85,13 @@ def test_every_kind_has_its_reasons(documents: list[dict[str, Any]]) -> None:
 
 
 def test_hold_until(documents: list[dict[str, Any]]) -> None:
-    """A hold carries hold_until = at + hold_on_fail (30m); no other decision does."""
+    """A hold carries hold_until = the end of the window (10m) the fail fell in + hold_on_fail (30m), so the
+    retried soak starts on the window grid; no other decision carries one."""
     holds = [d for d in documents if d["decision"] == "hold"]
     assert holds
-    held_for = [parse_instant(d["hold_until"]) - parse_instant(d["at"]) for d in holds]
-    assert [30 * MINUTE] * len(holds) == held_for
+    ats = [parse_instant(d["at"]) for d in holds]
+    expected = [at + (-at) % (10 * MINUTE) + 30 * MINUTE for at in ats]
+    assert expected == [parse_instant(d["hold_until"]) for d in holds]
     assert [] == [d for d in documents if d["decision"] != "hold" and "hold_until" in d]
 
 

@@ -86,21 +86,22 @@ def test_pass_decision_describes_the_soak() -> None:
 
 
 def test_breach_fails_holds_releases_and_passes_later() -> None:
-    """A clear error breach in the first window: fail and hold at 00:10 with hold_until = at + 30m, nothing
-    during the hold, release at 00:40, then a fresh 1 h soak that passes at 01:40."""
+    """A clear error breach in the first window: the anytime-valid test, read after every pane, fails and holds
+    at 00:03 with hold_until = the window's end (00:10) + 30m, nothing during the hold, release at 00:40, then a
+    fresh 1 h soak that passes at 01:40."""
     decisions = run(make_engine(), by_time(breach_then_healthy(EAST)))
     assert [
-        ("us-east", "fail", "breach", at(10)),
-        ("us-east", "hold", "hold", at(10)),
+        ("us-east", "fail", "breach", at(3)),
+        ("us-east", "hold", "hold", at(3)),
         ("us-east", "release", "release", at(40)),
         ("us-east", "pass", "go", at(100)),
     ] == summary(decisions)
     fail, hold, release, _ = decisions
     assert (at(40), None) == (hold.hold_until, fail.hold_until)
-    assert (at(0), at(10)) == (fail.window_start, fail.window_end)
+    assert (at(0), at(3)) == (fail.window_start, fail.window_end)
     assert (at(10), at(40)) == (release.window_start, release.window_end)
     assert "error_rate" == fail.criteria[0].name
-    assert ("window", "fail") == (fail.criteria[0].scope, fail.criteria[0].verdict)
+    assert ("soak", "fail") == (fail.criteria[0].scope, fail.criteria[0].verdict)
 
 
 def test_regions_are_decided_on_their_own() -> None:

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,6 +129,7 @@ def test_down_threshold_is_exact_for_percentages() -> None:
     (regression: 0.57 * 100 is 56.99999999999999 in floats, so 57 counted as down)."""
     raw = plan_dict()
     raw["evaluation"]["uptime"]["down_error_rate"] = "57%"
+    raw["evaluation"]["method"] = "fixed"  # judged at the window's close: the gate still soaks when counted
     gate = make_gate(raw)
     feed(gate, [(T0, 100, 57), (T0 + MINUTE, 100, 58), (T0 + 2 * MINUTE, 1000, 570)])
     assert 1 * MINUTE == gate.state.down_ms
@@ -255,3 +257,104 @@ def test_thin_traffic_stall_is_the_same_on_both_clocks() -> None:
     out_data += feed(by_data, [*panes, (T0 + 80 * MINUTE, 1, 0)])
     stalls = [d for d in out_data if d.reason_code == "stalled"]
     assert [encode(d) for d in out_clock] == [encode(d) for d in stalls]
+
+
+# -- the sequential method (core/sequential.py) ------------------------------------------------------------
+
+
+def test_sequential_fail_comes_after_the_pane_that_proves_it() -> None:
+    """20 requests a minute, all failing (fail above 5 %, 50 requests needed to fail): the test is read after
+    every pane, so the fail comes at the end of the third minute, the first with >= 50 requests, not when the
+    window closes; the hold runs from the window's end (00:10) for 30 min."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 5 * MINUTE, errors=20))
+    assert [("fail", format_ms(T0 + 3 * MINUTE)), ("hold", format_ms(T0 + 3 * MINUTE))] == [
+        (d.decision, d.at) for d in out
+    ]
+    assert (format_ms(T0 + 40 * MINUTE), 60) == (out[1].hold_until, out[0].metrics.requests)
+
+
+def test_fixed_method_still_fails_when_the_window_closes() -> None:
+    """With ``evaluation.method: fixed`` the same breach fails at the window's close, as before."""
+    gate = make_gate(plan_dict(method="fixed"))
+    out = feed(gate, steady(T0, T0 + 5 * MINUTE, errors=20))
+    gate.close_windows_until(T0 + WINDOW, out)
+    assert [("fail", format_ms(T0 + WINDOW)), ("hold", format_ms(T0 + WINDOW))] == [(d.decision, d.at) for d in out]
+
+
+def test_sequential_fail_needs_min_requests_to_fail() -> None:
+    """40 failing requests in one minute, then silence for half an hour: far above the 5 % ceiling, but under the
+    50 requests needed to fail, so no fail (only the stall's pending); 10 more failing requests bring the soak to
+    50 and fail it at once."""
+    gate = make_gate()
+    out = feed(gate, [(T0, 40, 40)])
+    gate.close_windows_until(T0 + 3 * WINDOW, out)
+    assert ["pending"] == [d.decision for d in out]
+    out = feed(gate, [(T0 + 31 * MINUTE, 10, 10)])
+    assert ["fail", "hold"] == [d.decision for d in out]
+
+
+def test_mid_soak_breach_is_reported_since_it_began() -> None:
+    """40 clean minutes, then 15 % errors: the restarted tests fail it; the fail's scope is the restarted test
+    (``window``), its span and counts start at the breach's window (00:40), and the reason says so in words."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 40 * MINUTE) + steady(T0 + 40 * MINUTE, T0 + 60 * MINUTE, errors=3))
+    fail = next(d for d in out if d.decision == "fail")
+    (result,) = [c for c in fail.criteria if c.verdict == "fail"]
+    assert ("window", format_ms(T0 + 40 * MINUTE)) == (result.scope, fail.window_start)
+    assert 3 / 20 == result.observed
+    assert [] == [
+        w
+        for w in ("error rate 15%", f"since {format_ms(T0 + 40 * MINUTE)}", "above the 5% ceiling", "confidence")
+        if w not in result.reason
+    ]
+
+
+def test_fail_reason_gives_observed_bound_ceiling_and_confidence() -> None:
+    """A soak-scope fail says what was seen (rate, errors, requests), an anytime-valid lower bound below the
+    observed rate and above the ceiling, and the confidence."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 5 * MINUTE, errors=20))
+    (result,) = out[0].criteria
+    assert result.lower is not None
+    assert 0.05 < result.lower < 1.0
+    expected = "error rate 100% (60 errors in 60 requests) over the soak since 2025-10-19T00:00:00Z: at least "
+    assert expected == result.reason[: len(expected)]
+    assert "above the 5% ceiling at 99.75% confidence" in result.reason
+
+
+def test_alpha_is_split_over_the_rollouts_gates_and_by_criterion_weight() -> None:
+    """The small plan has 2 gates: with ``scope: rollout`` each gate gets 1 % / 2 to fail and 5 % / 2 to pass;
+    an error-rate weight of 3 against the latency's 1 gives them 3/4 and 1/4 of the gate's false_fail. With
+    ``scope: gate`` the gate keeps the whole 1 %."""
+    raw = plan_dict()
+    tier_of(raw)["criteria"][0]["false_fail_weight"] = 3
+    spec = make_gate(raw).spec
+    alphas = [None if t is None else t.alpha for t in spec.tests]
+    assert (0.005, 0.025) == (spec.false_fail, spec.false_pass)
+    assert [0.005 * 3 / 4, 0.005 / 4, None] == pytest.approx(alphas)
+    raw["evaluation"]["confidence"]["scope"] = "gate"
+    assert (0.01, 0.05) == (make_gate(raw).spec.false_fail, make_gate(raw).spec.false_pass)
+
+
+def test_sequential_gate_resumes_from_a_snapshot_as_if_never_stopped() -> None:
+    """Healthy for 40 minutes then a breach: a gate restored from a snapshot taken at 00:45 decides exactly as
+    the gate that ran through (the restarted tests are part of the state)."""
+    panes = steady(T0, T0 + 40 * MINUTE) + steady(T0 + 40 * MINUTE, T0 + 90 * MINUTE, errors=2)
+    through = feed(make_gate(), panes)
+    first = make_gate()
+    before = feed(first, panes[:45])
+    resumed = make_gate()
+    resumed.state = snapshot.load(snapshot.dump(first.state))
+    after = feed(resumed, panes[45:])
+    assert [encode(d) for d in through] == [encode(d) for d in before + after]
+
+
+def test_mid_soak_breach_metrics_count_the_run_since_it_began() -> None:
+    """The metrics of a restarted test's fail count the requests and errors since the breach began (00:40), not
+    the whole soak's."""
+    gate = make_gate()
+    out = feed(gate, steady(T0, T0 + 40 * MINUTE) + steady(T0 + 40 * MINUTE, T0 + 60 * MINUTE, errors=3))
+    fail = next(d for d in out if d.decision == "fail")
+    minutes = (parse_instant(fail.at) - (T0 + 40 * MINUTE)) // MINUTE
+    assert (20 * minutes, 3 * minutes) == (fail.metrics.requests, fail.metrics.errors)

@@ -76,6 +76,26 @@ def test_repo_plan_evaluation(repo_plan: Plan) -> None:
     assert 0.5 == ev.uptime.down_error_rate
 
 
+def test_repo_plan_statistics(repo_plan: Plan) -> None:
+    """The repo plan judges with the sequential method, its error probabilities held per rollout, 10 % of each
+    criterion's false_fail kept for restarted tests, and 9 of 10 parts of a gate's false_fail on its error rate."""
+    ev = repo_plan.evaluation
+    assert ("sequential", "rollout", 0.1) == (ev.method, ev.confidence.scope, ev.confidence.restart_share)
+    weights = {
+        (t.name, c.kind, getattr(c, "false_fail_weight", None)) for _, t in plan_tiers(repo_plan) for c in t.criteria
+    }
+    assert {1.0, 9.0, None} == {w for _, _, w in weights}
+    assert {("error_rate", 9.0), ("latency", 1.0), ("uptime", None)} == {(k, w) for _, k, w in weights}
+
+
+def test_statistics_defaults() -> None:
+    """Without settings: the sequential method, error probabilities per rollout, equal criterion weights."""
+    plan = make_plan()
+    ev = plan.evaluation
+    assert ("sequential", "rollout", 0.1) == (ev.method, ev.confidence.scope, ev.confidence.restart_share)
+    assert [1.0, 1.0] == [c.false_fail_weight for c in plan.phases[0].tiers[0].criteria if c.kind != "uptime"]
+
+
 @pytest.mark.parametrize(
     ("tier", "pass_below", "fail_above"),
     [("ramp-10", 0.0015, 0.002), ("ramp-25", 0.0012, 0.0015), ("ramp-50", 0.0010, 0.0012)],
@@ -210,6 +230,14 @@ INVALID: list[tuple[str, Mutation, list[str]]] = [
         lambda r: tier_of(r)["criteria"].append({"kind": "apdex", "at_least": 0.9}),
         ["apdex", "error_rate", "latency", "uptime"],
     ),
+    ("unknown method", lambda r: r["evaluation"].update(method="bayes"), ["method", "sequential", "fixed"]),
+    ("unknown alpha scope", lambda r: r["evaluation"]["confidence"].update(scope="region"), ["scope", "rollout"]),
+    ("restart share of 1", lambda r: r["evaluation"]["confidence"].update(restart_share=1), ["restart_share"]),
+    (
+        "criterion weight of 0",
+        lambda r: tier_of(r)["criteria"][0].update(false_fail_weight=0),
+        ["false_fail_weight", "greater than 0"],
+    ),
     (
         "criterion listed twice",
         lambda r: tier_of(r)["criteria"].append(SECOND_ERROR_RATE),
@@ -306,6 +334,8 @@ def test_plan_version_changes_with_every_threshold() -> None:
     [
         ("confidence", "false_fail", 0.02),
         ("confidence", "false_pass", 0.1),
+        ("confidence", "scope", "gate"),
+        ("confidence", "restart_share", 0.2),
         ("uptime", "down_error_rate", "40%"),
     ],
 )

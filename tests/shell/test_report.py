@@ -33,9 +33,13 @@ def golden() -> list[decisions.Decision]:
     return [decisions.decode(line) for line in GOLDEN.read_bytes().splitlines()]
 
 
+HELD_MS = 14 * DAY_MS + 24 * 60_000  # error-breach's hold: from its fail at 00:36 to 2 weeks after 01:00
+
+
 def test_periods_and_summary_of_a_breached_tier() -> None:
-    """error-breach: a soak ends in a fail, a 2-week hold (caused by the fail's reason) ends at the release,
-    a second soak ends in a pass: the region reached that tier and lost two weeks to the hold."""
+    """error-breach: a soak ends in a fail, a 2-week hold (caused by the fail's reason; from the end of the hour
+    the fail fell in, so 2 weeks and 24 minutes after the fail at 00:36) ends at the release, a second soak ends
+    in a pass: the region reached that tier and lost the hold's time."""
     plan = load_plan(str(REPO / "config" / "rollout-plan.yaml"))
     order = list(dict.fromkeys(tier.name for _region, _phase, tier in plan.gates()))
 
@@ -46,10 +50,9 @@ def test_periods_and_summary_of_a_breached_tier() -> None:
     assert ["soak", "hold", "soak"] == [p.kind for p in gate.periods]
     assert ("failed", fail.reasons[0], "passed") == tuple(p.cause for p in gate.periods)
     assert (
-        Period("hold", gate.periods[1].start_ms, gate.periods[1].start_ms + 14 * DAY_MS, fail.reasons[0])
-        == gate.periods[1]
+        Period("hold", gate.periods[1].start_ms, gate.periods[1].start_ms + HELD_MS, fail.reasons[0]) == gate.periods[1]
     )
-    assert ({"us-east": "ramp-10"}, {"us-east": 14 * DAY_MS}) == (summary.regions, summary.lost_ms)
+    assert ({"us-east": "ramp-10"}, {"us-east": HELD_MS}) == (summary.regions, summary.lost_ms)
 
 
 def test_an_unreleased_hold_runs_to_its_hold_until() -> None:
@@ -58,7 +61,7 @@ def test_an_unreleased_hold_runs_to_its_hold_until() -> None:
 
     (gate,) = timelines([fail, hold])
 
-    assert [("hold", 14 * DAY_MS, False)] == [(p.kind, p.end_ms - p.start_ms, p.closed) for p in gate.periods[1:]]
+    assert [("hold", HELD_MS, False)] == [(p.kind, p.end_ms - p.start_ms, p.closed) for p in gate.periods[1:]]
 
 
 # -- rendering in Chromium (tests/browser.py: the system's headless chromium) ------------------------------------
@@ -94,7 +97,8 @@ def test_the_page_renders_every_gate_and_the_summary_without_a_network(tmp_path:
     summary = re.search(r"<table id=\"summary\">.*?</table>", dom, re.S)
     assert summary is not None
     cells = re.findall(r"<td>([^<]*)</td>", summary.group(0))
-    assert ["eu-west", "canary", "1", "1", "30m", "us-east", "canary", "1", "0", "0"] == cells
+    # held 34 minutes: from the fail at 00:26 to the end of its window at 00:30, then the 30-minute hold
+    assert ["eu-west", "canary", "1", "1", "34m", "us-east", "canary", "1", "0", "0"] == cells
     fail = next(d for d in decided if d["decision"] == "fail")
     holds = re.search(r"<table id=\"holds\">.*?</table>", dom, re.S)
     assert holds is not None

@@ -5,6 +5,11 @@ A judge answers two questions at every look:
   (per scope: the latest window, for sudden breaches; the whole soak so far, for sustained ones)
 - ``pass_check``: is there confident evidence that the true value is within the pass threshold?
 Anything short of confident evidence is ``inconclusive``. New criterion kinds register in ``JUDGES``.
+
+With ``evaluation.method: sequential`` a statistical judge is a Bernoulli test: each request is a *hit* (an
+error; a latency certainly above the ceiling) and the criterion breaks its ceiling when the hit rate exceeds
+``null_rate``. The gate runs the anytime-valid test on the counts (``core/sequential.py``); the judge says
+which counts and words the verdict (``sequential_result``).
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ class Judge(Protocol):
 
     def pass_check(self, look: Look, alpha: float) -> CriterionResult: ...
 
+    @property
+    def fail_weight(self) -> float:
+        """Relative share of the gate's false-fail alpha (0: takes none)."""
+        ...
+
 
 def _pct(x: float) -> str:
     return f"{x * 100:.4g}%"
@@ -92,6 +102,11 @@ class StatisticalJudge:
     measure: Measure
     screen: Screen
     show: Callable[[float], str]
+    null_rate: float  # sequential: largest hit rate within the ceiling
+    hits: Callable[[Evidence], int]  # sequential: requests certainly breaking the ceiling
+    describe: Callable[[int, int, float | None], str]  # sequential: (requests, hits, estimate) -> what was seen
+    per_pane: bool  # sequential: counts exist per pane (error rate), not only per window (latency sketch)
+    fail_weight: float = 1.0
     statistical: bool = True
 
     def may_fail(self, look: Look) -> bool:
@@ -136,6 +151,52 @@ class StatisticalJudge:
     def pass_check(self, look: Look, alpha: float) -> CriterionResult:
         return self._judge(look.soak, "soak", alpha, look.method, failing=False)
 
+    def sequential_result(
+        self, ev: Evidence, hits: int, scope: Scope, since: str, reading: SequentialReading, alpha: float
+    ) -> CriterionResult:
+        """The verdict of the anytime-valid fail test, worded with ``ev`` and its ``hits`` (the counts of the
+        scope carrying most of the evidence: the soak, or the window-restarted test started ``since``)."""
+        limit, needed = self.fail_above, self.min_requests_to_fail
+        conf = f"{(1 - alpha) * 100:.6g}%"
+        observed, _, _ = self.measure(ev, 0.5, "exact") if ev.requests else (None, 0.0, 0.0)
+        seen = self.describe(ev.requests, hits, observed)
+        odds = f"{_ratio(reading.log_evidence)} to 1 for a breach, {_ratio(reading.log_threshold)} needed"
+        verdict: Verdict = "inconclusive"
+        if reading.requests < needed:
+            why = f"{self.label}: {reading.requests} requests in the soak; {needed} needed to fail"
+        elif reading.log_evidence >= reading.log_threshold:
+            verdict = "fail"
+            least = "" if reading.lower is None else f"at least {_pct(reading.lower)}, "
+            why = (f"{seen} {since}: {least}above the {self.show(limit)} ceiling at {conf} confidence "
+                   f"(likelihood ratio {odds}; anytime-valid: holds however often it is checked)")  # fmt: skip
+        else:
+            why = f"{seen} {since}: not yet conclusive against the {self.show(limit)} ceiling (likelihood ratio {odds})"
+        return CriterionResult(
+            name=self.name, scope=scope, verdict=verdict, threshold=limit, observed=observed,
+            lower=reading.lower, requests=ev.requests, reason=why,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialReading:
+    """What the anytime-valid test says at one point: log evidence, the log threshold it must reach, the soak's
+    request count, and a lower bound on the hit rate when one was computed."""
+
+    log_evidence: float
+    log_threshold: float
+    requests: int
+    lower: float | None = None
+
+
+def _ratio(log_value: float) -> str:
+    """A likelihood ratio a person reads: '3,100', '0.02', '3.8e+10', 'over 1e300'."""
+    if log_value > 690:
+        return "over 1e300"
+    value = math.exp(log_value)
+    if value >= 1e6:
+        return f"{value:.2g}"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
 
 def _error_rate(ev: Evidence, alpha: float, method: str) -> tuple[float | None, float, float]:
     lower, upper = stats.rate_bounds(ev.errors, ev.requests, alpha, method)
@@ -154,11 +215,24 @@ def _quantile_may_exceed(ev: Evidence, q: float, limit: float) -> bool:
     return int(ev.bins[: last + 1].sum()) < math.ceil(ev.requests * q)
 
 
+def _describe_errors(requests: int, errors: int, _rate: float | None) -> str:
+    rate = "n/a" if requests == 0 else _pct(errors / requests)
+    return f"error rate {rate} ({errors:,} errors in {requests:,} requests)"
+
+
+def slower_than(bins: sketch.Bins, limit_ms: float) -> int:
+    """Samples certainly slower than ``limit_ms``: those in buckets whose lower edge is at or above it (a bucket
+    holds (lower, upper]); a bucket straddling the limit is not counted, so a breach is never overstated."""
+    first = int(np.searchsorted(sketch.LOWER_EDGES, limit_ms, side="left"))
+    return int(bins[first:].sum())
+
+
 def error_rate_judge(spec: ErrorRateCriterion) -> StatisticalJudge:
     return StatisticalJudge(
         name=spec.name, label="error rate", pass_below=spec.pass_below, fail_above=spec.fail_above,
         min_requests=spec.min_requests, min_requests_to_fail=spec.min_requests_to_fail,
-        measure=_error_rate, screen=_rate_may_exceed, show=_pct,
+        measure=_error_rate, screen=_rate_may_exceed, show=_pct, null_rate=spec.fail_above,
+        hits=lambda ev: ev.errors, describe=_describe_errors, per_pane=True, fail_weight=spec.false_fail_weight,
     )  # fmt: skip
 
 
@@ -169,11 +243,21 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
         lower, upper = stats.quantile_bounds(ev.bins, q, alpha)
         return sketch.quantile(ev.bins, q), lower, upper
 
+    limit, allowed = spec.fail_above_ms, 1 - q
+
+    def describe(requests: int, slow: int, estimate: float | None) -> str:
+        share = "n/a" if requests == 0 else _pct(slow / requests)
+        shown = "" if estimate is None else f"P{q * 100:g} latency {_ms(estimate)}: "
+        return (f"{shown}{share} of requests slower than {_ms(limit)} ({slow:,} of {requests:,}; "
+                f"a P{q * 100:g} within {_ms(limit)} allows {_pct(allowed)})")  # fmt: skip
+
     return StatisticalJudge(
         name=spec.name, label=f"P{q * 100:g} latency", pass_below=spec.pass_below_ms,
         fail_above=spec.fail_above_ms, min_requests=spec.min_requests,
         min_requests_to_fail=spec.min_requests_to_fail, measure=measure,
-        screen=lambda ev, limit: _quantile_may_exceed(ev, q, limit), show=_ms,
+        screen=lambda ev, limit: _quantile_may_exceed(ev, q, limit), show=_ms, null_rate=allowed,
+        hits=lambda ev: slower_than(ev.bins, limit), describe=describe, per_pane=False,
+        fail_weight=spec.false_fail_weight,
     )  # fmt: skip
 
 
@@ -189,6 +273,7 @@ class UptimeJudge:
     spec: UptimeCriterion
     name: str = "uptime"
     statistical: bool = False
+    fail_weight: float = 0.0
 
     def _result(self, up: UptimeEvidence, verdict: Verdict, limit: float, why: str) -> CriterionResult:
         return CriterionResult(

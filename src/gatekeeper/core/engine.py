@@ -37,8 +37,9 @@ class Engine:
         self.plan = plan
         ev = plan.evaluation
         self._pane, self._window, self._lateness = ev.pane, ev.window, ev.lateness
+        keys = plan.gates()
         self.gates = [
-            Gate(GateSpec.of(region, phase, tier, ev, plan.plan_version)) for region, phase, tier in plan.gates()
+            Gate(GateSpec.of(region, phase, tier, ev, plan.plan_version, len(keys))) for region, phase, tier in keys
         ]
         self.keys = [(g.spec.region, g.spec.tier.name) for g in self.gates]
         self.stream_max: int | None = None

@@ -21,9 +21,18 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.core import sketch, stats
-from gatekeeper.core.criteria import Evidence, Judge, Look, UptimeEvidence, judges_for
-from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, decision_id
+from gatekeeper.core.criteria import (
+    Evidence,
+    Judge,
+    Look,
+    SequentialReading,
+    StatisticalJudge,
+    UptimeEvidence,
+    judges_for,
+)
+from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, Scope, decision_id
 from gatekeeper.core.plan import Evaluation, Phase, Tier
+from gatekeeper.core.sequential import FailTest, Restarts
 from gatekeeper.core.timefmt import format_duration, format_ms
 
 Status = Literal["waiting", "soaking", "passed", "held"]
@@ -39,10 +48,29 @@ class GateSpec:
     evaluation: Evaluation
     plan_version: str
     judges: tuple[Judge, ...]
+    false_fail: float  # this gate's share of the plan's false_fail (all of it with ``confidence.scope: gate``)
+    false_pass: float
+    tests: tuple[FailTest | None, ...]  # sequential: each statistical judge's test (its share of ``false_fail``)
 
     @staticmethod
-    def of(region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str) -> GateSpec:
-        return GateSpec(region, phase, tier, evaluation, plan_version, tuple(judges_for(tier, evaluation)))
+    def of(
+        region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str, gates: int = 1
+    ) -> GateSpec:
+        """``gates``: how many gates the plan has; with ``confidence.scope: rollout`` each gets an even share of
+        the plan's error probabilities, so by the union bound they hold for the whole rollout."""
+        conf = evaluation.confidence
+        split = max(1, gates) if conf.scope == "rollout" else 1
+        false_fail, false_pass = conf.false_fail / split, conf.false_pass / split
+        judges = tuple(judges_for(tier, evaluation))
+        total = sum(j.fail_weight for j in judges if j.statistical)
+        planned = max(1, tier.soak // evaluation.window)
+        tests = tuple(
+            FailTest(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)
+            if isinstance(j, StatisticalJudge)
+            else None
+            for j in judges
+        )
+        return GateSpec(region, phase, tier, evaluation, plan_version, judges, false_fail, false_pass, tests)
 
 
 @dataclass(slots=True)
@@ -70,6 +98,7 @@ class GateState:
     max_ts: int | None = None  # newest event time seen (not late)
     open_panes: dict[int, list[int]] = field(default_factory=dict)  # pane start -> [requests, errors]
     stalled_ms: int = 0  # soak time not counted: windows without data closed inside a stall
+    restarts: dict[str, Restarts] = field(default_factory=dict)  # sequential: criterion name -> restarted tests
 
 
 class Gate:
@@ -135,15 +164,26 @@ class Gate:
         )
         for lo, hi, window_requests, window_errors, down_panes in per_window:
             self.close_windows_until(int(starts[lo]), out)
-            for i in sorted(g for g in long_gaps if lo <= g <= hi):
+            failing = self._pane_fail(requests[lo : hi + 1], errors[lo : hi + 1])
+            last = hi if failing is None else lo + failing[0]
+            for i in sorted(g for g in long_gaps if lo <= g <= last):
                 if i > lo:
                     st.silent_from = st.down_counted_until = int(ends[i - 1])
                 before = st.soak_requests + st.window_requests + int(requests[lo:i].sum())
                 self._account_silence(int(starts[i]), out, before)
-            if st.status != "held":
-                st.down_ms += down_panes * self._pane
-            st.window_requests += window_requests
-            st.window_errors += window_errors
+            if failing is not None:  # panes up to the failing one count, then the gate is held
+                before_n, before_k = int(requests[lo : last + 1].sum()), int(errors[lo : last + 1].sum())
+                st.down_ms += int(down[lo : last + 1].sum()) * self._pane
+                st.window_requests += before_n
+                st.window_errors += before_k
+                self._fail(failing[1], int(ends[last]), out)
+                st.window_requests += window_requests - before_n
+                st.window_errors += window_errors - before_k
+            else:
+                if st.status != "held":
+                    st.down_ms += down_panes * self._pane
+                st.window_requests += window_requests
+                st.window_errors += window_errors
             st.silent_from = st.down_counted_until = int(ends[hi])
 
     def close_windows_until(self, watermark: int, out: list[Decision]) -> None:
@@ -234,7 +274,14 @@ class Gate:
         st.soak_bins += bins
         look = Look(window, self._soak_evidence(), self._uptime(end), self.spec.evaluation.confidence.interval)
         st.looks += 1
-        if self._fail_look(look, end, out) or st.status != "soaking":
+        if self.spec.evaluation.method == "sequential":
+            self._close_tests(window, end)
+            failing = self._window_fail(look)
+            if failing:
+                self._fail(failing, end, out)
+        elif self._fail_look(look, end, out):
+            return
+        if st.status != "soaking":
             return
         if stalled:
             st.stalled_ms += self._window
@@ -242,7 +289,7 @@ class Gate:
         observed = end - st.soak_start - st.stalled_ms
         if observed >= self.spec.tier.soak:
             st.pass_looks += 1
-            alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, st.pass_looks)
+            alpha = stats.pass_look_alpha(self.spec.false_pass, st.pass_looks)
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
             if all(r.verdict == "pass" for r in results):
                 st.status = "passed"
@@ -253,7 +300,7 @@ class Gate:
                 return
         checkpoint = self._checkpoints.get(observed)
         if checkpoint is not None:
-            alpha = stats.pass_look_alpha(self.spec.evaluation.confidence.false_pass, max(1, st.pass_looks))
+            alpha = stats.pass_look_alpha(self.spec.false_pass, max(1, st.pass_looks))
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
             open_ones = [r.reason for r in results if r.verdict != "pass"]
             done = observed >= self.spec.tier.soak
@@ -275,8 +322,7 @@ class Gate:
         st = self.state
         if not any(j.may_fail(look) for j in self.spec.judges):
             return False
-        conf = self.spec.evaluation.confidence
-        alpha = stats.look_alpha(conf.false_fail, st.looks, self._planned_looks) / max(1, 2 * self._statistical)
+        alpha = stats.look_alpha(self.spec.false_fail, st.looks, self._planned_looks) / max(1, 2 * self._statistical)
         results = tuple(r for j in self.spec.judges for r in j.fail_checks(look, alpha))
         failed = [r for r in results if r.verdict == "fail"]
         if not failed:
@@ -294,6 +340,139 @@ class Gate:
         out.append(self._decision("hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence))
         return True
 
+    # -- the sequential method (core/sequential.py) -----------------------------------------------------
+    def _restarts(self, name: str) -> Restarts:
+        restarts = self.state.restarts.get(name)
+        if restarts is None:
+            restarts = self.state.restarts[name] = Restarts(run_start=self.state.soak_start)
+        return restarts
+
+    def _close_tests(self, window: Evidence, end: int) -> None:
+        """Fold the closed window into every statistical criterion's restarted tests."""
+        st = self.state
+        for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
+            if test is not None and isinstance(judge, StatisticalJudge):
+                restarts = self._restarts(judge.name)
+                test.close_window(restarts, st.looks, window.requests, judge.hits(window), end - self._window, end)
+
+    def _pane_fail(
+        self, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64]
+    ) -> tuple[int, list[tuple[CriterionResult, Evidence]]] | None:
+        """The first of these panes (of the open window) after which a per-pane criterion's test reaches its
+        threshold, with the results; None if none does. Sequential method only; not while held."""
+        st = self.state
+        if self.spec.evaluation.method != "sequential" or st.status not in ("soaking", "passed"):
+            return None
+        window_n = st.window_requests + np.cumsum(requests)
+        window_k = st.window_errors + np.cumsum(errors)
+        soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
+        first: tuple[int, int] | None = None  # (pane, judge)
+        for index, (judge, test) in enumerate(zip(self.spec.judges, self.spec.tests, strict=True)):
+            if test is None or not isinstance(judge, StatisticalJudge) or not judge.per_pane:
+                continue
+            restarts = self._restarts(judge.name)
+            total, _ = test.log_evidence(soak_n, soak_k, restarts, st.looks + 1, window_n, window_k)
+            hit = np.flatnonzero((total >= test.log_threshold) & (soak_n >= judge.min_requests_to_fail))
+            if hit.size and (first is None or int(hit[0]) < first[0]):
+                first = (int(hit[0]), index)
+        if first is None:
+            return None
+        pane = first[0]
+        part = Evidence(int(window_n[pane]), int(window_k[pane]), sketch.empty())
+        soak = Evidence(int(soak_n[pane]), int(soak_k[pane]), st.soak_bins)
+        results = [
+            self._sequential_result(judge, test, soak, part)
+            for judge, test in zip(self.spec.judges, self.spec.tests, strict=True)
+            if test is not None and isinstance(judge, StatisticalJudge) and judge.per_pane
+        ]
+        return pane, results
+
+    def _window_fail(self, look: Look) -> list[tuple[CriterionResult, Evidence]]:
+        """At a window's close: every criterion's results if one of them fails, else nothing."""
+        results: list[tuple[CriterionResult, Evidence]] = []
+        empty = Evidence(0, 0, sketch.empty())
+        if not any(self._crossed(j, t, look) for j, t in zip(self.spec.judges, self.spec.tests, strict=True)):
+            return results  # the common case: no words needed
+        for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
+            if test is not None and isinstance(judge, StatisticalJudge):
+                results.append(self._sequential_result(judge, test, look.soak, empty, look.window))
+            elif judge.may_fail(look):
+                results.extend((r, look.soak) for r in judge.fail_checks(look, 0.0))
+        return results if any(r.verdict == "fail" for r, _ in results) else []
+
+    def _crossed(self, judge: Judge, test: FailTest | None, look: Look) -> bool:
+        """Whether ``judge`` may fail at a window's close (sequential tests on the soak so far; uptime as before)."""
+        if test is None or not isinstance(judge, StatisticalJudge):
+            return judge.may_fail(look)
+        soak = look.soak
+        if soak.requests < judge.min_requests_to_fail:
+            return False
+        total, _ = test.log_evidence(
+            soak.requests, judge.hits(soak), self._restarts(judge.name), self.state.looks + 1, 0, 0
+        )
+        return bool(total >= test.log_threshold)
+
+    def _sequential_result(
+        self,
+        judge: StatisticalJudge,
+        test: FailTest,
+        soak: Evidence,
+        part: Evidence,
+        closed: Evidence | None = None,
+    ) -> tuple[CriterionResult, Evidence]:
+        """The verdict of ``judge``'s test with the soak so far (``soak``, including ``part``, the open window's
+        counts since the last close; ``closed``: the window just closed, at a window's close) and the evidence
+        for the decision's metrics. The scope is the term carrying most of the evidence: the soak, or the
+        restarted run (the metrics then show the run's counts; for latency, whose run has no sketch nor error
+        count, the closed window when the run is that window, else the soak).
+        The open window's restart weight is counted even before it has data (a future term is worth its weight)."""
+        st = self.state
+        restarts = self._restarts(judge.name)
+        soak_hits, part_hits = judge.hits(soak), judge.hits(part)
+        total, start = test.log_evidence(soak.requests, soak_hits, restarts, st.looks + 1, part.requests, part_hits)
+        log_total = float(total)
+        scope: Scope
+        run_requests = restarts.run_requests + part.requests
+        # the soak's own test holds at least half the evidence, or no restarted run has data to show
+        metrics = soak
+        if float(start) >= log_total - math.log(2) or run_requests == 0:
+            scope, ev, hits, since = "soak", soak, soak_hits, f"over the soak since {format_ms(st.soak_start)}"
+            failing = log_total >= test.log_threshold and soak.requests >= judge.min_requests_to_fail
+            lower = test.lower_bound(soak.requests, soak_hits) if judge.per_pane and failing else None
+        else:
+            hits = restarts.run_hits + part_hits
+            # a sketch exists per window: it describes the run only when the run is the window just closed
+            just_closed = closed is not None and restarts.run_start == st.window_start
+            bins = closed.bins if closed is not None and just_closed else sketch.empty()
+            ev = Evidence(run_requests, hits if judge.per_pane else 0, bins)
+            if judge.per_pane:
+                metrics = ev
+            elif closed is not None and just_closed:
+                metrics = closed
+            scope, since, lower = "window", f"since {format_ms(restarts.run_start)}", None
+        reading = SequentialReading(log_total, test.log_threshold, soak.requests, lower)
+        return judge.sequential_result(ev, hits, scope, since, reading, test.alpha), metrics
+
+    def _fail(self, judged: list[tuple[CriterionResult, Evidence]], at: int, out: list[Decision]) -> None:
+        """A sequential fail at ``at`` (a pane's or window's end); the hold runs from the end of its window, so
+        the retried soak starts on the window grid. The metrics describe the first failed criterion's scope."""
+        st = self.state
+        results = tuple(r for r, _ in judged)
+        first, evidence = next((r, ev) for r, ev in judged if r.verdict == "fail")
+        test = next(t for j, t in zip(self.spec.judges, self.spec.tests, strict=True) if j.name == first.name)
+        alpha = test.alpha if test is not None else self.spec.false_fail
+        scope_start = self._restarts(first.name).run_start if first.scope == "window" else st.soak_start
+        window_end = at + (-at) % self._window
+        hold = self.spec.phase.hold_on_fail
+        st.status, st.hold_until = "held", window_end + hold
+        reasons = tuple(r.reason for r in results if r.verdict == "fail")
+        out.append(self._decision("fail", scope_start, at, at, results, reasons, "breach", alpha, evidence))
+        tier, phase = self.spec.tier.name, self.spec.phase.name
+        why = (
+            f"hold {format_duration(hold)} after a failed {tier} tier (phase {phase}), until {format_ms(st.hold_until)}"
+        )
+        out.append(self._decision("hold", scope_start, at, at, results, (why, *reasons), "hold", alpha, evidence))
+
     def _release(self, out: list[Decision]) -> None:
         st = self.state
         at = st.hold_until
@@ -301,6 +480,7 @@ class Gate:
         st.status, st.soak_start = "soaking", at
         st.soak_requests = st.soak_errors = st.looks = st.pass_looks = st.down_ms = st.stalled_ms = 0
         st.soak_bins = sketch.empty()
+        st.restarts = {}
         st.down_counted_until = max(st.down_counted_until, at)
         st.silent_from = max(st.silent_from, at)
 

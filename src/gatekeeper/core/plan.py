@@ -49,6 +49,7 @@ class ErrorRateCriterion(_Strict):
     fail_above: Fraction
     min_requests: int = Field(default=1000, ge=1)
     min_requests_to_fail: int = Field(default=100, ge=1)
+    false_fail_weight: float = Field(default=1.0, gt=0)  # share of the gate's false_fail, relative to the others
 
     @model_validator(mode="after")
     def _ordered(self) -> ErrorRateCriterion:
@@ -70,6 +71,7 @@ class LatencyCriterion(_Strict):
     fail_above_ms: float = Field(gt=0)
     min_requests: int = Field(default=1000, ge=1)
     min_requests_to_fail: int = Field(default=100, ge=1)
+    false_fail_weight: float = Field(default=1.0, gt=0)  # share of the gate's false_fail, relative to the others
 
     @model_validator(mode="after")
     def _ordered(self) -> LatencyCriterion:
@@ -129,11 +131,19 @@ class Phase(_Strict):
 
 
 class Confidence(_Strict):
-    """Error probabilities of the verdicts, per (region, tier) over its whole soak and any extension."""
+    """Error probabilities of the verdicts over every gate's whole soak and any extension.
+
+    ``scope: rollout`` (default): ``false_fail`` and ``false_pass`` hold for the whole rollout, each gate getting
+    an even share (the plan's number of (region, tier) gates); ``scope: gate``: each holds per gate. Inside a
+    gate, ``false_fail`` is split over the statistical criteria by their ``false_fail_weight`` (a pass needs every
+    criterion, so ``false_pass`` needs no split). ``restart_share`` (sequential method) is the part of a
+    criterion's ``false_fail`` kept for tests restarted each window, which catch breaches that start mid-soak."""
 
     false_fail: float = Field(default=0.01, gt=0, lt=0.5)  # healthy tier failed by chance, any look
     false_pass: float = Field(default=0.05, gt=0, lt=0.5)  # breaching tier passed by chance, any look
     interval: Literal["exact", "wilson", "wilson_cc"] = "exact"  # error-rate bounds; see core/stats.py
+    scope: Literal["rollout", "gate"] = "rollout"
+    restart_share: float = Field(default=0.1, gt=0, lt=1)
 
 
 class UptimeDefinition(_Strict):
@@ -182,6 +192,9 @@ class Alerting(_Strict):
 
 
 class Evaluation(_Strict):
+    # sequential: anytime-valid likelihood-ratio tests, fail checked after every pane (docs/statistics.md);
+    # fixed: the former fixed-sample bounds with alpha spent over hourly looks (kept for comparison)
+    method: Literal["sequential", "fixed"] = "sequential"
     pane: DurationMs = 60_000
     window: DurationMs = 3_600_000
     lateness: DurationMs = 300_000

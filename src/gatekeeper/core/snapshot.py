@@ -6,6 +6,7 @@ import msgspec
 
 from gatekeeper.core import sketch
 from gatekeeper.core.gate import GateState
+from gatekeeper.core.sequential import Restarts
 
 FORMAT = 2
 
@@ -38,6 +39,9 @@ class _Snapshot(msgspec.Struct, array_like=True):
     max_ts: int | None
     open_panes: dict[int, tuple[int, int]]
     stalled_ms: int = 0  # added in place (older format-2 snapshots have none: nothing was discounted then)
+    # sequential method: criterion -> (log Shiryaev-Roberts sums, run start, run requests, run hits); added in
+    # place: an older snapshot restarts its restarted tests empty (only sudden-breach evidence is lost)
+    restarts: dict[str, tuple[list[float], int, int, int]] = {}
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -74,6 +78,9 @@ def dump(state: GateState) -> bytes:
             max_ts=state.max_ts,
             open_panes={p: (c[0], c[1]) for p, c in state.open_panes.items()},
             stalled_ms=state.stalled_ms,
+            restarts={
+                name: (r.log_sums, r.run_start, r.run_requests, r.run_hits) for name, r in state.restarts.items()
+            },
         )
     )
 
@@ -110,4 +117,8 @@ def load(raw: bytes) -> GateState:
         max_ts=snap.max_ts,
         open_panes={p: [c[0], c[1]] for p, c in snap.open_panes.items()},
         stalled_ms=snap.stalled_ms,
+        restarts={
+            name: Restarts(list(sums), start, requests, hits)
+            for name, (sums, start, requests, hits) in snap.restarts.items()
+        },
     )

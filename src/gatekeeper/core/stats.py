@@ -132,3 +132,77 @@ def pass_look_alpha(total_alpha: float, look: int) -> float:
     if look < 1:
         raise ValueError("looks are counted from 1")
     return total_alpha / (look * (look + 1))
+
+
+# -- anytime-valid tests (evaluation.method: sequential) -------------------------------------------------
+#
+# A mixture of likelihood ratios is a nonnegative supermartingale under the null, so by Ville's inequality it
+# ever reaches 1/alpha with probability <= alpha, however often it is looked at (docs/statistics.md).
+# Alternatives are odds ratios r against the null rate p0: the per-request likelihood ratio is
+# r^hit / (1 + (r - 1) p0), whose mean is <= 1 for every true rate <= p0 (r > 1: a composite null is covered
+# by its boundary) or >= p0 (r < 1), and whose product over a scope depends only on its counts (n, k).
+
+FAIL_ODDS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)  # breaches of 1.5x to 5x the ceiling's odds
+# Most of the prior on 2x, the breach the plan's targets are set for (docs/statistics.md: 0.6 there instead of
+# 0.4 makes a 2x breach ~0.3 h sooner and a 1.5x one ~1.5 h later).
+FAIL_WEIGHTS: tuple[float, ...] = (0.1, 0.6, 0.15, 0.15)
+_LOG_FAIL_ODDS = np.log(np.asarray(FAIL_ODDS))
+_LOG_FAIL_WEIGHTS = np.log(np.asarray(FAIL_WEIGHTS))
+
+
+def log_lrs(
+    requests: npt.ArrayLike, hits: npt.ArrayLike, p0: float, log_odds: npt.NDArray[np.float64] = _LOG_FAIL_ODDS
+) -> npt.NDArray[np.float64]:
+    """log likelihood ratio of each alternative odds ratio against rate ``p0`` for ``hits`` in ``requests``;
+    shape (..., alternatives), vectorised over the counts."""
+    n = np.asarray(requests, dtype=np.float64)[..., None]
+    k = np.asarray(hits, dtype=np.float64)[..., None]
+    result: npt.NDArray[np.float64] = k * log_odds - n * np.log1p(np.expm1(log_odds) * p0)
+    return result
+
+
+def log_mixture(per_alternative: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """log of the weighted mixture (``FAIL_WEIGHTS``) of per-alternative log likelihood ratios, over the last axis
+    (numpy log-sum-exp: scipy's costs ~0.3 ms a call, read after every pane)."""
+    terms = per_alternative + _LOG_FAIL_WEIGHTS
+    top = np.max(terms, axis=-1, keepdims=True)
+    safe = np.where(np.isfinite(top), top, 0.0)  # all -inf: the sum is 0 and its log -inf
+    with np.errstate(divide="ignore"):
+        result: npt.NDArray[np.float64] = np.log(np.sum(np.exp(terms - safe), axis=-1)) + safe[..., 0]
+    return result
+
+
+def restart_log_weight(share: float, window: int, planned_windows: int) -> float:
+    """log of the prior weight of a test restarted at the start of window ``window`` (1-based; the soak's own
+    test covers window 1): the ``share`` reserved for restarts, spread like ``look_alpha`` so that all restarts,
+    however many, sum to at most ``share``."""
+    if window < 2:
+        return -math.inf
+    return math.log(look_alpha(share, window - 1, planned_windows))
+
+
+def restart_update(
+    log_state: npt.NDArray[np.float64], log_weight: float, window_lrs: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Shiryaev-Roberts step, per alternative: (S + w) * L. S sums w_s * LR(s..now) over past restarts s."""
+    result: npt.NDArray[np.float64] = np.logaddexp(log_state, log_weight) + window_lrs
+    return result
+
+
+def evidence_lower_bound(requests: int, hits: int, log_threshold: float, start_share: float) -> float:
+    """Anytime-valid lower confidence bound on a rate: the smallest p0 whose soak test (weight ``start_share``)
+    stays below ``log_threshold``; 0 when none is rejected. The mixture falls as p0 rises (d/dp0 of each term is
+    -n (r - 1) / (1 + (r - 1) p0) < 0), so bisection finds it."""
+    if requests <= 0 or hits <= 0:
+        return 0.0
+
+    def rejected(p0: float) -> bool:
+        return float(log_mixture(log_lrs(requests, hits, p0))) + math.log(start_share) >= log_threshold
+
+    lo, hi = 1e-12, hits / requests
+    if not rejected(lo):
+        return 0.0
+    for _ in range(60):  # geometric bisection: relative precision far below what a reason shows
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if rejected(mid) else (lo, mid)
+    return lo

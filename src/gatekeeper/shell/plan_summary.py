@@ -15,7 +15,7 @@ def summarize(plan: Plan) -> str:
         f"evaluation: pane {format_duration(ev.pane)}, window {format_duration(ev.window)}, "
         f"lateness {format_duration(ev.lateness)}, stall after {format_duration(ev.stall_after)}; "
         f"false fail <= {ev.confidence.false_fail:g}, false pass <= {ev.confidence.false_pass:g} "
-        f"({ev.confidence.interval})",
+        f"per {ev.confidence.scope} ({ev.method} method; {ev.confidence.interval} pass bounds)",
     ]
     for phase in plan.phases:
         out.append(f"phase {phase.name}: hold {format_duration(phase.hold_on_fail)} on fail")

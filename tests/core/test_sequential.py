@@ -1,0 +1,146 @@
+"""The anytime-valid fail test (core/sequential.py and its math in core/stats.py): the likelihood ratios against
+the binomial, the mixture's mean under the null (the supermartingale property Ville's inequality needs), the
+restart weights' budget, the lower confidence bound, and a breach after a long healthy stretch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import special
+from scipy import stats as scipy_stats
+
+from gatekeeper.core import stats
+from gatekeeper.core.sequential import FailTest, Restarts
+
+
+def odds_alternative(p0: float, odds: float) -> float:
+    """The rate whose odds are ``odds`` times those of ``p0``."""
+    return odds * p0 / (1 - p0 + odds * p0)
+
+
+@pytest.mark.parametrize(("n", "k", "p0"), [(1, 0, 0.001), (1, 1, 0.001), (2400, 5, 0.001), (500, 9, 0.01)])
+def test_log_likelihood_ratios_are_the_binomials(n: int, k: int, p0: float) -> None:
+    """log_lrs(n, k, p0) is, per alternative odds ratio r, log Binom(k; n, p1) - log Binom(k; n, p0) with p1 the
+    rate of odds r * odds(p0): the ratio of the two binomial likelihoods (rel. 1e-9)."""
+    expected = [
+        scipy_stats.binom.logpmf(k, n, odds_alternative(p0, r)) - scipy_stats.binom.logpmf(k, n, p0)
+        for r in stats.FAIL_ODDS
+    ]
+    actual = stats.log_lrs(n, k, p0).tolist()
+    assert expected == pytest.approx(actual, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("p", "expected_at_most"), [(0.001, 1.0), (0.0005, 1.0), (0.0, 1.0)])
+def test_mixture_has_mean_at_most_one_under_the_null(p: float, expected_at_most: float) -> None:
+    """E[mixture likelihood ratio] over K ~ Binomial(2400, p), summed exactly over k, is 1 at p = p0 = 0.1 % and
+    below 1 for every p below it: the product over panes is a nonnegative supermartingale, whatever the pane
+    sizes."""
+    n, p0 = 2400, 0.001
+    k = np.arange(n + 1)
+    with np.errstate(divide="ignore"):  # logpmf(k > 0) at p = 0 is -inf
+        terms = scipy_stats.binom.logpmf(k, n, p) + stats.log_mixture(stats.log_lrs(n, k, p0))
+    mean = math.exp(float(special.logsumexp(terms)))
+    if p == p0:
+        assert expected_at_most == pytest.approx(mean, rel=1e-9)
+    else:
+        assert mean < expected_at_most
+
+
+def test_mixture_of_nothing_is_minus_infinity() -> None:
+    """All terms -inf (no restart yet) mix to -inf, not NaN."""
+    assert -math.inf == float(stats.log_mixture(np.full(len(stats.FAIL_ODDS), -math.inf)))
+
+
+def test_restart_weights_never_exceed_their_share() -> None:
+    """The weights of all restarts, 100,000 windows of a 504-window soak, sum to at most ``share``; the soak's own
+    test covers window 1, which gets no restart."""
+    weights = [math.exp(stats.restart_log_weight(0.1, j, 504)) for j in range(1, 100_001)]
+    assert 0.0 == weights[0]
+    assert sum(weights) <= 0.1
+
+
+def test_lower_bound_is_where_the_test_stops_rejecting() -> None:
+    """The anytime-valid lower bound L on a rate (40 errors in 20,000 requests, threshold 1/0.001): the soak's
+    test rejects every rate just below L and none just above it; L is below the observed 0.2 %."""
+    n, k, log_threshold, share = 20_000, 40, math.log(1000), 0.9
+
+    def rejected(p0: float) -> bool:
+        return float(stats.log_mixture(stats.log_lrs(n, k, p0))) + math.log(share) >= log_threshold
+
+    lower = stats.evidence_lower_bound(n, k, log_threshold, share)
+    assert (True, False) == (rejected(lower * 0.999), rejected(lower * 1.001))
+    assert 0 < lower < k / n
+
+
+def test_no_lower_bound_without_errors() -> None:
+    """Without hits nothing is rejected: the lower bound is 0."""
+    assert 0.0 == stats.evidence_lower_bound(10_000, 0, math.log(100), 0.9)
+
+
+def crossing_window(test: FailTest, healthy_windows: int, breach: tuple[int, int], healthy: tuple[int, int]) -> int:
+    """Windows of breach (after ``healthy_windows`` healthy ones) until the test reaches its threshold."""
+    restarts, soak_n, soak_k = Restarts(), 0, 0
+    for window in range(1, 10_000):
+        n, k = healthy if window <= healthy_windows else breach
+        soak_n, soak_k = soak_n + n, soak_k + k
+        test.close_window(restarts, window, n, k, 0, 0)
+        total, _ = test.log_evidence(soak_n, soak_k, restarts, window + 1, 0, 0)
+        if total >= test.log_threshold:
+            return window - healthy_windows
+    raise AssertionError("never crossed")
+
+
+def test_a_breach_after_a_long_healthy_stretch_is_caught_as_fast_as_after_a_short_one() -> None:
+    """2,400 requests an hour with 1 error (healthy), then 6 errors an hour (2.5x the 0.1 % ceiling): after 24 or
+    after 240 healthy hours the restarted tests need the same number of breach hours, although the soak's own
+    test drifted ten times further towards health."""
+    test = FailTest(null_rate=0.001, alpha=0.01, restart_share=0.1, planned_windows=504)
+    after_a_day = crossing_window(test, 24, breach=(2400, 6), healthy=(2400, 1))
+    after_ten_days = crossing_window(test, 240, breach=(2400, 6), healthy=(2400, 1))
+    assert after_a_day == after_ten_days
+
+
+def test_a_breach_from_the_start_is_caught_by_the_soaks_own_test_sooner() -> None:
+    """The soak's own test holds 90 % of the alpha, a restart 0.1 %/504 of it: a breach present from the start
+    is caught in fewer hours than one that starts on day 10."""
+    test = FailTest(null_rate=0.001, alpha=0.01, restart_share=0.1, planned_windows=504)
+    from_start = crossing_window(test, 0, breach=(2400, 6), healthy=(2400, 1))
+    mid_soak = crossing_window(test, 240, breach=(2400, 6), healthy=(2400, 1))
+    assert from_start < mid_soak
+
+
+def test_the_run_follows_the_breach() -> None:
+    """The counts reported with a restarted test's fail start at the breach: healthy windows end the run (no
+    alternative favoured), breach windows extend it."""
+    test = FailTest(null_rate=0.001, alpha=0.01, restart_share=0.1, planned_windows=504)
+    restarts = Restarts()
+    hour = 3_600_000
+    for window in range(1, 6):
+        test.close_window(restarts, window, 2400, 1, (window - 1) * hour, window * hour)
+    for window in range(6, 9):
+        test.close_window(restarts, window, 2400, 8, (window - 1) * hour, window * hour)
+    assert (5 * hour, 7200, 24) == (restarts.run_start, restarts.run_requests, restarts.run_hits)
+
+
+@pytest.mark.slow
+def test_false_alarms_stay_below_alpha_at_the_ceiling_over_a_long_soak() -> None:
+    """Exactly at the ceiling, panes of ~40 requests read after every pane for 150 windows, 200 replicas: the
+    test (alpha 10 %, so the rate is measurable) fires in at most 10 % + 3 standard errors of them."""
+    test = FailTest(null_rate=0.01, alpha=0.1, restart_share=0.1, planned_windows=150)
+    rng = np.random.default_rng(7)
+    fired = 0
+    for _ in range(200):
+        restarts, soak_n, soak_k = Restarts(), 0, 0
+        for window in range(1, 151):
+            n = rng.poisson(40, 60)
+            k = rng.binomial(n, 0.01)
+            part_n, part_k = np.cumsum(n), np.cumsum(k)
+            total, _ = test.log_evidence(soak_n + part_n, soak_k + part_k, restarts, window, part_n, part_k)
+            if bool(np.any(total >= test.log_threshold)):
+                fired += 1
+                break
+            test.close_window(restarts, window, int(part_n[-1]), int(part_k[-1]), 0, 0)
+            soak_n, soak_k = soak_n + int(part_n[-1]), soak_k + int(part_k[-1])
+    assert fired <= 20 + 3 * math.sqrt(200 * 0.1 * 0.9)
