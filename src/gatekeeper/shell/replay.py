@@ -1,4 +1,5 @@
-"""Replay: run the engine over a telemetry JSONL stream in event time and write decision JSONL."""
+"""Replay: run both stages (``core.pipeline``) over a telemetry JSONL stream, its one source, in event time and
+write decision JSONL."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import msgspec
 
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.engine import Engine
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
 
@@ -101,9 +102,9 @@ def replay(
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
-    decoded in that many worker processes, in order; the engine sees exactly the same batches, so the decisions
+    decoded in that many worker processes, in order; the pipeline sees exactly the same batches, so the decisions
     are byte-identical to ``jobs=1``."""
-    engine = Engine(plan)
+    engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     summary = ReplaySummary()
     reject_writer = _RejectWriter(rejects)

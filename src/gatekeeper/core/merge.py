@@ -1,0 +1,195 @@
+"""Stage 2: merge one gate's partials from all its sources and close panes on the slowest source.
+
+Per gate, the state is a ``GateInbox``: the core gate's state, the partials buffered per open pane and
+source, and every source's last watermark. A pane closes when the *merge watermark* passes its end: the
+minimum over the sources that are not idle of their watermarks (a known source that has not reported yet
+holds every pane); when every source is idle, the maximum of their watermarks (the input has ended).
+The set of sources is explicit: those the inbox starts with (replay: its one input; the worker: every
+partition of the telemetry topic) and any source that has sent a watermark since.
+
+Merging is commutative and idempotent: a partial re-delivered with the same content is ignored (counted as
+a duplicate); one with the same (gate, pane, source) and other content is counted as a conflict, never
+merged; one for a pane already closed is a re-delivery when its source's own watermark had passed that pane
+(the source sent it before; its content is compared while the pane is within a window of the merge
+watermark), else late (a source that was idle woke up, or an edge publisher behind): its requests and late
+records add to the gate's late count, nothing else.
+
+On close, in time order, each pane's sums go to ``Gate.on_panes`` and its latency bins to ``Gate.add_bins``
+(the window it falls in); the late records counted with a pane are added to the gate's late count after the
+windows ending at or before that pane's start closed, as if counted when they arrived. Then the gate's
+windows close up to the merge watermark, and the same watermark is its stream clock (stalls, releases).
+Pure: state in, state out; no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gatekeeper.core import sketch
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.gate import Gate, GateSpec, GateState
+from gatekeeper.core.partials import Message, Partial, Watermark
+from gatekeeper.core.plan import Plan
+
+
+@dataclass(slots=True)
+class SourceMark:
+    watermark: int | None = None
+    idle: bool = False
+
+
+@dataclass(slots=True)
+class MergeCounts:
+    duplicates: int = 0  # identical re-deliveries, ignored
+    conflicts: int = 0  # same (gate, pane, source), other content: a bug upstream; never merged
+    late_partials: int = 0  # partials for panes already closed
+    late: int = 0  # their requests and late records: late at stage 2 (stage 1 counted the others)
+
+
+@dataclass(slots=True)
+class GateInbox:
+    """One gate's stage-2 state."""
+
+    gate: GateState = field(default_factory=GateState)
+    sources: dict[str, SourceMark] = field(default_factory=dict)
+    buffered: dict[int, dict[str, Partial]] = field(default_factory=dict)  # pane -> source -> partial
+    merged: dict[int, dict[str, Partial]] = field(default_factory=dict)  # recently closed, to spot duplicates
+    closed_until: int | None = None  # every pane ending at or before it is closed
+    counts: MergeCounts = field(default_factory=MergeCounts)
+
+
+class Merger:
+    """Stage 2 for a plan's gates (keys "region/tier"); ``sources``: the sources every gate waits for."""
+
+    def __init__(self, plan: Plan, sources: Sequence[str]) -> None:
+        ev = plan.evaluation
+        self.pane, self.window = ev.pane, ev.window
+        self.sources = tuple(sources)
+        self.specs = {
+            f"{region}/{tier.name}": GateSpec.of(region, phase, tier, ev, plan.plan_version)
+            for region, phase, tier in plan.gates()
+        }
+        self._gates = {key: Gate(spec) for key, spec in self.specs.items()}
+
+    def start(self) -> GateInbox:
+        return GateInbox(sources={s: SourceMark() for s in self.sources})
+
+    def start_all(self) -> dict[str, GateInbox]:
+        return {key: self.start() for key in self.specs}
+
+    def apply(self, inboxes: dict[str, GateInbox], messages: Iterable[Message]) -> list[Decision]:
+        """Route ``messages`` in order: a partial to its gate's inbox, a watermark to every inbox."""
+        out: list[Decision] = []
+        for m in messages:
+            if isinstance(m, Partial):
+                inbox = inboxes.get(m.gate)
+                if inbox is None:
+                    raise ValueError(f"partial for gate {m.gate!r}, which is not in the plan")
+                self.on_partial(inbox, m)
+            else:
+                for key, inbox in inboxes.items():
+                    self.on_watermark(key, inbox, m, out)
+        return out
+
+    def on_partial(self, inbox: GateInbox, p: Partial) -> None:
+        if p.pane % self.pane:
+            raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
+        if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
+            before = inbox.merged.get(p.pane, {}).get(p.source)
+            if before is not None:
+                self._same(inbox, before, p)
+                return
+            mark = inbox.sources.get(p.source)
+            if mark is not None and mark.watermark is not None and p.pane + self.pane <= mark.watermark:
+                # Its source had passed this pane, so it sent this partial before: a re-delivery older than
+                # the horizon kept for comparing contents.
+                inbox.counts.duplicates += 1
+                return
+            inbox.counts.late_partials += 1
+            late = p.requests + p.late
+            inbox.counts.late += late
+            inbox.gate.late_events += late
+            return
+        slot = inbox.buffered.setdefault(p.pane, {})
+        before = slot.get(p.source)
+        if before is None:
+            slot[p.source] = p
+        else:
+            self._same(inbox, before, p)
+
+    def on_watermark(self, key: str, inbox: GateInbox, w: Watermark, out: list[Decision]) -> None:
+        mark = inbox.sources.setdefault(w.source, SourceMark())
+        if w.watermark is not None and mark.watermark is not None and w.watermark < mark.watermark:
+            return  # an older report (re-delivered): it says nothing new
+        if w.watermark is not None:
+            mark.watermark = w.watermark
+        mark.idle = w.idle
+        until = merge_watermark(inbox.sources.values())
+        if until is None or (inbox.closed_until is not None and until <= inbox.closed_until):
+            return
+        self._close(key, inbox, until, out)
+
+    def gate(self, key: str, inbox: GateInbox) -> Gate:
+        """The core gate of ``key`` over ``inbox``'s gate state."""
+        gate = self._gates[key]
+        gate.state = inbox.gate
+        return gate
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _same(self, inbox: GateInbox, before: Partial, p: Partial) -> None:
+        if before == p:
+            inbox.counts.duplicates += 1
+        else:
+            inbox.counts.conflicts += 1
+
+    def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision]) -> None:
+        gate = self.gate(key, inbox)
+        st = inbox.gate
+        starts: list[int] = []
+        requests: list[int] = []
+        errors: list[int] = []
+
+        def send() -> None:
+            if starts:
+                gate.on_panes(np.asarray(starts, np.int64), np.asarray(requests, np.int64),
+                              np.asarray(errors, np.int64), out)  # fmt: skip
+                starts.clear()
+                requests.clear()
+                errors.clear()
+
+        for pane in sorted(p for p in inbox.buffered if p + self.pane <= until):
+            parts = inbox.buffered.pop(pane)
+            inbox.merged[pane] = parts
+            late = sum(p.late for p in parts.values())
+            if late:
+                send()
+                gate.close_windows_until(pane, out)
+                st.late_events += late
+            n = sum(p.requests for p in parts.values())
+            if n:
+                bins = sketch.empty()
+                for p in parts.values():
+                    np.add.at(bins, np.asarray(p.bins, np.int64), np.asarray(p.counts, np.int64))
+                gate.add_bins(pane - pane % self.window, bins)
+                starts.append(pane)
+                requests.append(n)
+                errors.append(sum(p.errors for p in parts.values()))
+        send()
+        gate.close_windows_until(until, out)
+        gate.on_stream_clock(until, 0, out)
+        inbox.closed_until = until
+        horizon = until - self.window  # a re-delivery older than this is counted late, not a duplicate
+        for pane in [p for p in inbox.merged if p < horizon]:
+            del inbox.merged[pane]
+
+
+def merge_watermark(marks: Iterable[SourceMark]) -> int | None:
+    """Min over the sources not idle (None while one of them has not reported); if all are idle, the max."""
+    active = [m.watermark for m in marks if not m.idle]
+    if active:
+        return None if None in active else min(w for w in active if w is not None)
+    idle = [m.watermark for m in marks if m.watermark is not None]
+    return max(idle) if idle else None
