@@ -83,9 +83,10 @@ from bench.kafka_measure import (
     watch_commits,
 )
 from bench.kafka_stub_worker import stub_worker
+from gatekeeper.errors import UserError
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_admin import admin_client, ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.planfile import UserError, load_plan
 
 PYTHON = sys.executable
 WORKER_CMD = (

@@ -32,9 +32,9 @@ from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_admin import admin_client, ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.planfile import load_plan
 from gatekeeper.shell.simulate import record_key
 
 START_S = 1_760_832_000.0  # 2025-10-19T00:00:00Z, as bench/telemetry_file.py

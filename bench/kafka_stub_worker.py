@@ -14,7 +14,7 @@ from bench.kafka_measure import HOOK_HEADER
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.engine import Engine
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
 
 
 async def stub_worker(args: argparse.Namespace) -> None:

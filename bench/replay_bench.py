@@ -20,7 +20,7 @@ import msgspec
 
 from bench.telemetry_file import write_file
 from gatekeeper.core.telemetry import Telemetry
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.replay import read_records, replay
 
 PLAN = "config/rollout-plan.yaml"

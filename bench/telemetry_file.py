@@ -38,7 +38,7 @@ def write_file(path: Path, events: int, span_s: int, gates: list[tuple[str, str]
 
 
 def main() -> None:
-    from gatekeeper.shell.planfile import load_plan
+    from gatekeeper.planfile import load_plan
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", type=Path)

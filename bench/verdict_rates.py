@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
 from gatekeeper.sim.verdicts import Regime, verdict_rates
 
 WEEK_MS = 604_800_000

@@ -6,7 +6,8 @@
 2. testcontainers' ``KafkaContainer`` in KRaft mode, when a Docker engine answers;
 3. ``LocalKafka`` from ``scripts/local_kafka.py`` -- a JVM broker built from Maven Central jars.
 
-When none of them gives a broker the test is skipped, or failed when ``$CI`` is ``true``.
+When none of them gives a broker the test is skipped, or failed when ``$CI`` is ``true``. Tests that stop
+the broker or log in with SCRAM always get the local JVM broker (started for them when the session uses another).
 """
 
 from __future__ import annotations
@@ -145,15 +146,34 @@ def kafka_bootstrap(_kafka_session: _Session) -> str:
     return _kafka_session.bootstrap
 
 
+@pytest.fixture(scope="session")
+def _local_broker(_kafka_session: _Session) -> Iterator[Any]:
+    """The local JVM broker (``scripts/local_kafka.py``): the session's own when it runs one, else one started
+    for the tests that stop the broker or log in with SCRAM (a Docker or ``$GATEKEEPER_TEST_BOOTSTRAP`` broker
+    cannot be stopped by us nor has our SCRAM user). Those tests therefore never skip under CI=true."""
+    if _kafka_session.local is not None:
+        yield _kafka_session.local
+        return
+    try:
+        module = _load_local_kafka()
+        local = module.LocalKafka()
+    except Exception as exc:
+        _unavailable(f"cannot load {LOCAL_KAFKA_SCRIPT} ({type(exc).__name__}: {exc})")
+    try:
+        local.start()
+    except module.LocalKafkaError as exc:
+        local.keep = True  # its run dir holds the broker's logs
+        _unavailable(f"the local JVM broker (scripts/local_kafka.py) did not start: {exc}")
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
 @pytest.fixture
-def kafka_broker(kafka_bootstrap: str, _kafka_session: _Session) -> Iterator[BrokerControl]:
-    """Stop/restart control over the session's local broker; it is running again after the test."""
-    if _kafka_session.local is None:  # a broker we do not own: not a missing broker, so skip even in CI
-        pytest.skip(
-            f"stopping and restarting the broker needs the local JVM broker (scripts/local_kafka.py); "
-            f"this session uses {kafka_bootstrap} (from $GATEKEEPER_TEST_BOOTSTRAP or Docker)"
-        )
-    control = BrokerControl(_kafka_session.local)
+def kafka_broker(_local_broker: Any) -> Iterator[BrokerControl]:
+    """Stop/restart control over the local JVM broker; it is running again after the test."""
+    control = BrokerControl(_local_broker)
     yield control
     if not control.running:  # leave a working broker for the tests that follow
         control.restart()
@@ -166,12 +186,13 @@ class ScramListener:
     bootstrap: str
     username: str
     password: str
+    plaintext: str  # the same broker's PLAINTEXT listener, for set-up (topics, producing) without credentials
 
 
 @pytest.fixture
-def kafka_scram(kafka_bootstrap: str, _kafka_session: _Session) -> ScramListener:
-    """The SCRAM listener of the session's local broker (``scripts/local_kafka.py`` creates the user)."""
-    local = _kafka_session.local
-    if local is None:  # a broker we do not own: not a missing broker, so skip even in CI
-        pytest.skip(f"the SCRAM listener is the local JVM broker's; this session uses {kafka_bootstrap}")
-    return ScramListener(str(local.sasl_bootstrap), str(local.scram_user), str(local.scram_password))
+def kafka_scram(_local_broker: Any) -> ScramListener:
+    """The SCRAM listener of the local JVM broker (``scripts/local_kafka.py`` creates the user)."""
+    local = _local_broker
+    return ScramListener(
+        str(local.sasl_bootstrap), str(local.scram_user), str(local.scram_password), str(local.bootstrap)
+    )

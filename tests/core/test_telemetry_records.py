@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -15,6 +16,8 @@ from gatekeeper.core.telemetry import (
     MAX_LATENCY_MS,
     MAX_RECORD_BYTES,
     EventBatch,
+    Telemetry,
+    _reason_of,
 )
 
 from .helpers import DECODER, T0, VALID, columns, record
@@ -242,3 +245,42 @@ def test_records_cannot_splice_into_each_other() -> None:
     )
     batch = DECODER.decode([two, head, tail])
     assert (0, [1, 2, 3]) == (len(batch), [r.position for r in batch.rejections])
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        pytest.param(UnicodeDecodeError("utf-8", LATIN1, 0, 1, "invalid start byte"), id="msgspec <= 0.22"),
+        pytest.param(msgspec.DecodeError("JSON is malformed: invalid utf-8"), id="msgspec 0.23"),
+        pytest.param(msgspec.ValidationError("some future wording"), id="any other exception"),
+    ],
+)
+def test_reason_code_does_not_depend_on_the_library_exception(raised: Exception) -> None:
+    """The reason code is read from the record's bytes, not from which exception the JSON library raised nor its
+    wording: invalid UTF-8 inside a string is invalid_utf8 whatever msgspec version decoded it."""
+    assert "invalid_utf8" == _reason_of(raised, LATIN1)[0]
+
+
+def _refused_by_decoder(raw: bytes) -> bool:
+    try:
+        msgspec.json.decode(raw, type=Telemetry)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return True
+    return False
+
+
+# Those the JSON decoder itself refuses; the rest (oversized, unknown gate, ts out of range, ...) are judged on
+# the decoded values.
+DECODER_REFUSED = [
+    (i, raw, code) for i, raw, code, _ in INVALID if len(raw) <= MAX_RECORD_BYTES and _refused_by_decoder(raw)
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"), [(r, c) for _, r, c in DECODER_REFUSED], ids=[i for i, _, _ in DECODER_REFUSED]
+)
+def test_reason_codes_ignore_the_library_message(raw: bytes, code: str) -> None:
+    """Every record the JSON decoder refuses gets its code from our own checks even when the library's message
+    says nothing useful (a library upgrade that rewords its errors cannot turn missing_field:ts into
+    invalid_record)."""
+    assert code == _reason_of(msgspec.ValidationError("reworded"), raw)[0]

@@ -7,7 +7,11 @@ the restart test needs the local JVM broker from scripts/local_kafka.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -98,3 +102,22 @@ def test_message_survives_broker_restart_on_same_ports(kafka_broker: Restartable
 
     assert bootstrap == kafka_broker.bootstrap
     assert (key, value) == asyncio.run(_read_first(bootstrap, topic))
+
+
+def test_broker_control_never_skips_under_ci_with_another_broker(kafka_bootstrap: str) -> None:
+    """When the session's broker is one we do not own ($GATEKEEPER_TEST_BOOTSTRAP, or Docker's), the tests that
+    stop the broker or log in with SCRAM get a local JVM broker of their own: under CI=true they run, and pass,
+    instead of skipping (regression: they skipped and the run was green)."""
+    restart = "tests/kafka/test_local_broker.py::test_message_survives_broker_restart_on_same_ports"
+    env = {**os.environ, "CI": "true", "GATEKEEPER_TEST_BOOTSTRAP": kafka_bootstrap}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", restart],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    summary = run.stdout.strip().splitlines()[-1]
+    assert (0, True, False) == (run.returncode, "1 passed" in summary, "skipped" in summary), run.stdout[-2000:]

@@ -17,13 +17,12 @@ pytestmark = pytest.mark.kafka
 SCRAM = ("--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512")
 
 
-def test_worker_over_scram_decides_like_replay(
-    kafka_bootstrap: str, kafka_scram: ScramListener, tmp_path: Path
-) -> None:
+def test_worker_over_scram_decides_like_replay(kafka_scram: ScramListener, tmp_path: Path) -> None:
     """With the SCRAM credentials (password from ``GATEKEEPER_SASL_PASSWORD``) the worker's consumer, producer,
     admin and restore clients all authenticate: its decisions equal replay's, and its log (debug level)
     never shows the password."""
     plan, names = h.write_plan(tmp_path), h.Names()
+    kafka_bootstrap = kafka_scram.plaintext  # the same broker, for set-up without credentials
     lines = h.scenario()
     expected = h.expected(plan, lines)
     h.create_topics(kafka_bootstrap, names)

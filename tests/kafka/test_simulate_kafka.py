@@ -17,9 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka_io import fresh, partitions_of, settings_for
 
+from gatekeeper.errors import UserError
 from gatekeeper.shell.cli import main
 from gatekeeper.shell.kafka_admin import ensure_topics
-from gatekeeper.shell.planfile import UserError
 from gatekeeper.sim.scenario import load_scenario
 from gatekeeper.sim.writer import write_scenario
 

@@ -30,7 +30,7 @@ from kafka_io import PARTITIONS
 
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.replay import replay
 from gatekeeper.shell.worker.processor import home_partition
 from plans_for_tests import small_plan, small_tier

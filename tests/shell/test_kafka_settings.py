@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gatekeeper.errors import UserError
 from gatekeeper.shell.kafka_settings import KafkaSettings, add_kafka_arguments, kafka_settings
-from gatekeeper.shell.planfile import UserError
 from gatekeeper.shell.worker.topics import worker_topics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.replay import replay
 from gatekeeper.sim.scenario import load_scenario
 from gatekeeper.sim.writer import simulate

@@ -18,7 +18,7 @@ from gatekeeper.core import decision as decisions
 from gatekeeper.core import snapshot
 from gatekeeper.core.gate import GateState
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.planfile import UserError
+from gatekeeper.errors import UserError
 from gatekeeper.shell.replay import replay
 from gatekeeper.shell.worker.cli import configure, worker_options
 from gatekeeper.shell.worker.processor import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.core import decision
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.replay import replay
 from gatekeeper.sim.scenario import load_scenario
 from gatekeeper.sim.writer import simulate

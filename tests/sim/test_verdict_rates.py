@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.cli import default_plan
-from gatekeeper.shell.planfile import load_plan
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.files import default_plan
 from gatekeeper.sim.verdicts import Regime, verdict_rates
 
 WEEK_MS = 604_800_000

@@ -1,14 +1,12 @@
 """JSON Schemas of the stream contracts, generated from the structs that parse and write them.
 
 ``streams/*.schema.json`` are these, committed; a test keeps them equal (regenerate with
-``python -m gatekeeper.core.contracts streams``).
+``python scripts/write_contracts.py``, which does the writing: this module stays pure).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -63,9 +61,3 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "streams")
-    for file_name, schema in schemas().items():
-        (target / file_name).write_text(render(schema), encoding="utf-8")

@@ -1,1 +1,1 @@
-"""The thin shell around the core: CLI, files, Kafka/Faust."""
+"""The thin shell around the core: CLI, files, Kafka."""

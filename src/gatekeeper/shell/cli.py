@@ -8,53 +8,15 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from gatekeeper.core.timefmt import parse_instant
+from gatekeeper.errors import UserError
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.files import default_plan, open_in, open_out
 from gatekeeper.shell.kafka_settings import add_kafka_arguments
-from gatekeeper.shell.planfile import UserError, load_plan, summarize
-
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def default_plan() -> str:
-    """$GATEKEEPER_PLAN, else config/rollout-plan.yaml here or in the source checkout."""
-    if env := os.environ.get("GATEKEEPER_PLAN"):
-        return env
-    local = Path("config/rollout-plan.yaml")
-    return str(local if local.exists() else _REPO_ROOT / "config" / "rollout-plan.yaml")
-
-
-@contextlib.contextmanager
-def open_in(path: str) -> Iterator[BinaryIO]:
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the caller is done
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        yield handle
-
-
-@contextlib.contextmanager
-def open_out(path: str | None) -> Iterator[BinaryIO | None]:
-    if path is None:
-        yield None
-        return
-    if path == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    try:
-        handle = open(path, "wb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    with handle:
-        yield handle
+from gatekeeper.shell.plan_summary import summarize
 
 
 def _cmd_plan_check(args: argparse.Namespace) -> int:
@@ -100,7 +62,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _delegate(parser: argparse.ArgumentParser, module: str) -> None:
     """A subcommand owned by ``module``: its ``configure(parser)`` adds flags (the module must import
-    lightly; faust and aiokafka are imported inside ``run``) and ``run(args) -> int`` runs it."""
+    lightly; aiokafka is imported inside ``run``) and ``run(args) -> int`` runs it."""
     owner = importlib.import_module(module)
     owner.configure(parser)
     parser.set_defaults(func=owner.run)
@@ -141,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kafka_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
-    work = sub.add_parser("worker", help="run the gate on Kafka (Faust worker)")
+    work = sub.add_parser("worker", help="run the gate on Kafka: a consumer-group member around replay's core")
     _delegate(work, "gatekeeper.shell.worker.cli")
 
     tail = sub.add_parser("tail", help="print decisions from the decisions topic as they arrive")

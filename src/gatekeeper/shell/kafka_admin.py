@@ -21,8 +21,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 
+from gatekeeper.errors import UserError
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.planfile import UserError
 
 TOPIC_ALREADY_EXISTS = 36
 CREATE_WAIT_S = 10.0  # how long a just-created topic may take to show all its partitions in the metadata

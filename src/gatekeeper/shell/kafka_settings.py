@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from gatekeeper.shell.planfile import UserError, format_validation
+from gatekeeper.errors import UserError
+from gatekeeper.validation import format_validation
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -25,7 +26,7 @@ class Topics(BaseModel):
     decisions: str = "decisions"
     breaches: str = "breaches"
     dlq: str = "telemetry.dlq"
-    partitions: int = Field(default=8, ge=1, le=10_000)  # faust's default; every gatekeeper topic gets the same
+    partitions: int = Field(default=8, ge=1, le=10_000)  # every gatekeeper topic gets the same count
     replication: int = Field(default=1, ge=1, le=32)
     decisions_retention_ms: int = Field(default=90 * 86_400_000, ge=-1)  # -1: keep forever
     create: bool = True  # create missing topics at start-up (else a missing topic fails the start)

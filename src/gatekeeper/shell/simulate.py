@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gatekeeper.core.timefmt import format_ms
-from gatekeeper.shell.cli import open_out
+from gatekeeper.errors import UserError
+from gatekeeper.shell.files import open_out
 from gatekeeper.shell.kafka_admin import describe_error, ensure_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings, kafka_settings
-from gatekeeper.shell.planfile import UserError
 from gatekeeper.sim.scenario import Scenario, ScenarioError, load_scenario
 from gatekeeper.sim.writer import SimSummary, write_scenario
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, get_args
 import msgspec
 
 from gatekeeper.core.decision import Decision, DecisionKind, decode
+from gatekeeper.errors import UserError
 from gatekeeper.shell.kafka_settings import KafkaSettings, add_kafka_arguments, kafka_settings
-from gatekeeper.shell.planfile import UserError
 from gatekeeper.shell.render import decision_line
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from gatekeeper.sim.scenario import (
     Stream,
     load_plan,
     load_scenario,
+    plan_path,
 )
 from gatekeeper.sim.traffic import Requests, encode_jsonl, generate
 from gatekeeper.sim.writer import SimSummary, simulate, write_scenario

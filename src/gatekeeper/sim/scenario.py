@@ -23,10 +23,11 @@ from pydantic import (
     model_validator,
 )
 
+from gatekeeper import planfile, validation
 from gatekeeper.core.plan import Plan, to_duration_ms
 from gatekeeper.core.telemetry import EPOCH_MAX_S, EPOCH_MIN_S
 from gatekeeper.core.timefmt import format_duration, parse_instant
-from gatekeeper.shell import planfile
+from gatekeeper.errors import UserError
 
 DAY_MS = 86_400_000
 DEFAULT_PLAN = "config/rollout-plan.yaml"
@@ -187,7 +188,7 @@ def load_plan(path: str | Path) -> Plan:
     """The rollout plan at ``path``, or a ``ScenarioError`` saying why not (as ``gatekeeper plan check``)."""
     try:
         return planfile.load_plan(path)
-    except planfile.UserError as exc:
+    except UserError as exc:
         raise ScenarioError(str(exc), file=str(path), reason=str(exc)) from None
 
 
@@ -226,7 +227,7 @@ def load_scenario(path: str | Path, *, check_plan: bool = True) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = planfile.validation_problems(Scenario, exc)
+        problems = validation.validation_problems(Scenario, exc)
         field, reason = problems[0]
         message = "\n".join(f"{path}: {f}: {r}" for f, r in problems)
         raise ScenarioError(message, file=str(path), field=field, reason=reason) from None

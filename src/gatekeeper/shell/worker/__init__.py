@@ -1,1 +1,1 @@
-"""The Kafka worker: the core engine behind a Faust app."""
+"""The Kafka worker: the core engine behind one aiokafka consumer-group member per process."""

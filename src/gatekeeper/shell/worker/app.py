@@ -9,9 +9,9 @@ from typing import Any
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.worker.cli import WorkerOptions
 from gatekeeper.shell.worker.decoding import Decoding, decoding
 from gatekeeper.shell.worker.logs import log_client_errors
+from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.runtime import Runtime
 
 

@@ -1,6 +1,6 @@
 """``gatekeeper worker``: flags and entry point of the Kafka worker (the engine behind a consumer group).
 
-Every flag also reads a ``GATEKEEPER_*`` variable (the flag wins). This module imports neither faust nor
+Every flag also reads a ``GATEKEEPER_*`` variable (the flag wins). This module does not import
 aiokafka at import time: the CLI builds every subcommand's parser at start.
 """
 
@@ -11,32 +11,18 @@ import asyncio
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatekeeper.errors import UserError
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
-from gatekeeper.shell.planfile import UserError, load_plan
+from gatekeeper.shell.worker.options import LOG_FORMATS, LOG_LEVELS, WorkerOptions
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("console", "json")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and the consumer group
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    app_id: str = "gatekeeper"
-    batch: int = 10_000  # most records per poll (one engine call)
-    jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
-    clock_interval: float = 1.0  # seconds between checks whether the worker has caught up (stream clock)
-    session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default
-    log_level: str = "info"
-    log_format: str = "console"
-    metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    from gatekeeper.shell.cli import default_plan
-
     parser.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s; GATEKEEPER_PLAN)")
     add_kafka_arguments(parser)
     group = parser.add_argument_group("worker")

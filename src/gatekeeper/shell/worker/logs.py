@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from gatekeeper.shell.worker.cli import WorkerOptions
+from gatekeeper.shell.worker.options import WorkerOptions
 
 
 def configure_logging(options: WorkerOptions) -> Any:

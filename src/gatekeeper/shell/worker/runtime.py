@@ -41,8 +41,8 @@ from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics
-from gatekeeper.shell.worker.cli import WorkerOptions
 from gatekeeper.shell.worker.decoding import Decoding
+from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
 from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
 

@@ -1,0 +1,22 @@
+"""The worker's settings once flags and environment are resolved: a plain value the worker's parts share (kept
+apart from the flag parsing in ``cli.py`` so that the process, the loop and logging do not import the CLI)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("console", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    app_id: str = "gatekeeper"
+    batch: int = 10_000  # most records per poll (one engine call)
+    jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
+    clock_interval: float = 1.0  # seconds between checks whether the worker has caught up (stream clock)
+    session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default
+    log_level: str = "info"
+    log_format: str = "console"
+    metrics_file: str | None = None  # Prometheus text file, rewritten at every progress report and at exit
