@@ -101,3 +101,20 @@ def test_a_source_without_events_has_no_watermark() -> None:
     agg = aggregator()
     _state, out, mark = agg.fold(agg.start("p3"), batch([], EAST))
     assert ([], Watermark(source="p3", watermark=None)) == (out, mark)
+
+
+def test_sealing_an_idle_source_emits_its_open_panes_and_a_pane_that_grows_again() -> None:
+    """Events at 00:00:30 and 00:02:10 (watermark 00:00:10: both panes open); sealed, the source emits both
+    panes at once (seq 0), its watermark unchanged; a later event for 00:02 (not late: the watermark did not
+    move) makes the 00:02 pane emitted again, whole, as seq 1 once the watermark passes it; the 00:00 pane,
+    unchanged since, is not emitted again."""
+    agg = aggregator()
+    state, out, mark = agg.fold(agg.start("p0"), batch([T0 + 30_000, T0 + 130_000], EAST))
+    assert ([], T0 + 10_000) == (out, mark.watermark)
+    state, sealed = agg.seal(state)
+    assert [(T0, 1, 0), (T0 + 2 * MINUTE, 1, 0)] == [(p.pane, p.requests, p.seq) for p in sealed]
+    state, again = agg.seal(state)
+    assert [] == again
+    state, out, _ = agg.fold(state, batch([T0 + 150_000, T0 + 6 * MINUTE], EAST))
+    assert [(T0 + 2 * MINUTE, 2, 1)] == [(p.pane, p.requests, p.seq) for p in out]
+    assert 0 == state.late

@@ -193,3 +193,36 @@ def test_late_records_reach_the_gate_metrics() -> None:
     reference = Pipeline(make_plan()).ingest(stream)
     assert (50, [50]) == (pipeline.stats.late, [d.metrics.late_events for d in decisions])
     assert [d.decision_id for d in reference] == [d.decision_id for d in decisions]
+
+
+def test_a_source_waking_up_makes_the_idle_ones_wait_again() -> None:
+    """All sources idle (a pause of the traffic); a wakes up far ahead: panes do not close on a's watermark
+    alone, since b may be waking up too; once b is reported idle again (or reports), they close."""
+    merger = Merger(make_plan(), ["a", "b"])
+    inbox, out = merger.start(), list[Decision]()
+    for m in (mark("a", 10, idle=True), mark("b", 10, idle=True)):
+        merger.on_watermark("us-east/canary", inbox, m, out)
+    merger.on_partial(inbox, partial("us-east/canary", 20, "b"))
+    merger.on_watermark("us-east/canary", inbox, mark("a", 60), out)
+    assert (T0 + 10 * MINUTE, [T0 + 20 * MINUTE]) == (inbox.closed_until, list(inbox.buffered))
+    merger.on_watermark("us-east/canary", inbox, mark("b", 30), out)
+    assert (T0 + 30 * MINUTE, [], 0) == (inbox.closed_until, list(inbox.buffered), inbox.counts.late_partials)
+    merger.on_watermark("us-east/canary", inbox, mark("b", 30, idle=True), out)
+    assert T0 + 60 * MINUTE == inbox.closed_until
+
+
+def test_a_newer_version_of_a_partial_replaces_the_older_or_is_late() -> None:
+    """A source's pane emitted again with a higher seq (whole) replaces the buffered one, in whichever order the
+    two arrive; once the pane closed, what a newer version adds is counted late."""
+    merger = Merger(make_plan(), ["a"])
+    first = partial("us-east/canary", 1, "a", requests=10)
+    second = msgspec.structs.replace(partial("us-east/canary", 1, "a", requests=15), seq=1)
+    for order in ([first, second], [second, first]):
+        inbox, out = merger.start(), list[Decision]()
+        for p in order:
+            merger.on_partial(inbox, p)
+        assert second == inbox.buffered[T0 + MINUTE]["a"]
+    merger.on_watermark("us-east/canary", inbox, mark("a", 3), out)
+    third = msgspec.structs.replace(partial("us-east/canary", 1, "a", requests=18), seq=2)
+    merger.on_partial(inbox, third)
+    assert (15, 3, 1) == (inbox.gate.window_requests, inbox.gate.late_events, inbox.counts.late_partials)

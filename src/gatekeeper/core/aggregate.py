@@ -5,7 +5,10 @@ minus the plan's lateness. An event whose pane ends at or before the watermark i
 watermark of the events before it) is *late*: counted, never used; the count goes into the partial of that
 gate's first open pane (the pane starting at the watermark, rounded down), which is still to be emitted.
 The others are summed per (gate, pane): requests, errors, latency sketch bins. When the watermark passes a
-pane's end, the pane is emitted as a ``Partial``; with it comes the source's ``Watermark``.
+pane's end, the pane is emitted as a ``Partial``; with it comes the source's ``Watermark``. A source found idle
+is *sealed*: its open panes are emitted at once (stage 2 closes them on the other sources' watermarks, as one
+source holding all records would); a pane that gets more records afterwards is emitted again, whole, with the
+next ``seq`` (stage 2 keeps the highest, or counts the difference late if it closed the pane meanwhile).
 
 Whole batches at a time, vectorised; the result does not depend on where the batches are cut, so a partial
 re-emitted after a re-read from the same starting state is identical. Pure: state in, state out.
@@ -34,6 +37,8 @@ class OpenPane:
     late: int = 0
     buckets: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
     counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    seq: int = -1  # the last version emitted (by ``seal``), -1: none
+    dirty: bool = True  # changed since that version
 
 
 @dataclass(slots=True)
@@ -63,6 +68,18 @@ class Aggregator:
             self._fold(state, batch)
         watermark = None if state.newest is None else state.newest - self.lateness
         return state, self._emit(state, watermark), Watermark(source=state.source, watermark=watermark)
+
+    def seal(self, state: SourceState) -> tuple[SourceState, list[Partial]]:
+        """The source is idle: emit every open pane as it is now, so the gates need not wait for this
+        source's own watermark to pass them (they close on the other sources'). The panes stay open; one that
+        gets more records is emitted again, whole, with the next ``seq``. The watermark does not move."""
+        out = []
+        for (gate, start), p in sorted(state.panes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            if p.dirty:
+                p.seq += 1
+                p.dirty = False
+                out.append(self._partial(state, gate, start, p))
+        return state, out
 
     def finish(self, state: SourceState) -> tuple[SourceState, list[Partial], Watermark]:
         """End of input, on request only: treat the lateness as elapsed and emit every open pane the data
@@ -105,6 +122,7 @@ class Aggregator:
             slot.requests += n
             slot.errors += errs
             slot.late += n_late
+            slot.dirty = True
             if hi > lo:
                 slot.buckets, slot.counts = _add_sparse(slot.buckets, slot.counts, buckets[lo:hi], counts[lo:hi])
         n_late = int(late.sum())
@@ -119,19 +137,23 @@ class Aggregator:
         out = []
         for start, gate in closed:
             p = state.panes.pop((gate, start))
-            out.append(
-                Partial(
-                    gate=self.keys[gate],
-                    pane=start,
-                    source=state.source,
-                    requests=p.requests,
-                    errors=p.errors,
-                    late=p.late,
-                    bins=tuple(p.buckets.tolist()),
-                    counts=tuple(p.counts.tolist()),
-                )
-            )
+            if p.dirty:  # else emitted as it is by ``seal`` already
+                p.seq += 1
+                out.append(self._partial(state, gate, start, p))
         return out
+
+    def _partial(self, state: SourceState, gate: int, start: int, p: OpenPane) -> Partial:
+        return Partial(
+            gate=self.keys[gate],
+            pane=start,
+            source=state.source,
+            requests=p.requests,
+            errors=p.errors,
+            late=p.late,
+            seq=p.seq,
+            bins=tuple(p.buckets.tolist()),
+            counts=tuple(p.counts.tolist()),
+        )
 
 
 def _add_sparse(

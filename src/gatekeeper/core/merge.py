@@ -8,11 +8,12 @@ The set of sources is explicit: those the inbox starts with (replay: its one inp
 partition of the telemetry topic) and any source that has sent a watermark since.
 
 Merging is commutative and idempotent: a partial re-delivered with the same content is ignored (counted as
-a duplicate); one with the same (gate, pane, source) and other content is counted as a conflict, never
-merged; one for a pane already closed is a re-delivery when its source's own watermark had passed that pane
-(the source sent it before; its content is compared while the pane is within a window of the merge
-watermark), else late (a source that was idle woke up, or an edge publisher behind): its requests and late
-records add to the gate's late count, nothing else.
+a duplicate); a higher ``seq`` of the same (gate, pane, source) replaces a lower one (each is the whole pane);
+one with the same (gate, pane, source, seq) and other content is counted as a conflict, never merged. One for
+a pane already closed is a re-delivery when its source's own watermark had passed that pane (the source sent
+it before; its content is compared, by digest, while the pane is within the lateness plus one pane of the
+merge watermark), else late (a source that was idle woke up, or an edge publisher behind): its requests and
+late records (for a newer ``seq``: what it adds) go to the gate's late count, nothing else.
 
 On close, in time order, each pane's sums go to ``Gate.on_panes`` and its latency bins to ``Gate.add_bins``
 (the window it falls in); the late records counted with a pane are added to the gate's late count after the
@@ -23,6 +24,7 @@ Pure: state in, state out; no clock.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +33,7 @@ import numpy as np
 from gatekeeper.core import sketch
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
-from gatekeeper.core.partials import Message, Partial, Watermark
+from gatekeeper.core.partials import Message, Partial, Watermark, encode
 from gatekeeper.core.plan import Plan
 
 
@@ -56,7 +58,8 @@ class GateInbox:
     gate: GateState = field(default_factory=GateState)
     sources: dict[str, SourceMark] = field(default_factory=dict)
     buffered: dict[int, dict[str, Partial]] = field(default_factory=dict)  # pane -> source -> partial
-    merged: dict[int, dict[str, Partial]] = field(default_factory=dict)  # recently closed, to spot duplicates
+    # recently closed panes, per source: (seq, digest, requests, late) of the version merged, to compare
+    merged: dict[int, dict[str, tuple[int, bytes, int, int]]] = field(default_factory=dict)
     closed_until: int | None = None  # every pane ending at or before it is closed
     counts: MergeCounts = field(default_factory=MergeCounts)
 
@@ -67,6 +70,7 @@ class Merger:
     def __init__(self, plan: Plan, sources: Sequence[str]) -> None:
         ev = plan.evaluation
         self.pane, self.window = ev.pane, ev.window
+        self.horizon = ev.lateness + ev.pane  # closed panes whose partials' contents are kept (as digests)
         self.sources = tuple(sources)
         self.specs = {
             f"{region}/{tier.name}": GateSpec.of(region, phase, tier, ev, plan.plan_version)
@@ -98,9 +102,19 @@ class Merger:
         if p.pane % self.pane:
             raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
         if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
-            before = inbox.merged.get(p.pane, {}).get(p.source)
-            if before is not None:
-                self._same(inbox, before, p)
+            seen = inbox.merged.get(p.pane, {}).get(p.source)
+            if seen is not None:
+                seq, digest, requests, late = seen
+                if p.seq < seq or (p.seq == seq and digest == _digest(p)):
+                    inbox.counts.duplicates += 1
+                elif p.seq == seq or p.requests < requests or p.late < late:
+                    inbox.counts.conflicts += 1
+                else:  # a newer version of a pane closed meanwhile: what it adds is late
+                    inbox.merged[p.pane][p.source] = (p.seq, _digest(p), p.requests, p.late)
+                    inbox.counts.late_partials += 1
+                    added = p.requests - requests + p.late - late
+                    inbox.counts.late += added
+                    inbox.gate.late_events += added
                 return
             mark = inbox.sources.get(p.source)
             if mark is not None and mark.watermark is not None and p.pane + self.pane <= mark.watermark:
@@ -115,10 +129,12 @@ class Merger:
             return
         slot = inbox.buffered.setdefault(p.pane, {})
         before = slot.get(p.source)
-        if before is None:
-            slot[p.source] = p
+        if before is None or p.seq > before.seq:
+            slot[p.source] = p  # a newer version is the whole pane again: it replaces the older one
+        elif p.seq < before.seq or before == p:
+            inbox.counts.duplicates += 1
         else:
-            self._same(inbox, before, p)
+            inbox.counts.conflicts += 1
 
     def on_watermark(self, key: str, inbox: GateInbox, w: Watermark, out: list[Decision]) -> None:
         mark = inbox.sources.setdefault(w.source, SourceMark())
@@ -126,6 +142,12 @@ class Merger:
             return  # an older report (re-delivered): it says nothing new
         if w.watermark is not None:
             mark.watermark = w.watermark
+        if mark.idle and not w.idle:
+            # A source woke up: the others that were idle may wake up too, each at its own pace (another
+            # poll, another worker). Wait for all of them again until each is reported idle anew, rather
+            # than let this one's watermark close panes whose partials they are about to send.
+            for other in inbox.sources.values():
+                other.idle = False
         mark.idle = w.idle
         until = merge_watermark(inbox.sources.values())
         if until is None or (inbox.closed_until is not None and until <= inbox.closed_until):
@@ -139,12 +161,6 @@ class Merger:
         return gate
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _same(self, inbox: GateInbox, before: Partial, p: Partial) -> None:
-        if before == p:
-            inbox.counts.duplicates += 1
-        else:
-            inbox.counts.conflicts += 1
-
     def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision]) -> None:
         gate = self.gate(key, inbox)
         st = inbox.gate
@@ -162,7 +178,7 @@ class Merger:
 
         for pane in sorted(p for p in inbox.buffered if p + self.pane <= until):
             parts = inbox.buffered.pop(pane)
-            inbox.merged[pane] = parts
+            inbox.merged[pane] = {source: (p.seq, _digest(p), p.requests, p.late) for source, p in parts.items()}
             late = sum(p.late for p in parts.values())
             if late:
                 send()
@@ -181,9 +197,13 @@ class Merger:
         gate.close_windows_until(until, out)
         gate.on_stream_clock(until, 0, out)
         inbox.closed_until = until
-        horizon = until - self.window  # a re-delivery older than this is counted late, not a duplicate
+        horizon = until - self.horizon  # older re-deliveries are recognised by their source's watermark
         for pane in [p for p in inbox.merged if p < horizon]:
             del inbox.merged[pane]
+
+
+def _digest(p: Partial) -> bytes:
+    return hashlib.blake2b(encode(p), digest_size=12).digest()
 
 
 def merge_watermark(marks: Iterable[SourceMark]) -> int | None:

@@ -3,9 +3,11 @@
 A ``Partial`` is one gate's pane as one source saw it: requests, errors, the sparse latency sketch bins of its
 not-late records, and the records of that gate the source counted late while this pane was its first open
 pane. It is identified by (gate, pane, source) and is the same whenever it is re-emitted, so stage 2 merges
-it idempotently. A ``Watermark`` says how far a source has come: every pane of that source ending at or
-before it has been emitted. A service may pre-aggregate at the edge and publish both itself
-(streams/partial.v1.schema.json, streams/watermark.v1.schema.json).
+it idempotently. ``seq`` versions it: a source that emits a pane early (it went idle) and then gets more
+records for it emits the pane again, whole, with the next ``seq``; stage 2 keeps the highest. A ``Watermark``
+says how far a source has come: every pane of that source ending at or before it has been emitted. A service
+may pre-aggregate at the edge and publish both itself (streams/partial.v1.schema.json,
+streams/watermark.v1.schema.json).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, tag="partial", tag_fiel
     requests: NonNegative
     errors: NonNegative
     late: NonNegative = 0  # records of this gate this source counted late while this pane was its first open
+    seq: NonNegative = 0  # version: a higher one replaces a lower one (cumulative, never added to it)
     bins: tuple[Bucket, ...] = ()
     counts: tuple[NonNegative, ...] = ()
 

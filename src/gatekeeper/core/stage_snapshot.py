@@ -29,6 +29,8 @@ class _Pane(msgspec.Struct, array_like=True):
     late: int
     buckets: list[int]
     counts: list[int]
+    seq: int = -1
+    dirty: bool = True
 
 
 class _Source(msgspec.Struct, array_like=True):
@@ -51,7 +53,7 @@ class _Inbox(msgspec.Struct, array_like=True):
     gate: bytes
     sources: dict[str, _Mark]
     buffered: list[Partial]
-    merged: list[Partial]
+    merged: list[tuple[int, str, int, bytes, int, int]]  # (pane, source, seq, digest, requests, late)
     closed_until: int | None
     counts: tuple[int, int, int, int]
 
@@ -63,7 +65,7 @@ _INBOX = msgspec.msgpack.Decoder(_Inbox)
 
 def dump_source(state: SourceState, next_offset: int) -> bytes:
     panes = [
-        _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist())
+        _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty)
         for (gate, start), p in sorted(state.panes.items())
     ]
     return _ENCODER.encode(_Source(FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes))
@@ -74,7 +76,13 @@ def load_source(raw: bytes) -> tuple[SourceState, int]:
     snap = _decode(_SOURCE, raw, "stage-1 source state")
     panes = {
         (p.gate, p.start): OpenPane(
-            p.requests, p.errors, p.late, np.asarray(p.buckets, np.int64), np.asarray(p.counts, np.int64)
+            p.requests,
+            p.errors,
+            p.late,
+            np.asarray(p.buckets, np.int64),
+            np.asarray(p.counts, np.int64),
+            p.seq,
+            p.dirty,
         )
         for p in snap.panes
     }
@@ -89,7 +97,7 @@ def dump_inbox(inbox: GateInbox) -> bytes:
             snapshot.dump(inbox.gate),
             {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
             [p for parts in inbox.buffered.values() for p in parts.values()],
-            [p for parts in inbox.merged.values() for p in parts.values()],
+            [(pane, source, *m) for pane, parts in inbox.merged.items() for source, m in parts.items()],
             inbox.closed_until,
             (c.duplicates, c.conflicts, c.late_partials, c.late),
         )
@@ -107,8 +115,8 @@ def load_inbox(raw: bytes) -> GateInbox:
     )
     for p in snap.buffered:
         inbox.buffered.setdefault(p.pane, {})[p.source] = p
-    for p in snap.merged:
-        inbox.merged.setdefault(p.pane, {})[p.source] = p
+    for pane, source, seq, digest, requests, late in snap.merged:
+        inbox.merged.setdefault(pane, {})[source] = (seq, digest, requests, late)
     return inbox
 
 

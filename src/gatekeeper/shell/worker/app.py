@@ -6,7 +6,7 @@ import asyncio
 import signal
 from typing import Any
 
-from gatekeeper.core.engine import Engine
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.decoding import Decoding, decoding
@@ -43,7 +43,7 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
 def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
     """Run until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
     log_client_errors(options.log_level)
-    decoder = decoding(Engine(plan).decoder(), options.jobs)  # forks now, before any client or loop exists
+    decoder = decoding(Pipeline(plan).decoder(), options.jobs)  # forks now, before any client or loop exists
     try:
         return asyncio.run(_serve(plan, settings, options, log, decoder))
     finally:
