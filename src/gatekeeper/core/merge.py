@@ -25,6 +25,7 @@ Pure: state in, state out; no clock.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
 from gatekeeper.core.partials import Message, Partial, Watermark, encode
 from gatekeeper.core.plan import Plan
+
+Seen = tuple[int, bytes, int, int]  # (seq, digest, requests, late) of a merged partial
 
 
 @dataclass(slots=True)
@@ -58,8 +61,9 @@ class GateInbox:
     gate: GateState = field(default_factory=GateState)
     sources: dict[str, SourceMark] = field(default_factory=dict)
     buffered: dict[int, dict[str, Partial]] = field(default_factory=dict)  # pane -> source -> partial
-    # recently closed panes, per source: (seq, digest, requests, late) of the version merged, to compare
-    merged: dict[int, dict[str, tuple[int, bytes, int, int]]] = field(default_factory=dict)
+    # recently closed panes, per source: the version merged (or, restored from a snapshot, its
+    # (seq, digest, requests, late)), to compare re-deliveries with
+    merged: dict[int, dict[str, Partial | Seen]] = field(default_factory=dict)
     closed_until: int | None = None  # every pane ending at or before it is closed
     counts: MergeCounts = field(default_factory=MergeCounts)
 
@@ -104,13 +108,13 @@ class Merger:
         if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
             seen = inbox.merged.get(p.pane, {}).get(p.source)
             if seen is not None:
-                seq, digest, requests, late = seen
+                seq, digest, requests, late = seen_of(seen)
                 if p.seq < seq or (p.seq == seq and digest == _digest(p)):
                     inbox.counts.duplicates += 1
                 elif p.seq == seq or p.requests < requests or p.late < late:
                     inbox.counts.conflicts += 1
                 else:  # a newer version of a pane closed meanwhile: what it adds is late
-                    inbox.merged[p.pane][p.source] = (p.seq, _digest(p), p.requests, p.late)
+                    inbox.merged[p.pane][p.source] = p
                     inbox.counts.late_partials += 1
                     added = p.requests - requests + p.late - late
                     inbox.counts.late += added
@@ -164,6 +168,12 @@ class Merger:
     def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision]) -> None:
         gate = self.gate(key, inbox)
         st = inbox.gate
+        closing = sorted(p for p in inbox.buffered if p + self.pane <= until)
+        groups = [inbox.buffered.pop(pane) for pane in closing]
+        for pane, parts in zip(closing, groups, strict=True):
+            inbox.merged[pane] = dict(parts)  # compared as they are; digests only in snapshots
+        if closing:
+            self._add_bins(gate, closing, groups)
         starts: list[int] = []
         requests: list[int] = []
         errors: list[int] = []
@@ -176,9 +186,7 @@ class Merger:
                 requests.clear()
                 errors.clear()
 
-        for pane in sorted(p for p in inbox.buffered if p + self.pane <= until):
-            parts = inbox.buffered.pop(pane)
-            inbox.merged[pane] = {source: (p.seq, _digest(p), p.requests, p.late) for source, p in parts.items()}
+        for pane, parts in zip(closing, groups, strict=True):
             late = sum(p.late for p in parts.values())
             if late:
                 send()
@@ -186,10 +194,6 @@ class Merger:
                 st.late_events += late
             n = sum(p.requests for p in parts.values())
             if n:
-                bins = sketch.empty()
-                for p in parts.values():
-                    np.add.at(bins, np.asarray(p.bins, np.int64), np.asarray(p.counts, np.int64))
-                gate.add_bins(pane - pane % self.window, bins)
                 starts.append(pane)
                 requests.append(n)
                 errors.append(sum(p.errors for p in parts.values()))
@@ -201,9 +205,32 @@ class Merger:
         for pane in [p for p in inbox.merged if p < horizon]:
             del inbox.merged[pane]
 
+    def _add_bins(self, gate: Gate, panes: list[int], groups: list[dict[str, Partial]]) -> None:
+        """The latency bins of the closing panes, summed per window in one step and added to their windows
+        (each still open: a window closes only after its last pane)."""
+        parts = [p for group in groups for p in group.values()]
+        sizes = np.fromiter((len(p.bins) for p in parts), np.int64, len(parts))
+        if not sizes.sum():
+            return
+        windows = np.repeat(np.fromiter((p.pane for p in parts), np.int64, len(parts)) // self.window, sizes)
+        buckets = np.fromiter(itertools.chain.from_iterable(p.bins for p in parts), np.int64, int(sizes.sum()))
+        counts = np.fromiter(itertools.chain.from_iterable(p.counts for p in parts), np.int64, int(sizes.sum()))
+        first = int(windows.min())
+        grid = np.bincount((windows - first) * sketch.NBINS + buckets, counts, (int(windows.max()) - first + 1)
+                           * sketch.NBINS).astype(np.int64).reshape(-1, sketch.NBINS)  # fmt: skip
+        for row in np.flatnonzero(grid.any(axis=1)).tolist():
+            gate.add_bins((first + row) * self.window, grid[row])
+
 
 def _digest(p: Partial) -> bytes:
     return hashlib.blake2b(encode(p), digest_size=12).digest()
+
+
+def seen_of(merged: Partial | Seen) -> Seen:
+    """(seq, digest, requests, late) of a merged partial, as snapshots keep it."""
+    if isinstance(merged, Partial):
+        return (merged.seq, _digest(merged), merged.requests, merged.late)
+    return merged
 
 
 def merge_watermark(marks: Iterable[SourceMark]) -> int | None:

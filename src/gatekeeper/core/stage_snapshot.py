@@ -14,7 +14,7 @@ import numpy as np
 
 from gatekeeper.core import snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
-from gatekeeper.core.merge import GateInbox, MergeCounts, SourceMark
+from gatekeeper.core.merge import GateInbox, MergeCounts, SourceMark, seen_of
 from gatekeeper.core.partials import Partial
 
 FORMAT = 1
@@ -97,7 +97,7 @@ def dump_inbox(inbox: GateInbox) -> bytes:
             snapshot.dump(inbox.gate),
             {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
             [p for parts in inbox.buffered.values() for p in parts.values()],
-            [(pane, source, *m) for pane, parts in inbox.merged.items() for source, m in parts.items()],
+            [(pane, source, *seen_of(m)) for pane, parts in inbox.merged.items() for source, m in parts.items()],
             inbox.closed_until,
             (c.duplicates, c.conflicts, c.late_partials, c.late),
         )
