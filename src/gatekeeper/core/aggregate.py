@@ -11,7 +11,10 @@ source holding all records would); a pane that gets more records afterwards is e
 next ``seq`` (stage 2 keeps the highest, or counts the difference late if it closed the pane meanwhile).
 
 Whole batches at a time, vectorised; the result does not depend on where the batches are cut, so a partial
-re-emitted after a re-read from the same starting state is identical. Pure: state in, state out.
+re-emitted after a re-read from the same starting state is identical. ``version``: what the caller numbers
+the emitted partials with (their ``seq``; the worker gives the source offset reached, so a pane emitted early
+by ``seal`` and lost with a crash is never emitted again under the same number with other content); default:
+one more than the pane's last. Pure: state in, state out.
 """
 
 from __future__ import annotations
@@ -61,22 +64,24 @@ class Aggregator:
     def start(self, source: str) -> SourceState:
         return SourceState(source)
 
-    def fold(self, state: SourceState, batch: EventBatch) -> tuple[SourceState, list[Partial], Watermark]:
+    def fold(
+        self, state: SourceState, batch: EventBatch, version: int | None = None
+    ) -> tuple[SourceState, list[Partial], Watermark]:
         """Apply ``batch`` (the source's next events, in its order); return the panes it closes and the
         source's watermark after it."""
         if len(batch):
             self._fold(state, batch)
         watermark = None if state.newest is None else state.newest - self.lateness
-        return state, self._emit(state, watermark), Watermark(source=state.source, watermark=watermark)
+        return state, self._emit(state, watermark, version), Watermark(source=state.source, watermark=watermark)
 
-    def seal(self, state: SourceState) -> tuple[SourceState, list[Partial]]:
+    def seal(self, state: SourceState, version: int | None = None) -> tuple[SourceState, list[Partial]]:
         """The source is idle: emit every open pane as it is now, so the gates need not wait for this
         source's own watermark to pass them (they close on the other sources'). The panes stay open; one that
         gets more records is emitted again, whole, with the next ``seq``. The watermark does not move."""
         out = []
         for (gate, start), p in sorted(state.panes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             if p.dirty:
-                p.seq += 1
+                p.seq = p.seq + 1 if version is None else max(version, p.seq + 1)
                 p.dirty = False
                 out.append(self._partial(state, gate, start, p))
         return state, out
@@ -130,7 +135,7 @@ class Aggregator:
         state.events += int(ts.size) - n_late
         state.newest = int(running[-1])
 
-    def _emit(self, state: SourceState, watermark: int | None) -> list[Partial]:
+    def _emit(self, state: SourceState, watermark: int | None, version: int | None = None) -> list[Partial]:
         if watermark is None:
             return []
         closed = sorted((start, gate) for gate, start in state.panes if start + self.pane <= watermark)
@@ -138,7 +143,7 @@ class Aggregator:
         for start, gate in closed:
             p = state.panes.pop((gate, start))
             if p.dirty:  # else emitted as it is by ``seal`` already
-                p.seq += 1
+                p.seq = p.seq + 1 if version is None else max(version, p.seq + 1)
                 out.append(self._partial(state, gate, start, p))
         return out
 

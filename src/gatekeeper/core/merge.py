@@ -109,8 +109,9 @@ class Merger:
             seen = inbox.merged.get(p.pane, {}).get(p.source)
             if seen is not None:
                 seq, digest, requests, late = seen_of(seen)
-                if p.seq < seq or (p.seq == seq and digest == _digest(p)):
-                    inbox.counts.duplicates += 1
+                same = p.seq == seq and digest == _digest(p)
+                if p.seq < seq or same or (p.seq > seq and (p.requests, p.late) == (requests, late)):
+                    inbox.counts.duplicates += 1  # an older version, the same, or a newer one adding nothing
                 elif p.seq == seq or p.requests < requests or p.late < late:
                     inbox.counts.conflicts += 1
                 else:  # a newer version of a pane closed meanwhile: what it adds is late

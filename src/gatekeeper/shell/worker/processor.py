@@ -279,7 +279,7 @@ class Processor:
                     source.published = None
                     self._publish(p, source, True, out)
                 continue
-            source.state, partials = self.aggregator.seal(source.state)
+            source.state, partials = self.aggregator.seal(source.state, max(0, source.next_offset))
             self._send(partials, out)
             self._publish(p, source, True, out)
             if source.state.newest is not None and source.next_offset >= 0:
@@ -319,7 +319,8 @@ class Processor:
             rows = np.flatnonzero((valid_partition == p) & valid_fresh)
             part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows])
             late_before = source.state.late
-            source.state, partials, _mark = self.aggregator.fold(source.state, part)
+            reached = max(source.next_offset, int(offset[partition == p].max()) + 1)
+            source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
             out.applied += int(rows.size)
             out.late += source.state.late - late_before
             self._send(partials, out)
