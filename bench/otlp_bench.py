@@ -45,13 +45,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from bench.kafka_bench import broker, worker_argv
 from bench.kafka_measure import PLAN, Rate, known_groups, produce_file, running, settings_for, watch_commits
 from bench.telemetry_file import write_file
-from gatekeeper.core.engine import Engine
 from gatekeeper.core.otlp import OtlpDecoder
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_admin import ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.replay import Format, replay
-from gatekeeper.shell.worker import spans
 from gatekeeper.shell.worker.processor import Processor, Record, Topics
 
 WORKER_CMD = (
@@ -121,9 +120,9 @@ def best_rate(events: int, work: Callable[[], object], rounds: int) -> float:
 
 
 def decode_phase(lines: list[bytes], protos: list[bytes], jsons: list[bytes], rounds: int) -> dict[str, float]:
-    gates = Engine(load_plan(PLAN)).keys
+    gates = Pipeline(load_plan(PLAN)).keys
     block = b"\n".join(lines)
-    v1, otlp = Engine(load_plan(PLAN)).decoder(), OtlpDecoder(gates)
+    v1, otlp = Pipeline(load_plan(PLAN)).decoder(), OtlpDecoder(gates)
     rates: dict[str, list[float]] = {"json contract": [], "otlp protobuf": [], "otlp json": []}
     for _ in range(rounds):  # interleaved: a busy spell of the machine hits all three alike
         rates["json contract"].append(best_rate(len(lines), lambda: v1.decode_block(block), 1))
@@ -134,28 +133,27 @@ def decode_phase(lines: list[bytes], protos: list[bytes], jsons: list[bytes], ro
 
 def worker_phase(lines: list[bytes], protos: list[bytes], rounds: int) -> dict[str, float]:
     plan = load_plan(PLAN)
-    gates = Engine(plan).keys
-    topics = Topics("telemetry", "gates", "decisions", "breaches", "dlq", 1)
+    gates = Pipeline(plan).keys
+    topics = Topics("telemetry", "panes", "decisions", "breaches", "dlq", 1)
     per_poll = max(1, round(10_000 * len(protos) / len(lines)))
 
     def run_json() -> None:
-        processor = Processor(plan, topics, lambda _key: None)
-        decoder = Engine(plan).decoder()
+        processor = Processor(plan, topics, lambda _key: None, lambda _key: None)
+        decoder = Pipeline(plan).decoder()
         for start in range(0, len(lines), 10_000):
             records = [Record("telemetry", 0, start + i, None, v) for i, v in enumerate(lines[start : start + 10_000])]
             batch = decoder.decode([r.value or b"" for r in records], first_position=0)
             processor.flush_polled([("telemetry", 0, records)], decoded=batch)
 
     def run_otlp() -> None:
-        processor = Processor(plan, topics, lambda _key: None)
+        processor = Processor(plan, topics, lambda _key: None, lambda _key: None)
         decoder = OtlpDecoder(gates)
         for start in range(0, len(protos), per_poll):
             records = [
                 Record("telemetry", 0, start + i, None, v) for i, v in enumerate(protos[start : start + per_poll])
             ]
             batch = decoder.decode([r.value or b"" for r in records], first_position=0)
-            runs, events = spans.expand([("telemetry", 0, records)], batch, "telemetry", gates)
-            processor.flush_polled(runs, decoded=events)
+            processor.flush_polled([("telemetry", 0, records)], decoded=batch)
 
     rates: dict[str, list[float]] = {"json contract": [], "otlp protobuf": []}
     for _ in range(rounds):
@@ -231,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=150.0)
     parser.add_argument("--bootstrap", help="an existing cluster instead of a local broker")
     args = parser.parse_args(argv)
-    gates = Engine(load_plan(PLAN)).keys
+    gates = Pipeline(load_plan(PLAN)).keys
     with tempfile.TemporaryDirectory(prefix="otlp-bench-") as tmp:
         workdir = Path(tmp)
         jsonl = workdir / "telemetry.jsonl"

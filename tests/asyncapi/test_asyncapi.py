@@ -67,15 +67,16 @@ def test_the_reference_parser_accepts_the_document() -> None:
     assert 0 == result.returncode, result.stdout + result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
     expected_channels = [
-        "telemetry", "decisions", "breaches", "telemetry.dlq", "{appId}-gates", "{appId}-gate-state-changelog",
+        "telemetry", "decisions", "breaches", "telemetry.dlq", "{appId}-panes", "{appId}-gate-state-changelog",
+        "{appId}-aggregate-changelog",
     ]  # fmt: skip
     assert expected_channels == summary["channels"]
     expected_messages = [
-        "telemetryV1", "otlpTracesProto", "otlpTracesJson", "decision", "breach", "deadLetter", "forwarded",
-        "gateState",
+        "telemetryV1", "otlpTracesProto", "otlpTracesJson", "decision", "breach", "deadLetter", "partial",
+        "watermark", "gateState", "sourceState",
     ]  # fmt: skip
     assert expected_messages == summary["messages"]
-    assert 10 == len(summary["operations"])
+    assert 12 == len(summary["operations"])
 
 
 def test_the_reference_parser_rejects_a_broken_document(tmp_path: Path) -> None:
@@ -173,8 +174,7 @@ def test_binary_examples_decode_as_what_they_claim() -> None:
     rejected = TelemetryDecoder([("eu-west", "ramp")]).decode([base64.b64decode(dead["payload"])]).rejections
     assert [dead["headers"]["gk.reason"]] == [r.code for r in rejected]
 
-    version, state, offsets = decode_entry(base64.b64decode(_example("gateState")["payload"]))
-    assert ("3f9a1c2b7d4e", b"", {}) == (version, state, offsets)
+    assert ("3f9a1c2b7d4e", b"") == decode_entry(base64.b64decode(_example("gateState")["payload"]))
 
 
 def _binding_topics() -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from gatekeeper.shell.worker.topics import ensure_worker_topics
 PARTITIONS = 8
 READ_TIMEOUT_S = 30.0
 PRODUCE_CHUNK = 500  # records per awaited chunk: at most ~3 min of event time visible ahead of the rest
-Mode = Literal["keyed", "unkeyed", "region"]
+Mode = Literal["keyed", "unkeyed", "region", "spread", "crc32"]
 
 
 def fresh(prefix: str) -> str:
@@ -103,7 +104,7 @@ def topic_names(bootstrap: str) -> set[str]:
 
 
 def record_key(line: bytes, mode: Mode) -> bytes | None:
-    if mode == "unkeyed":
+    if mode in ("unkeyed", "spread"):
         return None
     try:
         data = json.loads(line)
@@ -118,7 +119,9 @@ def record_key(line: bytes, mode: Mode) -> bytes | None:
 def produce(bootstrap: str, topic: str, lines: list[bytes], mode: Mode) -> None:
     """Produce ``lines`` in order, in awaited chunks. ``keyed``: key ``region/tier``; ``region``: key
     ``region`` (a gate's records stay on one partition, usually not its home); ``unkeyed``: no key, all on
-    partition 0 (a gate's records must stay in one partition to keep their order)."""
+    partition 0; ``spread``: no key, each record on a random partition (the default partitioner, as most
+    exporters produce); ``crc32``: key ``region/tier`` on CRC32(key) % partitions, the partition librdkafka's
+    default partitioner (confluent-kafka's producer) picks for a keyed record."""
 
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True)
@@ -127,8 +130,11 @@ def produce(bootstrap: str, topic: str, lines: list[bytes], mode: Mode) -> None:
             for start in range(0, len(lines), PRODUCE_CHUNK):
                 futures = []
                 for line in lines[start : start + PRODUCE_CHUNK]:
+                    key = record_key(line, mode)
                     partition = 0 if mode == "unkeyed" else None
-                    futures.append(await producer.send(topic, line, key=record_key(line, mode), partition=partition))
+                    if mode == "crc32" and key is not None:
+                        partition = zlib.crc32(key) % PARTITIONS
+                    futures.append(await producer.send(topic, line, key=key, partition=partition))
                 await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -148,6 +154,23 @@ def produce_pairs(bootstrap: str, topic: str, pairs: list[tuple[bytes | None, by
         try:
             for start in range(0, len(pairs), PRODUCE_CHUNK):
                 futures = [await producer.send(topic, v, key=k) for k, v in pairs[start : start + PRODUCE_CHUNK]]
+                await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def produce_to(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> None:
+    """Produce ``(partition, key, value)`` records in order, in awaited chunks."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True)
+        await producer.start()
+        try:
+            for start in range(0, len(records), PRODUCE_CHUNK):
+                chunk = records[start : start + PRODUCE_CHUNK]
+                futures = [await producer.send(topic, v, key=k, partition=p) for p, k, v in chunk]
                 await asyncio.gather(*futures)
         finally:
             await producer.stop()

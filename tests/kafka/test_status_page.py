@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import worker_harness as h
-from browser import chromium, dump_dom, screenshot
 from serve_harness import Serve, serving
+
+from browser import chromium, dump_dom, screenshot
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

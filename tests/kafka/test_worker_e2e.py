@@ -31,10 +31,11 @@ def _values(records: list[h.Consumed]) -> list[bytes]:
 
 @pytest.mark.parametrize("mode", ["keyed", "unkeyed", "region"])
 def test_worker_decides_like_replay(kafka_bootstrap: str, tmp_path: Path, mode: h.Mode) -> None:
-    """Keyed (applied where read), unkeyed on one partition and keyed by region (both re-routed through
-    ``<app-id>-gates``): the worker's decisions equal replay's -- pass, fail + hold + release on errors,
-    a latency breach held in one region only, a thin tier pending, and the stall of a tier whose telemetry
-    stops early, which only the stream clock reports -- and every fail is also on the breaches topic."""
+    """Keyed, unkeyed on one partition and keyed by region (all aggregated where they are read, nothing
+    forwarded): the worker's decisions equal replay's -- pass, fail + hold + release on errors, a latency
+    breach held in one region only, a thin tier pending, and the stall of a tier whose telemetry stops early,
+    reported once the partitions without records are idle -- and every fail is also on the breaches topic.
+    Stage 1 folds every valid record once; stage 2 sees no conflicting partial."""
     plan, names = h.write_plan(tmp_path), h.Names()
     lines = h.scenario()
     expected = h.expected(plan, lines)
@@ -52,7 +53,9 @@ def test_worker_decides_like_replay(kafka_bootstrap: str, tmp_path: Path, mode: 
     fails = sorted(v for v in expected if decisions.decode(v).decision == "fail")
     assert fails == sorted(_values(h.read_topic(kafka_bootstrap, names.breaches)))
     (totals,) = workers[0].events("worker totals")
-    assert (0 if mode == "keyed" else totals["applied"]) == totals["forwarded"]
+    valid = len(lines) - len(h.INVALID)
+    assert (valid, 0, 0) == (totals["applied"], totals["conflicts"], totals["late_partials"])
+    assert f"{names.app_id}-gates" not in h.topic_names(kafka_bootstrap)
 
 
 def test_invalid_records_go_to_the_dlq_unchanged(kafka_bootstrap: str, tmp_path: Path) -> None:

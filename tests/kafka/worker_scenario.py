@@ -137,6 +137,12 @@ def expected(plan_path: Path, lines: list[bytes]) -> list[bytes]:
     return [line for line in sink.getvalue().split(b"\n") if line]
 
 
+def replay_late(plan_path: Path, lines: list[bytes]) -> int:
+    """The number of records replay counts late over the same lines."""
+    summary = replay(load_plan(plan_path), io.BytesIO(b"\n".join(lines) + b"\n"), io.BytesIO())
+    return summary.late
+
+
 def replay_rejects(plan_path: Path, lines: list[bytes]) -> Counter[tuple[bytes, str]]:
     """(original bytes, reason code) of every record replay rejects."""
     rejects = io.BytesIO()

@@ -73,7 +73,9 @@ def test_source_segments_are_percent_encoded() -> None:
 def test_the_worker_processor_puts_the_headers_on_decisions_and_breaches() -> None:
     """Every decision the processor emits carries its decision headers, every breach the breach headers."""
     plan = small_plan("ce-test", "1", [small_tier("canary", 5)])
-    processor = Processor(Plan.model_validate(plan), Topics("t", "g", "d", "b", "q", 1), lambda _key: None)
+    processor = Processor(
+        Plan.model_validate(plan), Topics("t", "g", "d", "b", "q", 1), lambda _k: None, lambda _k: None
+    )
     t0 = 1_760_832_000
     fields = {"region": "us-east", "tier": "canary", "latency_ms": 50}
     records = [
@@ -81,7 +83,9 @@ def test_the_worker_processor_puts_the_headers_on_decisions_and_breaches() -> No
         for i in range(20_000)
     ]
 
-    flush = processor.flush(records)
+    stage1 = processor.flush_polled([("t", 0, records)])
+    partials = [Record("g", 0, i, m.key, m.value) for i, m in enumerate(stage1.messages) if m.topic == "g"]
+    flush = processor.flush_polled([("g", 0, partials)])  # stage 2: the panes topic read back
 
     produced = [(m.topic, m.headers) for m in flush.messages if m.topic in ("d", "b")]
     assert any(topic == "b" for topic, _ in produced)

@@ -35,8 +35,11 @@ def test_metrics_text_is_prometheus_exposition(tmp_path: Path) -> None:
     expected = {
         "gatekeeper_records_total": 12.0,
         "gatekeeper_applied_total": 0.0,
-        "gatekeeper_forwarded_total": 0.0,
+        "gatekeeper_skipped_total": 0.0,
+        "gatekeeper_partials_total": 0.0,
         "gatekeeper_duplicates_total": 0.0,
+        "gatekeeper_conflicts_total": 0.0,
+        "gatekeeper_late_partials_total": 0.0,
         "gatekeeper_late_events_total": 3.0,
         "gatekeeper_ignored_spans_total": 0.0,
         'gatekeeper_rejected_total{reason="missing_field:ts"}': 2.0,

@@ -1,22 +1,21 @@
-"""The worker's buffering and flush logic (``gatekeeper.shell.worker.processor``) without Kafka: routing,
-dead letters, idempotence by source offsets, restore from table entries, the stream clock, and decisions
-equal to replay's whatever the batching."""
+"""The worker's two stages per poll (``gatekeeper.shell.worker.processor``) without Kafka: a small in-memory bus
+carries the panes topic back into the processor. Decisions equal replay's whatever the batching and however the
+records are spread over partitions; dead letters; idleness; restart from the tables; options."""
 
 from __future__ import annotations
 
 import argparse
 import io
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from gatekeeper.core import decision as decisions
-from gatekeeper.core import snapshot
-from gatekeeper.core.gate import GateState
+from gatekeeper.core import partials as contract
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.replay import replay
@@ -34,9 +33,19 @@ from gatekeeper.shell.worker.processor import (
 from plans_for_tests import small_plan, small_tier
 
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z
+NO_ENTRIES: dict[bytes, bytes] = {}
 PLAN = Plan.model_validate(small_plan("processor-test", "1", [small_tier("canary", 5)]))
-ONE = Topics("telemetry", "app-gates", "decisions", "breaches", "dlq", partitions=1)
-EIGHT = Topics("telemetry", "app-gates", "decisions", "breaches", "dlq", partitions=8)
+ONE = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=1)
+EIGHT = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=8)
+
+
+def test_home_partition_is_kafkas_default_partitioner() -> None:
+    """A key's home partition is where aiokafka's default partitioner (Java murmur2) puts it."""
+    keys = [f"{r}/{t}".encode() for r in ("us-east", "eu-west", "ap-south") for t in ("canary", "ramp-10", "x")]
+    for n in (1, 3, 8, 12):
+        assert [DefaultPartitioner()(k, list(range(n)), list(range(n))) for k in keys] == [
+            home_partition(k, n) for k in keys
+        ]
 
 
 def lines(minutes: int = 150, *, stop_west: int | None = None, seed: int = 3) -> list[bytes]:
@@ -63,240 +72,212 @@ def expected(source: list[bytes]) -> list[bytes]:
     return [line for line in sink.getvalue().splitlines() if line]
 
 
+@dataclass
+class Bus:
+    """Kafka for one processor: telemetry partitions it reads in polls, the panes topic it writes and reads
+    back, the tables its states go to, and everything else it produced."""
+
+    topics: Topics
+    gate_table: dict[bytes, bytes] = field(default_factory=dict)
+    source_table: dict[bytes, bytes] = field(default_factory=dict)
+    panes: dict[int, list[bytes]] = field(default_factory=dict)
+    read: dict[int, int] = field(default_factory=dict)  # panes partition -> records read
+    out: list[tuple[str, int, bytes | None, bytes | None]] = field(default_factory=list)
+    totals: Counter[str] = field(default_factory=Counter)
+
+    def processor(self) -> Processor:
+        return Processor(PLAN, self.topics, self.gate_table.get, self.source_table.get)
+
+    def apply(self, flush: Flush) -> None:
+        for m in flush.messages:
+            if m.topic == self.topics.panes:
+                assert m.value is not None
+                self.panes.setdefault(m.partition, []).append(m.value)
+            else:
+                self.out.append((m.topic, m.partition, m.key, m.value))
+        self.totals.update(applied=flush.applied, late=flush.late, skipped=flush.skipped,
+                           duplicates=flush.duplicates, conflicts=flush.conflicts)  # fmt: skip
+
+    def poll(self, processor: Processor, telemetry: list[tuple[int, list[Record]]]) -> None:
+        """One poll: the given telemetry runs, then every panes record not read yet; then a checkpoint."""
+        self.apply(processor.flush_polled([(self.topics.telemetry, p, run) for p, run in telemetry if run]))
+        self.drain(processor)
+        self.checkpoint(processor)
+
+    def checkpoint(self, processor: Processor) -> None:
+        saved = processor.checkpoint()
+        self.gate_table.update(saved.gates)
+        self.source_table.update(dict(saved.sources.values()))
+
+    def drain(self, processor: Processor) -> None:
+        while any(len(v) > self.read.get(q, 0) for q, v in self.panes.items()):
+            runs = []
+            for q, values in sorted(self.panes.items()):
+                first = self.read.get(q, 0)
+                runs.append((self.topics.panes, q, records(values[first:], self.topics.panes, q, first)))
+                self.read[q] = len(values)
+            self.apply(processor.flush_polled(runs))
+
+    def decisions(self) -> list[bytes]:
+        return [v for topic, _p, _k, v in self.out if topic == "decisions" and v is not None]
+
+
+def by_key(values: list[bytes]) -> dict[str, list[bytes]]:
+    """Encoded decisions grouped by ``region/tier``, in order (the order across gates is not a contract)."""
+    out: dict[str, list[bytes]] = {}
+    for value in values:
+        out.setdefault(decisions.decode(value).key, []).append(value)
+    return out
+
+
 def records(values: list[bytes], topic: str = "telemetry", partition: int = 0, first: int = 0) -> list[Record]:
     return [Record(topic, partition, first + i, None, v) for i, v in enumerate(values)]
 
 
-def decided(flush: Flush) -> list[bytes]:
-    """The encoded decisions of a flush, in order (a decision message always has a value)."""
-    return [m.value for m in flush.messages if m.topic == "decisions" and m.value is not None]
-
-
-def run(processor: Processor, recs: list[Record], chunk: int) -> list[bytes]:
-    """Flush ``recs`` in chunks; the encoded decisions in order."""
-    out = []
-    for i in range(0, len(recs), chunk):
-        out += decided(processor.flush(recs[i : i + chunk]))
-    return out
-
-
-class Table(dict[bytes, bytes]):
-    """The ``gate-state`` table: a dict the processor reads and the test writes flush results into."""
-
-    def absorb(self, state: dict[bytes, bytes]) -> None:
-        self.update(state)
-
-
-def test_home_partition_is_kafkas_default_partitioner() -> None:
-    """A key's home partition is where aiokafka's default partitioner (Java murmur2) puts it."""
-    keys = [f"{r}/{t}".encode() for r in ("us-east", "eu-west", "ap-south") for t in ("canary", "ramp-10", "x")]
-    for n in (1, 3, 8, 12):
-        assert [DefaultPartitioner()(k, list(range(n)), list(range(n))) for k in keys] == [
-            home_partition(k, n) for k in keys
-        ]
-
-
 @pytest.mark.parametrize("chunk", [1, 7, 500, 100_000])
 def test_decisions_equal_replay_whatever_the_batching(chunk: int) -> None:
-    """Records applied where they are read give replay's decisions, in order per key, for any batch size."""
+    """One partition polled in chunks of 1 to all records: the decisions equal replay's, in order."""
+    source = lines(90) if chunk == 1 else lines()
+    bus = Bus(ONE)
+    processor = bus.processor()
+    recs = records(source)
+    for i in range(0, len(recs), chunk):
+        bus.poll(processor, [(0, recs[i : i + chunk])])
+    assert by_key(expected(source)) == by_key(bus.decisions())
+    assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
+
+
+def spread(source: list[bytes], partitions: int, seed: int) -> dict[int, list[Record]]:
+    """Unkeyed records as a producer's default partitioner spreads them: each to a random partition, each
+    partition keeping their order."""
+    owner = np.random.default_rng(seed).integers(0, partitions, len(source))
+    return {p: records([v for v, o in zip(source, owner.tolist(), strict=True) if o == p], partition=p)
+            for p in range(partitions)}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_unkeyed_over_eight_partitions_read_at_different_speeds_equals_replay(seed: int) -> None:
+    """Unkeyed records over 8 partitions, the partitions read in polls of different sizes (partition p in
+    chunks of 40 * (p + 1), so partition 0 is far behind partition 7 in event time): the decisions equal
+    replay's, no record is late, no partial conflicts."""
     source = lines()
-    want = expected(source)
-    assert {"fail", "hold", "release", "pass"} <= {decisions.decode(v).decision for v in want}
-    got = run(Processor(PLAN, ONE, Table().get), records(source), chunk)
-    assert sorted(want) == sorted(got)
-    by_key: dict[str, list[bytes]] = {}
-    for value in want:
-        by_key.setdefault(decisions.decode(value).key, []).append(value)
-    assert by_key == {k: [v for v in got if decisions.decode(v).key == k] for k in by_key}
+    parts = spread(source, 8, seed)
+    bus = Bus(EIGHT)
+    processor = bus.processor()
+    cursors = dict.fromkeys(parts, 0)
+    while any(cursors[p] < len(parts[p]) for p in parts):
+        polled = []
+        for p, recs in parts.items():
+            size = 40 * (p + 1)
+            polled.append((p, recs[cursors[p] : cursors[p] + size]))
+            cursors[p] += size
+        bus.poll(processor, polled)
+    assert by_key(expected(source)) == by_key(bus.decisions())
+    assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
 
 
-def test_records_off_their_home_partition_are_forwarded_unchanged() -> None:
-    """A valid record read from another partition than its gate's home goes, original bytes, to the gates
-    topic on the home partition, keyed ``region/tier``, with its source in ``gk.source``; nothing applied."""
-    value = lines()[0]
-    key = b"us-east/canary" if b"us-east" in value else b"eu-west/canary"
-    home = home_partition(key, 8)
-    elsewhere = (home + 1) % 8
-    flush = Processor(PLAN, EIGHT, Table().get).flush([Record("telemetry", elsewhere, 41, b"whatever", value)])
-    ((message),) = flush.messages
-    source = f"telemetry/{elsewhere}/41".encode()
-    assert ("app-gates", home, key, value, (("gk.source", source),)) == (
-        message.topic,
-        message.partition,
-        message.key,
-        message.value,
-        message.headers,
-    )
-    assert (1, 0, {}) == (flush.forwarded, flush.applied, flush.state)
+def test_a_partition_without_records_holds_the_gates_until_idle() -> None:
+    """Partition 7 gets no record: no decision until it is reported idle; then replay's decisions. The idle
+    report is sent once."""
+    source = lines()
+    parts = spread(source, 7, 3)
+    bus = Bus(EIGHT)
+    processor = bus.processor()
+    bus.poll(processor, list(parts.items()))
+    assert [] == bus.decisions()
+    bus.apply(processor.mark_idle([7]))
+    bus.drain(processor)
+    assert by_key(expected(source)) == by_key(bus.decisions())
+    assert [] == processor.mark_idle([7]).messages
 
 
-def test_forwarded_records_apply_with_their_source_offsets() -> None:
-    """Records of the gates topic are applied and remembered under their original source partition."""
-    source = lines()[:50]
-    recs = [
-        Record("app-gates", 0, i, None, v, (("gk.source", f"telemetry/3/{1000 + i}".encode()),))
-        for i, v in enumerate(source)
-    ]
-    flush = Processor(PLAN, ONE, Table().get).flush(recs)
-    assert 50 == flush.applied
-    offsets = {decode_entry(raw)[2]["telemetry:3"] for raw in flush.state.values()}
-    assert max(offsets) == 1049
+def test_watermarks_go_to_every_panes_partition_on_each_new_pane_only() -> None:
+    """A partition's watermark is sent to all 8 panes partitions when it enters a new pane, not for every
+    poll: records 10 s apart in one pane give one report."""
+    processor = Bus(EIGHT).processor()
+    line = '{{"ts": {ts}, "region": "us-east", "tier": "canary", "latency_ms": 5, "status": 200}}'
+    one = [Record("telemetry", 3, 0, None, line.format(ts=T0_S + 200).encode())]
+    two = [Record("telemetry", 3, 1, None, line.format(ts=T0_S + 210).encode())]
+    first = processor.flush_polled([("telemetry", 3, one)])
+    again = processor.flush_polled([("telemetry", 3, two)])
+    marks = [m for m in first.messages if m.topic == "app-panes"]
+    assert (list(range(8)), []) == ([m.partition for m in marks], [m for m in again.messages if m.topic == "app-panes"])
+    mark = contract.decode(marks[0].value or b"")
+    assert contract.Watermark(source="telemetry:3", watermark=(T0_S + 200) * 1000 - 120_000) == mark
 
 
-def test_invalid_records_become_dead_letters() -> None:
-    """An invalid record becomes a DLQ message with its original key and bytes and reason headers; the
-    valid records around it are applied as usual. From the gates topic, the source is the original one."""
-    good = lines()[:3]
-    bad = b'{"ts": 1760832000, "region": "mars", "tier": "canary", "latency_ms": 5, "status": 200}'
-    recs = [*records(good[:2]), Record("telemetry", 0, 2, b"k", bad), *records(good[2:], first=3)]
-    forwarded = Record("app-gates", 0, 9, b"us-east/canary", b"{oops", (("gk.source", b"telemetry/5/77"),))
-    processor = Processor(PLAN, ONE, Table().get)
-    flush = processor.flush(recs)
-    ((dead),) = [m for m in flush.messages if m.topic == "dlq"]
-    headers = dict(dead.headers)
-    assert (b"k", bad, b"unknown_region", b"telemetry/0/2") == (
-        dead.key,
+def test_invalid_records_and_partials_become_dead_letters() -> None:
+    """An invalid telemetry record goes to the DLQ with its bytes, reason, message and coordinates; so does
+    a partial that is not one, or whose gate is not in the plan; the valid ones around them are used."""
+    processor = Bus(ONE).processor()
+    good = lines(3)
+    recs = records([good[0], b"{oops", good[1]], first=40)
+    flush = processor.flush_polled([("telemetry", 0, recs)])
+    (dead,) = [m for m in flush.messages if m.topic == "dlq"]
+    assert (b"{oops", (b"malformed_json", b"telemetry/0/41")) == (
         dead.value,
-        headers["gk.reason"],
-        headers["gk.source"],
+        (dict(dead.headers)["gk.reason"], dict(dead.headers)["gk.source"]),
     )
-    assert b"mars" in headers["gk.message"]
-    assert 3 == flush.applied
-    ((dead),) = processor.flush([forwarded]).messages
-    assert (b"malformed_json", b"telemetry/5/77") == (
-        dict(dead.headers)["gk.reason"],
-        dict(dead.headers)["gk.source"],
-    )
-    assert Counter({"unknown_region": 1, "malformed_json": 1}) == processor.rejected
+    assert 2 == flush.applied
+    stranger = contract.encode(contract.Partial(gate="mars/canary", pane=0, source="edge", requests=0, errors=0))
+    flush = processor.flush_polled([("app-panes", 0, records([b"[1]", stranger], "app-panes"))])
+    assert [b"invalid_partial", b"partial_elsewhere"] == [dict(m.headers)["gk.reason"] for m in flush.messages]
+    assert {"malformed_json": 1, "invalid_partial": 1, "partial_elsewhere": 1} == processor.rejected
 
 
-def test_redelivered_records_are_skipped() -> None:
-    """Records at or below a gate's applied offset for their source are duplicates: not applied again."""
-    recs = records(lines())
-    processor = Processor(PLAN, ONE, Table().get)
-    first = processor.flush(recs)
-    again = processor.flush(recs[len(recs) // 2 :])
-    assert (len(recs), len(recs) - len(recs) // 2, [], {}) == (
-        first.applied,
-        again.duplicates,
-        again.messages,
-        again.state,
-    )
-
-
-def test_restart_from_the_table_reproduces_the_same_decisions() -> None:
-    """A crash: the table holds the state of an earlier flush and the records since are delivered again.
-    The new processor restores each gate from the table, skips what it holds and re-emits the decisions of
-    the rest with the same ids and contents; after dedup by id the decisions equal replay's."""
+def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
+    """Stop after 60 % of the records, start a new processor on the tables as they were written, and give it
+    the records again from well before the stop (as after a crash before a commit): records already folded
+    are skipped, the rest continue; all decisions equal replay's, with no conflicting partial."""
     source = lines()
     recs = records(source)
-    table_then, table_now = Table(), Table()
-    before = Processor(PLAN, ONE, table_now.get)
-    emitted: list[bytes] = []
-    for i in range(0, len(recs), 1000):
-        flush = before.flush(recs[i : i + 1000])
-        emitted += decided(flush)
-        table_now.absorb(flush.state)
-        if i == 2000:
-            table_then.update(table_now)  # the changelog as the crash left it
-    after = Processor(PLAN, ONE, table_then.get)
-    emitted += run(after, recs[2500:], 333)  # re-delivery from an older commit
-    first: dict[str, bytes] = {}
-    contents: dict[str, set[bytes]] = {}
-    for value in emitted:
-        did = decisions.decode(value).decision_id
-        first.setdefault(did, value)
-        contents.setdefault(did, set()).add(value)
-    assert {} == {k: v for k, v in contents.items() if len(v) > 1}
-    assert sorted(expected(source)) == sorted(first.values())
-    assert len(emitted) > len(first)  # the redelivered decisions really were emitted again
+    cut = int(len(recs) * 0.6)
+    bus = Bus(ONE)
+    before = bus.processor()
+    for i in range(0, cut, 300):
+        bus.poll(before, [(0, recs[i : min(i + 300, cut)])])
+    after = bus.processor()
+    resume = after.resume(0)
+    assert cut == resume
+    for i in range(cut - 1000, len(recs), 300):
+        bus.poll(after, [(0, recs[i : i + 300])])
+    assert by_key(expected(source)) == by_key(bus.decisions())
+    assert (1000, 0, len(source)) == (bus.totals["skipped"], bus.totals["conflicts"], bus.totals["applied"])
 
 
 def test_state_of_another_plan_version_is_not_restored() -> None:
-    """A table entry written under another plan version is ignored with a warning: the gate starts afresh."""
+    """Table entries written under another plan version are ignored with a warning: the gate and the
+    partition start afresh."""
+    bus = Bus(ONE)
+    bus.poll(bus.processor(), [(0, records(lines(30)))])
+    stale = {k: encode_entry("other", decode_entry(v)[1]) for k, v in bus.gate_table.items()}
     warnings: list[str] = []
-    key = b"us-east/canary"
-    stale = encode_entry("0+other", snapshot.dump(GateState(status="held", hold_until=1)), {"telemetry:0": 10**9})
-    processor = Processor(PLAN, ONE, {key: stale}.get, warn=warnings.append)
-    value = next(v for v in lines() if b"us-east" in v)
-    assert 1 == processor.flush(records([value])).applied
-    assert ["0+other"] == [w.split("plan version ")[1].split(",")[0] for w in warnings]
+    processor = Processor(PLAN, ONE, stale.get, {b"telemetry:0": encode_entry("other", b"")}.get, warn=warnings.append)
+    assert None is processor.resume(0)
+    processor.flush_polled([("app-panes", 0, records([], "app-panes"))])
+    processor.mark_idle([0])
+    assert 1 <= len(warnings)
+    assert "plan version other" in warnings[0]
 
 
 def test_unreadable_state_stops_the_worker() -> None:
-    """A table entry that is not a gate-state entry raises StateError rather than starting afresh."""
-    processor = Processor(PLAN, ONE, {b"us-east/canary": b"\x00garbage"}.get)
-    value = next(v for v in lines() if b"us-east" in v)
-    with pytest.raises(StateError, match=r"not a gate-state entry"):
-        processor.flush(records([value]))
+    """A table entry that is not a snapshot raises StateError naming the gate or partition, never a
+    traceback of the decoder."""
+    processor = Processor(PLAN, ONE, NO_ENTRIES.get, {b"telemetry:0": b"\x00garbage"}.get)
+    with pytest.raises(StateError, match="not a state entry"):
+        processor.resume(0)
+    processor = Processor(PLAN, ONE, NO_ENTRIES.get, {b"telemetry:0": encode_entry(PLAN.plan_version, b"\x00")}.get)
+    with pytest.raises(StateError, match="telemetry partition 0"):
+        processor.resume(0)
 
 
-def test_entries_round_trip() -> None:
-    """An entry is a msgpack map {v, s, o} and decodes to what was encoded."""
-    raw = encode_entry("1+abc", b"snap", {"telemetry:3": 12})
-    assert {"v": "1+abc", "s": b"snap", "o": {"telemetry:3": 12}} == msgspec.msgpack.decode(raw)
-    assert ("1+abc", b"snap", {"telemetry:3": 12}) == decode_entry(raw)
-
-
-def test_revoke_forgets_the_gates_of_the_revoked_partitions() -> None:
-    """After ``revoke`` of a gate's home partition its engine is gone: the same records apply afresh (a gate
-    homed elsewhere would keep its state); revoking another partition changes nothing."""
-    processor = Processor(PLAN, ONE, Table().get)
-    recs = records(lines()[:100])
-    processor.flush(recs[:50])
-    processor.revoke([3])
-    assert 50 == processor.flush(recs[:50]).duplicates  # not revoked: the gates remember what they applied
-    processor.revoke([0])
-    assert 50 == processor.flush(recs[:50]).applied  # the gates were forgotten: applied afresh
-
-
-def test_flush_polled_equals_flush() -> None:
-    """A poll given as (topic, partition, records) runs gives what ``flush`` gives for the same records in
-    the same order: messages, states and counts, forwards and dead letters included."""
-    good = lines()[:400]
-    recs = [Record("telemetry", i % 3, i, None, v) for i, v in enumerate(good)]
-    recs[7] = Record("telemetry", 1, 7, None, b"{oops")
-    recs.append(Record("app-gates", 2, 0, b"us-east/canary", good[0], (("gk.source", b"telemetry/5/77"),)))
-    runs: dict[tuple[str, int], list[Record]] = {}
-    for r in recs:
-        runs.setdefault((r.topic, r.partition), []).append(r)
-    polled = [(topic, partition, run) for (topic, partition), run in runs.items()]
-    in_runs = [r for _t, _p, run in polled for r in run]
-    one, other = Processor(PLAN, EIGHT, Table().get), Processor(PLAN, EIGHT, Table().get)
-    expected, actual = one.flush(in_runs, now_ms=T0_S * 1000), other.flush_polled(polled, now_ms=T0_S * 1000)
-    assert (expected.messages, expected.state) == (actual.messages, actual.state)
-    assert (1, 1) == (actual.rejected.total(), sum(m.topic == "dlq" for m in actual.messages))
-    assert actual.forwarded > 0
-
-
-def test_records_from_several_partitions_in_one_flush_apply_per_source() -> None:
-    """One flush may carry several partitions' records (a whole poll): each record is applied or forwarded by
-    its own partition, and duplicates are told per source partition."""
-    processor = Processor(PLAN, EIGHT, Table().get)
-    value = next(v for v in lines() if b"us-east" in v)
-    home = home_partition(b"us-east/canary", 8)
-    other = (home + 1) % 8
-    flush = processor.flush([Record("telemetry", home, 5, None, value), Record("telemetry", other, 5, None, value)])
-    assert (1, 1) == (flush.applied, flush.forwarded)
-    again = processor.flush([Record("telemetry", home, 5, None, value), Record("telemetry", home, 6, None, value)])
-    assert (1, 1) == (again.duplicates, again.applied)
-
-
-def test_stream_clock_reports_the_stall_replay_reports() -> None:
-    """A gate whose telemetry stops while it soaks is reported stalled by replay's stream clock at the end;
-    the processor's per-gate engines do not report it from their own events, ``observe_clock`` does -- the
-    same decision -- and the state that records it is written."""
-    source = lines(stop_west=90)
-    want = expected(source)
-    stalls = [v for v in want if decisions.decode(v).reason_code == "stalled"]
-    assert 1 == len(stalls)
-    processor = Processor(PLAN, ONE, Table().get)
-    got = run(processor, records(source), 500)
-    assert sorted(set(want) - set(stalls)) == sorted(got)
-    clock = processor.observe_clock([0])
-    assert stalls == [m.value for m in clock.messages]
-    assert [b"eu-west/canary"] == list(clock.state)
-    assert [] == processor.observe_clock([0]).messages  # reported once
+def test_revoke_forgets_the_state_of_the_revoked_partitions() -> None:
+    """After a revoke the processor reads a partition's state from the table again (here empty: afresh)."""
+    processor = Processor(PLAN, ONE, NO_ENTRIES.get, NO_ENTRIES.get)
+    processor.flush_polled([("telemetry", 0, records(lines(10)))])
+    kept = processor.resume(0)
+    processor.revoke([0], [0])
+    assert (len(lines(10)), None) == (kept, processor.resume(0))
 
 
 def test_worker_options_from_flags_and_environment() -> None:
@@ -308,13 +289,15 @@ def test_worker_options_from_flags_and_environment() -> None:
         "GATEKEEPER_BATCH": "7",
         "GATEKEEPER_APP_ID": "gk-1",
         "GATEKEEPER_CLOCK_INTERVAL": "0.5",
+        "GATEKEEPER_IDLE_AFTER": "2.5",
     }
     options = worker_options(args, env)
-    assert (50, "gk-1", 0.5) == (options.batch, options.app_id, options.clock_interval)
+    assert (50, "gk-1", 0.5, 2.5) == (options.batch, options.app_id, options.clock_interval, options.idle_after)
     for bad in (
         {"GATEKEEPER_APP_ID": "no spaces"},
         {"GATEKEEPER_BATCH": "0"},
         {"GATEKEEPER_CLOCK_INTERVAL": "nan"},
+        {"GATEKEEPER_IDLE_AFTER": "0"},
     ):
         with pytest.raises(UserError):
             worker_options(parser.parse_args([]), bad)

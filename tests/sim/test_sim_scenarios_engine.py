@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.engine import Engine
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.sim.scenario import load_plan, load_scenario, plan_path
 from gatekeeper.sim.writer import simulate, write_scenario
 
@@ -35,7 +35,7 @@ class Run:
 def _run(name: str) -> Run:
     path = SCENARIO_DIR / f"{name}.yaml"
     scenario = load_scenario(path)
-    engine = Engine(load_plan(plan_path(scenario, path)))
+    engine = Pipeline(load_plan(plan_path(scenario, path)))
     decoder = engine.decoder()
     run = Run()
     for chunk in simulate(scenario):

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from gatekeeper.core.decision import Decision
+from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.telemetry import Telemetry
 
 _DOCS = {
@@ -27,6 +28,24 @@ _DOCS = {
         "gatekeeper decision v1",
         "One decision of one (region, tier) gate. Kafka key: region/tier. decision_id is deterministic: the "
         "same plan and telemetry give the same ids, so consumers deduplicate by it.",
+    ),
+    "partial.v1.schema.json": (
+        Partial,
+        "gatekeeper partial v1",
+        "One gate's pane as one source saw it (stage 1 -> stage 2, topic <app-id>-panes, key region/tier). "
+        "Identified by (gate, pane, source); re-emitting it must give the same content (stage 2 ignores an "
+        "identical copy and counts a different one as a conflict, never merging it). bins/counts: the non-empty "
+        "latency buckets of core/sketch.py's mapping, ascending, counts summing to requests. late: records of "
+        "this gate the source counted late (pane already past its watermark) while this pane was its first open "
+        "one. A source emits a pane once its watermark passes the pane's end, before that watermark.",
+    ),
+    "watermark.v1.schema.json": (
+        Watermark,
+        "gatekeeper source watermark v1",
+        "How far one source has come: its newest event time minus the plan's lateness (ms), null before its "
+        "first record; every partial of a pane ending at or before it was sent before this message. Stage 2 "
+        "closes a pane once every source not idle has passed it. idle: the source was read to its end and "
+        "silent for idle_after; a later, higher watermark from it makes it active again.",
     ),
 }
 

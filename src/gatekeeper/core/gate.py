@@ -53,11 +53,10 @@ class GateSpec:
     tests: tuple[FailTest | None, ...]  # sequential: each statistical judge's test (its share of ``false_fail``)
 
     @staticmethod
-    def of(
-        region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str, gates: int = 1
-    ) -> GateSpec:
+    def of(region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str, gates: int) -> GateSpec:
         """``gates``: how many gates the plan has; with ``confidence.scope: rollout`` each gets an even share of
-        the plan's error probabilities, so by the union bound they hold for the whole rollout."""
+        the plan's error probabilities, so by the union bound they hold for the whole rollout. Required: a
+        default of 1 silently gave a per-gate bound where the plan asked for one per rollout."""
         conf = evaluation.confidence
         split = max(1, gates) if conf.scope == "rollout" else 1
         false_fail, false_pass = conf.false_fail / split, conf.false_pass / split

@@ -1,4 +1,5 @@
-"""Replay: run the engine over a telemetry JSONL stream in event time and write decision JSONL."""
+"""Replay: run both stages (``core.pipeline``) over a telemetry JSONL stream, its one source, in event time and
+write decision JSONL."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import msgspec
 
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.engine import Engine
 from gatekeeper.core.otlp import OtlpDecoder, OtlpMapping, SpanBatch, frames, is_otlp_json
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
 from gatekeeper.errors import UserError
@@ -154,10 +155,10 @@ def replay(
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
-    decoded in that many worker processes, in order; the engine sees exactly the same batches, so the decisions
-    are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans' region and
-    tier come from."""
-    engine = Engine(plan)
+    decoded in that many worker processes, in order; the pipeline sees exactly the same batches, so the
+    decisions are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans'
+    region and tier come from."""
+    engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     if input_format != "json":
         decoder = OtlpDecoder(engine.keys, mapping, decoder.not_after_ms)

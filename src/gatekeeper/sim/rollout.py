@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.engine import Engine
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.sim.scenario import Episode, Latency, Stream
@@ -76,7 +76,7 @@ class Tick:
 class Rollout:
     def __init__(self, plan: Plan, story: Story, seed: int) -> None:
         self.plan, self.story = plan, story
-        self.engine = Engine(plan)
+        self.engine = Pipeline(plan)
         self.decoder = self.engine.decoder()
         self.rng = np.random.default_rng(seed)
         self.start_ms = parse_instant(story.start)

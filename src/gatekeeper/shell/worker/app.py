@@ -6,8 +6,8 @@ import asyncio
 import signal
 from typing import Any
 
-from gatekeeper.core.engine import Engine
 from gatekeeper.core.otlp import OtlpDecoder
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.decoding import Decoding, decoding
@@ -45,8 +45,8 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
 def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
     """Run until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
     log_client_errors(options.log_level)
-    engine = Engine(plan)
-    telemetry = OtlpDecoder(engine.keys, options.otlp) if options.telemetry_format == "otlp" else engine.decoder()
+    pipeline = Pipeline(plan)
+    telemetry = OtlpDecoder(pipeline.keys, options.otlp) if options.telemetry_format == "otlp" else pipeline.decoder()
     decoder = decoding(telemetry, options.jobs)  # forks now, before any client or loop exists
     try:
         return asyncio.run(_serve(plan, settings, options, log, decoder))

@@ -18,7 +18,7 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
 from gatekeeper.shell.otlp_options import add_otlp_arguments, otlp_mapping
-from gatekeeper.shell.worker.options import LOG_FORMATS, LOG_LEVELS, TELEMETRY_FORMATS, WorkerOptions
+from gatekeeper.shell.worker.options import LOG_FORMATS, LOG_LEVELS, ROLES, TELEMETRY_FORMATS, WorkerOptions
 
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and the consumer group
 
@@ -29,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_otlp_arguments(parser)
     group = parser.add_argument_group("worker")
     group.add_argument("--app-id", help="consumer group id and topic prefix (GATEKEEPER_APP_ID; gatekeeper)")
+    group.add_argument(
+        "--role",
+        choices=ROLES,
+        help="both: aggregate telemetry and run the gates in this process; aggregate: stage 1 only (telemetry -> "
+        "<app-id>-panes); gate: stage 2 only (<app-id>-panes -> decisions) (GATEKEEPER_ROLE; both)",
+    )
     group.add_argument("--batch", type=int, help="most records per poll, one engine call (GATEKEEPER_BATCH; 10000)")
     group.add_argument(
         "--jobs",
@@ -39,7 +45,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--clock-interval",
         type=float,
-        help="seconds between caught-up checks that apply the stream clock (GATEKEEPER_CLOCK_INTERVAL; 1)",
+        help="seconds between checks for idle telemetry partitions (GATEKEEPER_CLOCK_INTERVAL; 1)",
+    )
+    group.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        help="seconds between writes of the changed state to the changelogs, each followed by an offset commit "
+        "(GATEKEEPER_CHECKPOINT_INTERVAL; 2)",
+    )
+    group.add_argument(
+        "--idle-after",
+        type=float,
+        help="seconds of wall time after which a telemetry partition read to its end with nothing new stops "
+        "holding the gates' panes back (GATEKEEPER_IDLE_AFTER; 10)",
     )
     group.add_argument(
         "--session-timeout",
@@ -83,7 +101,13 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     if not _APP_ID.match(app_id):
         raise UserError(f"app id {app_id!r}: use 1-200 of A-Z a-z 0-9 . _ - (it names topics and the consumer group)")
     values: dict[str, float] = {}
-    limits = (("batch", int, 1), ("jobs", int, 1), ("clock_interval", float, 0.05))
+    limits = (
+        ("batch", int, 1),
+        ("jobs", int, 1),
+        ("clock_interval", float, 0.05),
+        ("idle_after", float, 0.1),
+        ("checkpoint_interval", float, 0.05),
+    )
     for name, kind, low in (*limits, ("session_timeout", float, 6.0)):
         text = _pick(args, name, env)
         if text is None:
@@ -96,6 +120,9 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         if not math.isfinite(value) or value < low:
             raise UserError(f"--{name.replace('_', '-')} must be at least {low}, not {text}")
         values[name] = value
+    role = (_pick(args, "role", env) or base.role).lower()
+    if role not in ROLES:
+        raise UserError(f"role {role!r}: use one of {', '.join(ROLES)}")
     level = (_pick(args, "log_level", env) or base.log_level).lower()
     fmt = (_pick(args, "log_format", env) or base.log_format).lower()
     if level not in LOG_LEVELS:
@@ -110,9 +137,12 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         raise UserError(f"--metrics-port {port_text!r}: use a port number 0-65535 (0 picks a free one)")
     return WorkerOptions(
         app_id=app_id,
+        role=role,
         batch=int(values["batch"]),
         jobs=min(2, int(values["jobs"])),
         clock_interval=float(values["clock_interval"]),
+        idle_after=float(values["idle_after"]),
+        checkpoint_interval=float(values["checkpoint_interval"]),
         session_timeout=float(values["session_timeout"]),
         log_level=level,
         log_format=fmt,

@@ -13,10 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _COUNTERS = (
-    ("records", "gatekeeper_records_total", "Telemetry records consumed (telemetry and gates topics)."),
-    ("applied", "gatekeeper_applied_total", "Valid records applied to their gate."),
-    ("forwarded", "gatekeeper_forwarded_total", "Valid records forwarded to their gate's home partition."),
-    ("duplicates", "gatekeeper_duplicates_total", "Re-delivered records skipped (already applied)."),
+    ("records", "gatekeeper_records_total", "Telemetry records consumed."),
+    ("applied", "gatekeeper_applied_total", "Valid telemetry records aggregated (stage 1)."),
+    ("skipped", "gatekeeper_skipped_total", "Telemetry records read again after a restart, already aggregated."),
+    ("partials", "gatekeeper_partials_total", "Partials emitted by stage 1."),
+    ("duplicates", "gatekeeper_duplicates_total", "Partials delivered again, already merged (stage 2)."),
+    ("conflicts", "gatekeeper_conflicts_total", "Partials re-emitted with other content: never merged (a bug)."),
+    ("late_partials", "gatekeeper_late_partials_total", "Partials for panes already closed (after idleness)."),
     ("late", "gatekeeper_late_events_total", "Events that arrived after their pane closed (counted, not used)."),
     ("ignored_spans", "gatekeeper_ignored_spans_total", "OTLP spans not used: not SERVER, no gate, bad times."),
 )

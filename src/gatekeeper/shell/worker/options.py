@@ -11,14 +11,18 @@ from gatekeeper.core.otlp import OtlpMapping
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
 TELEMETRY_FORMATS = ("json", "otlp")  # otlp: trace batches (protobuf or OTLP/JSON) and contract-v1 records
+ROLES = ("both", "aggregate", "gate")
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     app_id: str = "gatekeeper"
+    role: str = "both"  # aggregate: stage 1 only (telemetry -> panes); gate: stage 2 only (panes -> decisions)
     batch: int = 10_000  # most records per poll (one engine call)
     jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
-    clock_interval: float = 1.0  # seconds between checks whether the worker has caught up (stream clock)
+    clock_interval: float = 1.0  # seconds between checks for idle telemetry partitions
+    checkpoint_interval: float = 2.0  # seconds between state writes + offset commits
+    idle_after: float = 10.0  # a partition read to its end with nothing new for this long is idle (wall time)
     session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default
     log_level: str = "info"
     log_format: str = "console"

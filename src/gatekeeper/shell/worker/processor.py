@@ -1,67 +1,57 @@
-"""The worker's per-partition processing, without any Kafka client (unit-testable).
+"""The worker's per-poll processing, without any Kafka client (unit-testable): both stages of the pipeline.
 
-``runtime.py`` hands each poll's records to ``flush_polled`` and then does the I/O in this order:
-send every outgoing message and await its delivery, write the returned gate states to the gate-state
-changelog and await that, commit the offsets. So an offset is committed only once the decisions and the
-gate states that include it are in Kafka.
+Stage 1 (``core/aggregate.py``), per owned partition p of the telemetry topic (source ``<topic>:<p>``): the
+poll's valid records of p, in p's order, are folded into p's source state; the partials it closes go to
+``<app-id>-panes`` on their gate's home partition (Java murmur2 of ``b"region/tier"``, key ``region/tier``),
+followed by p's watermark to *every* partition of that topic (whenever it enters a new pane or its idleness
+changes), so every gate hears how far p has come even when p holds none of its records. Nothing is forwarded
+and no record needs re-keying. Invalid records go to the DLQ with their original key and bytes and
+``gk.reason`` / ``gk.message`` / ``gk.source`` headers. p's state, with the offset of the next record to fold,
+goes to ``<app-id>-aggregate-changelog`` (key ``<topic>:<p>``, partition p); the runtime seeks p to that offset
+when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
 
-Routing. A valid telemetry record whose gate's *home* partition (Java murmur2 of ``b"region/tier"``, where
-a keyed producer puts it) is the partition it was read from is applied here, directly; any other valid
-record (unkeyed, keyed otherwise, partitioned otherwise) is forwarded with its original bytes to
-``<app-id>-gates`` on its home partition, with its source coordinates in the ``gk.source`` header; an
-invalid record goes to the DLQ with its original key and bytes and ``gk.reason`` / ``gk.message`` /
-``gk.source`` headers. The consumer group's range assignor gives partition p of both input topics to one
-worker, so a gate is only ever touched by the owner of its home partition, and its state is written to
-the changelog partition of the same number.
+Stage 2 (``core/merge.py``), per owned partition q of ``<app-id>-panes``: partials go to their gate's inbox,
+watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` (and fails to ``breaches``),
+key ``region/tier``; each touched inbox goes to ``<app-id>-gate-state-changelog`` (key ``region/tier``,
+partition q). Merging is idempotent, so partials and watermarks read again after a crash change nothing.
 
-Order. Kafka orders records within a partition only. Records of one gate that a producer spreads over
-several partitions (no key and the default partitioner) reach the gate in whatever interleaving the
-consumer fetches them; replay's file order is then kept only up to that disorder, and records beyond the
-lateness are counted late where replay counted them on time. Keyed by ``region/tier`` (or by anything
-that keeps a gate on one partition, e.g. its region), a gate's records keep their order.
-
-Idempotence. Each gate keeps, per *source* (original telemetry topic and partition), the last source
-offset applied to it. A gate's records from one source arrive in source order on one path (direct when
-the source is the home partition, else through ``<app-id>-gates``), so a record at or below that offset is
-a re-delivery (after a crash, a rebalance or a re-forward) and is skipped. Decisions are deterministic, so
-a re-delivery after a crash re-emits the same decisions with the same ids (at-least-once delivery).
-
-Stream clock. Each gate has an engine of its own, so one gate's events never move another gate's stall
-clock: a backlog read partition by partition cannot make a gate look silent. The worker-wide clock
-(``observe_clock``: the newest event time of the gates this worker owns) is applied only when the worker
-has read every partition it owns to its end (the runtime checks), which is when a silent gate is really silent.
+Order of I/O (``runtime.py``): the messages are sent and acknowledged before the states are written, and the
+offsets are committed only once the states are acknowledged. The producer is idempotent, so a partition's
+partials stay ahead of the watermark sent after them.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 from aiokafka.partitioner import murmur2
 
-from gatekeeper.core import snapshot
+from gatekeeper.core import partials as contract
+from gatekeeper.core import stage_snapshot
+from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
-from gatekeeper.core.engine import Engine
+from gatekeeper.core.merge import GateInbox, Merger
+from gatekeeper.core.otlp import SpanBatch
+from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
-from gatekeeper.core.telemetry import EventBatch
+from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.shell.cloudevents import headers_of
 
 Headers = tuple[tuple[str, bytes], ...]
 
-SOURCE_HEADER = "gk.source"  # b"topic/partition/offset" of the original telemetry record
+SOURCE_HEADER = "gk.source"  # b"topic/partition/offset" of the original record
 REASON_HEADER = "gk.reason"
 MESSAGE_HEADER = "gk.message"
 MAX_MESSAGE_BYTES = 1024
 
 
 class StateError(RuntimeError):
-    """A gate-state table entry that cannot be read: continuing would silently lose or redo gate state."""
+    """A state table entry that cannot be read: continuing would silently lose or redo state."""
 
 
 def home_partition(key: bytes, partitions: int) -> int:
@@ -74,7 +64,7 @@ class Topics:
     """The topic names the worker reads and writes, and their (common) partition count."""
 
     telemetry: str
-    gates: str
+    panes: str
     decisions: str
     breaches: str
     dlq: str
@@ -123,234 +113,339 @@ class Outgoing:
 
 @dataclass(slots=True)
 class Flush:
-    """What one flush produced: the caller sends ``messages``, then writes ``state``, then commits."""
+    """What one flush produced: the caller sends ``messages`` and awaits them; the states it changed are
+    written at the next ``Processor.checkpoint``."""
 
     messages: list[Outgoing] = field(default_factory=list)
-    state: dict[bytes, bytes] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
-    forwarded: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    late: int = 0  # events that came after their pane closed: counted in the gate's metrics, not used
+    applied: int = 0  # valid telemetry records folded by stage 1
+    skipped: int = 0  # telemetry records below their partition's next offset (folded before)
+    partials: int = 0  # partials emitted by stage 1
+    late: int = 0  # records stage 1 counted late (their pane had passed their partition's watermark)
+    duplicates: int = 0  # partials merged before, ignored
+    conflicts: int = 0  # partials re-emitted with other content: never merged (a bug upstream)
+    late_partials: int = 0  # partials for panes already closed (an idle partition woke up)
 
 
 class _Entry(msgspec.Struct):
-    """A ``gate-state`` table value: plan version, gate snapshot, applied source offsets."""
+    """A state table value: plan version, snapshot, and a field kept for the format of earlier versions."""
 
     v: str
     s: bytes
-    o: dict[str, int]
+    o: dict[str, int] = {}
 
 
 _ENTRY_ENCODER = msgspec.msgpack.Encoder()
 _ENTRY_DECODER = msgspec.msgpack.Decoder(_Entry)
 
 
-def encode_entry(plan_version: str, state: bytes, applied: Mapping[str, int]) -> bytes:
-    return _ENTRY_ENCODER.encode(_Entry(plan_version, state, dict(applied)))
+def encode_entry(plan_version: str, state: bytes) -> bytes:
+    return _ENTRY_ENCODER.encode(_Entry(plan_version, state))
 
 
-def decode_entry(raw: bytes) -> tuple[str, bytes, dict[str, int]]:
-    """(plan version, snapshot bytes, applied offsets); StateError when ``raw`` is not an entry."""
+def decode_entry(raw: bytes) -> tuple[str, bytes]:
+    """(plan version, snapshot bytes); StateError when ``raw`` is not an entry."""
     try:
         entry = _ENTRY_DECODER.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise StateError(f"not a gate-state entry: {exc}") from None
-    return entry.v, entry.s, entry.o
+        raise StateError(f"not a state entry: {exc}") from None
+    return entry.v, entry.s
 
 
 @dataclass(slots=True)
-class _Gate:
-    engine: Engine
-    applied: dict[str, int]  # "topic:partition" of a source -> last source offset applied
+class Checkpoint:
+    """The states changed since the last checkpoint, encoded: gate inboxes by key (their partition is the key's
+    home), stage-1 states by telemetry partition."""
+
+    gates: dict[bytes, bytes] = field(default_factory=dict)
+    sources: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # partition -> (key, value)
 
 
-def _source_of(record: Consumed, gates_topic: str) -> tuple[str, int, int]:
-    """Original (topic, partition, offset) of a record: its own, or the ``gk.source`` header of a forward."""
-    if record.topic == gates_topic:
-        for name, value in record.headers:
-            if name == SOURCE_HEADER:
-                topic, _, rest = value.decode("ascii", "replace").partition("/")
-                partition, _, offset = rest.partition("/")
-                if topic and partition.isdigit() and offset.isdigit():
-                    return topic, int(partition), int(offset)
-    return record.topic, record.partition, record.offset
-
-
-def _source_header(topic: str, partition: int, offset: int) -> tuple[str, bytes]:
-    return (SOURCE_HEADER, f"{topic}/{partition}/{offset}".encode())
+@dataclass(slots=True)
+class _Source:
+    state: SourceState
+    next_offset: int
+    published: tuple[int | None, bool] | None = None  # (pane of the watermark, idle) last sent
 
 
 class Processor:
-    """Turns a partition's consumed records into messages and gate states; holds the owned gates' engines."""
+    """Both stages for the owned partitions; ``gates`` / ``sources``: the restored table entries."""
 
     def __init__(
         self,
         plan: Plan,
         topics: Topics,
-        lookup: Callable[[bytes], bytes | None],
+        gates: Callable[[bytes], bytes | None],
+        sources: Callable[[bytes], bytes | None],
         *,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.plan, self.topics = plan, topics
-        self._lookup, self._warn = lookup, warn
+        self._gate_entries, self._source_entries, self._warn = gates, sources, warn
         self.version = plan.plan_version
-        prototype = Engine(plan)
-        self._decoder = prototype.decoder()
-        self._max_future_skew = plan.evaluation.max_future_skew
-        self.keys = [f"{region}/{tier}".encode() for region, tier in prototype.keys]
+        ev = plan.evaluation
+        self._pane = ev.pane
+        self.keys = [f"{region}/{tier.name}".encode() for region, _phase, tier in plan.gates()]
+        self._decoder = TelemetryDecoder([(region, tier.name) for region, _phase, tier in plan.gates()])
+        self._max_future_skew = ev.max_future_skew
         self.home = [home_partition(key, topics.partitions) for key in self.keys]
-        self._home = np.asarray(self.home, dtype=np.int64)
-        self._gates: dict[int, _Gate] = {}
+        self._gates_of = {q: [g for g, home in enumerate(self.home) if home == q] for q in range(topics.partitions)}
+        self._index = {key.decode(): g for g, key in enumerate(self.keys)}
+        self.aggregator = Aggregator([k.decode() for k in self.keys], ev.pane, ev.lateness)
+        self.merger = Merger(plan, [self.source_id(p) for p in range(topics.partitions)])
+        self._sources: dict[int, _Source] = {}
+        self._inboxes: dict[int, GateInbox] = {}
+        self._dirty_sources: set[int] = set()
+        self._dirty_gates: set[int] = set()
         self.rejected: Counter[str] = Counter()
         self.decided: Counter[str] = Counter()
 
-    def revoke(self, partitions: Iterable[int]) -> None:
-        """Forget the gates homed in revoked ``partitions`` (their next owner restores them from the table)."""
-        gone = set(partitions)
-        for index in [g for g in self._gates if self.home[g] in gone]:
-            del self._gates[index]
+    def source_id(self, partition: int) -> str:
+        return f"{self.topics.telemetry}:{partition}"
+
+    def open_panes(self) -> int:
+        """How many (gate, pane) partials stage 1 holds open over the owned partitions (its memory)."""
+        return sum(len(source.state.panes) for source in self._sources.values())
+
+    def not_after(self, now_ms: int) -> int:
+        """The newest event time accepted when the wall clock reads ``now_ms``."""
+        return now_ms + self._max_future_skew
+
+    # -- assignment --------------------------------------------------------------------------------------
+    def resume(self, partition: int) -> int | None:
+        """Restore telemetry partition ``partition``'s stage-1 state; the offset to read it from (None: from
+        the committed offset, there being no state)."""
+        source = self._source(partition)
+        return source.next_offset if source.next_offset >= 0 else None
+
+    def resumed(self, partitions: Iterable[int]) -> Flush:
+        """Telemetry partitions just gained: report each as not idle, at its restored watermark, before anything
+        else is read from them. Otherwise a partition that was idle before the move would stay excluded while the
+        first of the others to report closes panes ahead of it."""
+        out = Flush()
+        for p in sorted(set(partitions)):
+            source = self._source(p)
+            source.published = None
+            self._publish(p, source, False, out)
+        return out
+
+    def checkpoint(self) -> Checkpoint:
+        """Encode the states changed since the last checkpoint (each once, however many polls changed it)."""
+        out = Checkpoint()
+        for g in sorted(self._dirty_gates & set(self._inboxes)):
+            out.gates[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g]))
+        for p in sorted(self._dirty_sources & set(self._sources)):
+            out.sources[p] = (self.source_id(p).encode(), self._source_entry(self._sources[p]))
+        self._dirty_gates.clear()
+        self._dirty_sources.clear()
+        return out
+
+    def revoke(self, sources: Iterable[int], gates: Iterable[int]) -> None:
+        """Forget the stage-1 state of telemetry partitions ``sources`` and the inboxes of the gates homed at
+        panes partitions ``gates`` (their next owner restores them from the tables)."""
+        for p in set(sources) & set(self._sources):
+            del self._sources[p]
+        gone = set(gates)
+        for g in [g for g in self._inboxes if self.home[g] in gone]:
+            del self._inboxes[g]
 
     # -- flushing ----------------------------------------------------------------------------------------
-    def flush(self, records: Sequence[Consumed], now_ms: int | None = None) -> Flush:
-        """Route, dead-letter and apply ``records`` (in arrival order). With the wall clock ``now_ms``,
-        records timestamped beyond it plus the plan's ``max_future_skew`` are dead-lettered (as in replay)."""
-        n = len(records)
-        partition = np.fromiter((r.partition for r in records), np.int64, n)
-        direct = np.fromiter((r.topic == self.topics.telemetry for r in records), np.bool_, n)
-        return self._flush(records, partition, direct, now_ms)
-
     def flush_polled(
         self,
         polled: Sequence[tuple[str, int, Sequence[Consumed]]],
         now_ms: int | None = None,
         decoded: EventBatch | None = None,
     ) -> Flush:
-        """``flush`` of one poll's records given as (topic, partition, records) runs, which spares reading the
-        topic and partition of every record. ``decoded``: the records' values already decoded (``decoding``),
-        with the rejection clock ``now_ms`` + ``max_future_skew`` (see ``not_after``)."""
-        records = [r for _topic, _partition, run in polled for r in run]
-        sizes = [len(run) for _topic, _partition, run in polled]
-        partition = np.repeat(np.asarray([p for _t, p, _r in polled], dtype=np.int64), sizes)
-        direct = np.repeat(np.asarray([t == self.topics.telemetry for t, _p, _r in polled], dtype=np.bool_), sizes)
-        return self._flush(records, partition, direct, now_ms, decoded)
-
-    def not_after(self, now_ms: int) -> int:
-        """The newest event time accepted when the wall clock reads ``now_ms``."""
-        return now_ms + self._max_future_skew
-
-    def _flush(
-        self,
-        records: Sequence[Consumed],
-        partition: npt.NDArray[np.int64],
-        direct: npt.NDArray[np.bool_],  # read from the telemetry topic (else: a forward from the gates topic)
-        now_ms: int | None,
-        decoded: EventBatch | None = None,
-    ) -> Flush:
+        """One poll's records, as (topic, partition, records) runs in fetch order: stage 1 over the telemetry
+        runs (``decoded``: their values decoded already, in run order), then stage 2 over the panes runs."""
         out = Flush()
-        if not records:
-            return out
+        telemetry = [run for run in polled if run[0] == self.topics.telemetry]
+        if telemetry:
+            self._stage1(telemetry, now_ms, decoded, out)
+        for _topic, partition, records in polled:
+            if _topic == self.topics.panes and records:
+                self._stage2(partition, records, out)
+        self.rejected.update(out.rejected)
+        self.decided.update(d.decision for d in out.decisions)
+        return out
+
+    def mark_idle(self, partitions: Iterable[int], *, again: bool = False) -> Flush:
+        """Telemetry partitions read to their end and silent for ``idle_after``: seal their open panes (emit them
+        now: a record for one of them that comes later is late) and say so to every gate, once."""
+        out = Flush()
+        for p in partitions:
+            source = self._source(p)
+            if source.published is not None and source.published[1]:
+                if again:  # a gate may have stopped counting it idle (another partition woke up): say it again
+                    source.published = None
+                    self._publish(p, source, True, out)
+                continue
+            source.state, partials = self.aggregator.seal(source.state, max(0, source.next_offset))
+            self._send(partials, out)
+            self._publish(p, source, True, out)
+            if source.state.newest is not None and source.next_offset >= 0:
+                self._dirty_sources.add(p)
+        return out
+
+    # -- stage 1 -----------------------------------------------------------------------------------------
+    def _stage1(
+        self,
+        runs: Sequence[tuple[str, int, Sequence[Consumed]]],
+        now_ms: int | None,
+        decoded: EventBatch | None,
+        out: Flush,
+    ) -> None:
+        records = [r for _t, _p, run in runs for r in run]
         batch = decoded
         if batch is None:
             if now_ms is not None:
                 self._decoder.not_after_ms = self.not_after(now_ms)
             batch = self._decoder.decode([r.value or b"" for r in records], first_position=0)
-        valid: Sequence[Consumed] = records
-        if batch.rejections:
-            for rej in batch.rejections:
+        sizes = [len(run) for _t, _p, run in runs]
+        partition = np.repeat(np.asarray([p for _t, p, _r in runs], dtype=np.int64), sizes)
+        offset = np.fromiter((r.offset for r in records), np.int64, len(records))
+        first = {p: self._source(p).next_offset for p in set(partition.tolist())}
+        fresh = offset >= np.asarray([first[p] for p in partition.tolist()], dtype=np.int64)
+        out.skipped += int(fresh.size - fresh.sum())
+        ok = np.ones(len(records), dtype=np.bool_)
+        for rej in batch.rejections:
+            ok[rej.position] = False
+            if fresh[rej.position]:
                 out.messages.append(self._dead_letter(records[rej.position], rej.code, rej.message))
                 out.rejected[rej.code] += 1
-            ok = np.ones(len(records), dtype=np.bool_)
-            ok[[rej.position for rej in batch.rejections]] = False
-            valid = [records[i] for i in np.flatnonzero(ok).tolist()]
-            partition, direct = partition[ok], direct[ok]
-        n, telemetry_topic = len(valid), self.topics.telemetry
-        forward = direct & (partition != self._home[batch.key])
-        for i in np.flatnonzero(forward).tolist():
-            r, g = valid[i], int(batch.key[i])
-            header = _source_header(r.topic, r.partition, r.offset)
-            out.messages.append(Outgoing(self.topics.gates, self.home[g], self.keys[g], r.value or b"", (header,)))
-        out.forwarded = int(forward.sum())
-        # the source (original topic:partition, offset) of every record, as label ids and offsets
-        labels: dict[str, int] = {}
-        label = np.empty(n, np.int64)
-        offset = np.fromiter((r.offset for r in valid), np.int64, n)
-        own = np.flatnonzero(direct)
-        if own.size:
-            parts, inverse = np.unique(partition[own], return_inverse=True)
-            ids = [labels.setdefault(f"{telemetry_topic}:{p}", len(labels)) for p in parts.tolist()]
-            label[own] = np.asarray(ids, dtype=np.int64)[inverse]
-        for i in np.flatnonzero(~direct).tolist():
-            topic, source_partition, offset[i] = _source_of(valid[i], self.topics.gates)
-            label[i] = labels.setdefault(f"{topic}:{source_partition}", len(labels))
-        rows = np.flatnonzero(~forward)
-        self._apply(batch, rows, label[rows], offset[rows], list(labels), out)
-        self.rejected.update(out.rejected)
-        return out
+        # The record of each event: one event per valid record, or (OTLP trace batches) many per record.
+        record_of = batch.record if isinstance(batch, SpanBatch) else np.flatnonzero(ok)
+        valid_partition, valid_fresh = partition[record_of], fresh[record_of]
+        folded = list(dict.fromkeys(partition.tolist()))
+        for p in folded:
+            source = self._source(p)
+            rows = np.flatnonzero((valid_partition == p) & valid_fresh)
+            part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows])
+            late_before = source.state.late
+            reached = max(source.next_offset, int(offset[partition == p].max()) + 1)
+            source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
+            out.applied += int(rows.size)
+            out.late += source.state.late - late_before
+            self._send(partials, out)
+            source.next_offset = max(source.next_offset, int(offset[partition == p].max()) + 1)
+            self._dirty_sources.add(p)
+        # Every partial of the poll before any of its watermarks: a partition that wakes up from idleness in
+        # this poll then has its partials in before another partition's watermark can close their panes.
+        for p in folded:
+            self._publish(p, self._sources[p], False, out)
 
-    def observe_clock(self, partitions: Iterable[int]) -> Flush:
-        """Apply the worker's stream clock (newest event time of the gates homed in ``partitions``) to
-        those gates: stalls and releases the gates' own events cannot report. Call only when caught up."""
-        wanted = set(partitions)
-        out = Flush()
-        owned = [
-            g
-            for g in range(len(self.keys))
-            if self.home[g] in wanted and (g in self._gates or self._lookup(self.keys[g]) is not None)
-        ]
-        gates = {g: self._gate(g) for g in owned}
-        times = [t for g, gate in gates.items() if (t := gate.engine.state_of(g).max_ts) is not None]
-        if not times:
-            return out
-        clock = max(times)
-        for g, gate in gates.items():
-            decisions = gate.engine.observe_stream_time(clock)
-            if decisions:
-                self._emit(g, decisions, out)
-                out.state[self.keys[g]] = self._entry(g, gate)
-        self.decided.update(d.decision for d in out.decisions)
-        return out
+    def _send(self, partials: list[Partial], out: Flush) -> None:
+        out.partials += len(partials)
+        for partial in partials:
+            g = self._index[partial.gate]
+            out.messages.append(Outgoing(self.topics.panes, self.home[g], self.keys[g], contract.encode(partial)))
 
-    # -- internals ---------------------------------------------------------------------------------------
-    def _apply(
-        self,
-        batch: EventBatch,
-        rows: npt.NDArray[np.int64],
-        labels: npt.NDArray[np.int64],
-        offsets: npt.NDArray[np.int64],
-        names: list[str],
-        out: Flush,
-    ) -> None:
-        """Apply the not-yet-applied ``rows`` of ``batch`` to their gates, in arrival order per gate. A row is a
-        duplicate when its source offset is not above every offset applied before from the same source."""
-        group = batch.key[rows] * max(1, len(names)) + labels
-        order = np.argsort(group, kind="stable")  # by (gate, source), arrival order within each
-        ordered = group[order]
-        cuts = [0, *(np.flatnonzero(np.diff(ordered)) + 1).tolist(), ordered.size]
-        keep: dict[int, list[npt.NDArray[np.int64]]] = {}
-        for start, end in itertools.pairwise(cuts):
-            if start == end:
+    def _publish(self, p: int, source: _Source, idle: bool, out: Flush) -> None:
+        """Send p's watermark to every partition of the panes topic when it entered a new pane or its idleness
+        changed (stage 2 only acts on pane boundaries; fewer messages)."""
+        newest = source.state.newest
+        watermark = None if newest is None else newest - self.aggregator.lateness
+        published = (None if watermark is None else watermark // self._pane, idle)
+        if published == source.published:
+            return
+        source.published = published
+        value = contract.encode(Watermark(source=self.source_id(p), watermark=watermark, idle=idle))
+        key = self.source_id(p).encode()
+        out.messages += [Outgoing(self.topics.panes, q, key, value) for q in range(self.topics.partitions)]
+
+    def _source(self, p: int) -> _Source:
+        source = self._sources.get(p)
+        if source is not None:
+            return source
+        source = _Source(self.aggregator.start(self.source_id(p)), -1)
+        raw = self._source_entries(self.source_id(p).encode())
+        if raw is not None:
+            version, snap = decode_entry(raw)
+            if version == self.version:
+                try:
+                    state, next_offset = stage_snapshot.load_source(snap)
+                except ValueError as exc:
+                    raise StateError(f"telemetry partition {p}: {exc}") from None
+                source = _Source(state, next_offset)
+            elif self._warn is not None:
+                self._warn(
+                    f"telemetry partition {p}: stored stage-1 state is from plan version {version}, this is "
+                    f"{self.version}; it starts afresh from the committed offset"
+                )
+        self._sources[p] = source
+        return source
+
+    def _source_entry(self, source: _Source) -> bytes:
+        return encode_entry(self.version, stage_snapshot.dump_source(source.state, source.next_offset))
+
+    # -- stage 2 -----------------------------------------------------------------------------------------
+    def _stage2(self, q: int, records: Sequence[Consumed], out: Flush) -> None:
+        touched: set[int] = set()
+        for r in records:
+            try:
+                message = contract.decode(r.value or b"")
+            except contract.PartialError as exc:
+                out.messages.append(self._dead_letter(r, "invalid_partial", str(exc)))
+                out.rejected["invalid_partial"] += 1
                 continue
-            g, source = divmod(int(ordered[start]), max(1, len(names)))
-            gate, name, at = self._gate(g), names[source], order[start:end]
-            last = gate.applied.get(name, -1)
-            seen = offsets[at]
-            fresh = seen > np.maximum.accumulate(np.concatenate(([last], seen[:-1])))
-            out.duplicates += int(at.size - fresh.sum())
-            if fresh.any():
-                gate.applied[name] = max(last, int(seen.max()))
-                keep.setdefault(g, []).append(rows[at[fresh]])
-        for g, picked in keep.items():
-            index = np.sort(np.concatenate(picked))
-            part = EventBatch(batch.ts_ms[index], batch.key[index], batch.latency_ms[index], batch.error[index])
-            gate = self._gates[g]
-            late_before = gate.engine.stats.late
-            self._emit(g, gate.engine.ingest(part), out)
-            out.late += gate.engine.stats.late - late_before
-            out.state[self.keys[g]] = self._entry(g, gate)
-            out.applied += int(index.size)
-        self.decided.update(d.decision for d in out.decisions)
+            if isinstance(message, Partial):
+                g = self._index.get(message.gate)
+                if g is None or self.home[g] != q:
+                    why = "not a gate of the plan" if g is None else f"its home partition is {self.home[g]}"
+                    out.messages.append(self._dead_letter(r, "partial_elsewhere", f"gate {message.gate}: {why}"))
+                    out.rejected["partial_elsewhere"] += 1
+                    continue
+                inbox = self._inbox(g)
+                before = _counts(inbox)
+                try:
+                    self.merger.on_partial(inbox, message)
+                except ValueError as exc:
+                    out.messages.append(self._dead_letter(r, "invalid_partial", str(exc)))
+                    out.rejected["invalid_partial"] += 1
+                    continue
+                self._count(before, inbox, out)
+                touched.add(g)
+            else:
+                for g in self._gates_of[q]:
+                    inbox = self._inbox(g)
+                    mark = inbox.sources.get(message.source)
+                    if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
+                        continue  # a re-delivery: nothing to do, nothing to write
+                    made: list[Decision] = []
+                    self.merger.on_watermark(self.keys[g].decode(), inbox, message, made)
+                    self._emit(g, made, out)
+                    touched.add(g)
+        self._dirty_gates |= touched
+
+    def _count(self, before: tuple[int, int, int], inbox: GateInbox, out: Flush) -> None:
+        duplicates, conflicts, late = (a - b for a, b in zip(_counts(inbox), before, strict=True))
+        out.duplicates += duplicates
+        out.conflicts += conflicts
+        out.late_partials += late
+
+    def _inbox(self, g: int) -> GateInbox:
+        """Gate ``g``'s inbox, restored from the table the first time it is needed after a (re)start."""
+        inbox = self._inboxes.get(g)
+        if inbox is not None:
+            return inbox
+        inbox = self.merger.start()
+        raw = self._gate_entries(self.keys[g])
+        if raw is not None:
+            version, snap = decode_entry(raw)
+            if version != self.version:
+                if self._warn is not None:
+                    self._warn(
+                        f"gate {self.keys[g].decode()}: stored state is from plan version {version}, this is "
+                        f"{self.version}; the gate starts afresh"
+                    )
+            else:
+                try:
+                    inbox = stage_snapshot.load_inbox(snap)
+                except ValueError as exc:
+                    raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
+        self._inboxes[g] = inbox
+        return inbox
 
     def _emit(self, g: int, decisions: list[Decision], out: Flush) -> None:
         key, home = self.keys[g], self.home[g]
@@ -361,39 +456,15 @@ class Processor:
                 out.messages.append(Outgoing(self.topics.breaches, home, key, value, headers_of(d, "breach")))
         out.decisions += decisions
 
-    def _entry(self, g: int, gate: _Gate) -> bytes:
-        return encode_entry(self.version, snapshot.dump(gate.engine.state_of(g)), gate.applied)
-
-    def _gate(self, g: int) -> _Gate:
-        """Gate ``g``'s engine, restored from the table the first time it is needed after a (re)start."""
-        gate = self._gates.get(g)
-        if gate is not None:
-            return gate
-        engine = Engine(self.plan)
-        applied: dict[str, int] = {}
-        raw = self._lookup(self.keys[g])
-        if raw is not None:
-            version, state, offsets = decode_entry(raw)
-            if version != self.version:
-                if self._warn is not None:
-                    self._warn(
-                        f"gate {self.keys[g].decode()}: stored state is from plan version {version}, this is "
-                        f"{self.version}; the gate starts afresh"
-                    )
-            else:
-                try:
-                    engine.restore(g, snapshot.load(state))
-                except ValueError as exc:
-                    raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
-                applied = offsets
-        gate = self._gates[g] = _Gate(engine, applied)
-        return gate
-
     def _dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
-        topic, partition, offset = _source_of(record, self.topics.gates)
         headers = (
             (REASON_HEADER, code.encode()),
             (MESSAGE_HEADER, message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]),
-            _source_header(topic, partition, offset),
+            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         )
         return Outgoing(self.topics.dlq, record.partition % self.topics.partitions, record.key, record.value, headers)
+
+
+def _counts(inbox: GateInbox) -> tuple[int, int, int]:
+    c = inbox.counts
+    return c.duplicates, c.conflicts, c.late_partials

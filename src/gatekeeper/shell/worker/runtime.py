@@ -1,32 +1,37 @@
-"""The worker's Kafka side: one aiokafka consumer group member, a producer, and the gate-state changelog.
+"""The worker's Kafka side: one aiokafka consumer group member running both stages, a producer, two changelogs.
 
 Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
-``<app-id>-gates``) -> decode its values (``decoding``: in a child process with ``--jobs 2``, while the
-previous poll is applied) -> ``Processor.flush_polled`` over the whole poll -> send the outgoing messages
-(forwards, dead letters, decisions, breaches) and await every delivery -> write the touched gate states to
-the compacted changelog -> once they are acknowledged, commit the poll's offsets. An offset is committed only after the
-decisions and the gate states that include it are in Kafka (at least once; decision ids are deterministic).
-The last two steps (the "tail") run while the next poll is fetched and processed; the next poll's sends, a
-rebalance and the shutdown wait for the tail first, so the steps never overlap.
+``<app-id>-panes``) -> decode the telemetry values (``decoding``: in a child process with ``--jobs 2``, while
+the previous poll is applied) -> ``Processor.flush_polled`` over the whole poll (stage 1 on the telemetry
+records, stage 2 on the partials and watermarks) -> send the outgoing messages (partials, watermarks, dead
+letters, decisions, breaches) and await every delivery. Every ``--checkpoint-interval`` s, on a revoke and at
+shutdown: write the stage-1 states and gate inboxes changed since the last checkpoint to their compacted
+changelogs (each once, however many polls changed it), await them, then commit the offsets applied since. A
+committed offset never passes what the changelogs hold (at least once; decision ids are deterministic; stage 1
+resumes exactly, stage 2 merges idempotently, so what is read again after a crash changes nothing).
 
 Assignment. The group uses the range assignor, so with equal partition counts one member owns partition p
-of both input topics and keeps the gates homed at p, restored from partition p of the changelog when it
-gains p (``read_changelog``; Kafka runs every member's revoke callback before any assign callback, and a
-member's revoke waits for its poll in progress, so the restore sees the previous owner's last state).
-Partitions kept across a rebalance keep their in-memory gates. Records fetched but not applied -- a
-rebalance came in between, or their partition's gates are still being restored (aiokafka may fetch before
-the assign callback returns) -- are not committed, and the consumer is moved back to them (``_read_again``).
+of both input topics: stage 1 of telemetry partition p (its state restored from partition p of
+``<app-id>-aggregate-changelog``, the consumer moved to the offset stored with it, so no record is folded
+twice) and stage 2 of the gates homed at p (restored from partition p of ``<app-id>-gate-state-changelog``).
+Kafka runs every member's revoke callback before any assign callback, and a member's revoke waits for its
+poll in progress, so a restore sees the previous owner's last state. Records fetched but not applied (a
+rebalance came in between, or a restore is in progress) are not committed, and the consumer is moved back.
 
-Stream clock. Every ``--clock-interval`` s, when every owned partition has been read to its end offset, the
-newest event time of the owned gates is applied to all of them (``Processor.observe_clock``).
+Idleness. Every ``--clock-interval`` s the loop checks which owned telemetry partitions are read to their end
+offset; one seen there (with no record in between) for ``--idle-after`` s of wall time is reported idle to every
+gate (``Processor.mark_idle``), so a partition that gets no records does not hold the gates' panes. A backlog
+is never idle, and neither is a partition whose end cannot be seen (broker away).
 
-Why not Faust: its per-message stream pipeline carried at most ~8k records/s here even for an agent that
-only counts (docs/benchmarks.md); this loop hands whole polls to the engine.
+Why the stages are not Faust agents: see ARCHITECTURE.md (its per-message pipeline, and records it skipped
+right after an assignment in the first worker); this loop keeps Faust's model: co-partitioned topics, state in
+compacted changelogs, at least once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,25 +40,18 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaConnectionError,
-    KafkaTimeoutError,
-    NodeNotReadyError,
-)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from gatekeeper.core.engine import Engine
 from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.worker import metrics, spans
+from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
-from gatekeeper.shell.worker.topics import changelog_topic, gates_topic, read_changelog
+from gatekeeper.shell.worker.topics import aggregate_changelog_topic, changelog_topic, panes_topic, read_changelog
 
 HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
 OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
@@ -93,23 +91,26 @@ class Runtime:
         self.settings, self.options, self.log = settings, options, log
         names = settings.topics
         self.topics = Topics(
-            names.telemetry, gates_topic(options.app_id), names.decisions, names.breaches, names.dlq, names.partitions
+            names.telemetry, panes_topic(options.app_id), names.decisions, names.breaches, names.dlq, names.partitions
         )
         self.changelog = changelog_topic(options.app_id)
-        self._entries: dict[bytes, bytes] = {}  # restored gate-state entries of the owned partitions
-        self.processor = Processor(plan, self.topics, self._entries.get, warn=log.warning)
-        self.gates = Engine(plan).keys  # (region, tier) of each gate index, for OTLP requests (spans.expand)
+        self.aggregate_changelog = aggregate_changelog_topic(options.app_id)
+        self._entries: dict[bytes, bytes] = {}  # restored gate-inbox entries of the owned partitions
+        self._source_entries: dict[bytes, bytes] = {}  # restored stage-1 entries of the owned partitions
+        self.processor = Processor(plan, self.topics, self._entries.get, self._source_entries.get, warn=log.warning)
+        self._at_end_since: dict[int, float] = {}  # telemetry partition -> since when it is seen read to its end
+        self._idle_said: dict[int, float] = {}  # telemetry partition -> when it was last reported idle
         self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
         self.owned: set[tuple[str, int]] = set()  # empty while a rebalance is in progress
         self._generation = 0  # counts assignment changes: a poll fetched in an older one is not applied
         self.decoding = decoding
-        self.restored: set[int] = set()  # partitions whose gates are restored (or being kept)
+        self.restored: set[tuple[str, int]] = set()  # (topic, partition) whose state is restored (or being kept)
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
         self.exporter = WorkerExporter()  # --metrics-port: what happened is reported to it, it serves it
         self.caught_up = False  # every owned partition read to its end at the latest clock check
         self._stop = asyncio.Event()
-        self._tail: asyncio.Future[None] | None = None  # the last poll's state acks and commit, in flight
+        self._uncommitted: dict[TopicPartition, int] = {}  # offsets applied, to commit at the next checkpoint
         common = settings.aiokafka_kwargs()
         session_ms = round(options.session_timeout * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -127,9 +128,20 @@ class Runtime:
             heartbeat_interval_ms=min(3000, session_ms // 3),
         )
         self.producer = AIOKafkaProducer(
-            **common, client_id=f"{options.app_id}-worker", acks="all", request_timeout_ms=DELIVERY_TIMEOUT_MS
+            **common,
+            client_id=f"{options.app_id}-worker",
+            acks="all",
+            enable_idempotence=True,  # retries never reorder a partition: partials stay ahead of their watermark
+            request_timeout_ms=DELIVERY_TIMEOUT_MS,
         )
         self.restorer = AIOKafkaConsumer(**common, group_id=None, enable_auto_commit=False)
+
+    def _inputs(self) -> list[str]:
+        """The topics this process reads: both stages by default, one with ``--role``."""
+        role = self.options.role
+        return [
+            t for t, r in ((self.topics.telemetry, "aggregate"), (self.topics.panes, "gate")) if role in (r, "both")
+        ]
 
     def stop(self) -> None:
         """Ask the loop to finish its poll in progress and leave the group."""
@@ -145,9 +157,11 @@ class Runtime:
             port = await self.exporter.start(self.options.metrics_host, self.options.metrics_port, ready)
             self.log.info("metrics listening", host=self.options.metrics_host, port=port)
         try:
-            self.consumer.subscribe([self.topics.telemetry, self.topics.gates], listener=_Rebalance(self))
+            self.consumer.subscribe(self._inputs(), listener=_Rebalance(self))
             await self._loop()
-            await self._guarded(self._settle())
+            if self.failed is None:
+                async with self.lock:
+                    await self._guarded(self._checkpoint())
         finally:
             await self.exporter.stop()
             await self.consumer.stop()  # leaves the group: the others take over at once
@@ -159,6 +173,7 @@ class Runtime:
         runs only when no fetched poll waits, so "read to the end" means "applied to the end"."""
         now = time.monotonic()
         clock_at, report_at = now + self.options.clock_interval, now + REPORT_INTERVAL_S
+        checkpoint_at = now + self.options.checkpoint_interval
         pending: _Poll | None = None
         while not self._stop.is_set() and self.failed is None:
             polled = await self.consumer.getmany(timeout_ms=0 if pending else POLL_TIMEOUT_MS)
@@ -170,6 +185,10 @@ class Runtime:
             if pending is None and now >= clock_at and self.failed is None:
                 await self._guarded(self._clock())
                 clock_at = time.monotonic() + self.options.clock_interval
+            if now >= checkpoint_at and self.failed is None:
+                async with self.lock:
+                    await self._guarded(self._checkpoint())
+                checkpoint_at = time.monotonic() + self.options.checkpoint_interval
             if now >= report_at:
                 self.report()
                 report_at = now + REPORT_INTERVAL_S
@@ -181,26 +200,49 @@ class Runtime:
         """Wait for the poll in progress (its offsets and states get into Kafka), then stop processing."""
         async with self.lock:
             self.owned, self._generation = set(), self._generation + 1
-            await self._guarded(self._settle())
+            await self._guarded(self._checkpoint())  # the next owner restores what was applied here
 
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        """Forget the gates of partitions lost, restore those of partitions gained from the changelog."""
-        tps = [tp for tp in assigned if tp.topic in (self.topics.telemetry, self.topics.gates)]
-        partitions = {tp.partition for tp in tps}
+        """Forget the state of partitions lost; restore that of partitions gained from the changelogs (stage 1:
+        telemetry partitions, stage 2: panes partitions) and move the consumer to the first telemetry record
+        not folded yet."""
+        tps = {(tp.topic, tp.partition) for tp in assigned if tp.topic in (self.topics.telemetry, self.topics.panes)}
+        telemetry, panes = self.topics.telemetry, self.topics.panes
         async with self.lock:
-            lost, gained = self.restored - partitions, partitions - self.restored
-            self.processor.revoke(lost)
-            for key in [k for k in self._entries if home_partition(k, self.topics.partitions) in lost]:
+            lost, gained = self.restored - tps, tps - self.restored
+            lost_sources = {p for t, p in lost if t == telemetry}
+            lost_gates = {p for t, p in lost if t == panes}
+            self.processor.revoke(lost_sources, lost_gates)
+            for key in [k for k in self._entries if home_partition(k, self.topics.partitions) in lost_gates]:
                 del self._entries[key]
+            for p in lost_sources:
+                self._source_entries.pop(self.processor.source_id(p).encode(), None)
+                self._at_end_since.pop(p, None)
             self.restored -= lost
+            gained_sources = {p for t, p in gained if t == telemetry}
+            gained_gates = {p for t, p in gained if t == panes}
             try:
-                self._entries.update(await read_changelog(self.restorer, self.changelog, gained))
-            except Exception as exc:  # without the state the gates would restart from nothing: stop
-                self._fail(exc, "cannot restore gate state")
+                self._entries.update(await read_changelog(self.restorer, self.changelog, gained_gates))
+                entries = await read_changelog(self.restorer, self.aggregate_changelog, gained_sources)
+                self._source_entries.update(entries)
+                for p in gained_sources:
+                    resume = self.processor.resume(p)
+                    if resume is not None:
+                        self.consumer.seek(TopicPartition(telemetry, p), resume)
+            except Exception as exc:  # without the state the stages would restart from nothing: stop
+                self._fail(exc, "cannot restore state")
                 return
+            if gained_sources:
+                await self._guarded(self._deliver(self.processor.resumed(gained_sources), 0, {}))
             self.restored |= gained
-            self.owned, self._generation = {(tp.topic, tp.partition) for tp in tps}, self._generation + 1
-        self.log.info("partitions assigned", partitions=sorted(partitions), restored=sorted(gained))
+            self.owned, self._generation = set(tps), self._generation + 1
+        self.log.info(
+            "partitions assigned",
+            partitions=sorted({p for _t, p in tps}),
+            telemetry=sorted(p for t, p in tps if t == telemetry),
+            panes=sorted(p for t, p in tps if t == panes),
+            restored=sorted({p for _t, p in gained}),
+        )
 
     # -- processing --------------------------------------------------------------------------------------
     def _start(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> _Poll | None:
@@ -211,7 +253,7 @@ class Runtime:
         if not runs:
             return None
         wall_ms = round(time.time() * 1000)
-        values = [r.value or b"" for _topic, _p, batch in runs for r in batch]
+        values = [r.value or b"" for topic, _p, batch in runs if topic == self.topics.telemetry for r in batch]
         decoded = self.decoding.submit(values, self.processor.not_after(wall_ms))
         return _Poll(runs, wall_ms, self._generation, decoded)
 
@@ -224,13 +266,14 @@ class Runtime:
                 return
             decoded = await poll.decoded
             offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in poll.runs}
-            self.totals["records"] += sum(len(batch) for _topic, _p, batch in poll.runs)
+            for topic, p, batch in poll.runs:
+                if topic == self.topics.telemetry:
+                    self.totals["records"] += len(batch)
+                    self._at_end_since.pop(p, None)
             self.exporter.polled(poll.runs, self.consumer.highwater)
-            runs = poll.runs
-            if isinstance(decoded, SpanBatch):  # OTLP trace batches: one record per request for the processor
+            if isinstance(decoded, SpanBatch):  # OTLP trace batches: stage 1 maps each request to its record
                 self.totals["ignored_spans"] += sum(decoded.ignored.values())
-                runs, decoded = spans.expand(runs, decoded, self.topics.telemetry, self.gates)
-            await self._deliver(self.processor.flush_polled(runs, decoded=decoded), poll.wall_ms, offsets)
+            await self._deliver(self.processor.flush_polled(poll.runs, decoded=decoded), poll.wall_ms, offsets)
 
     def _read_again(self, runs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
         """Records fetched but not applied (their partition's assignment changed or its gates are still being
@@ -242,50 +285,69 @@ class Runtime:
                 self.consumer.seek(tp, batch[0].offset)
 
     async def _clock(self) -> None:
-        """When every owned partition is read to its end, apply the owned gates' newest event time."""
+        """Report the owned telemetry partitions seen read to their end for ``idle_after`` s as idle. The time
+        counts from the first check that saw the end (not from the last record): after a broker outage, a
+        partition is idle only once it has been seen at its end for that long."""
         owned = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in self.owned]
-        if not owned:
+        telemetry = [tp for tp in owned if tp.topic == self.topics.telemetry]
+        if not telemetry:
             return
         try:
-            ends = await self.consumer.end_offsets(owned)
-            for tp in owned:
-                if await self.consumer.position(tp) < ends[tp]:
-                    self.caught_up = False
-                    return
+            ends = await self.consumer.end_offsets(telemetry)
+            at_end = {tp.partition for tp in telemetry if await self.consumer.position(tp) >= ends[tp]}
+            self.caught_up = len(at_end) == len(telemetry)  # /readyz: every owned partition read to its end
         except IllegalStateError:
             return  # a partition was revoked meanwhile
-        except (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError) as exc:
-            # The broker is away (an outage outlasting the request timeout): the clock only reports, so ask
-            # again at the next interval rather than stop the worker.
-            self.log.warning("cannot read end offsets; the stream clock waits", error=str(exc))
+        except KafkaError as exc:  # the broker is away: no partition is known to be at its end
+            self._at_end_since.clear()
+            self.log.warning("cannot check whether partitions are idle", error=f"{type(exc).__name__}: {exc}")
             return
-        self.caught_up = True
+        now = time.monotonic()
+        for tp in telemetry:
+            if tp.partition in at_end:
+                self._at_end_since.setdefault(tp.partition, now)
+            else:
+                self._at_end_since.pop(tp.partition, None)
+        idle = sorted(p for p in at_end if now - self._at_end_since[p] >= self.options.idle_after)
+        for p in [p for p in self._idle_said if p not in idle]:
+            del self._idle_said[p]
+        # Say it again every idle_after: a gate stops counting a partition idle when another one wakes up.
+        idle = [p for p in idle if now - self._idle_said.get(p, -math.inf) >= self.options.idle_after]
+        if not idle:
+            return
         async with self.lock:
             if {(tp.topic, tp.partition) for tp in owned} != self.owned:
                 return  # a rebalance in between: check again next time
-            flush = self.processor.observe_clock(self.restored)
-            if flush.messages or flush.state:
+            flush = self.processor.mark_idle(idle, again=True)
+            self._idle_said.update(dict.fromkeys(idle, now))
+            if flush.messages:
                 await self._deliver(flush, round(time.time() * 1000), {})
 
-    async def _settle(self) -> None:
-        """Wait for the previous poll's tail (its exception, if any, is raised here)."""
-        tail, self._tail = self._tail, None
-        if tail is not None:
-            await tail
-
-    async def _persist(self, states: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int]) -> None:
-        """The tail of a poll: its gate states acknowledged, then its offsets committed."""
+    async def _checkpoint(self) -> None:
+        """Write the states changed since the last checkpoint, await them, then commit the offsets applied since
+        (the caller holds the lock). A committed offset never passes what the changelogs hold; between
+        checkpoints, a crash only makes the next owner read again what both stages absorb idempotently."""
+        saved = self.processor.checkpoint()
+        send = self.producer.send
+        states = [
+            await send(self.changelog, value, key=key, partition=home_partition(key, self.topics.partitions))
+            for key, value in saved.gates.items()
+        ]
+        states += [
+            await send(self.aggregate_changelog, value, key=key, partition=p)
+            for p, (key, value) in saved.sources.items()
+        ]
         await asyncio.gather(*states)
+        offsets, self._uncommitted = self._uncommitted, {}
         if offsets:
             try:
                 await self.consumer.commit(offsets)
-            except CommitFailedError as exc:  # the group moved on: the next owner re-reads and skips them
+            except CommitFailedError as exc:  # the group moved on: the next owner reads these records again
                 self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
 
     async def _deliver(self, flush: Flush, wall_ms: int, offsets: dict[TopicPartition, int]) -> None:
-        """After the previous tail: send the messages and await them all, then send the gate states and leave
-        their acknowledgement and the commit of ``offsets`` to the new tail (the caller holds the lock)."""
-        await self._settle()
+        """Send the messages and await them all; ``offsets`` are committed at the next checkpoint (the caller
+        holds the lock)."""
         hook = (HOOK_HEADER, str(wall_ms).encode())
         send = self.producer.send
         pending = []
@@ -296,17 +358,19 @@ class Runtime:
             )
         await asyncio.gather(*pending)
         self.exporter.delivered(len(flush.decisions), wall_ms)
-        states = [
-            await send(self.changelog, value, key=key, partition=home_partition(key, self.topics.partitions))
-            for key, value in flush.state.items()
-        ]
+        self._uncommitted.update(offsets)
         self.totals.update(
-            applied=flush.applied, forwarded=flush.forwarded, duplicates=flush.duplicates, late=flush.late
+            applied=flush.applied,
+            skipped=flush.skipped,
+            partials=flush.partials,
+            late=flush.late,
+            duplicates=flush.duplicates,
+            conflicts=flush.conflicts,
+            late_partials=flush.late_partials,
         )
         self.exporter.sync(self.totals, self.processor.rejected, self.processor.decided)
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
-        self._tail = asyncio.ensure_future(self._persist(states, offsets))
 
     async def _guarded(self, work: Any) -> None:
         try:
@@ -324,8 +388,11 @@ class Runtime:
             "worker totals" if final else "worker progress",
             records=self.totals["records"],
             applied=self.totals["applied"],
-            forwarded=self.totals["forwarded"],
+            skipped=self.totals["skipped"],
+            partials=self.totals["partials"],
             duplicates=self.totals["duplicates"],
+            conflicts=self.totals["conflicts"],
+            late_partials=self.totals["late_partials"],
             decisions=dict(sorted(self.processor.decided.items())),
             rejected=dict(sorted(self.processor.rejected.items())),
             late=self.totals["late"],

@@ -1,8 +1,9 @@
 """The worker's topics: created (or verified) with one partition count before the worker joins its group.
 
-The group's range assignor gives partition p of both input topics to one worker, and that worker keeps the
-gate states of partition p of the changelog (a gate's telemetry, its forwarded records and its state share
-partition home(G)). So every topic must have ``topics.partitions`` partitions: a missing topic is created
+The group's range assignor gives partition p of both input topics (telemetry and ``<app-id>-panes``) to one
+worker, and that worker keeps partition p of both changelogs: the stage-1 state of telemetry partition p, and
+the inboxes of the gates homed at p (a gate's partials and its state share partition home(G)). So every topic
+must have ``topics.partitions`` partitions: a missing topic is created
 (unless ``--no-create-topics``) and a topic with another count fails the start with a message saying which
 one (``kafka_admin``).
 
@@ -20,15 +21,20 @@ from gatekeeper.shell.kafka_admin import TELEMETRY_RETENTION_MS, ensure_topics, 
 from gatekeeper.shell.kafka_settings import KafkaSettings
 
 TABLE_NAME = "gate-state"
-GATES_RETENTION_MS = TELEMETRY_RETENTION_MS  # as long as the telemetry a forward comes from is kept
+PANES_RETENTION_MS = TELEMETRY_RETENTION_MS  # as long as the telemetry the partials come from
 # Compaction only cleans closed segments: with Kafka's 1 GiB default, a restore could read up to 1 GiB of
 # superseded states (~1 KiB per gate per poll); 64 MiB keeps it to well under a second.
 CHANGELOG_SEGMENT_BYTES = 64 << 20
 
 
-def gates_topic(app_id: str) -> str:
-    """The internal routing topic: telemetry re-keyed by ``region/tier``."""
-    return f"{app_id}-gates"
+def panes_topic(app_id: str) -> str:
+    """Stage 1 -> stage 2: partials keyed ``region/tier`` and every telemetry partition's watermark."""
+    return f"{app_id}-panes"
+
+
+def aggregate_changelog_topic(app_id: str) -> str:
+    """The compacted changelog of the stage-1 states, one per telemetry partition (key ``<topic>:<p>``)."""
+    return f"{app_id}-aggregate-changelog"
 
 
 def changelog_topic(app_id: str) -> str:
@@ -40,8 +46,10 @@ def changelog_topic(app_id: str) -> str:
 def worker_topics(settings: KafkaSettings, app_id: str) -> dict[str, dict[str, str]]:
     """Every topic the worker uses, with the configs it gets when created."""
     topics = gatekeeper_topics(settings)
-    topics[gates_topic(app_id)] = {"retention.ms": str(GATES_RETENTION_MS)}
-    topics[changelog_topic(app_id)] = {"cleanup.policy": "compact", "segment.bytes": str(CHANGELOG_SEGMENT_BYTES)}
+    topics[panes_topic(app_id)] = {"retention.ms": str(PANES_RETENTION_MS)}
+    compacted = {"cleanup.policy": "compact", "segment.bytes": str(CHANGELOG_SEGMENT_BYTES)}
+    topics[changelog_topic(app_id)] = dict(compacted)
+    topics[aggregate_changelog_topic(app_id)] = dict(compacted)
     return topics
 
 

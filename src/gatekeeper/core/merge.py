@@ -1,0 +1,244 @@
+"""Stage 2: merge one gate's partials from all its sources and close panes on the slowest source.
+
+Per gate, the state is a ``GateInbox``: the core gate's state, the partials buffered per open pane and
+source, and every source's last watermark. A pane closes when the *merge watermark* passes its end: the
+minimum over the sources that are not idle of their watermarks (a known source that has not reported yet
+holds every pane); when every source is idle, the maximum of their watermarks (the input has ended).
+The set of sources is explicit: those the inbox starts with (replay: its one input; the worker: every
+partition of the telemetry topic) and any source that has sent a watermark since.
+
+Merging is commutative and idempotent: a partial re-delivered with the same content is ignored (counted as
+a duplicate); a higher ``seq`` of the same (gate, pane, source) replaces a lower one (each is the whole pane);
+one with the same (gate, pane, source, seq) and other content is counted as a conflict, never merged. One for
+a pane already closed is a re-delivery when its source's own watermark had passed that pane (the source sent
+it before; its content is compared, by digest, while the pane is within the lateness plus one pane of the
+merge watermark), else late (a source that was idle woke up, or an edge publisher behind): its requests and
+late records (for a newer ``seq``: what it adds) go to the gate's late count, nothing else.
+
+On close, in time order, each pane's sums go to ``Gate.on_panes`` and its latency bins to ``Gate.add_bins``
+(the window it falls in); the late records counted with a pane are added to the gate's late count after the
+windows ending at or before that pane's start closed, as if counted when they arrived. Then the gate's
+windows close up to the merge watermark, and the same watermark is its stream clock (stalls, releases).
+Pure: state in, state out; no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gatekeeper.core import sketch
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.gate import Gate, GateSpec, GateState
+from gatekeeper.core.partials import Message, Partial, Watermark, encode
+from gatekeeper.core.plan import Plan
+
+Seen = tuple[int, bytes, int, int]  # (seq, digest, requests, late) of a merged partial
+
+
+@dataclass(slots=True)
+class SourceMark:
+    watermark: int | None = None
+    idle: bool = False
+
+
+@dataclass(slots=True)
+class MergeCounts:
+    duplicates: int = 0  # identical re-deliveries, ignored
+    conflicts: int = 0  # same (gate, pane, source), other content: a bug upstream; never merged
+    late_partials: int = 0  # partials for panes already closed
+    late: int = 0  # their requests and late records: late at stage 2 (stage 1 counted the others)
+
+
+@dataclass(slots=True)
+class GateInbox:
+    """One gate's stage-2 state."""
+
+    gate: GateState = field(default_factory=GateState)
+    sources: dict[str, SourceMark] = field(default_factory=dict)
+    buffered: dict[int, dict[str, Partial]] = field(default_factory=dict)  # pane -> source -> partial
+    # recently closed panes, per source: the version merged (or, restored from a snapshot, its
+    # (seq, digest, requests, late)), to compare re-deliveries with
+    merged: dict[int, dict[str, Partial | Seen]] = field(default_factory=dict)
+    closed_until: int | None = None  # every pane ending at or before it is closed
+    counts: MergeCounts = field(default_factory=MergeCounts)
+
+
+class Merger:
+    """Stage 2 for a plan's gates (keys "region/tier"); ``sources``: the sources every gate waits for."""
+
+    def __init__(self, plan: Plan, sources: Sequence[str]) -> None:
+        ev = plan.evaluation
+        self.pane, self.window = ev.pane, ev.window
+        self.horizon = ev.lateness + ev.pane  # closed panes whose partials' contents are kept (as digests)
+        self.sources = tuple(sources)
+        gates = plan.gates()
+        self.specs = {
+            f"{region}/{tier.name}": GateSpec.of(region, phase, tier, ev, plan.plan_version, len(gates))
+            for region, phase, tier in gates
+        }
+        self._gates = {key: Gate(spec) for key, spec in self.specs.items()}
+
+    def start(self) -> GateInbox:
+        return GateInbox(sources={s: SourceMark() for s in self.sources})
+
+    def start_all(self) -> dict[str, GateInbox]:
+        return {key: self.start() for key in self.specs}
+
+    def apply(self, inboxes: dict[str, GateInbox], messages: Iterable[Message]) -> list[Decision]:
+        """Route ``messages`` in order: a partial to its gate's inbox, a watermark to every inbox."""
+        out: list[Decision] = []
+        for m in messages:
+            if isinstance(m, Partial):
+                inbox = inboxes.get(m.gate)
+                if inbox is None:
+                    raise ValueError(f"partial for gate {m.gate!r}, which is not in the plan")
+                self.on_partial(inbox, m)
+            else:
+                for key, inbox in inboxes.items():
+                    self.on_watermark(key, inbox, m, out)
+        return out
+
+    def on_partial(self, inbox: GateInbox, p: Partial) -> None:
+        if p.pane % self.pane:
+            raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
+        if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
+            seen = inbox.merged.get(p.pane, {}).get(p.source)
+            if seen is not None:
+                seq, digest, requests, late = seen_of(seen)
+                same = p.seq == seq and digest == _digest(p)
+                if p.seq < seq or same or (p.seq > seq and (p.requests, p.late) == (requests, late)):
+                    inbox.counts.duplicates += 1  # an older version, the same, or a newer one adding nothing
+                elif p.seq == seq or p.requests < requests or p.late < late:
+                    inbox.counts.conflicts += 1
+                else:  # a newer version of a pane closed meanwhile: what it adds is late
+                    inbox.merged[p.pane][p.source] = p
+                    inbox.counts.late_partials += 1
+                    added = p.requests - requests + p.late - late
+                    inbox.counts.late += added
+                    inbox.gate.late_events += added
+                return
+            mark = inbox.sources.get(p.source)
+            if mark is not None and mark.watermark is not None and p.pane + self.pane <= mark.watermark:
+                # Its source had passed this pane, so it sent this partial before: a re-delivery older than
+                # the horizon kept for comparing contents.
+                inbox.counts.duplicates += 1
+                return
+            inbox.counts.late_partials += 1
+            late = p.requests + p.late
+            inbox.counts.late += late
+            inbox.gate.late_events += late
+            return
+        slot = inbox.buffered.setdefault(p.pane, {})
+        before = slot.get(p.source)
+        if before is None or p.seq > before.seq:
+            slot[p.source] = p  # a newer version is the whole pane again: it replaces the older one
+        elif p.seq < before.seq or before == p:
+            inbox.counts.duplicates += 1
+        else:
+            inbox.counts.conflicts += 1
+
+    def on_watermark(self, key: str, inbox: GateInbox, w: Watermark, out: list[Decision]) -> None:
+        mark = inbox.sources.setdefault(w.source, SourceMark())
+        if w.watermark is not None and mark.watermark is not None and w.watermark < mark.watermark:
+            return  # an older report (re-delivered): it says nothing new
+        if w.watermark is not None:
+            mark.watermark = w.watermark
+        if mark.idle and not w.idle:
+            # A source woke up: the others that were idle may wake up too, each at its own pace (another
+            # poll, another worker). Wait for all of them again until each is reported idle anew, rather
+            # than let this one's watermark close panes whose partials they are about to send.
+            for other in inbox.sources.values():
+                other.idle = False
+        mark.idle = w.idle
+        until = merge_watermark(inbox.sources.values())
+        if until is None or (inbox.closed_until is not None and until <= inbox.closed_until):
+            return
+        self._close(key, inbox, until, out)
+
+    def gate(self, key: str, inbox: GateInbox) -> Gate:
+        """The core gate of ``key`` over ``inbox``'s gate state."""
+        gate = self._gates[key]
+        gate.state = inbox.gate
+        return gate
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision]) -> None:
+        gate = self.gate(key, inbox)
+        st = inbox.gate
+        closing = sorted(p for p in inbox.buffered if p + self.pane <= until)
+        groups = [inbox.buffered.pop(pane) for pane in closing]
+        for pane, parts in zip(closing, groups, strict=True):
+            inbox.merged[pane] = dict(parts)  # compared as they are; digests only in snapshots
+        if closing:
+            self._add_bins(gate, closing, groups)
+        starts: list[int] = []
+        requests: list[int] = []
+        errors: list[int] = []
+
+        def send() -> None:
+            if starts:
+                gate.on_panes(np.asarray(starts, np.int64), np.asarray(requests, np.int64),
+                              np.asarray(errors, np.int64), out)  # fmt: skip
+                starts.clear()
+                requests.clear()
+                errors.clear()
+
+        for pane, parts in zip(closing, groups, strict=True):
+            late = sum(p.late for p in parts.values())
+            if late:
+                send()
+                gate.close_windows_until(pane, out)
+                st.late_events += late
+            n = sum(p.requests for p in parts.values())
+            if n:
+                starts.append(pane)
+                requests.append(n)
+                errors.append(sum(p.errors for p in parts.values()))
+        send()
+        gate.close_windows_until(until, out)
+        gate.on_stream_clock(until, 0, out)
+        inbox.closed_until = until
+        horizon = until - self.horizon  # older re-deliveries are recognised by their source's watermark
+        for pane in [p for p in inbox.merged if p < horizon]:
+            del inbox.merged[pane]
+
+    def _add_bins(self, gate: Gate, panes: list[int], groups: list[dict[str, Partial]]) -> None:
+        """The latency bins of the closing panes, summed per window in one step and added to their windows
+        (each still open: a window closes only after its last pane)."""
+        parts = [p for group in groups for p in group.values()]
+        sizes = np.fromiter((len(p.bins) for p in parts), np.int64, len(parts))
+        if not sizes.sum():
+            return
+        windows = np.repeat(np.fromiter((p.pane for p in parts), np.int64, len(parts)) // self.window, sizes)
+        buckets = np.fromiter(itertools.chain.from_iterable(p.bins for p in parts), np.int64, int(sizes.sum()))
+        counts = np.fromiter(itertools.chain.from_iterable(p.counts for p in parts), np.int64, int(sizes.sum()))
+        first = int(windows.min())
+        grid = np.bincount((windows - first) * sketch.NBINS + buckets, counts, (int(windows.max()) - first + 1)
+                           * sketch.NBINS).astype(np.int64).reshape(-1, sketch.NBINS)  # fmt: skip
+        for row in np.flatnonzero(grid.any(axis=1)).tolist():
+            gate.add_bins((first + row) * self.window, grid[row])
+
+
+def _digest(p: Partial) -> bytes:
+    return hashlib.blake2b(encode(p), digest_size=12).digest()
+
+
+def seen_of(merged: Partial | Seen) -> Seen:
+    """(seq, digest, requests, late) of a merged partial, as snapshots keep it."""
+    if isinstance(merged, Partial):
+        return (merged.seq, _digest(merged), merged.requests, merged.late)
+    return merged
+
+
+def merge_watermark(marks: Iterable[SourceMark]) -> int | None:
+    """Min over the sources not idle (None while one of them has not reported); if all are idle, the max."""
+    active = [m.watermark for m in marks if not m.idle]
+    if active:
+        return None if None in active else min(w for w in active if w is not None)
+    idle = [m.watermark for m in marks if m.watermark is not None]
+    return max(idle) if idle else None

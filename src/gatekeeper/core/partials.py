@@ -1,0 +1,94 @@
+"""Partial contract v1: what stage 1 (aggregation where the records are) sends to stage 2 (the gate).
+
+A ``Partial`` is one gate's pane as one source saw it: requests, errors, the sparse latency sketch bins of its
+not-late records, and the records of that gate the source counted late while this pane was its first open
+pane. It is identified by (gate, pane, source) and is the same whenever it is re-emitted, so stage 2 merges
+it idempotently. ``seq`` versions it: a source that emits a pane early (it went idle) and then gets more
+records for it emits the pane again, whole, with the next ``seq``; stage 2 keeps the highest. A ``Watermark``
+says how far a source has come: every pane of that source ending at or before it has been emitted. A service
+may pre-aggregate at the edge and publish both itself (streams/partial.v1.schema.json,
+streams/watermark.v1.schema.json).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from gatekeeper.core import sketch
+
+VERSION = 1
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+GateKey = Annotated[str, msgspec.Meta(min_length=3, max_length=129, pattern=r"^[^/]+/[^/]+$")]
+SourceId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Bucket = Annotated[int, msgspec.Meta(ge=0, lt=sketch.NBINS)]
+
+
+class Partial(msgspec.Struct, frozen=True, kw_only=True, tag="partial", tag_field="kind"):
+    """One (gate, pane, source) aggregate; ``bins``/``counts``: the non-empty latency sketch buckets,
+    ascending (core/sketch.py's mapping), summing to ``requests``."""
+
+    v: Annotated[int, msgspec.Meta(ge=1, le=VERSION)] = VERSION
+    gate: GateKey  # "region/tier"
+    pane: int  # pane start, ms since the epoch (a multiple of the plan's pane)
+    source: SourceId  # e.g. "telemetry:3" (topic:partition) or an edge publisher's own id
+    requests: NonNegative
+    errors: NonNegative
+    late: NonNegative = 0  # records of this gate this source counted late while this pane was its first open
+    seq: NonNegative = 0  # version: a higher one replaces a lower one (cumulative, never added to it)
+    bins: tuple[Bucket, ...] = ()
+    counts: tuple[NonNegative, ...] = ()
+
+    @property
+    def ident(self) -> tuple[str, int, str]:
+        return (self.gate, self.pane, self.source)
+
+
+class Watermark(msgspec.Struct, frozen=True, kw_only=True, tag="watermark", tag_field="kind"):
+    """A source's progress: its newest event time minus the plan's lateness (ms), or None before its first
+    record. ``idle``: read to its end with nothing new for ``idle_after`` (stage 2 then stops waiting for it)."""
+
+    v: Annotated[int, msgspec.Meta(ge=1, le=VERSION)] = VERSION
+    source: SourceId
+    watermark: int | None
+    idle: bool = False
+
+
+Message = Partial | Watermark
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Message)
+
+
+class PartialError(ValueError):
+    """Bytes that are not a valid partial or watermark message (the reason names the field)."""
+
+
+def encode(message: Message) -> bytes:
+    return _ENCODER.encode(message)
+
+
+def decode(raw: bytes) -> Message:
+    """A message from its JSON bytes; PartialError with the reason when invalid."""
+    try:
+        message = _DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PartialError(str(exc)) from None
+    if isinstance(message, Partial):
+        check(message)
+    return message
+
+
+def check(p: Partial) -> None:
+    """The rules a schema cannot say: bins ascending and distinct, one count each, counts summing to the
+    requests, errors within them."""
+    if len(p.bins) != len(p.counts):
+        raise PartialError(f"partial {p.ident}: {len(p.bins)} bins but {len(p.counts)} counts")
+    if any(b <= a for a, b in zip(p.bins, p.bins[1:], strict=False)):
+        raise PartialError(f"partial {p.ident}: bins must be ascending and distinct")
+    if sum(p.counts) != p.requests:
+        raise PartialError(f"partial {p.ident}: bin counts sum to {sum(p.counts)}, requests is {p.requests}")
+    if p.errors > p.requests:
+        raise PartialError(f"partial {p.ident}: {p.errors} errors in {p.requests} requests")

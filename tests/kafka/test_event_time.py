@@ -1,0 +1,154 @@
+"""Event time across partitions (issue 9) through the real broker: however producers spread a gate's records
+over the 8 telemetry partitions (no key, keyed with another partitioner, one partition left empty, a producer
+lagging behind), the worker aggregates each partition where it is read, closes panes on the slowest partition,
+and decides what replay decides over the same lines (compared by ``decision_id`` and content), forwarding
+nothing. Crashes: SIGKILL with a backlog produced while down, and one of two workers killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import worker_harness as h
+
+from gatekeeper.core import decision as decisions
+
+pytestmark = pytest.mark.kafka
+
+IDLE_AFTER_S = 2.0
+FAST = ("--idle-after", str(IDLE_AFTER_S), "--clock-interval", "0.2")
+
+
+def _values(records: list[h.Consumed]) -> list[bytes]:
+    return [r.value for r in records]
+
+
+@pytest.mark.parametrize("mode", ["spread", "crc32"])
+def test_backlog_spread_over_partitions_decides_like_replay(kafka_bootstrap: str, tmp_path: Path, mode: h.Mode) -> None:
+    """The whole scenario (0.2 % of the records 5 min late) in the topic before the worker starts, unkeyed on
+    random partitions or keyed with librdkafka's CRC32 partitioner: the same decisions as replay (a late
+    record's count may join the gate a pane earlier or later than in replay, so ``late_events`` is compared
+    in total: equal to replay's), every valid record aggregated once, no partial conflicts, nothing forwarded."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(late_share=0.002, invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, lines, mode)
+
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        assert 0 == workers[0].stop()
+
+    assert sorted(h.without_late_counts(expected)) == sorted(h.without_late_counts(_values(got)))
+    assert h.by_key(h.without_late_counts(expected)) == h.by_key(h.without_late_counts(_values(got)))
+    (totals,) = workers[0].events("worker totals")
+    assert (h.replay_late(plan, lines), len(lines), 0) == (totals["late"], totals["applied"], totals["conflicts"])
+    assert f"{names.app_id}-gates" not in h.topic_names(kafka_bootstrap)
+
+
+def test_a_partition_without_records_does_not_hold_the_decisions(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Records on partitions 0-6 only, produced while the worker runs: partition 7 is idle after
+    ``--idle-after`` (2 s), and every decision replay gives arrives soon after the input's end (printed)."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        workers[0].wait_assigned()
+        h.produce_to(kafka_bootstrap, names.telemetry, [(i % 7, None, line) for i, line in enumerate(lines)])
+        produced = time.monotonic()
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers, settle=0.0)
+        delay = time.monotonic() - produced
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        assert 0 == workers[0].stop()
+
+    print(f"\nlast decision {delay:.1f} s after the last record was produced (idle_after {IDLE_AFTER_S:g} s)")
+    assert sorted(expected) == sorted(_values(got))
+    assert delay < IDLE_AFTER_S + 8.0  # idleness, plus reading and deciding 28k records on a shared machine
+
+
+def test_a_lagging_producer_within_any_lag_gives_no_late_record(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Two producers live, one on partitions 0-3, the other on 4-7 and 3 minutes of event time behind (more
+    than the plan's 2 min lateness): each partition is in order, so nothing is late and the decisions equal
+    replay's of the lines in their original order."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    lag_s = 180
+    tagged = []
+    for i, line in enumerate(lines):
+        behind = i % 2 == 1
+        ts = float(line.split(b'"ts": ', 1)[1].split(b",", 1)[0])
+        tagged.append((ts + (lag_s if behind else 0), 4 + i % 4 if behind else i % 4, line))
+    order: list[tuple[int, bytes | None, bytes]] = [
+        (p, None, line) for _at, p, line in sorted(tagged, key=lambda t: t[0])
+    ]
+    h.create_topics(kafka_bootstrap, names)
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        workers[0].wait_assigned()
+        h.produce_to(kafka_bootstrap, names.telemetry, order)
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        assert 0 == workers[0].stop()
+
+    assert sorted(expected) == sorted(_values(got))
+    (totals,) = workers[0].events("worker totals")
+    assert 0 == totals["late"]
+
+
+def test_sigkill_with_two_hours_produced_while_down(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Unkeyed records on random partitions: the first hour is produced, the worker is SIGKILLed soon after
+    its first decision (in the middle of catching up), the next two hours are produced while it is down, a
+    new worker is started: after deduplication by id the decisions equal replay's, no id has two contents,
+    no partial conflicts."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    cut = len(lines) // 3
+    h.create_topics(kafka_bootstrap, names)
+    quick = ("--session-timeout", "8", *FAST)
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *quick)) as workers:
+        workers[0].wait_assigned()
+        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
+        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
+        assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
+    h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *quick)) as workers:
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
+        assert 0 == workers[0].stop()
+
+    first, conflicts = h.dedupe(_values(got))
+    assert {} == conflicts
+    assert sorted(expected) == sorted(first)
+    assert h.by_key(expected) == h.by_key(first)
+    (totals,) = workers[0].events("worker totals")
+    assert 0 == totals["conflicts"]
+
+
+def test_one_of_two_workers_killed(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Two workers share the partitions; unkeyed records on random partitions, produced as soon as the workers
+    have their partitions (before any partition is idle: with two workers, a partition woken from idleness
+    races the other worker's watermarks, see docs/reliability.md); one worker is SIGKILLed after the first
+    decision: the other takes its partitions over (restoring both stages' state from the changelogs) and the
+    decisions, deduplicated by id, equal replay's."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    quick = ("--session-timeout", "8", "--idle-after", "10", "--clock-interval", "0.2")
+    first = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *quick)
+    second = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w2", *quick)
+    with h.running(first, second) as workers:
+        h.wait_split(workers)
+        h.produce(kafka_bootstrap, names.telemetry, lines[: len(lines) // 2], "spread")
+        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
+        assert -signal.SIGKILL == workers[1].stop(signal.SIGKILL)
+        h.produce(kafka_bootstrap, names.telemetry, lines[len(lines) // 2 :], "spread")
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers[:1])
+        assert 0 == workers[0].stop()
+
+    unique, conflicts = h.dedupe(_values(got))
+    assert {} == conflicts
+    assert sorted(expected) == sorted(unique)
+    assert {"pass", "fail", "hold", "release", "pending"} == {decisions.decode(v).decision for v in unique}
