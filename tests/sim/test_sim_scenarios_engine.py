@@ -58,12 +58,12 @@ def test_healthy_canary_passes_after_its_three_week_soak() -> None:
 
 @pytest.mark.slow
 def test_error_breach_fails_holds_releases_then_passes() -> None:
-    """A 1.5 % error episode fails ramp-10 in its first hour, holds it two weeks, then the fresh one-week
-    soak passes."""
+    """A 1.5 % error episode fails ramp-10 in its first hour (at the minute that proves it: error rate read after
+    every pane), holds it two weeks from the end of that hour, then the fresh one-week soak passes."""
     run = _run("error-breach")
     expected = [
-        ("fail", "us-east", "ramp-10", "2025-10-21T01:00:00Z", "breach"),
-        ("hold", "us-east", "ramp-10", "2025-10-21T01:00:00Z", "hold"),
+        ("fail", "us-east", "ramp-10", "2025-10-21T00:36:00Z", "breach"),
+        ("hold", "us-east", "ramp-10", "2025-10-21T00:36:00Z", "hold"),
         ("release", "us-east", "ramp-10", "2025-11-04T01:00:00Z", "release"),
         ("pass", "us-east", "ramp-10", "2025-11-11T01:00:00Z", "go"),
     ]

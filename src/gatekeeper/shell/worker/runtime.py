@@ -51,7 +51,13 @@ from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
-from gatekeeper.shell.worker.topics import aggregate_changelog_topic, changelog_topic, panes_topic, read_changelog
+from gatekeeper.shell.worker.topics import (
+    MAX_STATE_BYTES,
+    aggregate_changelog_topic,
+    changelog_topic,
+    panes_topic,
+    read_changelog,
+)
 
 HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
 OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
@@ -133,8 +139,11 @@ class Runtime:
             acks="all",
             enable_idempotence=True,  # retries never reorder a partition: partials stay ahead of their watermark
             request_timeout_ms=DELIVERY_TIMEOUT_MS,
+            max_request_size=MAX_STATE_BYTES,
         )
-        self.restorer = AIOKafkaConsumer(**common, group_id=None, enable_auto_commit=False)
+        self.restorer = AIOKafkaConsumer(
+            **common, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=MAX_STATE_BYTES
+        )
 
     def _inputs(self) -> list[str]:
         """The topics this process reads: both stages by default, one with ``--role``."""

@@ -25,6 +25,9 @@ PANES_RETENTION_MS = TELEMETRY_RETENTION_MS  # as long as the telemetry the part
 # Compaction only cleans closed segments: with Kafka's 1 GiB default, a restore could read up to 1 GiB of
 # superseded states (~1 KiB per gate per poll); 64 MiB keeps it to well under a second.
 CHANGELOG_SEGMENT_BYTES = 64 << 20
+# A gate's inbox (its state with window sketches, plus partials buffered while a backlog is read) can pass
+# Kafka's 1 MB default record limit (1.6 MB seen with the seed plan's 24 gates); the changelogs allow 16 MiB.
+MAX_STATE_BYTES = 16 << 20
 
 
 def panes_topic(app_id: str) -> str:
@@ -47,7 +50,11 @@ def worker_topics(settings: KafkaSettings, app_id: str) -> dict[str, dict[str, s
     """Every topic the worker uses, with the configs it gets when created."""
     topics = gatekeeper_topics(settings)
     topics[panes_topic(app_id)] = {"retention.ms": str(PANES_RETENTION_MS)}
-    compacted = {"cleanup.policy": "compact", "segment.bytes": str(CHANGELOG_SEGMENT_BYTES)}
+    compacted = {
+        "cleanup.policy": "compact",
+        "segment.bytes": str(CHANGELOG_SEGMENT_BYTES),
+        "max.message.bytes": str(MAX_STATE_BYTES),
+    }
     topics[changelog_topic(app_id)] = dict(compacted)
     topics[aggregate_changelog_topic(app_id)] = dict(compacted)
     return topics
