@@ -106,7 +106,7 @@ class Aggregator:
         late = ts < first_open
         pane_of = np.where(late, first_open, ts - ts % pane)
         gates = len(self.keys)
-        groups, inverse = _group(pane_of // pane * gates + batch.key)
+        groups, inverse = group_values(pane_of // pane * gates + batch.key)
         on_time = ~late
         requests = np.bincount(inverse[on_time], minlength=groups.size)
         errors = np.bincount(inverse[on_time & batch.error], minlength=groups.size)
@@ -173,7 +173,7 @@ def _add_sparse(
     return idx.astype(np.int64), np.bincount(inverse, np.concatenate((a_cnt, b_cnt)), idx.size).astype(np.int64)
 
 
-def _group(index: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def group_values(index: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(distinct values ascending, position of each element's value among them), like ``np.unique`` with
     ``return_inverse``, by counting when the values span a short range (the usual case: nearby times)."""
     low = int(index.min())

@@ -9,7 +9,7 @@ Flagger's webhooks succeed on 200-202 only, so a "no" is a 4xx with a JSON body 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -27,16 +27,7 @@ FlaggerHook = Literal[
     "rollback",
     "event",
 ]
-FLAGGER_HOOKS: tuple[str, ...] = (
-    "confirm-rollout",
-    "pre-rollout",
-    "rollout",
-    "confirm-traffic-increase",
-    "confirm-promotion",
-    "post-rollout",
-    "rollback",
-    "event",
-)
+FLAGGER_HOOKS: tuple[str, ...] = get_args(FlaggerHook)
 REFUSED = 412  # Flagger counts anything above 202 as a failure; 412 says "the gate's precondition is not met"
 
 

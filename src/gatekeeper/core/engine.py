@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.core import sketch
+from gatekeeper.core.aggregate import group_values
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
 from gatekeeper.core.plan import Plan
@@ -150,7 +151,7 @@ class Engine:
     ) -> None:
         if ts.size == 0:
             return
-        panes, inverse = _group(ts // self._pane)
+        panes, inverse = group_values(ts // self._pane)
         counts = np.bincount(inverse, minlength=panes.size)
         failed = np.bincount(inverse[errors], minlength=panes.size)
         panes *= self._pane
@@ -162,7 +163,7 @@ class Engine:
             else:
                 slot[0] += requests
                 slot[1] += errs
-        windows, w_inverse = _group(ts // self._window)
+        windows, w_inverse = group_values(ts // self._window)
         windows *= self._window
         grid = np.bincount(w_inverse * sketch.NBINS + buckets, minlength=windows.size * sketch.NBINS)
         for window, row in zip(windows.tolist(), grid.reshape(windows.size, sketch.NBINS), strict=True):
@@ -189,16 +190,3 @@ class Engine:
         self.stats.decisions += len(out)
         for d in out:
             self.stats.by_kind[d.decision] = self.stats.by_kind.get(d.decision, 0) + 1
-
-
-def _group(index: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(distinct values ascending, position of each element's value among them), like ``np.unique`` with
-    ``return_inverse``, by counting when the values span a short range (the usual case: nearby times)."""
-    low = int(index.min())
-    span = int(index.max()) - low + 1
-    if span > 4 * index.size + 64:
-        values, inverse = np.unique(index, return_inverse=True)
-        return values.astype(np.int64), inverse.astype(np.int64)
-    present = np.bincount(index - low, minlength=span) > 0
-    rank = np.cumsum(present) - 1
-    return np.flatnonzero(present).astype(np.int64) + low, rank[index - low]
