@@ -134,6 +134,25 @@ def table(plan: Plan, title: str, what: str, cases: list[Case], replicas: int, s
         )
 
 
+def seed_spread(plan: Plan, case: Case, replicas: int, seeds: int) -> None:
+    """The median time to fail of ``case`` on ``seeds`` independent samples of ``replicas`` each: how far one
+    sample's median moves (the first seed is the main table's)."""
+    heads = [f"{m} / {s}" for m, s in METHODS] + [name for name, _ in SPRT_ALPHAS]
+    print(f"\n### Median hours to fail, {case.tier} {case.label} at {case.per_min:g}/min, per sample of {replicas}\n")
+    print("| seed | " + " | ".join(heads) + " |")
+    print("| ---: | " + " | ".join("---:" for _ in heads) + " |")
+    columns: list[list[float]] = [[] for _ in heads]
+    for seed in range(1, seeds + 1):
+        rows = [gate_row(with_method(plan, m, s), case, replicas, seed) for m, s in METHODS]
+        rows += [sprt_row(plan, case, a, replicas, seed) for _, a in SPRT_ALPHAS]
+        medians = [quantile_of(r.fail_hours, 0.5) or float("nan") for r in rows]
+        for column, median in zip(columns, medians, strict=True):
+            column.append(median)
+        print(f"| {seed} | " + " | ".join(f"{m:.2f}" for m in medians) + " |", flush=True)
+    print("| range | " + " | ".join(f"{min(c):.2f}-{max(c):.2f}" for c in columns) + " |")
+    print("| mean | " + " | ".join(f"{sum(c) / len(c):.2f}" for c in columns) + " |")
+
+
 def point_estimate_gate(rate: float, per_min: float, checks: int, limit: int, threshold: float, reps: int) -> float:
     """Share of runs a point-estimate gate FAILS: a check fails when its minute's error rate > threshold."""
     rng = np.random.default_rng(3)
@@ -147,8 +166,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=200, help="replicas per cell for whole-soak rates")
     parser.add_argument("--fail-replicas", type=int, default=1000, help="replicas per cell for times to fail")
+    parser.add_argument("--mid-replicas", type=int, default=250, help="replicas per cell for mid-soak breaches")
+    parser.add_argument("--seeds", type=int, default=4, help="samples of the 2x canary for the median's spread")
     parser.add_argument("--plan", default="config/rollout-plan.yaml")
-    parser.add_argument("--only", choices=("fail", "mid", "rates", "pass", "anchors"), action="append")
+    parser.add_argument("--only", choices=("fail", "spread", "mid", "rates", "pass", "anchors"), action="append")
     args = parser.parse_args()
     plan = load_plan(args.plan)
     only: Callable[[str], bool] = lambda part: not args.only or part in args.only  # noqa: E731
@@ -160,18 +181,22 @@ def main() -> None:
         ] + [Case("rollout-75", f"error {x:g}x the ceiling", Regime(0.001 * x, 35), 1000, 2) for x in (1.5, 2, 4)]
           + [Case("canary", "P99 60 ms (ceiling 50)", Regime(0.0005, 60), 40, 4)],
             args.fail_replicas, sprt=True)  # fmt: skip
+    if only("spread"):
+        two_x = Case("canary", "error 2x the ceiling", Regime(0.002, 35), 40, 4)
+        seed_spread(plan, two_x, args.fail_replicas, args.seeds)
     if only("mid"):
         table(plan, "Breach starting mid-soak: hours from its start to fail (median / P90)", "fail_time", [
             Case("canary", f"0.79x, then {x:g}x from day 10", ok, 40, 4, Change(240, Regime(0.001 * x, 35)))
             for x in (2, 4)
         ] + [Case("rollout-75", "0.79x, then 2x from day 3", ok, 1000, 2, Change(72, Regime(0.002, 35)))],
-            args.fail_replicas // 4, sprt=True)  # fmt: skip
+            args.mid_replicas, sprt=True)  # fmt: skip
     if only("rates"):
         table(plan, "False fail over the whole soak (canary 3 w; rollout-75 its 1 w soak and a week after)", "failed", [
             Case("canary", "0.79x (the seed's 0.079 %)", ok, 40, 3),
             Case("canary", "exactly at the 0.1 % ceiling", Regime(0.001, 35), 40, 3),
             Case("rollout-75", "0.8x, 1000/min", Regime(0.0008, 35), 1000, 2),
             Case("rollout-75", "exactly at the ceiling, 1000/min", Regime(0.001, 35), 1000, 2),
+            Case("rollout-75", "0.8x, thin 5/min", Regime(0.0008, 35), 5, 2),
             Case("rollout-75", "at the ceiling, thin 5/min", Regime(0.001, 35), 5, 2),
             Case("canary", "P99 exactly at 50 ms", Regime(0.0005, 50), 40, 3),
         ], args.replicas, sprt=True)  # fmt: skip

@@ -61,6 +61,16 @@ def test_restart_weights_never_exceed_their_share() -> None:
     assert sum(weights) <= 0.1
 
 
+def test_restarts_inside_the_soak_share_most_of_the_budget_evenly() -> None:
+    """Every restart inside a 504-window soak gets the same weight, 0.8 of the share over 504; the first soak
+    length after it gets 0.2/2 of the share spread over 504 windows, the second 0.2/6: a breach starting on day 10
+    pays the same as one on day 2, and a gate that keeps watching after its soak is still covered."""
+    share, planned = 0.1, 504
+    weight = [math.exp(stats.restart_log_weight(share, j, planned)) for j in (2, 241, 505, 506, 1009, 1010, 1513)]
+    expected = [0.08 / 504] * 3 + [0.01 / 504] * 2 + [0.02 / 6 / 504] * 2
+    assert expected == pytest.approx(weight, rel=1e-12)
+
+
 def test_lower_bound_is_where_the_test_stops_rejecting() -> None:
     """The anytime-valid lower bound L on a rate (40 errors in 20,000 requests, threshold 1/0.001): the soak's
     test rejects every rate just below L and none just above it; L is below the observed 0.2 %."""
@@ -103,7 +113,7 @@ def test_a_breach_after_a_long_healthy_stretch_is_caught_as_fast_as_after_a_shor
 
 
 def test_a_breach_from_the_start_is_caught_by_the_soaks_own_test_sooner() -> None:
-    """The soak's own test holds 90 % of the alpha, a restart 0.1 %/504 of it: a breach present from the start
+    """The soak's own test holds 90 % of the alpha, a restart 8 %/504 of it: a breach present from the start
     is caught in fewer hours than one that starts on day 10."""
     test = FailTest(null_rate=0.001, alpha=0.01, restart_share=0.1, planned_windows=504)
     from_start = crossing_window(test, 0, breach=(2400, 6), healthy=(2400, 1))

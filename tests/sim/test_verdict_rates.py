@@ -95,6 +95,27 @@ def test_breach_starting_mid_soak_is_caught_by_the_restarted_tests(plan: Plan) -
     assert [] == [h for h in hours if not 96 < h <= 96 + 24]
 
 
+def with_false_fail(plan: Plan, false_fail: float) -> Plan:
+    """``plan`` on the sequential method with ``false_fail`` per gate (large, so that a rate below it is measurable)."""
+    ev = with_method(plan, "sequential", "gate").evaluation
+    conf = ev.confidence.model_copy(update={"false_fail": false_fail})
+    return plan.model_copy(update={"evaluation": ev.model_copy(update={"confidence": conf})})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("times_ceiling", [0.8, 1.0])
+def test_false_fail_stays_within_its_bound_over_a_whole_soak_on_thin_traffic(plan: Plan, times_ceiling: float) -> None:
+    """A rollout tier at 0.8x and at exactly its 0.1 % error ceiling on thin traffic (5 requests a minute), judged
+    after every pane through its one-week soak and a week after it, with false_fail 40 % per gate (the soak's test
+    and every restarted test together): at most 40 % of 40 replicas fail, plus 3 standard errors."""
+    replicas, false_fail = 40, 0.4
+    report = verdict_rates(
+        with_false_fail(plan, false_fail), "rollout-75", Regime(0.001 * times_ceiling, 35), 5, replicas, 2 * WEEK_MS
+    )
+    allowed = false_fail * replicas + 3 * math.sqrt(replicas * false_fail * (1 - false_fail))
+    assert report.failed <= allowed
+
+
 def test_wald_sprt_reference_fails_a_clear_breach() -> None:
     """The SPRT reference (ceiling 0.1 % against 0.2 %, alpha 1 %) on 20 % errors fails within the first
     hour, and never on error-free traffic over a day."""

@@ -370,6 +370,9 @@ class Gate:
             if test is None or not isinstance(judge, StatisticalJudge) or not judge.per_pane:
                 continue
             restarts = self._restarts(judge.name)
+            n0, k1 = st.soak_requests + st.window_requests, int(soak_k[-1])
+            if not test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, int(window_k[-1])):
+                continue
             total, _ = test.log_evidence(soak_n, soak_k, restarts, st.looks + 1, window_n, window_k)
             hit = np.flatnonzero((total >= test.log_threshold) & (soak_n >= judge.min_requests_to_fail))
             if hit.size and (first is None or int(hit[0]) < first[0]):
@@ -406,9 +409,10 @@ class Gate:
         soak = look.soak
         if soak.requests < judge.min_requests_to_fail:
             return False
-        total, _ = test.log_evidence(
-            soak.requests, judge.hits(soak), self._restarts(judge.name), self.state.looks + 1, 0, 0
-        )
+        restarts, hits, window = self._restarts(judge.name), judge.hits(soak), self.state.looks + 1
+        if not test.may_reach(soak.requests, hits, restarts, window, 0, 0):
+            return False
+        total, _ = test.log_evidence(soak.requests, hits, restarts, window, 0, 0)
         return bool(total >= test.log_threshold)
 
     def _sequential_result(

@@ -24,6 +24,25 @@ import numpy.typing as npt
 
 from gatekeeper.core import stats
 
+_LOG_ODDS = [math.log(r) for r in stats.FAIL_ODDS]
+_LOG_WEIGHTS = [math.log(w) for w in stats.FAIL_WEIGHTS]
+
+
+class _Costs(dict[float, list[float]]):
+    """Per null rate, each alternative's log-likelihood cost of one request without a hit: log(1 + (r - 1) p0)."""
+
+    def __missing__(self, p0: float) -> list[float]:
+        costs = self[p0] = [math.log1p((r - 1) * p0) for r in stats.FAIL_ODDS]
+        return costs
+
+
+_COSTS = _Costs()
+
+
+def _logaddexp(a: float, b: float) -> float:
+    top = max(a, b)
+    return top if top == -math.inf else top + math.log(math.exp(a - top) + math.exp(b - top))
+
 
 def _no_restart() -> list[float]:
     return [-math.inf] * len(stats.FAIL_ODDS)
@@ -72,6 +91,34 @@ class FailTest:
         )
         total: npt.NDArray[np.float64] = np.logaddexp(start, stats.log_mixture(sums))
         return total, start
+
+    def may_reach(
+        self,
+        soak_requests: int,
+        soak_hits: int,
+        restarts: Restarts,
+        window: int,
+        window_requests: int,
+        window_hits: int,
+    ) -> bool:
+        """Cheap necessary condition for ``log_evidence`` to reach the threshold at any pane of the open window
+        ``window``, given the counts (soak, window) when the panes begin and the hits once they end: within a window
+        requests and hits only grow, and a log likelihood ratio ``k log r - n log(1 + (r - 1) p0)`` rises with k
+        and falls with n (r > 1), so the ratios at (fewest requests, most hits) bound every pane's. Scalar Python
+        (no numpy call): almost every pane of a healthy soak is screened out here."""
+        weight = stats.restart_log_weight(self.restart_share, window, self.planned_windows)
+        log_prior = math.log(1 - self.restart_share)
+        terms = []
+        for log_odds, cost, log_weight, log_sum in zip(
+            _LOG_ODDS, _COSTS[self.null_rate], _LOG_WEIGHTS, restarts.log_sums, strict=True
+        ):
+            terms.append(log_weight + log_prior + soak_hits * log_odds - soak_requests * cost)
+            terms.append(log_weight + _logaddexp(log_sum, weight) + window_hits * log_odds - window_requests * cost)
+        top = max(terms)
+        if top == -math.inf:
+            return False
+        bound = top + math.log(sum(math.exp(t - top) for t in terms))
+        return bound >= self.log_threshold - 1e-9  # the margin absorbs rounding: never screens out a crossing
 
     def close_window(
         self, restarts: Restarts, window: int, requests: int, hits: int, window_start: int, window_end: int
