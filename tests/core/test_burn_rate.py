@@ -31,7 +31,8 @@ def run(panes: tuple[npt.NDArray[np.int64], ...], chunk: int | None = None, spec
     state, out = BurnState(), []
     size = chunk or panes[0].size
     for i in range(0, panes[0].size, size):
-        out += advance(spec, state, *(column[i : i + size] for column in panes))
+        starts, requests, bad = (column[i : i + size] for column in panes)
+        out += advance(spec, state, starts, requests, bad)
     return out
 
 
