@@ -43,19 +43,20 @@ def test_worker_decisions_and_breaches_parse_as_cloudevents(kafka_bootstrap: str
 
     for topic, records, kind in (("decisions", got, "decision"), ("breaches", breaches, "breach")):
         for (attributes, data), record in zip(_events(records), records, strict=True):
+            subject: str
             if kind == "decision":
                 d = decisions.decode(record.value)
-                ident, source, subject, version = d.decision_id, (d.plan_version, d.key), d.decision, "v1"
+                ident, source, subject, version, at = d.decision_id, (d.plan_version, d.key), d.decision, "v1", d.at
             else:
                 b = burn_rate.decode(record.value)
-                ident, source, subject, version = b.event_id, (b.plan_version, b.key), b.change, "v2"
+                ident, source, subject, version, at = b.event_id, (b.plan_version, b.key), b.change, "v2", b.at
             wanted = {
                 "specversion": "1.0",
                 "id": ident,
                 "source": f"/gatekeeper/plans/{source[0]}/gates/{source[1]}",
                 "type": f"io.gatekeeper.{kind}.{version}",
                 "subject": subject,
-                "time": (d if kind == "decision" else b).at,
+                "time": at,
                 "datacontenttype": "application/json",
                 "partitionkey": source[1].encode(),
             }

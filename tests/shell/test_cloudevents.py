@@ -88,7 +88,7 @@ def test_a_breach_event_reads_back_with_its_event_id_and_change() -> None:
         "partitionkey": b"us-east/ramp-10",
     }
     assert expected == dict(event.get_attributes())
-    assert breach == burn_rate.decode(event.get_data())
+    assert burn_rate.encode(breach) == event.get_data()
 
 
 def test_source_segments_are_percent_encoded() -> None:
