@@ -4,7 +4,9 @@ computed in event time from a gate's closed panes. Pure: state in, state and bre
 Per (region, tier) and objective (SLO) of the tier: the error budget is the share of requests the objective allows
 to be bad (error rate: the ceiling; latency: 1 - q of the requests may be slower than the P_q ceiling). The burn
 rate over a window is the bad share in it divided by the budget. A rule fires when both its long and its short
-window burn at least its rate, and its long window holds at least ``min_requests`` requests.
+window burn at least its rate, its long window holds at least ``min_requests`` requests, and the bad requests in it
+would be unlikely (at most ``false_alarm``, one-sided binomial) if the true burn were just the rule's rate: thin
+traffic's few chance errors never page.
 
 A breach **opens** once when any rule fires (severity ``page`` if a page rule fires, else ``ticket``), **escalates**
 to ``page`` as soon as a page rule fires, and drops to ``ticket`` or **resolves** only once the rules of its
@@ -28,6 +30,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from gatekeeper.core.plan import Alerting, Tier
 from gatekeeper.core.timefmt import format_duration, format_ms
@@ -231,17 +234,17 @@ def advance(
         state.total_requests += req
         state.total_bad += bad_now
         watched = p - watched_from + 1
-        level = 0
-        for rank, rate, screen, long, short in slots:
+        level, fired = 0, []
+        for rule, (rank, rate, screen, long, short) in enumerate(slots):
             # bad / (requests x budget) bounds the burn rate from above: most panes are ruled out without it
-            if (rank > level and win_bad[short] and win_bad[short] * _SLACK >= screen * win_req[short]
+            if (win_bad[short] and win_bad[short] * _SLACK >= screen * win_req[short]
                     and win_bad[long] * _SLACK >= screen * win_req[long] and win_req[long] >= min_requests
-                    and _burn(win_req[long], win_bad[long], lengths[long], watched, budget) >= rate
-                    and _burn(win_req[short], win_bad[short], lengths[short], watched, budget) >= rate):  # fmt: skip
-                level = rank
+                    and _fires(spec, rate, (long, short), win_req, win_bad, lengths, watched)):  # fmt: skip
+                fired.append(rule)
+                level = max(level, rank)
         if level or state.open is not None:
             burns = [_burn(win_req[i], win_bad[i], lengths[i], watched, budget) for i in range(len(lengths))]
-            _step(spec, state, level, p, burns, win_req, events)
+            _step(spec, state, level, p, burns, fired, events)
         p += 1
         if state.open is None and not any(win_req):  # nothing can fire before the next pane with data
             p = max(p, min(index[k] if k < n else stop, stop))
@@ -279,6 +282,21 @@ def _hour_windows(spec: BurnSpec, state: BurnState, p: int, req: int, bad: int, 
         lengths[nf + i] = p % per_hour + 1 + whole * per_hour
 
 
+def _fires(spec: BurnSpec, rate: float, windows: tuple[int, int], win_req: list[int], win_bad: list[int],
+           lengths: list[int], watched: int) -> bool:  # fmt: skip
+    """Whether a rule fires: both windows burn at least ``rate``, and the long window's bad count is unlikely
+    (at most ``false_alarm``) for a true burn of just ``rate``: in thin traffic a few chance errors are a high
+    observed rate but no evidence (2 errors in 100 requests are a "20x" burn of a 0.1 % objective)."""
+    budget, (long, short) = spec.slo.budget, windows
+    if _burn(win_req[short], win_bad[short], lengths[short], watched, budget) < rate:
+        return False
+    seen = min(lengths[long], watched) / lengths[long]
+    n, k = win_req[long], win_bad[long]
+    if k * seen / (n * budget) < rate:
+        return False
+    return float(special.bdtrc(k - 1, n, min(1.0, rate * budget / seen))) <= spec.alerts.false_alarm
+
+
 def _burn(requests: int, bad: int, length: int, watched: int, budget: float) -> float:
     """The burn rate of a window of ``length`` panes of which ``watched`` were watched. A window not watched in
     full counts its unwatched time as without errors, so the budget of the whole window must be burnt by what
@@ -309,13 +327,13 @@ def _sum_hours(spec: BurnSpec, state: BurnState, hour: int) -> None:
     state.hour = hour
 
 
-def _step(spec: BurnSpec, state: BurnState, level: int, p: int, burns: list[float], win_req: list[int],
+def _step(spec: BurnSpec, state: BurnState, level: int, p: int, burns: list[float], fired: list[int],
           events: list[Breach]) -> None:  # fmt: skip
     """The breach state machine after pane ``p`` with ``level`` (0 none, 1 ticket, 2 page) firing."""
     end_ms, current = (p + 1) * spec.pane, state.open
 
     def emit(breach: OpenBreach, change: Change) -> None:
-        events.append(_event(spec, state, breach, change, end_ms, burns, win_req))
+        events.append(_event(spec, state, breach, change, end_ms, burns, fired))
 
     if current is None:
         state.open = OpenBreach(end_ms, level, 0, end_ms)
@@ -336,7 +354,7 @@ def _step(spec: BurnSpec, state: BurnState, level: int, p: int, burns: list[floa
 
 
 def _event(spec: BurnSpec, state: BurnState, breach: OpenBreach, change: Change, end_ms: int, burns: list[float],
-           win_req: list[int]) -> Breach:  # fmt: skip
+           fired: list[int]) -> Breach:  # fmt: skip
     opened = format_ms(breach.opened_at)
     breach_id = _digest(spec.plan_version, spec.region, spec.tier, spec.slo.name, opened)
     windows = tuple(
@@ -348,8 +366,9 @@ def _event(spec: BurnSpec, state: BurnState, breach: OpenBreach, change: Change,
             round(burns[long], 4),
             round(burns[short], 4),
         )
-        for rule, (_rank, rate, _screen, long, short) in zip(spec.alerts.rules, spec.slots, strict=True)
-        if win_req[long] >= spec.alerts.min_requests and burns[long] >= rate and burns[short] >= rate
+        for rule, (_rank, _rate, _screen, long, short) in (
+            (spec.alerts.rules[i], spec.slots[i]) for i in (() if change == "resolved" else fired)
+        )
     )
     budgeted = state.total_requests * spec.slo.budget
     resolved = change == "resolved"
