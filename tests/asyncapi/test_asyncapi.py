@@ -24,9 +24,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from gatekeeper.core import burn_rate
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.telemetry import TelemetryDecoder
-from gatekeeper.shell.cloudevents import headers_of
+from gatekeeper.shell.cloudevents import breach_headers, headers_of
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.processor import decode_entry
 from gatekeeper.shell.worker.topics import worker_topics
@@ -148,13 +149,13 @@ def _example(name: str) -> dict[str, Any]:
 
 
 def test_decision_and_breach_examples_carry_the_headers_the_worker_writes() -> None:
-    """The examples' CloudEvents headers are exactly ``headers_of`` their payload (plus the worker's wall-time
-    header), so the document shows what the worker produces."""
-    for name, kind in (("decision", "decision"), ("breach", "breach")):
-        example = _example(name)
-        decision = decisions.decode(json.dumps(example["payload"]).encode())
-        expected = {k: v.decode() for k, v in headers_of(decision, kind)}  # type: ignore[arg-type]
-        actual = {k: v for k, v in example["headers"].items() if k != "gk-closed-wall-ms"}
+    """The examples' CloudEvents headers are exactly ``headers_of`` / ``breach_headers`` of their payload (plus the
+    worker's wall-time header), so the document shows what the worker produces."""
+    decision = decisions.decode(json.dumps(_example("decision")["payload"]).encode())
+    breach = burn_rate.decode(json.dumps(_example("breach")["payload"]).encode())
+    for name, headers in (("decision", headers_of(decision)), ("breach", breach_headers(breach))):
+        expected = {k: v.decode() for k, v in headers}
+        actual = {k: v for k, v in _example(name)["headers"].items() if k != "gk-closed-wall-ms"}
         assert expected == actual
 
 

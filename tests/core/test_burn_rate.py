@@ -31,7 +31,8 @@ def run(panes: tuple[npt.NDArray[np.int64], ...], chunk: int | None = None, spec
     state, out = BurnState(), []
     size = chunk or panes[0].size
     for i in range(0, panes[0].size, size):
-        out += advance(spec, state, *(column[i : i + size] for column in panes))
+        starts, requests, bad = (column[i : i + size] for column in panes)
+        out += advance(spec, state, starts, requests, bad)
     return out
 
 
@@ -146,3 +147,15 @@ def test_objectives_of_a_tier() -> None:
     slos = slos_of(tier)
     assert ["error_rate", "latency"] == [s.name for s in slos]
     assert pytest.approx(0.01) == slos[1].budget
+
+
+def test_chance_errors_in_thin_traffic_are_no_evidence() -> None:
+    """Two errors in the first 100 requests after a long quiet watch (20 a minute) are a 20x "burn" of a 0.1 %
+    objective, but 2 or more errors happen 42 % of the time at a true 14.4x burn: no page at the default
+    false_alarm (1 %); a plan that accepts 49 % false alarms pages on them."""
+    starts = T0 + MINUTE * np.arange(24 * 60, 24 * 60 + 5, dtype=np.int64)
+    panes = (starts, np.full(5, 20, dtype=np.int64), np.asarray([0, 1, 0, 1, 0], dtype=np.int64))
+    quiet = (np.asarray([T0], dtype=np.int64), np.asarray([1], dtype=np.int64), np.asarray([0], dtype=np.int64))
+    merged = tuple(np.concatenate(pair) for pair in zip(quiet, panes, strict=True))
+    lenient = BurnSpec("us-east", "canary", "test+0", MINUTE, SPEC.slo, Alerting(false_alarm=0.49))
+    assert ([], ["opened"]) == (run(merged), [e.change for e in run(merged, spec=lenient)])

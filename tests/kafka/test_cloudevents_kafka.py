@@ -1,6 +1,7 @@
-"""Decisions and breaches a real worker writes are CloudEvents in the Kafka binding's binary mode: each record
-read from the broker parses with the CloudEvents SDK (``cloudevents.kafka.from_binary``) into the event whose
-id is the decision's id, whose partition key is the record's key and whose data is the unchanged decision."""
+"""Decisions and breach events a real worker writes are CloudEvents in the Kafka binding's binary mode: each
+record read from the broker parses with the CloudEvents SDK (``cloudevents.kafka.from_binary``) into the event
+whose id is the decision's id (a breach event's ``event_id``), whose partition key is the record's key and whose
+data is the unchanged decision (breach event)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import worker_harness as h
 from cloudevents.kafka import KafkaMessage, from_binary
 
+from gatekeeper.core import burn_rate
 from gatekeeper.core import decision as decisions
 
 pytestmark = pytest.mark.kafka
@@ -27,8 +29,8 @@ def _events(records: list[h.Consumed]) -> list[tuple[dict[str, Any], Any]]:
 
 def test_worker_decisions_and_breaches_parse_as_cloudevents(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Every record on ``decisions`` and ``breaches`` is a CloudEvent 1.0 of the right type, id, source, time and
-    partition key, with the decision JSON as data and ``content-type: application/json``."""
-    plan, names = h.write_plan(tmp_path), h.Names()
+    partition key, with the decision (breach event) JSON as data and ``content-type: application/json``."""
+    plan, names = h.write_plan(tmp_path, h.BREACH_PLAN), h.Names()
     lines = h.scenario(invalid=False)
     expected = h.expected(plan, lines)
     h.create_topics(kafka_bootstrap, names)
@@ -41,21 +43,27 @@ def test_worker_decisions_and_breaches_parse_as_cloudevents(kafka_bootstrap: str
 
     for topic, records, kind in (("decisions", got, "decision"), ("breaches", breaches, "breach")):
         for (attributes, data), record in zip(_events(records), records, strict=True):
-            d = decisions.decode(record.value)
+            subject: str
+            if kind == "decision":
+                d = decisions.decode(record.value)
+                ident, source, subject, version, at = d.decision_id, (d.plan_version, d.key), d.decision, "v1", d.at
+            else:
+                b = burn_rate.decode(record.value)
+                ident, source, subject, version, at = b.event_id, (b.plan_version, b.key), b.change, "v2", b.at
             wanted = {
                 "specversion": "1.0",
-                "id": d.decision_id,
-                "source": f"/gatekeeper/plans/{d.plan_version}/gates/{d.region}/{d.tier}",
-                "type": f"io.gatekeeper.{kind}.v1",
-                "subject": d.decision,
-                "time": d.at,
+                "id": ident,
+                "source": f"/gatekeeper/plans/{source[0]}/gates/{source[1]}",
+                "type": f"io.gatekeeper.{kind}.{version}",
+                "subject": subject,
+                "time": at,
                 "datacontenttype": "application/json",
-                "partitionkey": d.key.encode(),
+                "partitionkey": source[1].encode(),
             }
             shown = {k: v for k, v in attributes.items() if k != "gk-closed-wall-ms"}
             assert (topic, wanted, record.value) == (topic, shown, data)
     assert sorted(expected) == sorted(r.value for r in got)
-    assert 2 == len(breaches)
+    assert breaches
 
 
 def test_report_reads_the_decisions_topic(kafka_bootstrap: str, tmp_path: Path) -> None:

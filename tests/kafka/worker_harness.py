@@ -32,6 +32,7 @@ from kafka_io import (
     topic_names,
 )
 from worker_scenario import (
+    BREACH_PLAN,
     INVALID,
     MINUTE_S,
     T0_S,
@@ -39,6 +40,7 @@ from worker_scenario import (
     by_key,
     dedupe,
     expected,
+    expected_breaches,
     home_partitions,
     replay_late,
     replay_rejects,
@@ -50,6 +52,7 @@ from worker_scenario import (
 from gatekeeper.core import decision as decisions
 
 __all__ = [
+    "BREACH_PLAN",
     "INVALID",
     "MINUTE_S",
     "PARTITIONS",
@@ -66,6 +69,7 @@ __all__ = [
     "dedupe",
     "distinct_ids_at_least",
     "expected",
+    "expected_breaches",
     "home_partitions",
     "produce",
     "produce_keyed",

@@ -58,9 +58,10 @@ INVALID = [
 ]
 
 
-def write_plan(directory: Path) -> Path:
+def write_plan(directory: Path, plan: dict[str, Any] | None = None) -> Path:
+    """``plan`` (default: ``TEST_PLAN``) as a plan file in ``directory``."""
     path = directory / "plan.yaml"
-    path.write_text(yaml.safe_dump(TEST_PLAN, sort_keys=False))
+    path.write_text(yaml.safe_dump(TEST_PLAN if plan is None else plan, sort_keys=False))
     return path
 
 
@@ -134,6 +135,28 @@ def expected(plan_path: Path, lines: list[bytes]) -> list[bytes]:
     """Replay's decisions (encoded, in order) over the same lines, without end-of-input flush."""
     sink = io.BytesIO()
     replay(load_plan(plan_path), io.BytesIO(b"\n".join(lines) + b"\n"), sink)
+    return [line for line in sink.getvalue().split(b"\n") if line]
+
+
+BREACH_PLAN: dict[str, Any] = small_plan(
+    "breach-e2e",
+    "1.0",
+    [small_tier("canary", 5), small_tier("ramp", 20)],
+    alerts={  # windows short enough for the three-hour scenario; the workbook's need days
+        "rules": [
+            {"severity": "page", "long": "20m", "short": "5m", "burn_rate": 2.5},
+            {"severity": "ticket", "long": "2h", "short": "30m", "burn_rate": 2},
+        ],
+        "resolve_after": "20m",
+        "min_requests": 50,
+    },
+)
+
+
+def expected_breaches(plan_path: Path, lines: list[bytes]) -> list[bytes]:
+    """Replay's breach events (encoded, in order) over the same lines, without end-of-input flush."""
+    sink = io.BytesIO()
+    replay(load_plan(plan_path), io.BytesIO(b"\n".join(lines) + b"\n"), io.BytesIO(), breaches=sink)
     return [line for line in sink.getvalue().split(b"\n") if line]
 
 

@@ -1,4 +1,4 @@
-"""CloudEvents headers of produced decisions and breaches (``gatekeeper.shell.cloudevents``), read back with the
+"""CloudEvents headers of produced decisions and breach events (``gatekeeper.shell.cloudevents``), read back with the
 CloudEvents Python SDK's Kafka binding (``cloudevents.kafka.from_binary`` / ``to_binary``). No broker needed;
 ``tests/kafka/test_cloudevents_kafka.py`` checks the records a real worker writes."""
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 
+from gatekeeper.core import burn_rate
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.cloudevents import headers_of
+from gatekeeper.shell.cloudevents import breach_headers, headers_of
 from gatekeeper.shell.worker.processor import Processor, Record, Topics
 from plans_for_tests import small_plan, small_tier
 
@@ -45,18 +46,49 @@ def test_a_decision_reads_back_as_a_cloudevent_with_the_decision_as_data() -> No
     assert value == event.get_data()
 
 
+def _breach() -> burn_rate.Breach:
+    """A breach event as the worker writes it (the fields of contract v2)."""
+    window = burn_rate.FiredWindow("page", "1h", "5m", 14.4, 20.5, 60.1)
+    return burn_rate.Breach(
+        breach_id="b" * 32, event_id="e" * 32, revision=0, state="open", change="opened", severity="page",
+        region="us-east", tier="ramp-10", slo="error_rate", objective="error rate <= 0.002", windows=(window,),
+        budget_consumed=0.04, opened_at="2025-10-21T00:05:00Z", at="2025-10-21T00:05:00Z", plan_version="2.0+abc",
+    )  # fmt: skip
+
+
 def test_the_sdk_writes_back_exactly_our_headers_and_key() -> None:
     """Round trip: ``to_binary`` of the parsed event gives the same headers and key, so we follow the binding
     as the SDK implements it (no ``ce_partitionkey`` header: the extension is the key)."""
-    value = _golden_fail()
-    decision = decisions.decode(value)
-    headers = dict(headers_of(decision, "breach"))
+    for key, value, headers in (
+        (decisions.decode(_golden_fail()).key, _golden_fail(), dict(headers_of(decisions.decode(_golden_fail())))),
+        (_breach().key, burn_rate.encode(_breach()), dict(breach_headers(_breach()))),
+    ):
+        event = from_binary(KafkaMessage(headers, key.encode(), value), data_unmarshaller=lambda raw: raw)
+        again = to_binary(event, data_marshaller=lambda raw: raw)
 
-    event = from_binary(KafkaMessage(headers, decision.key.encode(), value), data_unmarshaller=lambda raw: raw)
-    again = to_binary(event, data_marshaller=lambda raw: raw)
+        assert (headers, key.encode(), value) == (again.headers, again.key, again.value)
 
-    assert (headers, decision.key.encode(), value) == (again.headers, again.key, again.value)
-    assert b"io.gatekeeper.breach.v1" == headers["ce_type"]
+
+def test_a_breach_event_reads_back_with_its_event_id_and_change() -> None:
+    """A breach event (contract v2) is a CloudEvent of type ``io.gatekeeper.breach.v2``: its id is the event's
+    ``event_id`` (one per opened/escalated/deescalated/resolved), its subject the change, its time ``at``."""
+    breach = _breach()
+    message = KafkaMessage(dict(breach_headers(breach)), breach.key.encode(), burn_rate.encode(breach))
+
+    event = from_binary(message, data_unmarshaller=lambda raw: raw)
+
+    expected = {
+        "specversion": "1.0",
+        "id": "e" * 32,
+        "source": "/gatekeeper/plans/2.0+abc/gates/us-east/ramp-10",
+        "type": "io.gatekeeper.breach.v2",
+        "subject": "opened",
+        "time": "2025-10-21T00:05:00Z",
+        "datacontenttype": "application/json",
+        "partitionkey": b"us-east/ramp-10",
+    }
+    assert expected == dict(event.get_attributes())
+    assert burn_rate.encode(breach) == event.get_data()
 
 
 def test_source_segments_are_percent_encoded() -> None:
@@ -71,8 +103,11 @@ def test_source_segments_are_percent_encoded() -> None:
 
 
 def test_the_worker_processor_puts_the_headers_on_decisions_and_breaches() -> None:
-    """Every decision the processor emits carries its decision headers, every breach the breach headers."""
-    plan = small_plan("ce-test", "1", [small_tier("canary", 5)])
+    """Every decision the processor emits carries its decision headers, every breach event the breach headers;
+    ``breaches`` carries breach events (contract v2), no copies of decisions. 50 % errors against a 5 % ceiling
+    burn 10x: one page rule over 30 m / 5 m at 5x opens a breach."""
+    page = {"severity": "page", "long": "30m", "short": "5m", "burn_rate": 5}
+    plan = small_plan("ce-test", "1", [small_tier("canary", 5)], alerts={"rules": [page]})
     processor = Processor(
         Plan.model_validate(plan), Topics("t", "g", "d", "b", "q", 1), lambda _k: None, lambda _k: None
     )
@@ -87,9 +122,8 @@ def test_the_worker_processor_puts_the_headers_on_decisions_and_breaches() -> No
     partials = [Record("g", 0, i, m.key, m.value) for i, m in enumerate(stage1.messages) if m.topic == "g"]
     flush = processor.flush_polled([("g", 0, partials)])  # stage 2: the panes topic read back
 
-    produced = [(m.topic, m.headers) for m in flush.messages if m.topic in ("d", "b")]
-    assert any(topic == "b" for topic, _ in produced)
-    for (topic, headers), decision in zip(
-        produced, [d for d in flush.decisions for _ in range(2 if d.decision == "fail" else 1)], strict=True
-    ):
-        assert headers_of(decision, "breach" if topic == "b" else "decision") == headers
+    on_decisions = [(m.value, m.headers) for m in flush.messages if m.topic == "d"]
+    on_breaches = [(m.value, m.headers) for m in flush.messages if m.topic == "b"]
+    assert [(decisions.encode(d), headers_of(d)) for d in flush.decisions] == on_decisions
+    assert [(burn_rate.encode(b), breach_headers(b)) for b in flush.breaches] == on_breaches
+    assert ["opened"] == [b.change for b in flush.breaches]

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.telemetry import Telemetry
@@ -28,6 +29,19 @@ _DOCS = {
         "gatekeeper decision v1",
         "One decision of one (region, tier) gate. Kafka key: region/tier. decision_id is deterministic: the "
         "same plan and telemetry give the same ids, so consumers deduplicate by it.",
+    ),
+    "breach.v2.schema.json": (
+        Breach,
+        "gatekeeper breach event v2",
+        "A burn-rate breach alert event of one (region, tier) gate and one objective (slo: error_rate or latency, "
+        "the share of requests slower than the latency ceiling), topic breaches, key region/tier. One breach_id "
+        "is opened once (change opened), updated when its severity changes (escalated to page, deescalated to "
+        "ticket; revision counts the events) and resolved once (state resolved, resolved_at). windows: the "
+        "multi-window rules that fired at this event with their long and short burn rates (empty when "
+        "resolving). budget_consumed: bad requests over the objective's budget of everything the gate watched. "
+        "decision_id: the gate's related fail decision, when there is one. event_id identifies each event, so "
+        "consumers deduplicate by it. v1 of this topic was the fail decision itself (decision.v1.schema.json): "
+        "its consumers read fails from the decisions topic (decision == fail) instead.",
     ),
     "partial.v1.schema.json": (
         Partial,

@@ -18,7 +18,8 @@ late records (for a newer ``seq``: what it adds) go to the gate's late count, no
 On close, in time order, each pane's sums go to ``Gate.on_panes`` and its latency bins to ``Gate.add_bins``
 (the window it falls in); the late records counted with a pane are added to the gate's late count after the
 windows ending at or before that pane's start closed, as if counted when they arrived. Then the gate's
-windows close up to the merge watermark, and the same watermark is its stream clock (stalls, releases).
+windows close up to the merge watermark, and the same watermark is its stream clock (stalls, releases). The
+same closed panes feed the gate's burn-rate breach alerts (``core/breach_watch.py``), up to the same watermark.
 Pure: state in, state out; no clock.
 """
 
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gatekeeper.core import sketch
+from gatekeeper.core.breach_watch import BreachWatch, GateAlerts
+from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
 from gatekeeper.core.partials import Message, Partial, Watermark, encode
@@ -66,6 +69,7 @@ class GateInbox:
     merged: dict[int, dict[str, Partial | Seen]] = field(default_factory=dict)
     closed_until: int | None = None  # every pane ending at or before it is closed
     counts: MergeCounts = field(default_factory=MergeCounts)
+    alerts: GateAlerts = field(default_factory=GateAlerts)  # burn-rate breach alerts (core/breach_watch.py)
 
 
 class Merger:
@@ -82,6 +86,7 @@ class Merger:
             for region, phase, tier in gates
         }
         self._gates = {key: Gate(spec) for key, spec in self.specs.items()}
+        self.watch = BreachWatch(plan)
 
     def start(self) -> GateInbox:
         return GateInbox(sources={s: SourceMark() for s in self.sources})
@@ -89,8 +94,11 @@ class Merger:
     def start_all(self) -> dict[str, GateInbox]:
         return {key: self.start() for key in self.specs}
 
-    def apply(self, inboxes: dict[str, GateInbox], messages: Iterable[Message]) -> list[Decision]:
-        """Route ``messages`` in order: a partial to its gate's inbox, a watermark to every inbox."""
+    def apply(
+        self, inboxes: dict[str, GateInbox], messages: Iterable[Message], breaches: list[Breach] | None = None
+    ) -> list[Decision]:
+        """Route ``messages`` in order: a partial to its gate's inbox, a watermark to every inbox; breach alert
+        events go to ``breaches``."""
         out: list[Decision] = []
         for m in messages:
             if isinstance(m, Partial):
@@ -100,7 +108,7 @@ class Merger:
                 self.on_partial(inbox, m)
             else:
                 for key, inbox in inboxes.items():
-                    self.on_watermark(key, inbox, m, out)
+                    self.on_watermark(key, inbox, m, out, breaches)
         return out
 
     def on_partial(self, inbox: GateInbox, p: Partial) -> None:
@@ -142,7 +150,9 @@ class Merger:
         else:
             inbox.counts.conflicts += 1
 
-    def on_watermark(self, key: str, inbox: GateInbox, w: Watermark, out: list[Decision]) -> None:
+    def on_watermark(
+        self, key: str, inbox: GateInbox, w: Watermark, out: list[Decision], breaches: list[Breach] | None = None
+    ) -> None:
         mark = inbox.sources.setdefault(w.source, SourceMark())
         if w.watermark is not None and mark.watermark is not None and w.watermark < mark.watermark:
             return  # an older report (re-delivered): it says nothing new
@@ -158,7 +168,7 @@ class Merger:
         until = merge_watermark(inbox.sources.values())
         if until is None or (inbox.closed_until is not None and until <= inbox.closed_until):
             return
-        self._close(key, inbox, until, out)
+        self._close(key, inbox, until, out, [] if breaches is None else breaches)
 
     def gate(self, key: str, inbox: GateInbox) -> Gate:
         """The core gate of ``key`` over ``inbox``'s gate state."""
@@ -167,8 +177,9 @@ class Merger:
         return gate
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision]) -> None:
+    def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision], breaches: list[Breach]) -> None:
         gate = self.gate(key, inbox)
+        made = len(out)
         st = inbox.gate
         closing = sorted(p for p in inbox.buffered if p + self.pane <= until)
         groups = [inbox.buffered.pop(pane) for pane in closing]
@@ -202,6 +213,7 @@ class Merger:
         send()
         gate.close_windows_until(until, out)
         gate.on_stream_clock(until, 0, out)
+        self.watch.on_close(key, inbox.alerts, closing, groups, until, out[made:], breaches)
         inbox.closed_until = until
         horizon = until - self.horizon  # older re-deliveries are recognised by their source's watermark
         for pane in [p for p in inbox.merged if p < horizon]:

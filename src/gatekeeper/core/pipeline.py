@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gatekeeper.core.aggregate import Aggregator, SourceState
+from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.partials import Partial, Watermark
@@ -23,6 +24,7 @@ class PipelineStats:
     late: int = 0
     decisions: int = 0
     partials: int = 0
+    breaches: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -39,6 +41,7 @@ class Pipeline:
         self.source: SourceState = self.aggregator.start(source)
         self.inboxes: dict[str, GateInbox] = self.merger.start_all()
         self.stats = PipelineStats()
+        self._breaches: list[Breach] = []
         self._flushed = False
 
     def decoder(self, now_ms: int | None = None) -> TelemetryDecoder:
@@ -78,8 +81,15 @@ class Pipeline:
         self._count(out)
         return out
 
+    def take_breaches(self) -> list[Breach]:
+        """The breach alert events (``core/breach_watch.py``) made since the last call (each gate's in event time)."""
+        out, self._breaches = self._breaches, []
+        return out
+
     def _merge(self, partials: list[Partial], watermark: Watermark) -> list[Decision]:
-        out = self.merger.apply(self.inboxes, [*partials, watermark])
+        before = len(self._breaches)
+        out = self.merger.apply(self.inboxes, [*partials, watermark], self._breaches)
+        self.stats.breaches += len(self._breaches) - before
         self.stats.partials += len(partials)
         self.stats.late = self.source.late + sum(i.counts.late for i in self.inboxes.values())
         self._count(out)

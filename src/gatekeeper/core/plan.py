@@ -189,6 +189,8 @@ class Alerting(_Strict):
     rules: tuple[BurnRule, ...] = Field(default=WORKBOOK_RULES, min_length=1)
     resolve_after: DurationMs = 3_600_000
     min_requests: int = Field(default=100, ge=1)
+    # a rule fires only if its long window's bad count has at most this chance at a burn of just its rate
+    false_alarm: float = Field(default=0.01, gt=0, lt=0.5)
 
 
 class Evaluation(_Strict):
@@ -248,6 +250,23 @@ def _check_alert_grid(alerts: Alerting, pane: int, where: str) -> None:
             raise ValueError(f"{where}.{label} must be a whole number of panes ({pane} ms)")
 
 
+# Fields added after plans were in use, left out of plan_version at their default so existing plans keep their
+# version and decision ids: (field name, default), wherever it sits in the plan.
+_LATER_DEFAULTS: tuple[tuple[str, object], ...] = (("false_alarm", 0.01),)
+
+
+def _without_later_defaults(value: object) -> object:
+    if isinstance(value, dict):
+        return {
+            k: _without_later_defaults(v)
+            for k, v in value.items()
+            if not any(k == name and v == default for name, default in _LATER_DEFAULTS)
+        }
+    if isinstance(value, list):
+        return [_without_later_defaults(v) for v in value]
+    return value
+
+
 class Plan(_Strict):
     plan: str
     version: str
@@ -287,7 +306,7 @@ class Plan(_Strict):
     @property
     def plan_version(self) -> str:
         """``version`` plus a short hash of the whole plan, so two different plans never share a version."""
-        gating = self.model_dump(mode="json", exclude={"calendar"})
+        gating = _without_later_defaults(self.model_dump(mode="json", exclude={"calendar"}))
         canonical = json.dumps(gating, sort_keys=True, separators=(",", ":"))
         return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 

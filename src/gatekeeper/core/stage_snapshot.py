@@ -2,7 +2,8 @@
 
 Stage 1: a source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
 exactly after the last record folded into it (re-folding a record would change a partial, a conflict).
-Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it.
+Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
+``breach_watch.dump`` does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 
-from gatekeeper.core import snapshot
+from gatekeeper.core import breach_watch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.merge import GateInbox, MergeCounts, SourceMark, seen_of
 from gatekeeper.core.partials import Partial
@@ -56,6 +57,7 @@ class _Inbox(msgspec.Struct, array_like=True):
     merged: list[tuple[int, str, int, bytes, int, int]]  # (pane, source, seq, digest, requests, late)
     closed_until: int | None
     counts: tuple[int, int, int, int]
+    alerts: bytes = b""  # breach_watch.dump; empty in inboxes snapshotted before alerts existed
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -100,6 +102,7 @@ def dump_inbox(inbox: GateInbox) -> bytes:
             [(pane, source, *seen_of(m)) for pane, parts in inbox.merged.items() for source, m in parts.items()],
             inbox.closed_until,
             (c.duplicates, c.conflicts, c.late_partials, c.late),
+            breach_watch.dump(inbox.alerts),
         )
     )
 
@@ -112,6 +115,7 @@ def load_inbox(raw: bytes) -> GateInbox:
         sources={s: SourceMark(m.watermark, m.idle) for s, m in snap.sources.items()},
         closed_until=snap.closed_until,
         counts=MergeCounts(*snap.counts),
+        alerts=breach_watch.load(snap.alerts),
     )
     for p in snap.buffered:
         inbox.buffered.setdefault(p.pane, {})[p.source] = p

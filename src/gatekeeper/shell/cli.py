@@ -40,6 +40,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         open_in(args.input) as source,
         open_out(args.output) as sink,
         open_out(args.rejects) as rejects,
+        open_out(args.breaches) as breaches,
         byte_progress(size, enabled=not args.quiet) as advance,
     ):
         assert sink is not None
@@ -47,8 +48,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         input_format = args.format or detect_format(source)
         kept: list[Decision] = []
         summary = replay(
-            plan, source, sink, flush=args.flush, rejects=rejects, on_progress=advance, now_ms=now_ms, jobs=args.jobs,
-            input_format=input_format, mapping=mapping, on_decisions=kept.extend if args.report else None,
+            plan, source, sink, flush=args.flush, rejects=rejects, breaches=breaches, on_progress=advance,
+            now_ms=now_ms, jobs=args.jobs, input_format=input_format, mapping=mapping,
+            on_decisions=kept.extend if args.report else None,
         )  # fmt: skip
     if args.report:
         from gatekeeper.shell.report.cli import write_report
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rep.add_argument("--output", default="-", help="decisions JSONL file, or - for stdout (default)")
     rep.add_argument("--rejects", help="write rejected records (line, reason, raw) to this JSONL file")
+    rep.add_argument("--breaches", metavar="FILE", help="write burn-rate breach alert events (JSONL, breach v2) here")
     rep.add_argument("--report", metavar="HTML", help="also write the rollout report (see gatekeeper report)")
     rep.add_argument(
         "--flush",

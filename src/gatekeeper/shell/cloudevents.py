@@ -4,14 +4,14 @@ The record's value stays the decision JSON (contract v1), so consumers that read
 attributes travel as ``ce_*`` headers plus ``content-type``, and the ``partitionkey`` extension is the Kafka
 key itself (``region/tier``), which is how the binding and the SDKs map it (no ``ce_partitionkey`` header).
 
-- ``ce_id``: the ``decision_id``. A breach is the ``fail`` decision re-published for alerting, so its id (the
-  breach id) is that decision's id too; its ``ce_type`` tells the two apart.
+- ``ce_id``: the ``decision_id``; for a breach alert event (contract v2 of ``breaches``) its ``event_id``.
 - ``ce_source``: ``/gatekeeper/plans/<plan_version>/gates/<region>/<tier>`` (a URI reference naming the plan
   version and the gate that decided); ``ce_subject``: the decision kind (``pass``, ``fail``, ...), so a
   consumer can filter on a header without parsing the value.
-- ``ce_type``: ``io.gatekeeper.decision.v1`` / ``io.gatekeeper.breach.v1`` (reverse-DNS, versioned with the
-  contract).
-- ``ce_time``: the decision's event time ``at`` (RFC 3339).
+  A breach event's ``ce_subject`` is its change (``opened``, ``escalated``, ``deescalated``, ``resolved``).
+- ``ce_type``: ``io.gatekeeper.decision.v1`` / ``io.gatekeeper.breach.v2`` (reverse-DNS, versioned with the
+  contract; ``breach.v1`` was the fail decision copied to ``breaches``, before the burn-rate alerts).
+- ``ce_time``: the decision's or breach event's event time ``at`` (RFC 3339).
 """
 
 from __future__ import annotations
@@ -19,30 +19,44 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import quote
 
+from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 
 SPEC_VERSION = "1.0"
 DECISION_TYPE = "io.gatekeeper.decision.v1"
-BREACH_TYPE = "io.gatekeeper.breach.v1"
+BREACH_TYPE = "io.gatekeeper.breach.v2"
 CONTENT_TYPE = "application/json"
-EVENT_TYPES = {"decision": DECISION_TYPE, "breach": BREACH_TYPE}
 
 
-def source_of(decision: Decision) -> str:
+def source_of(decision: Decision | Breach) -> str:
     """The event's source: the plan version and the gate, each segment percent-encoded."""
     parts = (decision.plan_version, decision.region, decision.tier)
     plan, region, tier = (quote(p, safe="+:@") for p in parts)  # pchar sub-delims kept; "/" encoded
     return f"/gatekeeper/plans/{plan}/gates/{region}/{tier}"
 
 
-def headers_of(decision: Decision, kind: Literal["decision", "breach"]) -> tuple[tuple[str, bytes], ...]:
-    """The binary-mode headers of ``decision`` produced as a ``kind`` record (the key is ``decision.key``)."""
+def headers_of(decision: Decision, kind: Literal["decision"] = "decision") -> tuple[tuple[str, bytes], ...]:
+    """The binary-mode headers of ``decision`` (the key is ``decision.key``); ``kind`` is only ever "decision"
+    now that ``breaches`` carries breach events (``breach_headers``)."""
     return (
         ("ce_specversion", SPEC_VERSION.encode()),
         ("ce_id", decision.decision_id.encode()),
         ("ce_source", source_of(decision).encode()),
-        ("ce_type", EVENT_TYPES[kind].encode()),
+        ("ce_type", DECISION_TYPE.encode()),
         ("ce_subject", decision.decision.encode()),
         ("ce_time", decision.at.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    )
+
+
+def breach_headers(breach: Breach) -> tuple[tuple[str, bytes], ...]:
+    """The binary-mode headers of a breach alert event (the key is ``breach.key``)."""
+    return (
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", breach.event_id.encode()),
+        ("ce_source", source_of(breach).encode()),
+        ("ce_type", BREACH_TYPE.encode()),
+        ("ce_subject", breach.change.encode()),
+        ("ce_time", breach.at.encode()),
         ("content-type", CONTENT_TYPE.encode()),
     )

@@ -1,5 +1,5 @@
 """Replay: run both stages (``core.pipeline``) over a telemetry JSONL stream, its one source, in event time and
-write decision JSONL."""
+write decision JSONL (and, on request, the burn-rate breach alert events as JSONL)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import BinaryIO, Literal
 
 import msgspec
 
+from gatekeeper.core import burn_rate
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.otlp import OtlpDecoder, OtlpMapping, SpanBatch, frames, is_otlp_json
@@ -32,6 +33,7 @@ class ReplaySummary:
     late: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
+    breaches: Counter[str] = field(default_factory=Counter)  # breach alert events by change (opened, ...)
     ignored: Counter[str] = field(default_factory=Counter)  # OTLP spans not used, by reason
     unit: str = "lines"  # what ``lines`` counts: lines, or the batches of a protobuf file
 
@@ -48,6 +50,9 @@ class ReplaySummary:
             parts.append(f"  ignored {code}: {count}")
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.decisions.items())) or "none"
         parts.append(f"decisions: {sum(self.decisions.values())} ({kinds})")
+        if self.breaches:
+            changes = ", ".join(f"{k} {v}" for k, v in sorted(self.breaches.items()))
+            parts.append(f"breach events: {sum(self.breaches.values())} ({changes})")
         return "\n".join(parts)
 
 
@@ -146,6 +151,7 @@ def replay(
     *,
     flush: bool = False,
     rejects: BinaryIO | None = None,
+    breaches: BinaryIO | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_decisions: Callable[[list[Decision]], None] | None = None,
     now_ms: int | None = None,
@@ -157,7 +163,8 @@ def replay(
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
     decoded in that many worker processes, in order; the pipeline sees exactly the same batches, so the
     decisions are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans'
-    region and tier come from."""
+    region and tier come from. ``breaches``: where the burn-rate breach events go (JSONL, contract v2 of the
+    ``breaches`` topic)."""
     engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     if input_format != "json":
@@ -171,6 +178,10 @@ def replay(
             summary.decisions[d.decision] += 1
         if out and on_decisions is not None:
             on_decisions(out)
+        for b in engine.take_breaches():
+            summary.breaches[b.change] += 1
+            if breaches is not None:
+                breaches.write(burn_rate.encode(b) + b"\n")
 
     for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format):
         summary.lines += count

@@ -11,9 +11,10 @@ goes to ``<app-id>-aggregate-changelog`` (key ``<topic>:<p>``, partition p); the
 when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
 
 Stage 2 (``core/merge.py``), per owned partition q of ``<app-id>-panes``: partials go to their gate's inbox,
-watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` (and fails to ``breaches``),
-key ``region/tier``; each touched inbox goes to ``<app-id>-gate-state-changelog`` (key ``region/tier``,
-partition q). Merging is idempotent, so partials and watermarks read again after a crash change nothing.
+watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` and burn-rate breach alert events
+(contract v2, ``core/breach_watch.py``) to ``breaches``, both key ``region/tier``; each touched inbox goes to
+``<app-id>-gate-state-changelog`` (key ``region/tier``, partition q). Merging is idempotent, so partials and
+watermarks read again after a crash change nothing.
 
 Order of I/O (``runtime.py``): the messages are sent and acknowledged before the states are written, and the
 offsets are committed only once the states are acknowledged. The producer is idempotent, so a partition's
@@ -31,8 +32,8 @@ import msgspec
 import numpy as np
 from aiokafka.partitioner import murmur2
 
+from gatekeeper.core import burn_rate, stage_snapshot
 from gatekeeper.core import partials as contract
-from gatekeeper.core import stage_snapshot
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.merge import GateInbox, Merger
@@ -40,7 +41,7 @@ from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
-from gatekeeper.shell.cloudevents import headers_of
+from gatekeeper.shell.cloudevents import breach_headers, headers_of
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -118,6 +119,7 @@ class Flush:
 
     messages: list[Outgoing] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    breaches: list[burn_rate.Breach] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     applied: int = 0  # valid telemetry records folded by stage 1
     skipped: int = 0  # telemetry records below their partition's next offset (folded before)
@@ -413,8 +415,9 @@ class Processor:
                     if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
                         continue  # a re-delivery: nothing to do, nothing to write
                     made: list[Decision] = []
-                    self.merger.on_watermark(self.keys[g].decode(), inbox, message, made)
-                    self._emit(g, made, out)
+                    alerts: list[burn_rate.Breach] = []
+                    self.merger.on_watermark(self.keys[g].decode(), inbox, message, made, alerts)
+                    self._emit(g, made, alerts, out)
                     touched.add(g)
         self._dirty_gates |= touched
 
@@ -447,14 +450,14 @@ class Processor:
         self._inboxes[g] = inbox
         return inbox
 
-    def _emit(self, g: int, decisions: list[Decision], out: Flush) -> None:
+    def _emit(self, g: int, decisions: list[Decision], breaches: list[burn_rate.Breach], out: Flush) -> None:
         key, home = self.keys[g], self.home[g]
         for d in decisions:
-            value = encode(d)
-            out.messages.append(Outgoing(self.topics.decisions, home, key, value, headers_of(d, "decision")))
-            if d.decision == "fail":
-                out.messages.append(Outgoing(self.topics.breaches, home, key, value, headers_of(d, "breach")))
+            out.messages.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d, "decision")))
+        for b in breaches:
+            out.messages.append(Outgoing(self.topics.breaches, home, key, burn_rate.encode(b), breach_headers(b)))
         out.decisions += decisions
+        out.breaches += breaches
 
     def _dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
         headers = (

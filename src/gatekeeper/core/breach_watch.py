@@ -1,0 +1,119 @@
+"""Stage 2's breach alerts: each gate's closed panes go into the burn-rate state of every objective of its tier
+(``core/burn_rate.py``), and each breach event names the gate's related ``fail`` decision. Pure.
+
+Per pane the bad requests are its errors (error-rate objective) or its requests certainly slower than the
+latency ceiling (its latency buckets from the first whose lower edge is at or above the ceiling, as
+``criteria.slower_than`` counts them). Time advances to the merge watermark even without data, so a breach whose
+traffic stopped (a rollback) still resolves. The related decision is the gate's latest ``fail`` at or before the
+event, if it came at most the longest alert window before the breach opened (older fails judged other traffic).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from gatekeeper.core import sketch
+from gatekeeper.core.burn_rate import Breach, BurnSpec, BurnState, advance, slos_of
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.partials import Partial
+from gatekeeper.core.plan import Plan
+from gatekeeper.core.timefmt import parse_instant
+
+
+class GateAlerts(msgspec.Struct):
+    """One gate's alert state, snapshotted with its inbox."""
+
+    burn: dict[str, BurnState] = {}  # objective name -> its burn-rate state
+    last_fail: tuple[int, str] | None = None  # (at ms, decision_id) of the gate's latest fail decision
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(GateAlerts)
+
+
+def dump(alerts: GateAlerts) -> bytes:
+    return _ENCODER.encode(alerts)
+
+
+def load(raw: bytes) -> GateAlerts:
+    """``dump``'s bytes (empty: a fresh state, as inboxes snapshotted before alerts existed); ValueError else."""
+    if not raw:
+        return GateAlerts()
+    try:
+        return _DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"not a gate's alert state: {exc}") from None
+
+
+class BreachWatch:
+    """The burn-rate specs of a plan's gates (keys "region/tier")."""
+
+    def __init__(self, plan: Plan) -> None:
+        ev = plan.evaluation
+        self.specs: dict[str, tuple[BurnSpec, ...]] = {
+            f"{region}/{tier.name}": tuple(
+                BurnSpec(region, tier.name, plan.plan_version, ev.pane, slo, tier.alerts or ev.alerts)
+                for slo in slos_of(tier)
+            )
+            for region, _phase, tier in plan.gates()
+        }
+
+    def on_close(
+        self,
+        key: str,
+        alerts: GateAlerts,
+        panes: Sequence[int],
+        groups: Sequence[dict[str, Partial]],
+        until: int,
+        decisions: Sequence[Decision],
+        out: list[Breach],
+    ) -> None:
+        """Panes closing (ascending) with their partials, the merge watermark they closed on and the decisions
+        the gate made meanwhile (this gate's only) in; breach events appended to ``out``."""
+        specs = self.specs[key]
+        if not specs:
+            return
+        carried = [(pane, parts) for pane, parts in zip(panes, groups, strict=True) if parts]
+        starts = [pane for pane, _ in carried]
+        requests = [sum(p.requests for p in parts.values()) for _, parts in carried]
+        made: list[Breach] = []
+        for spec in specs:
+            if spec.slo.slower_than_ms is None:
+                bad = [sum(p.errors for p in parts.values()) for _, parts in carried]
+            else:
+                bad = _slow([parts for _, parts in carried], first_slow_bucket(spec.slo.slower_than_ms))
+            state = alerts.burn.setdefault(spec.slo.name, BurnState())
+            made += advance(spec, state, starts, requests, bad, until)
+        fails = [(parse_instant(d.at), d.decision_id) for d in decisions if d.decision == "fail"]
+        horizon = max((span for rule in specs[0].alerts.rules for span in (rule.long, rule.short)), default=0)
+        earlier = [alerts.last_fail] if alerts.last_fail else []
+        for event in sorted(made, key=lambda b: parse_instant(b.at)):  # one timeline over the objectives
+            at = parse_instant(event.at)
+            related = max([f for f in earlier + fails if f[0] <= at], default=None)
+            if related is not None and related[0] >= parse_instant(event.opened_at) - horizon:
+                out.append(msgspec.structs.replace(event, decision_id=related[1]))
+            else:
+                out.append(event)
+        if fails:
+            alerts.last_fail = max(fails)
+
+
+def _slow(groups: Sequence[dict[str, Partial]], first: int) -> list[int]:
+    """Per pane, the requests of its partials in latency buckets from ``first`` on (one numpy pass per close)."""
+    parts = [(i, p) for i, group in enumerate(groups) for p in group.values()]
+    sizes = np.fromiter((len(p.bins) for _, p in parts), np.int64, len(parts))
+    pane = np.repeat(np.fromiter((i for i, _ in parts), np.int64, len(parts)), sizes)
+    buckets = np.fromiter(itertools.chain.from_iterable(p.bins for _, p in parts), np.int64, int(sizes.sum()))
+    counts = np.fromiter(itertools.chain.from_iterable(p.counts for _, p in parts), np.int64, int(sizes.sum()))
+    slow = buckets >= first
+    return np.bincount(pane[slow], counts[slow], len(groups)).astype(np.int64).tolist()  # type: ignore[no-any-return]
+
+
+def first_slow_bucket(limit_ms: float) -> int:
+    """The first latency bucket whose requests are certainly slower than ``limit_ms``: as
+    ``criteria.slower_than``, a bucket straddling the limit is not counted, so a breach is never overstated."""
+    return int(np.searchsorted(sketch.LOWER_EDGES, limit_ms, side="left"))
