@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -34,6 +34,7 @@ def to_duration_ms(value: object) -> object:
 
 
 Fraction = Annotated[float, BeforeValidator(_to_fraction), Field(gt=0, lt=1)]
+SignedFraction = Annotated[float, BeforeValidator(_to_fraction), Field(gt=-1, lt=10)]  # a lift: "-2%", "+5.8%"
 DurationMs = Annotated[int, BeforeValidator(to_duration_ms), Field(gt=0)]
 
 
@@ -95,14 +96,55 @@ class UptimeCriterion(_Strict):
         return "uptime"
 
 
-Criterion = Annotated[ErrorRateCriterion | LatencyCriterion | UptimeCriterion, Field(discriminator="kind")]
+class NoIncidentsCriterion(_Strict):
+    """No incident of the given severities and kinds in the gate's region and tier over ``scope`` (the soak so
+    far, or the latest window): one that was open at any time of it fails the tier (core/incidents.py)."""
+
+    kind: Literal["no_incidents"]
+    severities: tuple[Literal["critical", "major", "minor"], ...] = Field(default=("critical",), min_length=1)
+    kinds: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: any kind (outage, data_loss, ...)
+    scope: Literal["soak", "window"] = "soak"
+    label: str = Field(default="", pattern=r"^[a-z0-9_]*$")  # tells two incident criteria of one tier apart
+
+    @property
+    def name(self) -> str:
+        return f"no_incidents_{self.label}" if self.label else "no_incidents"
+
+
+class LiftCriterion(_Strict):
+    """Relative lift of the treatment's mean ``metric`` over the control's, with an anytime-valid confidence
+    sequence (core/lift.py, docs/statistics.md). Pass: the lower bound above ``pass_lower_above`` and (if set)
+    the estimate at least ``pass_estimate_at_least``; fail: the upper bound below ``fail_upper_below``."""
+
+    kind: Literal["lift"]
+    metric: str = Field(default="revenue", min_length=1, max_length=64)
+    pass_lower_above: SignedFraction = 0.0
+    pass_estimate_at_least: SignedFraction | None = None
+    fail_upper_below: SignedFraction
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # two-sided, over every look of a soak
+    tune_at: int = Field(default=20_000, ge=10)  # observations (both arms) where the sequence is tightest
+    min_per_arm: int = Field(default=100, ge=2)
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}_lift"
+
+
+Criterion = Annotated[
+    ErrorRateCriterion | LatencyCriterion | UptimeCriterion | NoIncidentsCriterion | LiftCriterion,
+    Field(discriminator="kind"),
+]
 
 
 class Checkpoint(_Strict):
-    """A GO/NO-GO point, ``after`` the tier's soak started: a tier not passed by then is reported ``pending``."""
+    """A GO/NO-GO point, ``after`` the tier's soak started: a tier not passed by then is reported ``pending``.
+    With ``approval``, the tier passes only once a person's ``go`` for this checkpoint exists (a ``no-go`` fails
+    and holds it; core/approvals.py); ``approvers``, when given, are the only people whose decision counts."""
 
     name: str
     after: DurationMs
+    approval: bool = False
+    approvers: tuple[str, ...] = ()
 
 
 class Tier(_Strict):
@@ -288,6 +330,7 @@ class Plan(_Strict):
     def plan_version(self) -> str:
         """``version`` plus a short hash of the whole plan, so two different plans never share a version."""
         gating = self.model_dump(mode="json", exclude={"calendar"})
+        _drop_defaulted_checkpoint_fields(gating)
         canonical = json.dumps(gating, sort_keys=True, separators=(",", ":"))
         return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
@@ -299,3 +342,15 @@ class Plan(_Strict):
             for tier in phase.tiers
             for region in (tier.regions or self.regions)
         ]
+
+
+def _drop_defaulted_checkpoint_fields(gating: dict[str, Any]) -> None:
+    """Checkpoint fields added after plans had versions (``approval``, ``approvers``) leave the hash when at their
+    defaults, so an existing plan keeps its version and its decisions keep their ids."""
+    for phase in gating["phases"]:
+        for tier in phase["tiers"]:
+            for checkpoint in tier["checkpoints"]:
+                if not checkpoint.get("approval"):
+                    checkpoint.pop("approval", None)
+                if not checkpoint.get("approvers"):
+                    checkpoint.pop("approvers", None)
