@@ -11,17 +11,15 @@ passes; a ``no-go`` fails and holds the tier.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.plan import Checkpoint, Tier
+from gatekeeper.core.side_ledger import ApprovalState, SideLook
 from gatekeeper.core.side_records import ALL, Instant, Label, Text, instant_ms
 from gatekeeper.core.timefmt import format_ms
-
-if TYPE_CHECKING:
-    from gatekeeper.core.criteria import Look
 
 PREFIX = "approval:"  # criterion names of approval judges
 
@@ -35,15 +33,6 @@ class Approval(msgspec.Struct, frozen=True):
     at: Instant
     region: Label = ALL
     note: Text = ""
-
-
-class ApprovalState(msgspec.Struct, frozen=True, array_like=True):
-    checkpoint: str
-    region: str
-    decision: str
-    by: str
-    at_ms: int
-    note: str = ""
 
 
 def state_of(record: Approval) -> ApprovalState:
@@ -78,7 +67,7 @@ class ApprovalJudge:
     def name(self) -> str:
         return PREFIX + self.checkpoint.name
 
-    def latest(self, look: Look) -> ApprovalState | None:
+    def latest(self, look: SideLook) -> ApprovalState | None:
         side = look.side
         if side is None:
             return None
@@ -100,17 +89,17 @@ class ApprovalJudge:
         go = None if latest is None else float(latest.decision == "go")
         return CriterionResult(name=self.name, scope="soak", verdict=verdict, threshold=1.0, observed=go, reason=why)
 
-    def may_fail(self, look: Look) -> bool:
+    def may_fail(self, look: SideLook) -> bool:
         latest = self.latest(look)
         return latest is not None and latest.decision == "no-go"
 
-    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
+    def fail_checks(self, look: SideLook, alpha: float) -> list[CriterionResult]:
         latest = self.latest(look)
         if latest is not None and latest.decision == "no-go":
             return [self._result(latest, "fail", describe(latest))]
         return [self._result(latest, "inconclusive", self.awaiting() if latest is None else describe(latest))]
 
-    def pass_check(self, look: Look, alpha: float) -> CriterionResult:
+    def pass_check(self, look: SideLook, alpha: float) -> CriterionResult:
         latest = self.latest(look)
         if latest is None:
             return self._result(None, "inconclusive", self.awaiting())

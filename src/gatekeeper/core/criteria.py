@@ -35,7 +35,7 @@ from gatekeeper.core.plan import (
     Tier,
     UptimeCriterion,
 )
-from gatekeeper.core.side_inputs import SideView
+from gatekeeper.core.side_ledger import SideView
 
 
 @dataclass(slots=True)

@@ -33,8 +33,8 @@ from gatekeeper.core.criteria import (
 from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, Scope, decision_id
 from gatekeeper.core.plan import Evaluation, Phase, Tier
 from gatekeeper.core.sequential import FailTest, Restarts
-from gatekeeper.core.side_inputs import SideLedger, SideView
 from gatekeeper.core.side_judging import awaiting_approval
+from gatekeeper.core.side_ledger import SideLedger, SideView
 from gatekeeper.core.timefmt import format_duration, format_ms
 
 Status = Literal["waiting", "soaking", "passed", "held"]

@@ -11,17 +11,15 @@ resolved inside the soak still breaks "zero critical incidents for the full soak
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Scope
 from gatekeeper.core.plan import NoIncidentsCriterion
+from gatekeeper.core.side_ledger import IncidentState, SideLook
 from gatekeeper.core.side_records import ALL, Instant, Label, Text, instant_ms
 from gatekeeper.core.timefmt import format_ms
-
-if TYPE_CHECKING:
-    from gatekeeper.core.criteria import Look
 
 Severity = Literal["critical", "major", "minor"]
 
@@ -38,20 +36,6 @@ class Incident(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     resolved_at: Instant | None = None
     updated_at: Instant | None = None
     title: Text = ""
-
-
-class IncidentState(msgspec.Struct, array_like=True):
-    """An incident as a gate keeps it (times in epoch ms)."""
-
-    id: str
-    severity: str
-    kind: str
-    region: str
-    tier: str
-    opened_ms: int
-    resolved_ms: int | None
-    version_ms: int
-    title: str = ""
 
 
 def state_of(record: Incident) -> IncidentState:
@@ -98,7 +82,7 @@ class IncidentsJudge:
     def name(self) -> str:
         return self.spec.name
 
-    def matching(self, look: Look) -> list[IncidentState]:
+    def matching(self, look: SideLook) -> list[IncidentState]:
         side = look.side
         if side is None:
             return []
@@ -118,7 +102,7 @@ class IncidentsJudge:
         kinds = "" if self.spec.kinds is None else " " + "/".join(self.spec.kinds)
         return f"{'/'.join(self.spec.severities)}{kinds} incidents"
 
-    def _result(self, look: Look, found: list[IncidentState], failing: bool) -> CriterionResult:
+    def _result(self, look: SideLook, found: list[IncidentState], failing: bool) -> CriterionResult:
         scope: Scope = "soak" if self.spec.scope == "soak" else "window"
         if found:
             why = f"{describe(found[0])}: zero {self._wanted()} required over the {scope}"
@@ -132,11 +116,11 @@ class IncidentsJudge:
             name=self.name, scope=scope, verdict=verdict, threshold=0.0, observed=float(len(found)), reason=why
         )
 
-    def may_fail(self, look: Look) -> bool:
+    def may_fail(self, look: SideLook) -> bool:
         return bool(self.matching(look))
 
-    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
+    def fail_checks(self, look: SideLook, alpha: float) -> list[CriterionResult]:
         return [self._result(look, self.matching(look), failing=True)]
 
-    def pass_check(self, look: Look, alpha: float) -> CriterionResult:
+    def pass_check(self, look: SideLook, alpha: float) -> CriterionResult:
         return self._result(look, self.matching(look), failing=False)

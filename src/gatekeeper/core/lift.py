@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.plan import LiftCriterion
+from gatekeeper.core.side_ledger import SideLook, Sums
 from gatekeeper.core.side_records import Instant, Label, instant_ms
-
-if TYPE_CHECKING:
-    from gatekeeper.core.criteria import Look
-
-Sums = list[float]  # [n_T, sum_T, sumsq_T, n_C, sum_C, sumsq_C]
 
 
 class BusinessMetric(msgspec.Struct, frozen=True):
@@ -118,7 +114,7 @@ class LiftJudge:
     def name(self) -> str:
         return self.spec.name
 
-    def _sums(self, look: Look) -> Sums:
+    def _sums(self, look: SideLook) -> Sums:
         out = [0.0] * 6
         side = look.side
         if side is None:
@@ -129,7 +125,7 @@ class LiftJudge:
                     out[i] += value
         return out
 
-    def judge(self, look: Look, failing: bool) -> CriterionResult:
+    def judge(self, look: SideLook, failing: bool) -> CriterionResult:
         spec = self.spec
         sums = self._sums(look)
         n_t, n_c = round(sums[0]), round(sums[3])
@@ -157,11 +153,11 @@ class LiftJudge:
         return CriterionResult(name=self.name, scope="soak", verdict=verdict, threshold=limit, observed=est.lift,
                                lower=est.lower, upper=est.upper, requests=n_t + n_c, reason=why)  # fmt: skip
 
-    def may_fail(self, look: Look) -> bool:
+    def may_fail(self, look: SideLook) -> bool:
         return self.judge(look, failing=True).verdict == "fail"
 
-    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
+    def fail_checks(self, look: SideLook, alpha: float) -> list[CriterionResult]:
         return [self.judge(look, failing=True)]
 
-    def pass_check(self, look: Look, alpha: float) -> CriterionResult:
+    def pass_check(self, look: SideLook, alpha: float) -> CriterionResult:
         return self.judge(look, failing=False)

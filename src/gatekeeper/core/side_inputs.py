@@ -16,38 +16,16 @@ from typing import Literal
 import msgspec
 
 from gatekeeper.core import approvals, incidents, lift
-from gatekeeper.core.approvals import Approval, ApprovalState
-from gatekeeper.core.incidents import Incident, IncidentState
-from gatekeeper.core.lift import BusinessMetric, Sums
+from gatekeeper.core.approvals import Approval
+from gatekeeper.core.incidents import Incident
+from gatekeeper.core.lift import BusinessMetric
 from gatekeeper.core.plan import LiftCriterion, Plan
+from gatekeeper.core.side_ledger import SideLedger
 from gatekeeper.core.side_records import ALL, RecordDecoder, Refused, check_scope, instant_ms
 
 Kind = Literal["incident", "approval", "business"]
 KINDS: tuple[Kind, ...] = ("incident", "approval", "business")
 SideValue = Incident | Approval | BusinessMetric
-
-
-class SideLedger(msgspec.Struct):
-    """What a gate knows of its side inputs (snapshotted with the gate's state)."""
-
-    incidents: dict[str, IncidentState] = {}
-    approvals: list[ApprovalState] = []
-    lift: dict[str, dict[int, Sums]] = {}  # metric -> window start -> sums (core/lift.py)
-    positions: dict[str, int] = {}  # source -> position after the last record applied
-    awaiting_for: int = -1  # the soak start an "awaiting approval" pending was reported for
-
-    def is_empty(self) -> bool:
-        return not (self.incidents or self.approvals or self.lift or self.positions)
-
-
-@dataclass(frozen=True, slots=True)
-class SideView:
-    """A gate's side inputs as of ``end`` (a window's close), with its soak's and window's starts."""
-
-    ledger: SideLedger
-    soak_start: int
-    window_start: int
-    end: int
 
 
 class SideRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -180,21 +158,3 @@ def apply(ledger: SideLedger, value: SideValue, source: str, position: int, wind
     else:
         lift.fold(ledger.lift, value, window_ms)
     return True
-
-
-_LEDGER_ENCODER = msgspec.msgpack.Encoder()
-_LEDGER_DECODER = msgspec.msgpack.Decoder(SideLedger)
-
-
-def dump_ledger(ledger: SideLedger) -> bytes:
-    return b"" if ledger.is_empty() else _LEDGER_ENCODER.encode(ledger)
-
-
-def load_ledger(raw: bytes) -> SideLedger:
-    """The ledger ``dump_ledger`` wrote; ValueError on other bytes."""
-    if not raw:
-        return SideLedger()
-    try:
-        return _LEDGER_DECODER.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"not a side-input ledger: {exc}") from None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from gatekeeper.core.approvals import PREFIX
 from gatekeeper.core.decision import CriterionResult
-from gatekeeper.core.side_inputs import SideLedger
+from gatekeeper.core.side_ledger import SideLedger
 
 
 def awaiting_approval(results: Sequence[CriterionResult], ledger: SideLedger, soak_start: int) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gatekeeper.core import side_inputs, sketch
+from gatekeeper.core import side_ledger, sketch
 from gatekeeper.core.gate import GateState
 from gatekeeper.core.sequential import Restarts
 
@@ -82,7 +82,7 @@ def dump(state: GateState) -> bytes:
             restarts={
                 name: (r.log_sums, r.run_start, r.run_requests, r.run_hits) for name, r in state.restarts.items()
             },
-            side=side_inputs.dump_ledger(state.side),
+            side=side_ledger.dump_ledger(state.side),
         )
     )
 
@@ -123,5 +123,5 @@ def load(raw: bytes) -> GateState:
             name: Restarts(list(sums), start, requests, hits)
             for name, (sums, start, requests, hits) in snap.restarts.items()
         },
-        side=side_inputs.load_ledger(snap.side),
+        side=side_ledger.load_ledger(snap.side),
     )
