@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", required=True, help="scenario file (see config/scenarios/)")
     sim.add_argument("--output", help="telemetry JSONL file, or - for stdout (default: stdout without --bootstrap)")
     sim.add_argument("--keyed", action="store_true", help="with --bootstrap: key records by region/tier")
+    sim.add_argument("--side-dir", help="also write the scenario's incidents, approvals and business metrics here")
     add_kafka_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
