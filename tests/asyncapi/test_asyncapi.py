@@ -26,7 +26,10 @@ from referencing.jsonschema import DRAFT202012
 
 from gatekeeper.core import burn_rate
 from gatekeeper.core import decision as decisions
+from gatekeeper.core import side_inputs
+from gatekeeper.core.side_inputs import Routed, SideRouter
 from gatekeeper.core.telemetry import TelemetryDecoder
+from gatekeeper.planfile import load_plan
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.processor import decode_entry
@@ -69,15 +72,15 @@ def test_the_reference_parser_accepts_the_document() -> None:
     summary = json.loads(result.stdout.splitlines()[-1])
     expected_channels = [
         "telemetry", "decisions", "breaches", "telemetry.dlq", "{appId}-panes", "{appId}-gate-state-changelog",
-        "{appId}-aggregate-changelog",
+        "{appId}-aggregate-changelog", "incidents", "approvals", "business-metrics", "{appId}-side",
     ]  # fmt: skip
     assert expected_channels == summary["channels"]
     expected_messages = [
         "telemetryV1", "otlpTracesProto", "otlpTracesJson", "decision", "breach", "deadLetter", "partial",
-        "watermark", "gateState", "sourceState",
+        "watermark", "gateState", "sourceState", "incident", "approval", "businessMetric", "sideRecord",
     ]  # fmt: skip
     assert expected_messages == summary["messages"]
-    assert 12 == len(summary["operations"])
+    assert 17 == len(summary["operations"])
 
 
 def test_the_reference_parser_rejects_a_broken_document(tmp_path: Path) -> None:
@@ -213,7 +216,18 @@ def test_topic_bindings_equal_the_settings_the_worker_creates_topics_with() -> N
 
 
 def test_payload_examples_decode_with_gatekeepers_own_decoders() -> None:
-    """The contract-v1 telemetry example is a valid record for a plan gating its region and tier."""
+    """The contract-v1 telemetry example is a valid record for a plan gating its region and tier; the side
+    inputs' examples are valid records for the repo's plan (each concerns at least one gate); the side record
+    example wraps a valid incident."""
     example = _example("telemetryV1")["payload"]
     decoded = TelemetryDecoder([("us-east", "canary")]).decode([msgspec.json.encode(example)])
     assert (1, []) == (len(decoded), decoded.rejections)
+    router = SideRouter(load_plan(STREAMS.parent / "config" / "rollout-plan.yaml"))
+    routed = {
+        kind: router.route(kind, msgspec.json.encode(_example(name)["payload"]))
+        for kind, name in (("incident", "incident"), ("approval", "approval"), ("business", "businessMetric"))
+    }
+    assert dict.fromkeys(routed, True) == {k: isinstance(r, Routed) and bool(r.gates) for k, r in routed.items()}
+    wrapped = side_inputs.decode_record(base64.b64decode(_example("sideRecord")["payload"]))
+    assert ("incidents:3", 17, "incident") == (wrapped.source, wrapped.position, wrapped.kind)
+    assert isinstance(router.route("incident", wrapped.value), Routed)

@@ -19,7 +19,13 @@ from gatekeeper.core.criteria import (
     judges_for,
     latency_judge,
 )
-from gatekeeper.core.plan import ErrorRateCriterion, LatencyCriterion, UptimeCriterion
+from gatekeeper.core.plan import (
+    ErrorRateCriterion,
+    LatencyCriterion,
+    LiftCriterion,
+    NoIncidentsCriterion,
+    UptimeCriterion,
+)
 
 from .helpers import HOUR, MINUTE, make_plan
 
@@ -281,4 +287,5 @@ def test_judges_for_follow_plan_order() -> None:
 
 def test_every_criterion_kind_has_a_judge() -> None:
     """JUDGES covers every criterion kind of the plan model."""
-    assert {ErrorRateCriterion, LatencyCriterion, UptimeCriterion} == set(JUDGES)
+    kinds = {ErrorRateCriterion, LatencyCriterion, UptimeCriterion, NoIncidentsCriterion, LiftCriterion}
+    assert kinds == set(JUDGES)

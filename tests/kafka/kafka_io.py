@@ -53,6 +53,9 @@ class Names:
         self.decisions = f"decisions-{tag}"
         self.breaches = f"breaches-{tag}"
         self.dlq = f"dlq-{tag}"
+        self.incidents = f"incidents-{tag}"
+        self.approvals = f"approvals-{tag}"
+        self.business = f"business-{tag}"
 
     def flags(self) -> list[str]:
         return [
@@ -61,6 +64,9 @@ class Names:
             "--decisions-topic", self.decisions,
             "--breaches-topic", self.breaches,
             "--dlq-topic", self.dlq,
+            "--incidents-topic", self.incidents,
+            "--approvals-topic", self.approvals,
+            "--business-metrics-topic", self.business,
             "--partitions", str(PARTITIONS),
         ]  # fmt: skip
 
@@ -70,6 +76,9 @@ class Names:
             decisions=self.decisions,
             breaches=self.breaches,
             dlq=self.dlq,
+            incidents=self.incidents,
+            approvals=self.approvals,
+            business_metrics=self.business,
             partitions=PARTITIONS,
         )
         return KafkaSettings(bootstrap=bootstrap, topics=topics)

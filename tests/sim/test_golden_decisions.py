@@ -1,5 +1,5 @@
-"""Golden decision files: each scenario of config/scenarios, simulated and replayed against the repo's plan,
-gives exactly the decisions recorded in tests/golden/<scenario>.decisions.jsonl (byte for byte).
+"""Golden decision files: each scenario of config/scenarios, simulated (telemetry and side inputs) and replayed
+against the repo's plan, gives exactly the decisions in tests/golden/<scenario>.decisions.jsonl (byte for byte).
 
 After an intended change of behaviour, regenerate with GATEKEEPER_UPDATE_GOLDEN=1 and review the diff.
 """
@@ -16,7 +16,9 @@ import pytest
 from gatekeeper.core import decision
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.replay import replay
+from gatekeeper.shell.side_files import SideFile
 from gatekeeper.sim.scenario import load_scenario
+from gatekeeper.sim.side_inputs import side_lines
 from gatekeeper.sim.writer import simulate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +29,9 @@ SCENARIOS = sorted((REPO / "config" / "scenarios").glob("*.yaml"))
 def replay_scenario(path: Path) -> bytes:
     scenario = load_scenario(path)
     telemetry = b"".join(line + b"\n" for chunk in simulate(scenario) for line in chunk)
+    side = [SideFile(kind, kind, io.BytesIO(b"\n".join(lines))) for kind, lines in side_lines(scenario).items()]
     out = io.BytesIO()
-    replay(load_plan(REPO / scenario.plan), io.BytesIO(telemetry), out)
+    replay(load_plan(REPO / scenario.plan), io.BytesIO(telemetry), out, side=side)
     return out.getvalue()
 
 

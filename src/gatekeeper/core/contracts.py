@@ -11,8 +11,11 @@ from typing import Any
 
 import msgspec
 
+from gatekeeper.core.approvals import Approval
 from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
+from gatekeeper.core.incidents import Incident
+from gatekeeper.core.lift import BusinessMetric
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.telemetry import Telemetry
 
@@ -60,6 +63,29 @@ _DOCS = {
         "first record; every partial of a pane ending at or before it was sent before this message. Stage 2 "
         "closes a pane once every source not idle has passed it. idle: the source was read to its end and "
         "silent for idle_after; a later, higher watermark from it makes it active again.",
+    ),
+    "incident.v1.schema.json": (
+        Incident,
+        "gatekeeper incident v1",
+        "One incident, as opened or as updated (topic incidents, key: the incident id, so its records stay in "
+        "order). region / tier: where it applies, 'all' for every one. Open from opened_at until resolved_at "
+        "(null: still open). A record of a known id replaces it when its version (the latest of opened_at, "
+        "resolved_at, updated_at) is at least as new. Instants: RFC 3339 text or epoch seconds. Unknown fields are "
+        "ignored.",
+    ),
+    "approval.v1.schema.json": (
+        Approval,
+        "gatekeeper approval v1",
+        "A person's GO or NO-GO for a checkpoint of the plan that requires approval (topic approvals), in a "
+        "region or 'all'. Idempotent: the same record twice is one approval. The latest decision made during the "
+        "gate's current soak counts (a NO-GO wins a tie); by, at and note appear in the decision's reasons.",
+    ),
+    "business-metric.v1.schema.json": (
+        BusinessMetric,
+        "gatekeeper business metric v1",
+        "One learner's value of a business metric for one period (topic business-metrics, key: the learner id). "
+        "ts: when the period's value was known (e.g. the period's end). cohort treatment (with its tier) or "
+        "control (no tier: it is the control of every tier of its region). Judged by the plan's lift criteria.",
     ),
 }
 

@@ -22,8 +22,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from gatekeeper.core import sketch, stats
+from gatekeeper.core.approvals import approval_judges
 from gatekeeper.core.decision import CriterionResult, Scope, Verdict
-from gatekeeper.core.plan import ErrorRateCriterion, Evaluation, LatencyCriterion, Tier, UptimeCriterion
+from gatekeeper.core.incidents import IncidentsJudge
+from gatekeeper.core.lift import LiftJudge
+from gatekeeper.core.plan import (
+    ErrorRateCriterion,
+    Evaluation,
+    LatencyCriterion,
+    LiftCriterion,
+    NoIncidentsCriterion,
+    Tier,
+    UptimeCriterion,
+)
+from gatekeeper.core.side_ledger import SideView
 
 
 @dataclass(slots=True)
@@ -52,6 +64,7 @@ class Look:
     soak: Evidence
     uptime: UptimeEvidence
     method: str  # rate bounds: exact | wilson | wilson_cc
+    side: SideView | None = None  # incidents, approvals, business metrics as of the look (core/side_inputs.py)
 
 
 class Judge(Protocol):
@@ -312,9 +325,11 @@ JUDGES: dict[type, JudgeFactory] = {
     ErrorRateCriterion: lambda spec, _ev: error_rate_judge(spec),
     LatencyCriterion: lambda spec, _ev: latency_judge(spec),
     UptimeCriterion: lambda spec, _ev: UptimeJudge(spec),
+    NoIncidentsCriterion: lambda spec, _ev: IncidentsJudge(spec),
+    LiftCriterion: lambda spec, ev: LiftJudge(spec, ev.window),
 }
 
 
 def judges_for(tier: Tier, evaluation: Evaluation) -> list[Judge]:
-    """The judges of a tier's criteria, in plan order."""
-    return [JUDGES[type(spec)](spec, evaluation) for spec in tier.criteria]
+    """The judges of a tier's criteria, in plan order, then one per checkpoint that requires approval."""
+    return [JUDGES[type(spec)](spec, evaluation) for spec in tier.criteria] + list(approval_judges(tier))

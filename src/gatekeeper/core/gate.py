@@ -33,6 +33,8 @@ from gatekeeper.core.criteria import (
 from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, Scope, decision_id
 from gatekeeper.core.plan import Evaluation, Phase, Tier
 from gatekeeper.core.sequential import FailTest, Restarts
+from gatekeeper.core.side_judging import awaiting_approval
+from gatekeeper.core.side_ledger import SideLedger, SideView
 from gatekeeper.core.timefmt import format_duration, format_ms
 
 Status = Literal["waiting", "soaking", "passed", "held"]
@@ -98,6 +100,7 @@ class GateState:
     open_panes: dict[int, list[int]] = field(default_factory=dict)  # pane start -> [requests, errors]
     stalled_ms: int = 0  # soak time not counted: windows without data closed inside a stall
     restarts: dict[str, Restarts] = field(default_factory=dict)  # sequential: criterion name -> restarted tests
+    side: SideLedger = field(default_factory=SideLedger)  # incidents, approvals, business metrics received
 
 
 class Gate:
@@ -271,7 +274,8 @@ class Gate:
         st.soak_requests += st.window_requests
         st.soak_errors += st.window_errors
         st.soak_bins += bins
-        look = Look(window, self._soak_evidence(), self._uptime(end), self.spec.evaluation.confidence.interval)
+        side = SideView(st.side, st.soak_start, end - self._window, end)
+        look = Look(window, self._soak_evidence(), self._uptime(end), self.spec.evaluation.confidence.interval, side)
         st.looks += 1
         if self.spec.evaluation.method == "sequential":
             self._close_tests(window, end)
@@ -297,6 +301,9 @@ class Gate:
                     reasons += (f"soak extended by {format_duration(st.stalled_ms)} of stalled telemetry",)
                 out.append(self._decision("pass", st.soak_start, end, end, results, reasons, "go", alpha))
                 return
+            waiting = awaiting_approval(results, st.side, st.soak_start)
+            if waiting:  # every automatic criterion passes: a person's GO is all that is missing (said once a soak)
+                out.append(self._decision("pending", st.soak_start, end, end, results, waiting, "approval", alpha))
         checkpoint = self._checkpoints.get(observed)
         if checkpoint is not None:
             alpha = stats.pass_look_alpha(self.spec.false_pass, max(1, st.pass_looks))

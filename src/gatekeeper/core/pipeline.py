@@ -13,6 +13,7 @@ from gatekeeper.core.decision import Decision
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
+from gatekeeper.core.side_inputs import Routed, SideRouter, apply
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 
 SOURCE = "input"  # replay's one source
@@ -43,6 +44,13 @@ class Pipeline:
         self.stats = PipelineStats()
         self._breaches: list[Breach] = []
         self._flushed = False
+        self.side_router = SideRouter(plan)
+
+    def apply_side(self, routed: Routed, source: str, position: int) -> None:
+        """A valid side record (incident, approval, business metric) into the ledgers of the gates it concerns;
+        it counts at the windows closing after its time (core/side_inputs.py)."""
+        for key in routed.gates:
+            apply(self.inboxes[key].gate.side, routed.value, source, position, self.plan.evaluation.window)
 
     def decoder(self, now_ms: int | None = None) -> TelemetryDecoder:
         """A decoder for this plan's gates; given the shell's clock, it rejects records timestamped more than the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -34,6 +34,7 @@ def to_duration_ms(value: object) -> object:
 
 
 Fraction = Annotated[float, BeforeValidator(_to_fraction), Field(gt=0, lt=1)]
+SignedFraction = Annotated[float, BeforeValidator(_to_fraction), Field(gt=-1, lt=10)]  # a lift: "-2%", "+5.8%"
 DurationMs = Annotated[int, BeforeValidator(to_duration_ms), Field(gt=0)]
 
 
@@ -95,14 +96,55 @@ class UptimeCriterion(_Strict):
         return "uptime"
 
 
-Criterion = Annotated[ErrorRateCriterion | LatencyCriterion | UptimeCriterion, Field(discriminator="kind")]
+class NoIncidentsCriterion(_Strict):
+    """No incident of the given severities and kinds in the gate's region and tier over ``scope`` (the soak so
+    far, or the latest window): one that was open at any time of it fails the tier (core/incidents.py)."""
+
+    kind: Literal["no_incidents"]
+    severities: tuple[Literal["critical", "major", "minor"], ...] = Field(default=("critical",), min_length=1)
+    kinds: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: any kind (outage, data_loss, ...)
+    scope: Literal["soak", "window"] = "soak"
+    label: str = Field(default="", pattern=r"^[a-z0-9_]*$")  # tells two incident criteria of one tier apart
+
+    @property
+    def name(self) -> str:
+        return f"no_incidents_{self.label}" if self.label else "no_incidents"
+
+
+class LiftCriterion(_Strict):
+    """Relative lift of the treatment's mean ``metric`` over the control's, with an anytime-valid confidence
+    sequence (core/lift.py, docs/statistics.md). Pass: the lower bound above ``pass_lower_above`` and (if set)
+    the estimate at least ``pass_estimate_at_least``; fail: the upper bound below ``fail_upper_below``."""
+
+    kind: Literal["lift"]
+    metric: str = Field(default="revenue", min_length=1, max_length=64)
+    pass_lower_above: SignedFraction = 0.0
+    pass_estimate_at_least: SignedFraction | None = None
+    fail_upper_below: SignedFraction
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # two-sided, over every look of a soak
+    tune_at: int = Field(default=20_000, ge=10)  # observations (both arms) where the sequence is tightest
+    min_per_arm: int = Field(default=100, ge=2)
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}_lift"
+
+
+Criterion = Annotated[
+    ErrorRateCriterion | LatencyCriterion | UptimeCriterion | NoIncidentsCriterion | LiftCriterion,
+    Field(discriminator="kind"),
+]
 
 
 class Checkpoint(_Strict):
-    """A GO/NO-GO point, ``after`` the tier's soak started: a tier not passed by then is reported ``pending``."""
+    """A GO/NO-GO point, ``after`` the tier's soak started: a tier not passed by then is reported ``pending``.
+    With ``approval``, the tier passes only once a person's ``go`` for this checkpoint exists (a ``no-go`` fails
+    and holds it; core/approvals.py); ``approvers``, when given, are the only people whose decision counts."""
 
     name: str
     after: DurationMs
+    approval: bool = False
+    approvers: tuple[str, ...] = ()
 
 
 class Tier(_Strict):
@@ -252,7 +294,7 @@ def _check_alert_grid(alerts: Alerting, pane: int, where: str) -> None:
 
 # Fields added after plans were in use, left out of plan_version at their default so existing plans keep their
 # version and decision ids: (field name, default), wherever it sits in the plan.
-_LATER_DEFAULTS: tuple[tuple[str, object], ...] = (("false_alarm", 0.01),)
+_LATER_DEFAULTS: tuple[tuple[str, object], ...] = (("false_alarm", 0.01), ("approval", False), ("approvers", []))
 
 
 def _without_later_defaults(value: object) -> object:

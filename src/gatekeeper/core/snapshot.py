@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gatekeeper.core import sketch
+from gatekeeper.core import side_ledger, sketch
 from gatekeeper.core.gate import GateState
 from gatekeeper.core.sequential import Restarts
 
@@ -42,6 +42,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     # sequential method: criterion -> (log Shiryaev-Roberts sums, run start, run requests, run hits); added in
     # place: an older snapshot restarts its restarted tests empty (only sudden-breach evidence is lost)
     restarts: dict[str, tuple[list[float], int, int, int]] = {}
+    side: bytes = b""  # added in place: the side-input ledger (core/side_inputs.py); empty when nothing came
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -81,6 +82,7 @@ def dump(state: GateState) -> bytes:
             restarts={
                 name: (r.log_sums, r.run_start, r.run_requests, r.run_hits) for name, r in state.restarts.items()
             },
+            side=side_ledger.dump_ledger(state.side),
         )
     )
 
@@ -121,4 +123,5 @@ def load(raw: bytes) -> GateState:
             name: Restarts(list(sums), start, requests, hits)
             for name, (sums, start, requests, hits) in snap.restarts.items()
         },
+        side=side_ledger.load_ledger(snap.side),
     )

@@ -19,6 +19,7 @@ from gatekeeper.shell.files import default_plan, open_in, open_out
 from gatekeeper.shell.kafka_settings import add_kafka_arguments
 from gatekeeper.shell.otlp_options import INPUT_FORMATS, add_otlp_arguments
 from gatekeeper.shell.plan_summary import summarize
+from gatekeeper.shell.side_files import add_side_arguments, side_files_of
 
 
 def _cmd_plan_check(args: argparse.Namespace) -> int:
@@ -36,6 +37,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     mapping = otlp_mapping(args)
     size = None if args.input == "-" else Path(args.input).stat().st_size if Path(args.input).exists() else None
+    side = side_files_of(args)
     with (
         open_in(args.input) as source,
         open_out(args.output) as sink,
@@ -50,7 +52,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         summary = replay(
             plan, source, sink, flush=args.flush, rejects=rejects, breaches=breaches, on_progress=advance,
             now_ms=now_ms, jobs=args.jobs, input_format=input_format, mapping=mapping,
-            on_decisions=kept.extend if args.report else None,
+            on_decisions=kept.extend if args.report else None, side=side,
         )  # fmt: skip
     if args.report:
         from gatekeeper.shell.report.cli import write_report
@@ -115,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
     add_otlp_arguments(rep)
+    add_side_arguments(rep)
     rep.set_defaults(func=_cmd_replay)
 
     sim = sub.add_parser("simulate", help="write simulated learner-analyzer telemetry for a scenario")
     sim.add_argument("--scenario", required=True, help="scenario file (see config/scenarios/)")
     sim.add_argument("--output", help="telemetry JSONL file, or - for stdout (default: stdout without --bootstrap)")
     sim.add_argument("--keyed", action="store_true", help="with --bootstrap: key records by region/tier")
+    sim.add_argument("--side-dir", help="also write the scenario's incidents, approvals and business metrics here")
     add_kafka_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 

@@ -26,6 +26,9 @@ class Topics(BaseModel):
     decisions: str = "decisions"
     breaches: str = "breaches"
     dlq: str = "telemetry.dlq"
+    incidents: str = "incidents"  # side inputs of the gates (shell/worker/side.py)
+    approvals: str = "approvals"
+    business_metrics: str = "business-metrics"
     partitions: int = Field(default=8, ge=1, le=10_000)  # every gatekeeper topic gets the same count
     replication: int = Field(default=1, ge=1, le=32)
     decisions_retention_ms: int = Field(default=90 * 86_400_000, ge=-1)  # -1: keep forever
@@ -98,6 +101,9 @@ _TOPIC_ENV = {
     "decisions": "GATEKEEPER_TOPIC_DECISIONS",
     "breaches": "GATEKEEPER_TOPIC_BREACHES",
     "dlq": "GATEKEEPER_TOPIC_DLQ",
+    "incidents": "GATEKEEPER_TOPIC_INCIDENTS",
+    "approvals": "GATEKEEPER_TOPIC_APPROVALS",
+    "business_metrics": "GATEKEEPER_TOPIC_BUSINESS_METRICS",
     "partitions": "GATEKEEPER_PARTITIONS",
     "replication": "GATEKEEPER_REPLICATION",
 }
@@ -120,6 +126,11 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, *, topics: bool = True)
         names.add_argument("--decisions-topic", help="default: decisions (GATEKEEPER_TOPIC_DECISIONS)")
         names.add_argument("--breaches-topic", help="default: breaches (GATEKEEPER_TOPIC_BREACHES)")
         names.add_argument("--dlq-topic", help="default: telemetry.dlq (GATEKEEPER_TOPIC_DLQ)")
+        names.add_argument("--incidents-topic", help="default: incidents (GATEKEEPER_TOPIC_INCIDENTS)")
+        names.add_argument("--approvals-topic", help="default: approvals (GATEKEEPER_TOPIC_APPROVALS)")
+        names.add_argument(
+            "--business-metrics-topic", help="default: business-metrics (GATEKEEPER_TOPIC_BUSINESS_METRICS)"
+        )
         names.add_argument("--partitions", type=int, help="partitions of every topic (default 8)")
         names.add_argument("--replication", type=int, help="replication factor of created topics (default 1)")
         names.add_argument("--no-create-topics", action="store_true", help="fail if a topic is missing")

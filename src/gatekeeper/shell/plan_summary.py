@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_duration
+from gatekeeper.shell.criterion_lines import checkpoint_line, criterion_line
 
 
 def summarize(plan: Plan) -> str:
@@ -24,16 +25,8 @@ def summarize(plan: Plan) -> str:
             soak = format_duration(tier.soak)
             out.append(f"  tier {tier.name}: {tier.traffic_percent:g}% traffic, soak {soak}, regions {regions}")
             for cp in tier.checkpoints:
-                out.append(f"    checkpoint {cp.name!r} after {format_duration(cp.after)}")
+                out.append(f"    {checkpoint_line(cp)}")
             for c in tier.criteria:
-                if c.kind == "error_rate":
-                    text = f"error rate: pass < {c.pass_below:.4%}, fail > {c.fail_above:.4%}"
-                    text += f" (min {c.min_requests} requests)"
-                elif c.kind == "latency":
-                    text = f"{c.name}: pass < {c.pass_below_ms:g} ms, fail > {c.fail_above_ms:g} ms"
-                    text += f" (min {c.min_requests} requests)"
-                else:
-                    text = f"uptime >= {c.at_least:.4%}"
-                out.append(f"    {text}")
+                out.append(f"    {criterion_line(c)}")
     out.append(f"{len(plan.gates())} gates (region x tier)")
     return "\n".join(out)

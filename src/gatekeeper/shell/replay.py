@@ -20,6 +20,7 @@ from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
 from gatekeeper.errors import UserError
+from gatekeeper.shell.side_files import SideFile, load_side_files
 
 BLOCK_BYTES = 4 << 20
 Format = Literal["json", "otlp-json", "otlp-proto"]  # gatekeeper.shell.otlp_options.INPUT_FORMATS
@@ -36,6 +37,7 @@ class ReplaySummary:
     breaches: Counter[str] = field(default_factory=Counter)  # breach alert events by change (opened, ...)
     ignored: Counter[str] = field(default_factory=Counter)  # OTLP spans not used, by reason
     unit: str = "lines"  # what ``lines`` counts: lines, or the batches of a protobuf file
+    side: Counter[str] = field(default_factory=Counter)  # side records applied, by kind
 
     def render(self) -> str:
         rejected = sum(self.rejected.values())
@@ -48,6 +50,8 @@ class ReplaySummary:
             parts.append(f"{sum(self.ignored.values())} spans ignored")
         for code, count in sorted(self.ignored.items(), key=lambda kv: (-kv[1], kv[0])):
             parts.append(f"  ignored {code}: {count}")
+        if self.side:
+            parts.append("side inputs: " + ", ".join(f"{v} {k}" for k, v in sorted(self.side.items())))
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.decisions.items())) or "none"
         parts.append(f"decisions: {sum(self.decisions.values())} ({kinds})")
         if self.breaches:
@@ -158,19 +162,24 @@ def replay(
     jobs: int = 1,
     input_format: Format = "json",
     mapping: OtlpMapping | None = None,
+    side: list[SideFile] | None = None,
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
     decoded in that many worker processes, in order; the pipeline sees exactly the same batches, so the
     decisions are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans'
     region and tier come from. ``breaches``: where the burn-rate breach events go (JSONL, contract v2 of the
-    ``breaches`` topic)."""
+    ``breaches`` topic); ``side``: incident, approval and business-metric files (``shell/side_files.py``)."""
     engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     if input_format != "json":
         decoder = OtlpDecoder(engine.keys, mapping, decoder.not_after_ms)
     summary = ReplaySummary(unit="batches" if input_format == "otlp-proto" else "lines")
     reject_writer = _RejectWriter(rejects)
+    if side:
+        summary.side, side_rejected, side_rejections = load_side_files(engine, side)
+        summary.rejected.update(side_rejected)
+        reject_writer.write(side_rejections)
 
     def emit(out: list[Decision]) -> None:
         for d in out:

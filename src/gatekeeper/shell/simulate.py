@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from aiokafka import AIOKafkaProducer
@@ -28,7 +29,9 @@ from gatekeeper.errors import UserError
 from gatekeeper.shell.files import open_out
 from gatekeeper.shell.kafka_admin import describe_error, ensure_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings, kafka_settings
+from gatekeeper.shell.side_files import OPTIONS
 from gatekeeper.sim.scenario import Scenario, ScenarioError, load_scenario
+from gatekeeper.sim.side_inputs import FILES, side_lines
 from gatekeeper.sim.writer import SimSummary, write_scenario
 
 LINGER_MS = 20
@@ -183,4 +186,22 @@ def run_simulate(args: argparse.Namespace) -> int:
         keyed = "keyed by region/tier" if args.keyed else "unkeyed"
         targets.append(f"topic {settings.topics.telemetry} on {settings.bootstrap} ({keyed})")
     print(_report(scenario, summary, time.perf_counter() - began, " and ".join(targets)), file=sys.stderr)
+    if getattr(args, "side_dir", None):
+        for line in write_side_files(scenario, Path(args.side_dir)):
+            print(line, file=sys.stderr)
     return 0
+
+
+def write_side_files(scenario: Scenario, directory: Path) -> list[str]:
+    """The scenario's incidents, approvals and business metrics as replay's side files in ``directory``; one
+    line per file written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for kind, lines in side_lines(scenario).items():
+            path = directory / FILES[kind]
+            path.write_bytes(b"".join(line + b"\n" for line in lines))
+            written.append(f"{len(lines)} {kind} records to {path} (replay --{OPTIONS[kind]} {path})")
+    except OSError as exc:
+        raise UserError(f"--side-dir {directory}: cannot write: {exc.strerror or exc}") from None
+    return written

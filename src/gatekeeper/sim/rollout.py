@@ -18,6 +18,7 @@ from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.sim.scenario import Episode, Latency, Stream
+from gatekeeper.sim.side_story import InjectedIncident, Revenue, SideStory
 from gatekeeper.sim.traffic import encode_jsonl, generate
 
 HOUR_MS = 3_600_000
@@ -45,6 +46,10 @@ class Story:
             ("us-west", "rollout-90", 1): Health(error_rate=0.006),  # error spike: 0.6 % > 0.1 %
         }
     )
+    incidents: tuple[InjectedIncident, ...] = (  # a critical outage on day 5 of us-east's canary, 2 h long
+        InjectedIncident("us-east", "canary", 5 * 24 * HOUR_MS, 2 * HOUR_MS),
+    )
+    revenue: Revenue = field(default_factory=Revenue)
 
 
 @dataclass(slots=True)
@@ -56,6 +61,7 @@ class RegionProgress:
     state: str = "running"  # running | held | done
     since_ms: int = 0
     sent_until: int = 0  # telemetry was generated up to here
+    first_since_ms: int = 0  # when the current tier's first attempt began (injected incidents count from it)
     history: list[str] = field(default_factory=list)
 
     @property
@@ -82,9 +88,13 @@ class Rollout:
         self.start_ms = parse_instant(story.start)
         tiers = [t.name for p in plan.phases for t in p.tiers]
         self.regions = [
-            RegionProgress(r, [t for t in tiers if self._gated(r, t)], since_ms=self.start_ms) for r in plan.regions
+            RegionProgress(
+                r, [t for t in tiers if self._gated(r, t)], since_ms=self.start_ms, first_since_ms=self.start_ms
+            )
+            for r in plan.regions
         ]
         self.events = 0
+        self.side = SideStory(plan, self.engine, np.random.default_rng([seed, 1]), story.revenue, story.incidents)
 
     def _gated(self, region: str, tier: str) -> bool:
         return any(r == region and t.name == tier for r, _p, t in self.plan.gates())
@@ -107,6 +117,7 @@ class Rollout:
                     lo = max(progress.since_ms, progress.sent_until)  # a retry resumes at hold_until
                     requests = generate(self._stream(progress), self.start_ms, lo, begin + HOUR_MS, self.rng)
                     progress.sent_until = begin + HOUR_MS
+                    self.side.hour(progress.region, progress.tier, progress.first_since_ms, begin, begin + HOUR_MS)
                     lines += encode_jsonl(
                         requests,
                         progress.region,
@@ -126,6 +137,7 @@ class Rollout:
                 return
 
     def _react(self, d: Decision, now_ms: int) -> None:
+        self.side.react(d)  # the controller also plays the approver
         progress = next(p for p in self.regions if p.region == d.region)
         if d.tier != progress.tier:
             return
@@ -133,7 +145,7 @@ class Rollout:
             progress.history.append(f"{d.tier} passed")
             progress.index += 1
             progress.attempt = 1
-            progress.since_ms = now_ms
+            progress.since_ms = progress.first_since_ms = now_ms
             if progress.index >= len(progress.tiers):
                 progress.state = "done"
         elif d.decision == "hold":

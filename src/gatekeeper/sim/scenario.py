@@ -138,6 +138,60 @@ class Stream(_Strict):
         return self
 
 
+SignedShare = Annotated[float, BeforeValidator(_to_share), Field(ge=-0.9, le=10)]
+"""A signed fraction such as a revenue lift: ``0.06`` or ``"6%"``."""
+
+
+class IncidentEvent(_Strict):
+    """An incident opened (and perhaps resolved) at offsets from the start: two records of one id, or one."""
+
+    id: str = Field(min_length=1, max_length=128)
+    severity: Literal["critical", "major", "minor"]
+    kind: str = "outage"
+    region: str = "all"
+    tier: str = "all"
+    opened: Offset
+    resolved: Offset | None = None
+    title: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IncidentEvent:
+        if self.resolved is not None and self.resolved < self.opened:
+            raise ValueError(f"resolved ({_dur(self.resolved)}) is before opened ({_dur(self.opened)})")
+        return self
+
+
+class ApprovalEvent(_Strict):
+    """A person's GO or NO-GO for a checkpoint, at an offset from the start."""
+
+    checkpoint: str = Field(min_length=1)
+    decision: Literal["go", "no-go"]
+    by: str = Field(min_length=1)
+    at: Offset
+    region: str = "all"
+    note: str = ""
+
+
+class Revenue(_Strict):
+    """Per-learner revenue of one (region, tier) treatment and its region's control over [begin, end): each
+    learner reports a value every ``period`` (its own phase in the period); a ``purchase_share`` of the values
+    are purchases (lognormal, coefficient of variation ``amount_cv``), the others 0; the control's mean value is
+    ``mean``, the treatment's ``mean * (1 + lift)``."""
+
+    region: str
+    tier: str
+    metric: str = "revenue"
+    begin: Offset = 0
+    end: Offset
+    lift: SignedShare
+    treatment_learners: int = Field(ge=1, le=1_000_000)
+    control_learners: int = Field(ge=1, le=1_000_000)
+    mean: float = Field(default=15.0, gt=0)
+    purchase_share: Share = 0.5
+    amount_cv: float = Field(default=0.5, ge=0, le=10)
+    period: Offset = 7 * DAY_MS
+
+
 class Scenario(_Strict):
     """A whole scenario file."""
 
@@ -152,6 +206,10 @@ class Scenario(_Strict):
     late_delay: Offset = 30 * 60_000
     ts_format: Literal["epoch", "rfc3339", "mixed"] = "epoch"
     malformed_share: Share = 0.0  # invalid records added, per valid record
+    # side inputs (sim/side_inputs.py): replay's --incidents / --approvals / --business files
+    incidents: tuple[IncidentEvent, ...] = ()
+    approvals: tuple[ApprovalEvent, ...] = ()
+    revenue: tuple[Revenue, ...] = ()
 
     @field_validator("start")
     @classmethod

@@ -36,12 +36,14 @@ from gatekeeper.core import burn_rate, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
+from gatekeeper.core.gate import GateState
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
+from gatekeeper.shell.worker.side import SideStage
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -202,6 +204,7 @@ class Processor:
         self._dirty_gates: set[int] = set()
         self.rejected: Counter[str] = Counter()
         self.decided: Counter[str] = Counter()
+        self.side: SideStage | None = None  # incidents, approvals, business metrics (worker/side.py), if read
 
     def source_id(self, partition: int) -> str:
         return f"{self.topics.telemetry}:{partition}"
@@ -268,6 +271,8 @@ class Processor:
         for _topic, partition, records in polled:
             if _topic == self.topics.panes and records:
                 self._stage2(partition, records, out)
+        if self.side is not None:
+            self.side.flush(polled, out)
         self.rejected.update(out.rejected)
         self.decided.update(d.decision for d in out.decisions)
         return out
@@ -458,6 +463,26 @@ class Processor:
             out.messages.append(Outgoing(self.topics.breaches, home, key, burn_rate.encode(b), breach_headers(b)))
         out.decisions += decisions
         out.breaches += breaches
+
+    # -- for the side inputs' stage (worker/side.py) -------------------------------------------------------
+    def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Outgoing:
+        """A message keyed ``key`` (a gate) on the gate's home partition of ``topic``."""
+        g = self._index[key]
+        return Outgoing(topic, self.home[g], self.keys[g], value)
+
+    def owns_gate(self, key: str, q: int) -> bool:
+        g = self._index.get(key)
+        return g is not None and self.home[g] == q
+
+    def gate_state(self, key: str) -> GateState:
+        return self._inbox(self._index[key]).gate
+
+    def touched(self, key: str) -> None:
+        """The gate's state changed: it is written at the next checkpoint."""
+        self._dirty_gates.add(self._index[key])
+
+    def dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
+        return self._dead_letter(record, code, message)
 
     def _dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
         headers = (

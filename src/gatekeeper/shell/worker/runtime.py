@@ -51,6 +51,7 @@ from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
+from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import (
     MAX_STATE_BYTES,
     aggregate_changelog_topic,
@@ -104,6 +105,8 @@ class Runtime:
         self._entries: dict[bytes, bytes] = {}  # restored gate-inbox entries of the owned partitions
         self._source_entries: dict[bytes, bytes] = {}  # restored stage-1 entries of the owned partitions
         self.processor = Processor(plan, self.topics, self._entries.get, self._source_entries.get, warn=log.warning)
+        self.side_topics = SideTopics.of(settings, options.app_id)
+        self.processor.side = SideStage(plan, self.side_topics, self.processor)
         self._at_end_since: dict[int, float] = {}  # telemetry partition -> since when it is seen read to its end
         self._idle_said: dict[int, float] = {}  # telemetry partition -> when it was last reported idle
         self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
@@ -148,9 +151,10 @@ class Runtime:
     def _inputs(self) -> list[str]:
         """The topics this process reads: both stages by default, one with ``--role``."""
         role = self.options.role
-        return [
+        both = [
             t for t, r in ((self.topics.telemetry, "aggregate"), (self.topics.panes, "gate")) if role in (r, "both")
         ]
+        return both + (self.side_topics.inputs if role in ("gate", "both") else [])
 
     def stop(self) -> None:
         """Ask the loop to finish its poll in progress and leave the group."""
@@ -215,7 +219,8 @@ class Runtime:
         """Forget the state of partitions lost; restore that of partitions gained from the changelogs (stage 1:
         telemetry partitions, stage 2: panes partitions) and move the consumer to the first telemetry record
         not folded yet."""
-        tps = {(tp.topic, tp.partition) for tp in assigned if tp.topic in (self.topics.telemetry, self.topics.panes)}
+        inputs = (self.topics.telemetry, self.topics.panes, *self.side_topics.inputs)
+        tps = {(tp.topic, tp.partition) for tp in assigned if tp.topic in inputs}
         telemetry, panes = self.topics.telemetry, self.topics.panes
         async with self.lock:
             lost, gained = self.restored - tps, tps - self.restored

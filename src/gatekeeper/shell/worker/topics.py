@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gatekeeper.shell.kafka_admin import TELEMETRY_RETENTION_MS, ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.worker.side import side_topics
 
 TABLE_NAME = "gate-state"
 PANES_RETENTION_MS = TELEMETRY_RETENTION_MS  # as long as the telemetry the partials come from
@@ -57,6 +58,7 @@ def worker_topics(settings: KafkaSettings, app_id: str) -> dict[str, dict[str, s
     }
     topics[changelog_topic(app_id)] = dict(compacted)
     topics[aggregate_changelog_topic(app_id)] = dict(compacted)
+    topics |= side_topics(settings, app_id)  # incidents, approvals, business metrics, <app-id>-side
     return topics
 
 

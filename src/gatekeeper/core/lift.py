@@ -1,0 +1,163 @@
+"""Business metrics (contract v1, streams/business-metric.v1.schema.json) and the ``lift`` criterion: the
+relative lift of the treatment's mean over the control's, with an anytime-valid confidence sequence.
+
+Each record is one learner's value of a metric for one period (``ts``: when the period's value was known, e.g.
+its end). A gate keeps, per metric and per window of ``ts``, the count, sum and sum of squares of its tier's
+treatment records and of its region's control records (the control has no tier: it serves every tier).
+
+The interval (docs/statistics.md): lift = mean_T / mean_C - 1; its variance by the delta method,
+  var = s_T^2 / (n_T mean_C^2) + mean_T^2 s_C^2 / (n_C mean_C^4);
+and the asymptotic confidence sequence of Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas ("Time-uniform
+central limit theory and asymptotic confidence sequences", Ann. Statist. 2024, Thm 2.2) with t = n_T + n_C
+observations and sigma^2 = t * var:
+  lift +- sigma * sqrt( 2 (t rho^2 + 1) / (t^2 rho^2) * log( sqrt(t rho^2 + 1) / alpha ) ),
+  rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / tune_at.
+It covers the true lift at every look at once with probability ~1 - alpha, so looking every hour costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from gatekeeper.core.decision import CriterionResult, Verdict
+from gatekeeper.core.plan import LiftCriterion
+from gatekeeper.core.side_ledger import SideLook, Sums
+from gatekeeper.core.side_records import Instant, Label, instant_ms
+
+
+class BusinessMetric(msgspec.Struct, frozen=True):
+    """One record of the ``business-metrics`` topic."""
+
+    ts: Instant
+    region: Label
+    learner_id: Label
+    cohort: Literal["treatment", "control"]
+    metric: Label
+    value: float
+    tier: Label | None = None  # required for the treatment, ignored for the control
+
+
+def event_ms(record: BusinessMetric) -> int:
+    return instant_ms(record.ts)
+
+
+def fold(lift: dict[str, dict[int, Sums]], record: BusinessMetric, window_ms: int) -> None:
+    """Add a record to its metric's bucket of the window its ``ts`` falls in."""
+    ts = event_ms(record)
+    buckets = lift.setdefault(record.metric, {})
+    sums = buckets.setdefault(ts - ts % window_ms, [0.0] * 6)
+    at = 0 if record.cohort == "treatment" else 3
+    sums[at] += 1
+    sums[at + 1] += record.value
+    sums[at + 2] += record.value * record.value
+
+
+@dataclass(frozen=True, slots=True)
+class LiftEstimate:
+    lift: float
+    lower: float
+    upper: float
+    n_treatment: int
+    n_control: int
+    mean_treatment: float
+    mean_control: float
+
+
+def _mean_var(n: float, total: float, squares: float) -> tuple[float, float]:
+    mean = total / n
+    return mean, max(0.0, (squares - n * mean * mean) / (n - 1))
+
+
+def boundary(t: int, alpha: float, tune_at: int) -> float:
+    """Half-width of the asymptotic confidence sequence for a mean of ``t`` observations of unit variance."""
+    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tune_at
+    return math.sqrt(2 * (t * rho2 + 1) / (t * t * rho2) * math.log(math.sqrt(t * rho2 + 1) / alpha))
+
+
+def estimate(sums: Sums, alpha: float, tune_at: int) -> LiftEstimate | None:
+    """The lift and its confidence sequence from the pooled sums; None with fewer than 2 records in an arm or a
+    control mean that is not positive (a relative lift is then undefined)."""
+    n_t, n_c = sums[0], sums[3]
+    if n_t < 2 or n_c < 2:
+        return None
+    mean_t, var_t = _mean_var(n_t, sums[1], sums[2])
+    mean_c, var_c = _mean_var(n_c, sums[4], sums[5])
+    if mean_c <= 0:
+        return None
+    lift = mean_t / mean_c - 1
+    var = var_t / (n_t * mean_c**2) + mean_t**2 * var_c / (n_c * mean_c**4)
+    t = round(n_t + n_c)
+    half = math.sqrt(t * var) * boundary(t, alpha, tune_at)
+    return LiftEstimate(lift, lift - half, lift + half, round(n_t), round(n_c), mean_t, mean_c)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.3g}%"
+
+
+@dataclass(frozen=True, slots=True)
+class LiftJudge:
+    """Pass when the sequence's lower bound clears ``pass_lower_above`` (and the estimate reaches
+    ``pass_estimate_at_least``), fail when its upper bound lies below ``fail_upper_below``; inconclusive otherwise
+    (a checkpoint then reports ``pending``)."""
+
+    spec: LiftCriterion
+    window_ms: int
+    statistical: bool = False  # its own alpha (the plan's ``alpha``): no share of the gate's false_fail
+    fail_weight: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _sums(self, look: SideLook) -> Sums:
+        out = [0.0] * 6
+        side = look.side
+        if side is None:
+            return out
+        for start, sums in side.ledger.lift.get(self.spec.metric, {}).items():
+            if side.soak_start <= start and start + self.window_ms <= side.end:
+                for i, value in enumerate(sums):
+                    out[i] += value
+        return out
+
+    def judge(self, look: SideLook, failing: bool) -> CriterionResult:
+        spec = self.spec
+        sums = self._sums(look)
+        n_t, n_c = round(sums[0]), round(sums[3])
+        est = estimate(sums, spec.alpha, spec.tune_at)
+        limit = spec.fail_upper_below if failing else spec.pass_lower_above
+        conf = f"{(1 - spec.alpha) * 100:.6g}%"
+        verdict: Verdict = "inconclusive"
+        label = f"{spec.metric} lift"
+        if est is None or min(n_t, n_c) < spec.min_per_arm:
+            why = f"{label}: {n_t} treatment and {n_c} control records over the soak; {spec.min_per_arm} per arm needed"
+            return CriterionResult(name=self.name, scope="soak", verdict=verdict, threshold=limit, observed=None,
+                                   requests=n_t + n_c, reason=why)  # fmt: skip
+        means = f"treatment {est.mean_treatment:.4g} over control {est.mean_control:.4g}"
+        seen = (f"{label} {_pct(est.lift)} ({means}, {n_t:,} + {n_c:,} records), "
+                f"{_pct(est.lower)} to {_pct(est.upper)} at {conf} (anytime-valid)")  # fmt: skip
+        target = spec.pass_estimate_at_least
+        if failing and est.upper < spec.fail_upper_below:
+            verdict, why = "fail", f"{seen}: below {_pct(spec.fail_upper_below)}"
+        elif not failing and est.lower > spec.pass_lower_above and (target is None or est.lift >= target):
+            aim = "" if target is None else f" and estimate at least {_pct(target)}"
+            verdict, why = "pass", f"{seen}: lower bound above {_pct(spec.pass_lower_above)}{aim}"
+        else:
+            aim = "" if target is None else f", estimate >= {_pct(target)}"
+            why = f"{seen}: not yet conclusive (pass: lower bound > {_pct(spec.pass_lower_above)}{aim})"
+        return CriterionResult(name=self.name, scope="soak", verdict=verdict, threshold=limit, observed=est.lift,
+                               lower=est.lower, upper=est.upper, requests=n_t + n_c, reason=why)  # fmt: skip
+
+    def may_fail(self, look: SideLook) -> bool:
+        return self.judge(look, failing=True).verdict == "fail"
+
+    def fail_checks(self, look: SideLook, alpha: float) -> list[CriterionResult]:
+        return [self.judge(look, failing=True)]
+
+    def pass_check(self, look: SideLook, alpha: float) -> CriterionResult:
+        return self.judge(look, failing=False)

@@ -1,0 +1,118 @@
+"""Incidents and GO/NO-GO approvals through the real broker: the worker reads the incidents and approvals
+topics, forwards each valid record to its gates' home partitions and applies it where the gate state is, and
+decides exactly what replay decides with the same records as side files; bad records go to the DLQ with reasons.
+
+Plan: the worker tests' plan (window 10m, soak 1h, hold 30m) where canary also requires zero critical incidents
+over the soak and ramp's checkpoint "GO/NO-GO" (after 1h) requires approval. Side records:
+- critical incident INC-1 on us-east/canary, opened 00:25 and resolved 00:28 (two records, same id): the canary,
+  healthy, fails and holds at 00:30 instead of passing at 01:00, then passes after the hold (02:00).
+- a GO for us-east/ramp at 01:15: the ramp, healthy, awaits approval at 01:00, passes at 01:20.
+- a NO-GO for eu-west/ramp at 02:05 (its soak restarted at 01:30 after a latency breach): fail + hold at 02:10.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import worker_harness as h
+import yaml
+
+from gatekeeper.core import decision as decisions
+from gatekeeper.core.timefmt import format_ms
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.replay import replay
+from gatekeeper.shell.side_files import SideFile
+
+pytestmark = pytest.mark.kafka
+
+FAST = ("--idle-after", "2", "--clock-interval", "0.2")
+
+
+def at(minutes: int) -> str:
+    return format_ms((h.T0_S + minutes * 60) * 1000)
+
+
+INCIDENTS = [
+    {"id": "INC-1", "severity": "critical", "kind": "outage", "region": "us-east", "tier": "canary",
+     "opened_at": at(25), "title": "checkout 503s"},
+    {"id": "INC-1", "severity": "critical", "kind": "outage", "region": "us-east", "tier": "canary",
+     "opened_at": at(25), "resolved_at": at(28), "title": "checkout 503s"},
+]  # fmt: skip
+APPROVALS = [
+    {"checkpoint": "GO/NO-GO", "region": "us-east", "decision": "go", "by": "alice", "at": at(75), "note": "ok"},
+    {"checkpoint": "GO/NO-GO", "region": "eu-west", "decision": "no-go", "by": "bob", "at": at(125),
+     "note": "latency regressed in eu-west"},
+]  # fmt: skip
+BAD = [
+    (b"incidents", b'{"id": "INC-2", "severity": "huge", "kind": "outage", "opened_at": 1760833000}'),
+    (b"approvals", b'{"checkpoint": "launch", "decision": "go", "by": "eve", "at": 1760833000}'),
+    (b"incidents", b"not json"),
+]
+
+
+def write_plan(directory: Path) -> Path:
+    plan: dict[str, Any] = copy.deepcopy(h.TEST_PLAN)
+    plan["plan"] = "worker-side-inputs"
+    tiers = plan["phases"][0]["tiers"]
+    tiers[0]["criteria"].append({"kind": "no_incidents", "severities": ["critical"]})
+    tiers[1]["checkpoints"] = [{"name": "GO/NO-GO", "after": "1h", "approval": True}]
+    path = directory / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def lines(records: list[dict[str, Any]]) -> list[bytes]:
+    return [json.dumps(r).encode() for r in records]
+
+
+def expected(plan: Path, telemetry: list[bytes]) -> list[bytes]:
+    side = [
+        SideFile("incident", "incidents", io.BytesIO(b"\n".join(lines(INCIDENTS)))),
+        SideFile("approval", "approvals", io.BytesIO(b"\n".join(lines(APPROVALS)))),
+    ]
+    sink = io.BytesIO()
+    replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=side)
+    return [line for line in sink.getvalue().split(b"\n") if line]
+
+
+def shape(values: list[bytes], region: str, tier: str) -> list[tuple[str, str, str]]:
+    out = [decisions.decode(v) for v in values]
+    return [(d.decision, d.reason_code, d.at) for d in out if (d.region, d.tier) == (region, tier)]
+
+
+def test_incidents_and_approvals_move_the_gates_as_in_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Side records produced first, telemetry once they reached their gates: the worker's decisions equal
+    replay's; the incident fails and holds us-east/canary at 00:30, the GO releases us-east/ramp at 01:20 after
+    it awaited approval at 01:00, the NO-GO holds eu-west/ramp at 02:10; bad side records are in the DLQ with
+    their reasons."""
+    plan, names = write_plan(tmp_path), h.Names()
+    telemetry = h.scenario(invalid=False)
+    want = expected(plan, telemetry)
+    h.create_topics(kafka_bootstrap, names)
+    h.produce_pairs(kafka_bootstrap, names.incidents, [(b"INC-1", v) for v in lines(INCIDENTS)])
+    h.produce_pairs(kafka_bootstrap, names.approvals, [(None, v) for v in lines(APPROVALS)])
+    topic = {b"incidents": names.incidents, b"approvals": names.approvals}
+    for name, value in BAD:
+        h.produce_pairs(kafka_bootstrap, topic[name], [(None, value)])
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        workers[0].wait_assigned()
+        # 2 incident records x 1 gate + 2 approvals x 1 gate each, forwarded to the gates' home partitions
+        h.wait_for(kafka_bootstrap, f"{names.app_id}-side", h.count_at_least(4), workers, settle=1.0)
+        h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), workers)
+        assert 0 == workers[0].stop()
+
+    values = [r.value for r in got]
+    assert sorted(want) == sorted(values)
+    assert [("fail", "breach", at(30)), ("hold", "hold", at(30)), ("release", "release", at(60)),
+            ("pass", "go", at(120))] == shape(values, "us-east", "canary")  # fmt: skip
+    assert [("pending", "approval", at(60)), ("pending", "checkpoint:GO/NO-GO", at(60)),
+            ("pass", "go", at(80))] == shape(values, "us-east", "ramp")  # fmt: skip
+    assert ("fail", "breach", at(130)) in shape(values, "eu-west", "ramp")
+    dead = sorted(dict(r.headers)["gk.reason"].decode() for r in h.read_topic(kafka_bootstrap, names.dlq))
+    assert ["invalid_field:severity", "malformed_json", "unknown_checkpoint"] == dead
