@@ -24,9 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from gatekeeper.core import burn_rate
+from gatekeeper.core import burn_rate, side_inputs
 from gatekeeper.core import decision as decisions
-from gatekeeper.core import side_inputs
 from gatekeeper.core.side_inputs import Routed, SideRouter
 from gatekeeper.core.telemetry import TelemetryDecoder
 from gatekeeper.planfile import load_plan
@@ -215,6 +214,13 @@ def test_topic_bindings_equal_the_settings_the_worker_creates_topics_with() -> N
     assert {a: a for a in named if "{" not in a} == {a: t for a, t in named.items() if "{" not in a}
 
 
+EXAMPLE_OF_KIND: tuple[tuple[side_inputs.Kind, str], ...] = (
+    ("incident", "incident"),
+    ("approval", "approval"),
+    ("business", "businessMetric"),
+)
+
+
 def test_payload_examples_decode_with_gatekeepers_own_decoders() -> None:
     """The contract-v1 telemetry example is a valid record for a plan gating its region and tier; the side
     inputs' examples are valid records for the repo's plan (each concerns at least one gate); the side record
@@ -224,8 +230,7 @@ def test_payload_examples_decode_with_gatekeepers_own_decoders() -> None:
     assert (1, []) == (len(decoded), decoded.rejections)
     router = SideRouter(load_plan(STREAMS.parent / "config" / "rollout-plan.yaml"))
     routed = {
-        kind: router.route(kind, msgspec.json.encode(_example(name)["payload"]))
-        for kind, name in (("incident", "incident"), ("approval", "approval"), ("business", "businessMetric"))
+        kind: router.route(kind, msgspec.json.encode(_example(name)["payload"])) for kind, name in EXAMPLE_OF_KIND
     }
     assert dict.fromkeys(routed, True) == {k: isinstance(r, Routed) and bool(r.gates) for k, r in routed.items()}
     wrapped = side_inputs.decode_record(base64.b64decode(_example("sideRecord")["payload"]))
