@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import pytest
 
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
@@ -268,3 +269,15 @@ def test_columnar_partials_decide_like_one_partial_per_row() -> None:
         two_columns, two_rows, two_gate = columnar_and_rows(["t:0", "t:1"], size)
         assert single_rows == two_rows == two_columns
         assert single_gate == two_gate
+
+
+def test_columnar_partials_of_a_gate_not_in_the_plan_are_refused() -> None:
+    """A columnar batch holding rows of a gate the plan does not have is refused with the gate named, as a
+    single partial of it is."""
+    plan = make_plan(rich_plan())
+    agg = Aggregator(["us-east/canary", "ap-south/canary"], plan.evaluation.pane, plan.evaluation.lateness)
+    merger = Merger(plan, ["t:0"])
+    _state, closed, mark_ = agg.fold_columns(agg.start("t:0"), batch([T0, T0 + 10 * MINUTE], 1))
+    with pytest.raises(ValueError, match="not in the plan") as refused:
+        merger.apply_columns(merger.start_all(), closed, mark_)
+    assert "partial for gate 'ap-south/canary', which is not in the plan" == str(refused.value)

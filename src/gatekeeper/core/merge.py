@@ -177,15 +177,19 @@ class Merger:
         index = {key: i for i, key in enumerate(batch.keys)}
         order = np.argsort(batch.gate, kind="stable")  # per gate, in emission order (pane ascending)
         bounds = np.searchsorted(batch.gate[order], np.arange(len(batch.keys) + 1)).tolist()
+        for key, at_key in index.items():
+            if key not in inboxes and bounds[at_key + 1] > bounds[at_key]:
+                raise ValueError(f"partial for gate {key!r}, which is not in the plan")
+        every: list[Partial] = []  # one Partial per row, built only if a gate needs them
         for key, inbox in inboxes.items():
             i = index.get(key)
             rows = order[bounds[i] : bounds[i + 1]] if i is not None else order[:0]
             until = self._direct_until(inbox, batch, rows, w)
             if until is None:
                 if rows.size:
-                    rows_batch = batch.rows()  # rare: built once per call, only when a gate needs it
+                    every = every or batch.rows()
                     for r in rows.tolist():
-                        self.on_partial(inbox, rows_batch[r])
+                        self.on_partial(inbox, every[r])
                 self.on_watermark(key, inbox, w, out)
                 continue
             inbox.sources[w.source].watermark = w.watermark
