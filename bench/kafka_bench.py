@@ -1,44 +1,46 @@
 """Throughput and decision delay through a real Kafka broker, all in one bounded run.
 
     python bench/kafka_bench.py                        # a local JVM broker via scripts/local_kafka.py
-    python bench/kafka_bench.py --events 100000 --phase-seconds 60 --phases acd
+    python bench/kafka_bench.py --events 300000 --days 0.05 --phases afc --keying keyed
     python bench/kafka_bench.py --bootstrap HOST:PORT  # an existing cluster (topics bench-<run>-*, deleted after)
     python bench/kafka_bench.py --worker stub          # (c)/(d) against the reference worker
 
-What it does:
+What it does, for each ``--keying`` (default both: keyed, then unkeyed, each on its own fresh topics):
 
 0. Writes N telemetry events (default 500k) with bench/telemetry_file.py: the 24 gates of the plan over
-   ``--days`` (default 2) of event time, in time order, and produces them keyed ``region/tier`` (aiokafka
-   ``send()``, acks=all) to a fresh 8-partition telemetry topic. The backlog is complete before any
-   consumer starts, so (a), (b) and (c) all read the same records at full speed.
+   ``--days`` (default 2) of event time, in time order, and produces them keyed ``region/tier`` or unkeyed
+   (aiokafka ``send()``, acks=all) to a fresh 8-partition telemetry topic: every gate's records on one
+   partition, or on all of them. The backlog is complete before any consumer starts, so every phase reads
+   the same records at full speed.
 1. (a) raw aiokafka: one consumer, no group, all partitions assigned, ``getmany`` until N records; events/s
    from the first ``getmany`` call to the last batch (only the loop: no decoding).
-2. (b) naive Faust: bench/naive_faust_app.py as a subprocess (JSON decode, Table read-modify-write and
-   ``numpy.percentile`` per event).
-3. (c) the gatekeeper worker: ``python -m gatekeeper.shell.cli worker ... --app-id bench-<run>-worker`` as a
-   subprocess (``--worker-cmd`` overrides the command line). ``--worker stub`` runs instead a reference,
+   (f) the floor of a Python consumer that decodes: confluent-kafka (librdkafka) with ``fetch.queue.backoff.ms``
+   lowered to 1, ``consume`` in batches of 10,000, each value decoded by msgspec into the contract-v1 struct.
+2. (q) bench/quix_app.py: what a user would write instead, a quixstreams 3.x app computing per region/tier
+   and event-time minute the request and error counts and the P99 (unkeyed: regrouped by ``group_by``).
+   (b), on request only: bench/naive_faust_app.py (a table write and ``numpy.percentile`` per event): a
+   strawman, not a baseline a user would pick.
+3. (c) the gatekeeper worker: ``python -m gatekeeper.shell.cli worker ... --app-id bench-<run>-...-worker``
+   as a subprocess (``--worker-cmd`` overrides the command line; the default checkpoints every 0.5 s so that
+   the bench sees a few commits a second). ``--worker stub`` runs instead a reference,
    bench/kafka_stub_worker.py (started as this file with ``--stub-worker``): ``core.Engine`` behind one plain
-   aiokafka consumer (batch in, decisions out, commit), without the worker's routing, state changelog or
-   decoding child; it is one process with one engine for all partitions, so while catching up on a backlog it
-   may report stalls a real worker would not.
-   (b) and (c) are measured the same way, from outside the process: the consumer group's committed offsets
-   on the telemetry topic, polled every 50 ms (the group is found as the one that commits offsets on this
-   run's topic, so the worker's group id need not be known). Each *change* of the committed sum is a commit
-   the process made after processing that many events; the rate is (events committed between the first
-   and the last commit) / (time between them). Start-up, topic creation and rebalance happen before the
-   first commit and are excluded; the error is about one poll interval at each end plus however long the
-   process sits on processed events before committing them ((b), Faust: at most ``broker_commit_interval``,
-   2.8 s by default, or every ``broker_commit_every`` = 10 000 events, whichever comes first; (c): after
-   every poll, once its decisions and gate states are acknowledged), so each
-   figure is reported with the number of commits and the seconds it spans, and with the CPU the process
-   tree used over that span (psutil; near 100 % of a core: CPU-bound). A phase that does not finish within
-   ``--phase-seconds`` is reported as a partial rate. The input is keyed, so the gatekeeper worker applies
-   every record on the partition it reads it from (no forwarding through ``<app-id>-gates``), and its
-   committed telemetry offsets are its processed events.
+   aiokafka consumer (batch in, decisions out, commit).
+   (q), (b) and (c) are measured the same way, from outside the process: the consumer group's committed
+   offsets on the telemetry topic, polled every 50 ms (the group is found as the one that commits offsets on
+   this run's topic, so the worker's group id need not be known). Each *change* of the committed sum is a
+   commit the process made after processing that many events; the rate is (events committed between the
+   first and the last commit) / (time between them). Start-up, topic creation and rebalance happen before
+   the first commit and are excluded; the error is about one poll interval at each end plus however long the
+   process sits on processed events before committing them, so each figure is reported with the number of
+   commits and the seconds it spans, and with the CPU the process tree used over that span (psutil; near
+   100 % of a core: CPU-bound). A phase that does not finish within ``--phase-seconds`` is reported as a
+   partial rate.
 4. (d) decision delay, with a fresh worker (its own ``--app-id``, so no gate state from (c)) on fresh topics:
-   a telemetry stream in which every gate breaches its error-rate ceiling in the first hour is replayed
-   offline through ``core.Engine`` to find the *closing* events (the event after which the engine emits
-   decisions). Everything before the first closing event is produced in bulk; once the worker has committed
+   a telemetry stream in which every gate breaches its error-rate ceiling in the first hour, spread round-robin
+   over the partitions (unkeyed), is run offline through the two stages (one source per partition) to find
+   the *closing* events: the event that moves the last partition's watermark far enough for the gates to
+   decide (bench/kafka_delay.py; the worker runs with ``--idle-after 600``, so no partition turns idle while
+   the bench pauses). Everything before the first closing event is produced in bulk; once the worker has committed
    it, each closing event is produced on its own, about one per second, and the bench waits until the
    decisions it closes are readable on the decisions topic. Reported:
    * upper bound: wall time from just before producing the closing event to reading each of its decisions
@@ -73,8 +75,10 @@ from bench.kafka_measure import (
     PLAN,
     REPO,
     BenchError,
+    Rate,
     Results,
     as_json,
+    confluent_floor,
     known_groups,
     produce_file,
     raw_consume,
@@ -92,7 +96,8 @@ PYTHON = sys.executable
 WORKER_CMD = (
     "{python} -m gatekeeper.shell.cli worker --plan {plan} --bootstrap {bootstrap} "
     "--telemetry-topic {telemetry} "
-    "--decisions-topic {decisions} --dlq-topic {dlq} --breaches-topic {breaches} --app-id {app_id}"
+    "--decisions-topic {decisions} --dlq-topic {dlq} --breaches-topic {breaches} --app-id {app_id} "
+    "--checkpoint-interval 0.5"  # the bench sees progress only as commits: a few per second (default 2 s)
 )
 STUB_CMD = (
     "{python} {bench} --stub-worker --plan {plan} --bootstrap {bootstrap} --telemetry-topic {telemetry} "
@@ -150,38 +155,56 @@ async def throughput(bootstrap: str, args: argparse.Namespace, results: Results,
     gates = [(region, tier.name) for region, _phase, tier in plan.gates()]
     data = workdir / "telemetry.jsonl"
     load_module(REPO / "bench" / "telemetry_file.py").write_file(data, args.events, int(args.days * 86_400), gates)
-    settings = settings_for(bootstrap, run, "tp")
-    await ensure_topics(settings, gatekeeper_topics(settings))
-    results.produce = await produce_file(settings, data)
-    note(f"produced {args.events:,} events: {results.produce.text()}")
-    if "a" in args.phases:
-        results.raw = await raw_consume(settings, args.events, args.phase_seconds)
-        note(f"(a) {results.raw.text()}")
-    if "b" in args.phases:
-        ignore = await known_groups(settings)
+    for keying in args.keying.split(","):
+        rates = results.rates.setdefault(keying, {})
+        settings = settings_for(bootstrap, run, f"tp-{keying}")
+        await ensure_topics(settings, gatekeeper_topics(settings))
+        produced = rates["p"] = await produce_file(settings, data, keyed=keying == "keyed")
+        note(f"{keying}: produced {args.events:,} events: {produced.text()}")
+        for phase in args.phases:
+            if phase not in "afqbc":
+                continue
+            try:
+                rates[phase] = await measure_phase(phase, keying, settings, args, workdir, f"bench-{run}-{keying}")
+            except (BenchError, UserError) as exc:
+                rates[phase] = f"n/a: {exc}"
+            shown = rates[phase]
+            note(f"{keying} ({phase}) {shown if isinstance(shown, str) else shown.text()}")
+
+
+async def measure_phase(
+    phase: str, keying: str, settings: KafkaSettings, args: argparse.Namespace, workdir: Path, prefix: str
+) -> Rate:
+    """One phase over the telemetry topic of ``settings`` (its records ``keying``)."""
+    if phase == "a":
+        return await raw_consume(settings, args.events, args.phase_seconds)
+    if phase == "f":
+        return await asyncio.to_thread(confluent_floor, settings, args.events, args.phase_seconds)
+    ignore = await known_groups(settings)
+    if phase == "q":
         env = {
-            "GK_NAIVE_BROKER": bootstrap,
+            "GK_QUIX_BROKER": settings.bootstrap,
+            "GK_QUIX_TOPIC": settings.topics.telemetry,
+            "GK_QUIX_APP_ID": f"{prefix}-quix",
+            "GK_QUIX_KEYED": "1" if keying == "keyed" else "0",
+            "GK_QUIX_STATE": str(workdir / f"{prefix}-quix-state"),
+        }
+        with running("quix app", [PYTHON, str(REPO / "bench" / "quix_app.py")], workdir, env) as proc:
+            return await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
+    if phase == "b":
+        env = {
+            "GK_NAIVE_BROKER": settings.bootstrap,
             "GK_NAIVE_TOPIC": settings.topics.telemetry,
-            "GK_NAIVE_APP_ID": f"bench-{run}-naive",
+            "GK_NAIVE_APP_ID": f"{prefix}-naive",
             "GK_NAIVE_PARTITIONS": str(PARTITIONS),
-            "GK_NAIVE_DATADIR": str(workdir / "naive-data"),
+            "GK_NAIVE_DATADIR": str(workdir / f"{prefix}-naive-data"),
         }
         argv = [PYTHON, str(REPO / "bench" / "naive_faust_app.py"), "worker", "-l", "warn", "--without-web"]
-        try:
-            with running("naive faust", argv, workdir, env) as proc:
-                results.naive = await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
-        except (BenchError, UserError) as exc:
-            results.naive = f"n/a: {exc}"
-        note(f"(b) {results.naive if isinstance(results.naive, str) else results.naive.text()}")
-    if "c" in args.phases:
-        ignore = await known_groups(settings)
-        argv = worker_argv(args.worker_cmd, settings, f"bench-{run}-worker", workdir)
-        try:
-            with running(f"{args.worker} worker", argv, workdir) as proc:
-                results.worker = await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
-        except (BenchError, UserError) as exc:
-            results.worker = f"n/a: {exc}"
-        note(f"(c) {results.worker if isinstance(results.worker, str) else results.worker.text()}")
+        with running("naive faust", argv, workdir, env) as proc:
+            return await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
+    argv = worker_argv(args.worker_cmd, settings, f"{prefix}-worker", workdir)
+    with running(f"{args.worker} worker", argv, workdir) as proc:
+        return await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
 
 
 def note(text: str) -> None:
@@ -192,12 +215,14 @@ async def run_all(args: argparse.Namespace, results: Results, workdir: Path) -> 
     run = uuid.uuid4().hex[:8]
     with broker(args) as bootstrap:
         try:
-            if set(args.phases) & set("abc"):
+            if set(args.phases) & set("afqbc"):
                 await throughput(bootstrap, args, results, workdir, run)
             if "d" in args.phases:
                 settings = settings_for(bootstrap, run, "delay")
                 try:
                     worker = worker_argv(args.worker_cmd, settings, f"bench-{run}-delay", workdir)
+                    if args.worker == "gatekeeper":  # no partition idle while the bench pauses (bench/kafka_delay.py)
+                        worker += ["--idle-after", "600"]
                     results.delay = await measure_delay(settings, worker, workdir, args)
                 except (BenchError, UserError) as exc:
                     results.delay = f"n/a: {exc}"
@@ -222,7 +247,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--days", type=float, default=2.0, help="event time the events span (default 2)")
     parser.add_argument("--bootstrap", help="use this cluster instead of starting local brokers")
-    parser.add_argument("--phases", default="abcd", help="which of a, b, c, d to run (default abcd)")
+    parser.add_argument("--phases", default="afqcd", help="which of a, f, q, b, c, d to run (default afqcd)")
+    parser.add_argument("--keying", default="keyed,unkeyed", help="telemetry keyed region/tier, unkeyed, or both")
     parser.add_argument("--worker", choices=["gatekeeper", "stub"], default="gatekeeper", help="(c)/(d) target")
     parser.add_argument("--worker-cmd", help=f"command template for (c)/(d) (default: {WORKER_CMD})")
     parser.add_argument("--phase-seconds", type=float, default=150.0, help="bound on each of (a)-(c)")

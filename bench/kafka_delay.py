@@ -1,5 +1,10 @@
 """(d) of bench/kafka_bench.py: the decision delay of a worker, from a stream in which every gate breaches
-its ceiling in the first hour, timed per closing event (produce -> decision readable, and the hook header)."""
+its ceiling in the first hour, timed per closing event (produce -> decision readable, and the hook header).
+
+The events go round-robin to the partitions (unkeyed, the harder case: every gate's records on every
+partition), so a window closes only when the *last* partition's watermark passes its end; the closing event
+is found offline with the same two stages (core/aggregate.py, core/merge.py), one source per partition. The
+worker runs with a long ``--idle-after`` so that no partition is declared idle while the bench pauses."""
 
 from __future__ import annotations
 
@@ -29,13 +34,14 @@ from bench.kafka_measure import (
     running,
 )
 from gatekeeper.core import decision as decisions
+from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.engine import Engine
+from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import TelemetryDecoder
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_admin import admin_client, ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.simulate import record_key
 
 START_S = 1_760_832_000.0  # 2025-10-19T00:00:00Z, as bench/telemetry_file.py
 
@@ -60,22 +66,45 @@ def breach_stream(plan: Plan, rate_per_min: float, seed: int) -> list[bytes]:
 
 
 def closing_events(plan: Plan, lines: list[bytes], block: int = 1000) -> list[tuple[int, list[Decision]]]:
-    """(index, decisions) of every event after which the engine emits decisions, found block by block
-    (a block that decides is replayed one event at a time from a copy of the engine taken before it)."""
-    engine = Engine(plan)
-    decoder = engine.decoder()
+    """(index, decisions) of every event after which the two stages decide, the events spread round-robin
+    over the partitions as ``partition_of`` says (each partition a source of stage 1): the event that moves
+    the *last* partition's watermark past a window's end. Found block by block (a block that decides is
+    replayed one event at a time from a copy of the state taken before it)."""
+    ev = plan.evaluation
+    keys = [(region, tier.name) for region, _phase, tier in plan.gates()]
+    aggregator = Aggregator([f"{r}/{t}" for r, t in keys], ev.pane, ev.lateness)
+    sources = [f"p{p}" for p in range(PARTITIONS)]
+    merger = Merger(plan, sources)
+    decoder = TelemetryDecoder(keys)
+    state = ([aggregator.start(s) for s in sources], merger.start_all())
+
+    def step(state: tuple[list[SourceState], dict[str, GateInbox]], first: int, chunk: list[bytes]) -> list[Decision]:
+        parts, inboxes = state
+        out: list[Decision] = []
+        for p in range(PARTITIONS):  # per partition, its records in order (the bench produces them in order)
+            mine = [line for i, line in enumerate(chunk, first) if partition_of(i) == p]
+            if mine:
+                parts[p], partials, mark = aggregator.fold(parts[p], decoder.decode(mine))
+                out += merger.apply(inboxes, [*partials, mark])
+        return out
+
     found: list[tuple[int, list[Decision]]] = []
     for start in range(0, len(lines), block):
         chunk = lines[start : start + block]
-        saved = copy.deepcopy(engine)
-        if not engine.ingest(decoder.decode(chunk)):
+        saved = copy.deepcopy(state)
+        if not step(state, start, chunk):
             continue
-        engine = saved
+        state = saved
         for i, line in enumerate(chunk, start):
-            out = engine.ingest(decoder.decode([line]))
+            out = step(state, i, [line])
             if out:
                 found.append((i, out))
     return found
+
+
+def partition_of(index: int) -> int:
+    """Where the bench puts the ``index``-th event: round-robin, as an unkeyed producer spreads records."""
+    return index % PARTITIONS
 
 
 def identity(d: Decision) -> tuple[str, str, str, str]:
@@ -158,8 +187,8 @@ async def measure_delay(settings: KafkaSettings, worker: list[str], workdir: Pat
     await producer.start()
     topic = settings.topics.telemetry
 
-    async def send(batch: list[bytes]) -> None:
-        futures = [await producer.send(topic, line, key=record_key(line)) for line in batch]
+    async def send(first: int, batch: list[bytes]) -> None:
+        futures = [await producer.send(topic, line, partition=partition_of(i)) for i, line in enumerate(batch, first)]
         await asyncio.gather(*futures)
 
     try:
@@ -167,7 +196,7 @@ async def measure_delay(settings: KafkaSettings, worker: list[str], workdir: Pat
             reader = DecisionReader(settings)
             async with reader.reading():
                 first = closing[0][0]
-                await send(lines[:first])
+                await send(0, lines[:first])
                 if not await wait_committed(settings, proc, first, args.phase_seconds, ignore):
                     print(
                         f"  (d): the worker did not commit the first {first:,} events in time",
@@ -175,11 +204,11 @@ async def measure_delay(settings: KafkaSettings, worker: list[str], workdir: Pat
                     )
                 done = first
                 for index, out in closing:
-                    await send(lines[done:index])
+                    await send(done, lines[done:index])
                     await asyncio.sleep(1.0)  # about one closing event per second, the worker idle
                     proc.check_alive()
                     began = time.time() * 1000
-                    await send([lines[index]])
+                    await send(index, [lines[index]])
                     done = index + 1
                     wanted = [identity(d) for d in out]
                     await reader.wait_for(wanted, args.delay_timeout)

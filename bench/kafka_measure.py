@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import GroupLoadInProgressError
+from confluent_kafka import Consumer
+from confluent_kafka import TopicPartition as ConfluentPartition
 
+from gatekeeper.core.telemetry import Telemetry
 from gatekeeper.shell.kafka_admin import admin_client
 from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
 from gatekeeper.shell.simulate import produce_chunks
@@ -106,30 +110,41 @@ class Delays:
 
 @dataclass
 class Results:
+    """Per keying ("keyed", "unkeyed"): its produce rate and each phase's rate (or why it is missing)."""
+
     events: int
-    produce: Rate | None = None
-    raw: Rate | None = None
-    naive: Rate | str | None = None
-    worker: Rate | str | None = None
+    rates: dict[str, dict[str, Rate | str]] = field(default_factory=dict)
     delay: Delays | str | None = None
 
     def render(self, worker_name: str) -> str:
         def show(value: Rate | Delays | str | None) -> str:
             return "not run" if value is None else value if isinstance(value, str) else value.text()
 
-        out = [
-            f"kafka_bench: {self.events:,} events, {PARTITIONS} partitions",
-            f"  produce (aiokafka send, acks=all, keyed)  {show(self.produce)}",
-            f"  (a) raw aiokafka consume                  {show(self.raw)}",
-            f"  (b) naive Faust agent                     {show(self.naive)}",
-            f"  (c) {worker_name:<37} {show(self.worker)}",
-        ]
-        c = self.worker.per_s if isinstance(self.worker, Rate) else None
-        for label, base in (("(c)/(a)", self.raw), ("(c)/(b)", self.naive)):
-            ratio = f"{c / base.per_s:.3f}" if c is not None and isinstance(base, Rate) else "n/a"
-            out.append(f"  {label} = {ratio}")
+        out = [f"kafka_bench: {self.events:,} events, {PARTITIONS} partitions"]
+        for keying, rates in self.rates.items():
+            out.append(f"  {keying}:")
+            for phase, label in PHASES.items():
+                if phase in rates:
+                    name = worker_name if phase == "c" else label
+                    out.append(f"    ({phase}) {name:<44} {show(rates[phase])}")
+            worker = rates.get("c")
+            for base in ("a", "f", "q", "b"):
+                if base in rates and isinstance(worker, Rate) and isinstance(rates[base], Rate):
+                    other = rates[base]
+                    assert isinstance(other, Rate)
+                    out.append(f"    (c)/({base}) = {worker.per_s / other.per_s:.3f}")
         out.append(f"  (d) decision delay: {show(self.delay)}")
         return "\n".join(out)
+
+
+PHASES = {
+    "p": "produce (aiokafka send, acks=all)",
+    "a": "raw aiokafka consume",
+    "f": "confluent-kafka consume + msgspec decode",
+    "q": "quixstreams app (per-minute counts, P99)",
+    "b": "naive Faust agent (not a headline baseline)",
+    "c": "gatekeeper worker",
+}
 
 
 def as_json(results: Results) -> str:
@@ -154,15 +169,16 @@ def settings_for(bootstrap: str, run: str, phase: str) -> KafkaSettings:
     return KafkaSettings(bootstrap=bootstrap, topics=topics)
 
 
-async def produce_file(settings: KafkaSettings, path: Path) -> Rate:
-    """Produce every line of ``path`` keyed region/tier to the telemetry topic; returns the produce rate."""
+async def produce_file(settings: KafkaSettings, path: Path, keyed: bool = True) -> Rate:
+    """Produce every line of ``path`` to the telemetry topic, keyed region/tier or not (the default partitioner
+    then spreads them over the partitions); returns the produce rate."""
     with path.open("rb") as source:
 
         async def next_chunk() -> bytes | None:
             return b"".join(source.readlines(4 << 20)) or None
 
         began = time.perf_counter()
-        sent = await produce_chunks(settings, settings.topics.telemetry, next_chunk, keyed=True)
+        sent = await produce_chunks(settings, settings.topics.telemetry, next_chunk, keyed=keyed)
     return Rate(sent, time.perf_counter() - began, sent, sent)
 
 
@@ -190,6 +206,29 @@ async def raw_consume(settings: KafkaSettings, total: int, seconds: float) -> Ra
         await consumer.stop()
     if not count:
         raise BenchError("the raw consumer read nothing")
+    return Rate(count, last - began, count, total)
+
+
+def confluent_floor(settings: KafkaSettings, total: int, seconds: float) -> Rate:
+    """(f): the fastest Python consume-and-decode loop here: confluent-kafka (librdkafka) with its fetch queue
+    backoff lowered, ``consume`` in batches, each value decoded into the contract-v1 struct by msgspec."""
+    decoder = msgspec.json.Decoder(Telemetry)
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "bench-floor",
+                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 1})  # fmt: skip
+    try:
+        consumer.assign([ConfluentPartition(settings.topics.telemetry, p, 0) for p in range(PARTITIONS)])
+        count = 0
+        began = last = time.perf_counter()
+        while count < total and last - began < seconds:
+            for message in consumer.consume(10_000, 1.0):
+                if message.error() is None:
+                    decoder.decode(message.value())
+                    count += 1
+            last = time.perf_counter()
+    finally:
+        consumer.close()
+    if not count:
+        raise BenchError("the confluent-kafka consumer read nothing")
     return Rate(count, last - began, count, total)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import pytest
 
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
@@ -226,3 +227,57 @@ def test_a_newer_version_of_a_partial_replaces_the_older_or_is_late() -> None:
     third = msgspec.structs.replace(partial("us-east/canary", 1, "a", requests=18), seq=2)
     merger.on_partial(inbox, third)
     assert (15, 3, 1) == (inbox.gate.window_requests, inbox.gate.late_events, inbox.counts.late_partials)
+
+
+def columnar_and_rows(sources: list[str], size: int) -> tuple[list[bytes], list[bytes], tuple[int, ...]]:
+    """The rich run folded by source "t:0" in batches of ``size`` and merged into gates waiting for ``sources``
+    (any other one reported idle first), once as columns (``apply_columns``) and once one ``Partial`` per row
+    (``apply``): both decisions, and per way the first gate's closed_until, late and soak counts."""
+    plan = make_plan(rich_plan())
+    agg = Aggregator(KEYS, plan.evaluation.pane, plan.evaluation.lateness)
+    merger = Merger(plan, sources)
+    idle = [Watermark(source=s, watermark=None, idle=True) for s in sources if s != "t:0"]
+    decided: list[list[bytes]] = []
+    gates: list[tuple[int, ...]] = []
+    for columnar in (True, False):
+        inboxes, state = merger.start_all(), agg.start("t:0")
+        out = merger.apply(inboxes, idle)
+        for part in chunks(rich_events(), size):
+            if columnar:
+                state, closed, mark_ = agg.fold_columns(state, part)
+                out += merger.apply_columns(inboxes, closed, mark_)
+            else:
+                state, partials, mark_ = agg.fold(state, part)
+                out += merger.apply(inboxes, [*partials, mark_])
+        decided.append(encoded(out))
+        st = inboxes[KEYS[0]].gate
+        gates.append((inboxes[KEYS[0]].closed_until or 0, st.late_events, st.soak_requests, st.soak_errors,
+                      *st.soak_bins.tolist()))  # fmt: skip
+    assert gates[0] == gates[1]
+    return decided[0], decided[1], gates[0]
+
+
+def test_columnar_partials_decide_like_one_partial_per_row() -> None:
+    """Stage 1's partials handed over as columns decide exactly like the same partials one by one (same
+    decisions, same gate state), whether the gates wait only for this source (closed straight from the
+    columns) or also for an idle second one (the columns fall back to one partial per row); with 1,000-event
+    and 37-event batches."""
+    for size in (1000, 37):
+        single_columns, single_rows, single_gate = columnar_and_rows(["t:0"], size)
+        assert {"fail", "hold", "release", "pass"} <= {msgspec.json.decode(d)["decision"] for d in single_rows}
+        assert single_rows == single_columns
+        two_columns, two_rows, two_gate = columnar_and_rows(["t:0", "t:1"], size)
+        assert single_rows == two_rows == two_columns
+        assert single_gate == two_gate
+
+
+def test_columnar_partials_of_a_gate_not_in_the_plan_are_refused() -> None:
+    """A columnar batch holding rows of a gate the plan does not have is refused with the gate named, as a
+    single partial of it is."""
+    plan = make_plan(rich_plan())
+    agg = Aggregator(["us-east/canary", "ap-south/canary"], plan.evaluation.pane, plan.evaluation.lateness)
+    merger = Merger(plan, ["t:0"])
+    _state, closed, mark_ = agg.fold_columns(agg.start("t:0"), batch([T0, T0 + 10 * MINUTE], 1))
+    with pytest.raises(ValueError, match="not in the plan") as refused:
+        merger.apply_columns(merger.start_all(), closed, mark_)
+    assert "partial for gate 'ap-south/canary', which is not in the plan" == str(refused.value)

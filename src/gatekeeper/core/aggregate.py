@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.core import sketch
-from gatekeeper.core.partials import Partial, Watermark
+from gatekeeper.core.partials import Partial, PartialBatch, Watermark, ragged
 from gatekeeper.core.telemetry import EventBatch
 
 _NEVER = -(1 << 62)  # a watermark below every event time
@@ -69,10 +69,17 @@ class Aggregator:
     ) -> tuple[SourceState, list[Partial], Watermark]:
         """Apply ``batch`` (the source's next events, in its order); return the panes it closes and the
         source's watermark after it."""
-        if len(batch):
-            self._fold(state, batch)
+        state, closed, watermark = self.fold_columns(state, batch, version)
+        return state, closed.rows(), watermark
+
+    def fold_columns(
+        self, state: SourceState, batch: EventBatch, version: int | None = None
+    ) -> tuple[SourceState, PartialBatch, Watermark]:
+        """``fold`` with the closed panes as one columnar batch (for a stage 2 in the same process)."""
+        through = self._fold(state, batch) if len(batch) else None
         watermark = None if state.newest is None else state.newest - self.lateness
-        return state, self._emit(state, watermark, version), Watermark(source=state.source, watermark=watermark)
+        closed = self._emit(state, watermark, version, through)
+        return state, closed, Watermark(source=state.source, watermark=watermark)
 
     def seal(self, state: SourceState, version: int | None = None) -> tuple[SourceState, list[Partial]]:
         """The source is idle: emit every open pane as it is now, so the gates need not wait for this
@@ -89,11 +96,18 @@ class Aggregator:
     def finish(self, state: SourceState) -> tuple[SourceState, list[Partial], Watermark]:
         """End of input, on request only: treat the lateness as elapsed and emit every open pane the data
         covers (the watermark becomes the newest event time)."""
+        state, closed, watermark = self.finish_columns(state)
+        return state, closed.rows(), watermark
+
+    def finish_columns(self, state: SourceState) -> tuple[SourceState, PartialBatch, Watermark]:
+        """``finish`` with the emitted panes as one columnar batch."""
         watermark = state.newest
         return state, self._emit(state, watermark), Watermark(source=state.source, watermark=watermark)
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _fold(self, state: SourceState, batch: EventBatch) -> None:
+    def _fold(self, state: SourceState, batch: EventBatch) -> _Rows:
+        """Fold ``batch`` into the open panes; return, as rows, the panes it opens and its own watermark closes
+        at once (most, on sparse input): they never become an ``OpenPane``."""
         ts, pane = batch.ts_ms, self.pane
         running = np.maximum.accumulate(ts)
         if state.newest is not None:
@@ -115,37 +129,77 @@ class Aggregator:
                                   return_counts=True)  # fmt: skip
         cuts = np.searchsorted(codes, np.arange(groups.size + 1) * sketch.NBINS)
         buckets = codes % sketch.NBINS
-        rows = zip(groups.tolist(), requests.tolist(), errors.tolist(), lates.tolist(), cuts[:-1], cuts[1:],
-                   strict=True)  # fmt: skip
-        for group, n, errs, n_late, lo, hi in rows:
-            start, gate = divmod(group, gates)
-            key = (gate, start * pane)
-            slot = state.panes.get(key)
-            if slot is None:
-                state.panes[key] = OpenPane(n, errs, n_late, buckets[lo:hi], counts[lo:hi].astype(np.int64))
-                continue
-            slot.requests += n
-            slot.errors += errs
-            slot.late += n_late
-            slot.dirty = True
-            if hi > lo:
-                slot.buckets, slot.counts = _add_sparse(slot.buckets, slot.counts, buckets[lo:hi], counts[lo:hi])
         n_late = int(late.sum())
         state.late += n_late
         state.events += int(ts.size) - n_late
         state.newest = int(running[-1])
+        starts, gate_of = np.divmod(groups, gates)
+        starts *= pane
+        opened = np.fromiter((start // pane * gates + gate for gate, start in state.panes), np.int64, len(state.panes))
+        through = (starts + pane <= state.newest - self.lateness) & ~np.isin(groups, opened)
+        rows = np.flatnonzero(~through).tolist()
+        for group, n, errs, n_late_, lo, hi in zip(groups[rows].tolist(), requests[rows].tolist(),
+                                                   errors[rows].tolist(), lates[rows].tolist(), cuts[rows].tolist(),
+                                                   cuts[1:][rows].tolist(), strict=True):  # fmt: skip
+            start, gate = divmod(group, gates)
+            key = (gate, start * pane)
+            slot = state.panes.get(key)
+            if slot is None:
+                state.panes[key] = OpenPane(n, errs, n_late_, buckets[lo:hi], counts[lo:hi].astype(np.int64))
+                continue
+            slot.requests += n
+            slot.errors += errs
+            slot.late += n_late_
+            slot.dirty = True
+            if hi > lo:
+                slot.buckets, slot.counts = _add_sparse(slot.buckets, slot.counts, buckets[lo:hi], counts[lo:hi])
+        kept = np.flatnonzero(through)
+        sizes = cuts[1:][kept] - cuts[:-1][kept]
+        return _Rows(groups[kept], gate_of[kept], starts[kept], requests[kept], errors[kept], lates[kept], sizes,
+                     buckets[ragged(cuts[:-1][kept], sizes)], counts[ragged(cuts[:-1][kept], sizes)])  # fmt: skip
 
-    def _emit(self, state: SourceState, watermark: int | None, version: int | None = None) -> list[Partial]:
-        if watermark is None:
-            return []
-        closed = sorted((start, gate) for gate, start in state.panes if start + self.pane <= watermark)
-        out = []
+    def _emit(
+        self, state: SourceState, watermark: int | None, version: int | None = None, through: _Rows | None = None
+    ) -> PartialBatch:
+        """The open panes the watermark passed, with the rows that went ``through``, ordered by (pane, gate)."""
+        closed = [] if watermark is None else sorted(
+            (start, gate) for gate, start in state.panes if start + self.pane <= watermark
+        )  # fmt: skip
+        rows: list[tuple[int, int, int, int, int, int, int]] = []
+        bins: list[npt.NDArray[np.int64]] = []
+        counts: list[npt.NDArray[np.int64]] = []
+        gates = len(self.keys)
         for start, gate in closed:
             p = state.panes.pop((gate, start))
             if p.dirty:  # else emitted as it is by ``seal`` already
                 p.seq = p.seq + 1 if version is None else max(version, p.seq + 1)
-                out.append(self._partial(state, gate, start, p))
-        return out
+                rows.append((start // self.pane * gates + gate, gate, start, p.seq, p.requests, p.errors, p.late))
+                bins.append(p.buckets)
+                counts.append(p.counts)
+        table = np.asarray(rows, np.int64).reshape(-1, 7).T
+        sizes = np.fromiter((b.size for b in bins), np.int64, len(bins))
+        empty = np.empty(0, np.int64)
+        pool_bins = np.concatenate(bins).astype(np.int64) if bins else empty
+        pool_counts = np.concatenate(counts).astype(np.int64) if counts else empty
+        if through is not None and through.group.size:
+            # a pane that went through was never emitted: its first version
+            first = np.full(through.group.size, 0 if version is None else max(version, 0), np.int64)
+            fresh = (through.group, through.gate, through.start, first, through.requests, through.errors, through.late)
+            table = np.concatenate((table, np.stack(fresh)), axis=1)
+            sizes = np.concatenate((sizes, through.sizes))
+            pool_bins = np.concatenate((pool_bins, through.buckets))
+            pool_counts = np.concatenate((pool_counts, through.counts))
+            order = np.argsort(table[0], kind="stable")
+            table = table[:, order]
+        else:
+            order = np.arange(table.shape[1])
+        starts = np.cumsum(sizes) - sizes
+        at = ragged(starts[order], sizes[order])
+        offsets = np.zeros(table.shape[1] + 1, np.int64)
+        np.cumsum(sizes[order], out=offsets[1:])
+        _codes, gate_col, pane_col, seq, requests, errors, lates = table
+        return PartialBatch(state.source, self.keys, gate_col, pane_col, seq, requests, errors, lates, offsets,
+                            pool_bins[at], pool_counts[at])  # fmt: skip
 
     def _partial(self, state: SourceState, gate: int, start: int, p: OpenPane) -> Partial:
         return Partial(
@@ -159,6 +213,21 @@ class Aggregator:
             bins=tuple(p.buckets.tolist()),
             counts=tuple(p.counts.tolist()),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Panes as columns (``group``: pane index * gates + gate, their order); bins of each in turn."""
+
+    group: npt.NDArray[np.int64]
+    gate: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+    requests: npt.NDArray[np.int64]
+    errors: npt.NDArray[np.int64]
+    late: npt.NDArray[np.int64]
+    sizes: npt.NDArray[np.int64]
+    buckets: npt.NDArray[np.int64]
+    counts: npt.NDArray[np.int64]
 
 
 def _add_sparse(

@@ -10,7 +10,6 @@ event, if it came at most the longest alert window before the breach opened (old
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import msgspec
@@ -19,7 +18,7 @@ import numpy as np
 from gatekeeper.core import sketch
 from gatekeeper.core.burn_rate import Breach, BurnSpec, BurnState, advance, slos_of
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.partials import Partial
+from gatekeeper.core.partials import Closing
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import parse_instant
 
@@ -66,26 +65,24 @@ class BreachWatch:
         self,
         key: str,
         alerts: GateAlerts,
-        panes: Sequence[int],
-        groups: Sequence[dict[str, Partial]],
+        closing: Closing,
         until: int,
         decisions: Sequence[Decision],
         out: list[Breach],
     ) -> None:
-        """Panes closing (ascending) with their partials, the merge watermark they closed on and the decisions
-        the gate made meanwhile (this gate's only) in; breach events appended to ``out``."""
+        """Panes closing (ascending, as columns), the merge watermark they closed on and the decisions the gate
+        made meanwhile (this gate's only) in; breach events appended to ``out``."""
         specs = self.specs[key]
         if not specs:
             return
-        carried = [(pane, parts) for pane, parts in zip(panes, groups, strict=True) if parts]
-        starts = [pane for pane, _ in carried]
-        requests = [sum(p.requests for p in parts.values()) for _, parts in carried]
+        starts: list[int] = closing.panes.tolist()
+        requests: list[int] = closing.requests.tolist()
         made: list[Breach] = []
         for spec in specs:
             if spec.slo.slower_than_ms is None:
-                bad = [sum(p.errors for p in parts.values()) for _, parts in carried]
+                bad: list[int] = closing.errors.tolist()
             else:
-                bad = _slow([parts for _, parts in carried], first_slow_bucket(spec.slo.slower_than_ms))
+                bad = _slow(closing, first_slow_bucket(spec.slo.slower_than_ms))
             state = alerts.burn.setdefault(spec.slo.name, BurnState())
             made += advance(spec, state, starts, requests, bad, until)
         fails = [(parse_instant(d.at), d.decision_id) for d in decisions if d.decision == "fail"]
@@ -102,15 +99,11 @@ class BreachWatch:
             alerts.last_fail = max(fails)
 
 
-def _slow(groups: Sequence[dict[str, Partial]], first: int) -> list[int]:
-    """Per pane, the requests of its partials in latency buckets from ``first`` on (one numpy pass per close)."""
-    parts = [(i, p) for i, group in enumerate(groups) for p in group.values()]
-    sizes = np.fromiter((len(p.bins) for _, p in parts), np.int64, len(parts))
-    pane = np.repeat(np.fromiter((i for i, _ in parts), np.int64, len(parts)), sizes)
-    buckets = np.fromiter(itertools.chain.from_iterable(p.bins for _, p in parts), np.int64, int(sizes.sum()))
-    counts = np.fromiter(itertools.chain.from_iterable(p.counts for _, p in parts), np.int64, int(sizes.sum()))
-    slow = buckets >= first
-    return np.bincount(pane[slow], counts[slow], len(groups)).astype(np.int64).tolist()  # type: ignore[no-any-return]
+def _slow(closing: Closing, first: int) -> list[int]:
+    """Per closing pane, its requests in latency buckets from ``first`` on (one numpy pass per close)."""
+    slow = closing.buckets >= first
+    at = np.searchsorted(closing.panes, closing.bin_pane[slow])
+    return np.bincount(at, closing.counts[slow], closing.panes.size).astype(np.int64).tolist()  # type: ignore[no-any-return]
 
 
 def first_slow_bucket(limit_ms: float) -> int:

@@ -31,13 +31,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from gatekeeper.core import sketch
 from gatekeeper.core.breach_watch import BreachWatch, GateAlerts
 from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
-from gatekeeper.core.partials import Message, Partial, Watermark, encode
+from gatekeeper.core.partials import Closing, Message, Partial, PartialBatch, Watermark, encode, ragged
 from gatekeeper.core.plan import Plan
 
 Seen = tuple[int, bytes, int, int]  # (seq, digest, requests, late) of a merged partial
@@ -176,59 +177,113 @@ class Merger:
         gate.state = inbox.gate
         return gate
 
+    def apply_columns(
+        self, inboxes: dict[str, GateInbox], batch: PartialBatch, w: Watermark, breaches: list[Breach] | None = None
+    ) -> list[Decision]:
+        """``apply(inboxes, [*batch.rows(), w])`` without a ``Partial`` per row where that is the same: a gate
+        whose only source is the batch's, with nothing buffered, gets its rows closed straight from the
+        columns when ``w`` closes them all (replay's one source, every batch). Such panes keep no per-partial
+        record for comparing re-deliveries: a later partial of them from that source, whose watermark passed
+        them, counts as a duplicate; so this is for sources that never re-emit a pane (no ``seal``)."""
+        out: list[Decision] = []
+        index = {key: i for i, key in enumerate(batch.keys)}
+        order = np.argsort(batch.gate, kind="stable")  # per gate, in emission order (pane ascending)
+        bounds = np.searchsorted(batch.gate[order], np.arange(len(batch.keys) + 1)).tolist()
+        for key, at_key in index.items():
+            if key not in inboxes and bounds[at_key + 1] > bounds[at_key]:
+                raise ValueError(f"partial for gate {key!r}, which is not in the plan")
+        every: list[Partial] = []  # one Partial per row, built only if a gate needs them
+        for key, inbox in inboxes.items():
+            i = index.get(key)
+            rows = order[bounds[i] : bounds[i + 1]] if i is not None else order[:0]
+            until = self._direct_until(inbox, batch, rows, w)
+            if until is None:
+                if rows.size:
+                    every = every or batch.rows()
+                    for r in rows.tolist():
+                        self.on_partial(inbox, every[r])
+                self.on_watermark(key, inbox, w, out, breaches)
+                continue
+            inbox.sources[w.source].watermark = w.watermark
+            lo = batch.offsets[rows]
+            sizes = batch.offsets[rows + 1] - lo
+            at = ragged(lo, sizes)
+            closing = Closing(batch.pane[rows], batch.requests[rows], batch.errors[rows], batch.late[rows],
+                              np.repeat(batch.pane[rows], sizes), batch.bins[at], batch.counts[at])  # fmt: skip
+            self._close_columns(key, inbox, until, closing, out, [] if breaches is None else breaches)
+        return out
+
     # -- internals ---------------------------------------------------------------------------------------
+    def _direct_until(
+        self, inbox: GateInbox, batch: PartialBatch, rows: npt.NDArray[np.intp], w: Watermark
+    ) -> int | None:
+        """The merge watermark ``w`` brings ``inbox`` to if it closes all ``rows`` from the columns, else None."""
+        mark = inbox.sources.get(w.source)
+        if mark is None or len(inbox.sources) != 1 or inbox.buffered or mark.idle or w.idle or w.watermark is None:
+            return None
+        after = inbox.closed_until
+        older = mark.watermark is not None and w.watermark < mark.watermark
+        if older or (after is not None and w.watermark <= after):
+            return None  # nothing to close: ``on_watermark`` says what else it means
+        panes = batch.pane[rows]
+        if panes.size and (int(panes.max()) + self.pane > w.watermark or (
+            after is not None and int(panes.min()) + self.pane <= after
+        )):  # fmt: skip
+            return None
+        return w.watermark
+
     def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision], breaches: list[Breach]) -> None:
+        closing = sorted(p for p in inbox.buffered if p + self.pane <= until)
+        groups = [inbox.buffered.pop(pane) for pane in closing]
+        for pane, group in zip(closing, groups, strict=True):
+            inbox.merged[pane] = dict(group)  # compared as they are; digests only in snapshots
+        parts = [p for group in groups for p in group.values()]
+        sizes = np.fromiter((len(p.bins) for p in parts), np.int64, len(parts))
+        total = int(sizes.sum())
+        sums = np.asarray([(sum(p.requests for p in g.values()), sum(p.errors for p in g.values()),
+                            sum(p.late for p in g.values())) for g in groups], np.int64).reshape(-1, 3)  # fmt: skip
+        columns = Closing(
+            np.asarray(closing, np.int64), sums[:, 0], sums[:, 1], sums[:, 2],
+            np.repeat(np.fromiter((p.pane for p in parts), np.int64, len(parts)), sizes),
+            np.fromiter(itertools.chain.from_iterable(p.bins for p in parts), np.int64, total),
+            np.fromiter(itertools.chain.from_iterable(p.counts for p in parts), np.int64, total),
+        )  # fmt: skip
+        self._close_columns(key, inbox, until, columns, out, breaches)
+
+    def _close_columns(
+        self, key: str, inbox: GateInbox, until: int, c: Closing, out: list[Decision], breaches: list[Breach]
+    ) -> None:
+        """Close the panes ``c`` (time order) and the gate's windows up to ``until``; breach alert events to
+        ``breaches``."""
         gate = self.gate(key, inbox)
         made = len(out)
         st = inbox.gate
-        closing = sorted(p for p in inbox.buffered if p + self.pane <= until)
-        groups = [inbox.buffered.pop(pane) for pane in closing]
-        for pane, parts in zip(closing, groups, strict=True):
-            inbox.merged[pane] = dict(parts)  # compared as they are; digests only in snapshots
-        if closing:
-            self._add_bins(gate, closing, groups)
-        starts: list[int] = []
-        requests: list[int] = []
-        errors: list[int] = []
-
-        def send() -> None:
-            if starts:
-                gate.on_panes(np.asarray(starts, np.int64), np.asarray(requests, np.int64),
-                              np.asarray(errors, np.int64), out)  # fmt: skip
-                starts.clear()
-                requests.clear()
-                errors.clear()
-
-        for pane, parts in zip(closing, groups, strict=True):
-            late = sum(p.late for p in parts.values())
-            if late:
-                send()
-                gate.close_windows_until(pane, out)
-                st.late_events += late
-            n = sum(p.requests for p in parts.values())
-            if n:
-                starts.append(pane)
-                requests.append(n)
-                errors.append(sum(p.errors for p in parts.values()))
-        send()
+        if c.bin_pane.size:
+            self._add_bins(gate, c.bin_pane // self.window, c.buckets, c.counts)
+        # Late records counted with a pane go in after the windows ending at or before its start closed: the
+        # panes between two such panes go to the gate in one call.
+        starts = [0, *np.flatnonzero(c.late).tolist()]
+        ends = [*starts[1:], c.panes.size]
+        for lo, hi in zip(starts, ends, strict=True):
+            if hi > lo and c.late[lo]:
+                gate.close_windows_until(int(c.panes[lo]), out)
+                st.late_events += int(c.late[lo])
+            used = np.flatnonzero(c.requests[lo:hi]) + lo
+            if used.size:
+                gate.on_panes(c.panes[used], c.requests[used], c.errors[used], out)
         gate.close_windows_until(until, out)
         gate.on_stream_clock(until, 0, out)
-        self.watch.on_close(key, inbox.alerts, closing, groups, until, out[made:], breaches)
+        self.watch.on_close(key, inbox.alerts, c, until, out[made:], breaches)
         inbox.closed_until = until
         horizon = until - self.horizon  # older re-deliveries are recognised by their source's watermark
         for pane in [p for p in inbox.merged if p < horizon]:
             del inbox.merged[pane]
 
-    def _add_bins(self, gate: Gate, panes: list[int], groups: list[dict[str, Partial]]) -> None:
-        """The latency bins of the closing panes, summed per window in one step and added to their windows
-        (each still open: a window closes only after its last pane)."""
-        parts = [p for group in groups for p in group.values()]
-        sizes = np.fromiter((len(p.bins) for p in parts), np.int64, len(parts))
-        if not sizes.sum():
-            return
-        windows = np.repeat(np.fromiter((p.pane for p in parts), np.int64, len(parts)) // self.window, sizes)
-        buckets = np.fromiter(itertools.chain.from_iterable(p.bins for p in parts), np.int64, int(sizes.sum()))
-        counts = np.fromiter(itertools.chain.from_iterable(p.counts for p in parts), np.int64, int(sizes.sum()))
+    def _add_bins(
+        self, gate: Gate, windows: npt.NDArray[np.int64], buckets: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]
+    ) -> None:
+        """The closing panes' latency bins (their window index, bucket, count), summed per window in one step and
+        added to their windows (each still open: a window closes only after its last pane)."""
         first = int(windows.min())
         grid = np.bincount((windows - first) * sketch.NBINS + buckets, counts, (int(windows.max()) - first + 1)
                            * sketch.NBINS).astype(np.int64).reshape(-1, sketch.NBINS)  # fmt: skip

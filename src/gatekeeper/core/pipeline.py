@@ -1,6 +1,7 @@
 """Both stages over one source: stage 1 (``aggregate``) folds each batch into partials and a watermark,
-stage 2 (``merge``) merges them into the gates. Replay, the simulator and the demo run this; the worker runs
-the same two stages with Kafka between them, so their decisions agree by construction.
+stage 2 (``merge``) merges them into the gates. Replay, the simulator and the demo run this, the partials going
+from one stage to the other as columns (``PartialBatch``); the worker runs the same two stages with Kafka between
+them, one ``Partial`` per message, so their decisions agree by construction.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.merge import GateInbox, Merger
-from gatekeeper.core.partials import Partial, Watermark
+from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.side_inputs import Routed, SideRouter, apply
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
@@ -62,14 +63,14 @@ class Pipeline:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
         if self._flushed:
             raise RuntimeError("flush() ended the input: this pipeline takes no more events")
-        self.source, partials, watermark = self.aggregator.fold(self.source, batch)
+        self.source, partials, watermark = self.aggregator.fold_columns(self.source, batch)
         self.stats.events += len(batch)
         return self._merge(partials, watermark)
 
     def flush(self) -> list[Decision]:
         """End of input, on request only: treat the lateness as elapsed and close what the data covers."""
         self._flushed = True
-        self.source, partials, watermark = self.aggregator.finish(self.source)
+        self.source, partials, watermark = self.aggregator.finish_columns(self.source)
         return self._merge(partials, watermark)
 
     def observe_stream_time(self, newest_ts_ms: int) -> list[Decision]:
@@ -94,9 +95,9 @@ class Pipeline:
         out, self._breaches = self._breaches, []
         return out
 
-    def _merge(self, partials: list[Partial], watermark: Watermark) -> list[Decision]:
+    def _merge(self, partials: PartialBatch, watermark: Watermark) -> list[Decision]:
         before = len(self._breaches)
-        out = self.merger.apply(self.inboxes, [*partials, watermark], self._breaches)
+        out = self.merger.apply_columns(self.inboxes, partials, watermark, self._breaches)
         self.stats.breaches += len(self._breaches) - before
         self.stats.partials += len(partials)
         self.stats.late = self.source.late + sum(i.counts.late for i in self.inboxes.values())

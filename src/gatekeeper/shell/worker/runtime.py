@@ -4,11 +4,14 @@ Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the tele
 ``<app-id>-panes``) -> decode the telemetry values (``decoding``: in a child process with ``--jobs 2``, while
 the previous poll is applied) -> ``Processor.flush_polled`` over the whole poll (stage 1 on the telemetry
 records, stage 2 on the partials and watermarks) -> send the outgoing messages (partials, watermarks, dead
-letters, decisions, breaches) and await every delivery. Every ``--checkpoint-interval`` s, on a revoke and at
-shutdown: write the stage-1 states and gate inboxes changed since the last checkpoint to their compacted
-changelogs (each once, however many polls changed it), await them, then commit the offsets applied since. A
-committed offset never passes what the changelogs hold (at least once; decision ids are deterministic; stage 1
-resumes exactly, stage 2 merges idempotently, so what is read again after a crash changes nothing).
+letters, decisions, breaches) without awaiting their acknowledgements: up to ``IN_FLIGHT_POLLS`` polls'
+deliveries travel while the next polls are applied (waiting for each poll's acks cost the worker half its
+throughput); a poll's offsets become committable only once its deliveries and all earlier ones are acknowledged.
+Every ``--checkpoint-interval`` s, on a revoke and at shutdown: write the stage-1 states and gate inboxes changed
+since the last checkpoint to their compacted changelogs (each once, however many polls changed it), await them,
+then commit the offsets applied since. A committed offset never passes what the changelogs hold (at least once;
+decision ids are deterministic; stage 1 resumes exactly, stage 2 merges idempotently, so what is read again after
+a crash changes nothing).
 
 Assignment. The group uses the range assignor, so with equal partition counts one member owns partition p
 of both input topics: stage 1 of telemetry partition p (its state restored from partition p of
@@ -33,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +67,7 @@ HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the work
 OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
 POLL_TIMEOUT_MS = 100  # an idle loop wakes this often (stop requests, clock checks)
 REPORT_INTERVAL_S = 30.0
+IN_FLIGHT_POLLS = 4  # polls whose messages may await their acknowledgements while the next ones are applied
 DELIVERY_TIMEOUT_MS = 120_000  # a send not acknowledged in this time fails the worker (broker gone too long)
 
 
@@ -120,6 +124,8 @@ class Runtime:
         self.caught_up = False  # every owned partition read to its end at the latest clock check
         self._stop = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}  # offsets applied, to commit at the next checkpoint
+        # per poll sent: its deliveries, its decisions' count and wall time, the offsets it covers (oldest first)
+        self._in_flight: deque[tuple[asyncio.Future[Any], int, int, dict[TopicPartition, int]]] = deque()
         common = settings.aiokafka_kwargs()
         session_ms = round(options.session_timeout * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -341,6 +347,7 @@ class Runtime:
         """Write the states changed since the last checkpoint, await them, then commit the offsets applied since
         (the caller holds the lock). A committed offset never passes what the changelogs hold; between
         checkpoints, a crash only makes the next owner read again what both stages absorb idempotently."""
+        await self._acked(0)  # the messages of every applied poll, before the states that follow from them
         saved = self.processor.checkpoint()
         send = self.producer.send
         states = [
@@ -360,8 +367,9 @@ class Runtime:
                 self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
 
     async def _deliver(self, flush: Flush, wall_ms: int, offsets: dict[TopicPartition, int]) -> None:
-        """Send the messages and await them all; ``offsets`` are committed at the next checkpoint (the caller
-        holds the lock)."""
+        """Send the messages without waiting for their acknowledgements (the caller holds the lock): the next
+        poll is applied while they travel. ``offsets`` become committable once this poll's messages and every
+        earlier one's are acknowledged (``_acked``), at the latest at the next checkpoint."""
         hook = (HOOK_HEADER, str(wall_ms).encode())
         send = self.producer.send
         pending = []
@@ -370,9 +378,8 @@ class Runtime:
             pending.append(
                 await send(m.topic, m.value, key=m.key, partition=m.partition, headers=list(headers) or None)
             )
-        await asyncio.gather(*pending)
-        self.exporter.delivered(len(flush.decisions), wall_ms)
-        self._uncommitted.update(offsets)
+        self._in_flight.append((asyncio.gather(*pending), len(flush.decisions), wall_ms, offsets))
+        await self._acked(IN_FLIGHT_POLLS)
         self.totals.update(
             applied=flush.applied,
             skipped=flush.skipped,
@@ -385,6 +392,17 @@ class Runtime:
         self.exporter.sync(self.totals, self.processor.rejected, self.processor.decided)
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
+
+    async def _acked(self, keep: int) -> None:
+        """Await the oldest polls' deliveries until at most ``keep`` are in flight, and the ones already done;
+        in order, so an offset is committable only when everything sent before it is acknowledged. A failed
+        delivery raises here (the worker stops, nothing after it committed)."""
+        while self._in_flight and (len(self._in_flight) > keep or self._in_flight[0][0].done()):
+            acks, decided, wall_ms, offsets = self._in_flight[0]
+            await acks
+            self._in_flight.popleft()
+            self.exporter.delivered(decided, wall_ms)
+            self._uncommitted.update(offsets)
 
     async def _guarded(self, work: Any) -> None:
         try:
