@@ -31,7 +31,7 @@ def run(restore_every: int) -> tuple[list[Message], list[Decision]]:
         decisions += merger.apply(inboxes, [*partials, mark])
         if restore_every and i % restore_every == 0:
             source, offset = load_source(dump_source(source, i))
-            inboxes = {key: load_inbox(dump_inbox(inbox)) for key, inbox in inboxes.items()}
+            inboxes = {key: load_inbox(dump_inbox(inbox))[0] for key, inbox in inboxes.items()}
             assert i == offset
     return messages, decisions
 

@@ -2,7 +2,11 @@
 
 Stage 1: a source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
 exactly after the last record folded into it (re-folding a record would change a partial, a conflict).
-Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it.
+Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it. The partials it holds (buffered
+for open panes, and those merged into recently closed ones) are already in the panes topic: those whose offset
+there is given (``located``) are written as (pane, source, offset), and read back from that topic on restore,
+rather than written again whole at every checkpoint (the changelog would otherwise carry the partials many times
+over while panes wait for the slowest partition).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import numpy as np
 
 from gatekeeper.core import snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
-from gatekeeper.core.merge import GateInbox, MergeCounts, SourceMark, seen_of
+from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
 from gatekeeper.core.partials import Partial
 
 FORMAT = 1
+INBOX_FORMAT = 2  # 2: partials located in the panes topic (format 1 had them all inline; still read)
 _T = TypeVar("_T")
+Located = dict[tuple[int, str], int]  # (pane, source) -> offset of the partial in its gate's panes partition
 
 
 class _Pane(msgspec.Struct, array_like=True):
@@ -56,6 +62,11 @@ class _Inbox(msgspec.Struct, array_like=True):
     merged: list[tuple[int, str, int, bytes, int, int]]  # (pane, source, seq, digest, requests, late)
     closed_until: int | None
     counts: tuple[int, int, int, int]
+    # partials held by reference: per pane, (index into ``names``, offset in the panes topic); compact because
+    # every checkpoint writes them again (about 7 bytes each; a source name alone is 12)
+    names: list[str] = []
+    buffered_at: list[tuple[int, list[tuple[int, int]]]] = []
+    merged_at: list[tuple[int, list[tuple[int, int]]]] = []
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -89,24 +100,43 @@ def load_source(raw: bytes) -> tuple[SourceState, int]:
     return SourceState(snap.source, snap.newest, panes, snap.events, snap.late), snap.next_offset
 
 
-def dump_inbox(inbox: GateInbox) -> bytes:
+def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
+    """``located``: the panes-topic offsets of partials ``inbox`` holds (written as references; others whole)."""
+    at = located or {}
     c = inbox.counts
+    buffered = [(pane, s, p) for pane, parts in inbox.buffered.items() for s, p in parts.items()]
+    merged = [(pane, s, m) for pane, parts in inbox.merged.items() for s, m in parts.items()]
+    names = sorted({s for pane, s, _m in [*buffered, *merged] if (pane, s) in at})
+    index = {name: i for i, name in enumerate(names)}
+
+    def refs(held: list[tuple[int, str, Partial | Seen]]) -> list[tuple[int, list[tuple[int, int]]]]:
+        by_pane: dict[int, list[tuple[int, int]]] = {}
+        for pane, s, m in held:
+            if (pane, s) in at and isinstance(m, Partial):
+                by_pane.setdefault(pane, []).append((index[s], at[pane, s]))
+        return sorted(by_pane.items())
+
     return _ENCODER.encode(
         _Inbox(
-            FORMAT,
+            INBOX_FORMAT,
             snapshot.dump(inbox.gate),
             {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
-            [p for parts in inbox.buffered.values() for p in parts.values()],
-            [(pane, source, *seen_of(m)) for pane, parts in inbox.merged.items() for source, m in parts.items()],
+            [p for pane, s, p in buffered if (pane, s) not in at],
+            [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
             inbox.closed_until,
             (c.duplicates, c.conflicts, c.late_partials, c.late),
+            names,
+            refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
+            refs(merged),
         )
     )
 
 
-def load_inbox(raw: bytes) -> GateInbox:
-    """The inbox ``dump_inbox`` wrote; ValueError on bytes that are not one."""
-    snap = _decode(_INBOX, raw, "stage-2 gate inbox")
+def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
+    """The inbox ``dump_inbox`` wrote, and where the partials it holds by reference are: (buffered ones,
+    merged ones), each (pane, source) -> offset; put each in with ``place`` once read. ValueError on bytes that
+    are not an inbox."""
+    snap = _decode(_INBOX, raw, "stage-2 gate inbox", (FORMAT, INBOX_FORMAT))
     inbox = GateInbox(
         gate=snapshot.load(snap.gate),
         sources={s: SourceMark(m.watermark, m.idle) for s, m in snap.sources.items()},
@@ -117,14 +147,25 @@ def load_inbox(raw: bytes) -> GateInbox:
         inbox.buffered.setdefault(p.pane, {})[p.source] = p
     for pane, source, seq, digest, requests, late in snap.merged:
         inbox.merged.setdefault(pane, {})[source] = (seq, digest, requests, late)
-    return inbox
+    try:
+        buffered = {(pane, snap.names[i]): offset for pane, refs in snap.buffered_at for i, offset in refs}
+        merged = {(pane, snap.names[i]): offset for pane, refs in snap.merged_at for i, offset in refs}
+    except IndexError:
+        raise ValueError("not a stage-2 gate inbox: a partial refers to a source it does not name") from None
+    return inbox, buffered, merged
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str) -> _T:
+def place(inbox: GateInbox, partial: Partial, merged: bool) -> None:
+    """Put a partial read back from the panes topic where the snapshot had it (buffered, or merged)."""
+    (inbox.merged if merged else inbox.buffered).setdefault(partial.pane, {})[partial.source] = partial
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> _T:
     try:
         snap = decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"not a {what}: {exc}") from None
-    if getattr(snap, "format", None) != FORMAT:
-        raise ValueError(f"{what} format {getattr(snap, 'format', None)}; this version reads format {FORMAT}")
+    if getattr(snap, "format", None) not in formats:
+        readable = " and ".join(map(str, formats))
+        raise ValueError(f"{what} format {getattr(snap, 'format', None)}; this version reads format {readable}")
     return snap

@@ -13,7 +13,9 @@ when it gains p, so no record is ever folded twice and a re-emitted partial is i
 Stage 2 (``core/merge.py``), per owned partition q of ``<app-id>-panes``: partials go to their gate's inbox,
 watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` (and fails to ``breaches``),
 key ``region/tier``; each touched inbox goes to ``<app-id>-gate-state-changelog`` (key ``region/tier``,
-partition q). Merging is idempotent, so partials and watermarks read again after a crash change nothing.
+partition q), the partials it holds as their offsets in partition q of the panes topic (``stage_snapshot``), read
+back from there on restore (``pane_records``). Merging is idempotent, so partials and watermarks read again after
+a crash change nothing.
 
 Order of I/O (``runtime.py``): the messages are sent and acknowledged before the states are written, and the
 offsets are committed only once the states are acknowledged. The producer is idempotent, so a partition's
@@ -23,7 +25,7 @@ partials stay ahead of the watermark sent after them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -180,9 +182,12 @@ class Processor:
         sources: Callable[[bytes], bytes | None],
         *,
         warn: Callable[[str], None] | None = None,
+        pane_records: Callable[[int, int], bytes | None] | None = None,
     ) -> None:
+        """``pane_records(q, offset)``: the value of a record of the panes topic read back for a restore."""
         self.plan, self.topics = plan, topics
         self._gate_entries, self._source_entries, self._warn = gates, sources, warn
+        self._pane_records = pane_records or (lambda _q, _offset: None)
         self.version = plan.plan_version
         ev = plan.evaluation
         self._pane = ev.pane
@@ -196,6 +201,7 @@ class Processor:
         self.merger = Merger(plan, [self.source_id(p) for p in range(topics.partitions)])
         self._sources: dict[int, _Source] = {}
         self._inboxes: dict[int, GateInbox] = {}
+        self._located: dict[int, stage_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
         self._dirty_sources: set[int] = set()
         self._dirty_gates: set[int] = set()
         self.rejected: Counter[str] = Counter()
@@ -234,7 +240,8 @@ class Processor:
         """Encode the states changed since the last checkpoint (each once, however many polls changed it)."""
         out = Checkpoint()
         for g in sorted(self._dirty_gates & set(self._inboxes)):
-            out.gates[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g]))
+            located = self._located_in(g)
+            out.gates[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g], located))
         for p in sorted(self._dirty_sources & set(self._sources)):
             out.sources[p] = (self.source_id(p).encode(), self._source_entry(self._sources[p]))
         self._dirty_gates.clear()
@@ -249,6 +256,25 @@ class Processor:
         gone = set(gates)
         for g in [g for g in self._inboxes if self.home[g] in gone]:
             del self._inboxes[g]
+            self._located.pop(g, None)
+
+    def located_partials(self, entries: Mapping[bytes, bytes]) -> dict[int, set[int]]:
+        """The panes-topic offsets, by partition, of the partials the restored gate entries ``entries`` hold by
+        reference: what to read back before their gates can be restored."""
+        wanted: dict[int, set[int]] = {}
+        for key, raw in entries.items():
+            g = self._index.get(key.decode(errors="replace"))
+            if g is None:
+                continue
+            version, snap = decode_entry(raw)
+            if version != self.version:
+                continue
+            try:
+                _inbox, buffered, merged = stage_snapshot.load_inbox(snap)
+            except ValueError as exc:
+                raise StateError(f"gate {key.decode(errors='replace')}: {exc}") from None
+            wanted.setdefault(self.home[g], set()).update([*buffered.values(), *merged.values()])
+        return wanted
 
     # -- flushing ----------------------------------------------------------------------------------------
     def flush_polled(
@@ -405,6 +431,7 @@ class Processor:
                     out.rejected["invalid_partial"] += 1
                     continue
                 self._count(before, inbox, out)
+                self._locate(g, inbox, message, r.offset)
                 touched.add(g)
             else:
                 for g in self._gates_of[q]:
@@ -441,11 +468,44 @@ class Processor:
                     )
             else:
                 try:
-                    inbox = stage_snapshot.load_inbox(snap)
+                    inbox, buffered, merged = stage_snapshot.load_inbox(snap)
                 except ValueError as exc:
                     raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
+                self._read_back(g, inbox, buffered, merged=False)
+                self._read_back(g, inbox, merged, merged=True)
         self._inboxes[g] = inbox
         return inbox
+
+    def _read_back(self, g: int, inbox: GateInbox, located: stage_snapshot.Located, *, merged: bool) -> None:
+        """Put the partials a restored inbox holds by reference back in, from the panes records read for it."""
+        key, q = self.keys[g].decode(), self.home[g]
+        for (pane, source), offset in located.items():
+            raw = self._pane_records(q, offset)
+            where = f"gate {key}: its partial (pane {pane}, source {source}) at offset {offset} of {self.topics.panes}"
+            if raw is None:
+                raise StateError(f"{where} partition {q} could not be read back (past the topic's retention?)")
+            try:
+                partial = contract.decode(raw)
+            except contract.PartialError as exc:
+                raise StateError(f"{where}: {exc}") from None
+            if not isinstance(partial, Partial) or partial.ident != (key, pane, source):
+                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
+            stage_snapshot.place(inbox, partial, merged)
+            self._located.setdefault(g, {})[pane, source] = offset
+
+    def _locate(self, g: int, inbox: GateInbox, partial: Partial, offset: int) -> None:
+        """Remember where a partial the inbox now holds (buffered, or merged: a newer version of a closed pane)
+        is in the panes topic, so checkpoints write that instead of the partial."""
+        buffered = inbox.buffered.get(partial.pane, {}).get(partial.source)
+        if buffered is partial or inbox.merged.get(partial.pane, {}).get(partial.source) is partial:
+            self._located.setdefault(g, {})[partial.pane, partial.source] = offset
+
+    def _located_in(self, g: int) -> stage_snapshot.Located:
+        """The offsets of the partials gate ``g``'s inbox still holds (the others are forgotten)."""
+        inbox, located = self._inboxes[g], self._located.get(g, {})
+        held = {(pane, s) for parts in (inbox.buffered, inbox.merged) for pane, ss in parts.items() for s in ss}
+        self._located[g] = {k: v for k, v in located.items() if k in held}
+        return self._located[g]
 
     def _emit(self, g: int, decisions: list[Decision], out: Flush) -> None:
         key, home = self.keys[g], self.home[g]

@@ -57,6 +57,7 @@ from gatekeeper.shell.worker.topics import (
     changelog_topic,
     panes_topic,
     read_changelog,
+    read_offsets,
 )
 
 HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
@@ -103,7 +104,15 @@ class Runtime:
         self.aggregate_changelog = aggregate_changelog_topic(options.app_id)
         self._entries: dict[bytes, bytes] = {}  # restored gate-inbox entries of the owned partitions
         self._source_entries: dict[bytes, bytes] = {}  # restored stage-1 entries of the owned partitions
-        self.processor = Processor(plan, self.topics, self._entries.get, self._source_entries.get, warn=log.warning)
+        self._pane_values: dict[tuple[int, int], bytes] = {}  # panes records the restored gate entries refer to
+        self.processor = Processor(
+            plan,
+            self.topics,
+            self._entries.get,
+            self._source_entries.get,
+            warn=log.warning,
+            pane_records=lambda q, offset: self._pane_values.pop((q, offset), None),
+        )
         self._at_end_since: dict[int, float] = {}  # telemetry partition -> since when it is seen read to its end
         self._idle_said: dict[int, float] = {}  # telemetry partition -> when it was last reported idle
         self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
@@ -224,6 +233,8 @@ class Runtime:
             self.processor.revoke(lost_sources, lost_gates)
             for key in [k for k in self._entries if home_partition(k, self.topics.partitions) in lost_gates]:
                 del self._entries[key]
+            for at in [at for at in self._pane_values if at[0] in lost_gates]:
+                del self._pane_values[at]
             for p in lost_sources:
                 self._source_entries.pop(self.processor.source_id(p).encode(), None)
                 self._at_end_since.pop(p, None)
@@ -231,7 +242,10 @@ class Runtime:
             gained_sources = {p for t, p in gained if t == telemetry}
             gained_gates = {p for t, p in gained if t == panes}
             try:
-                self._entries.update(await read_changelog(self.restorer, self.changelog, gained_gates))
+                restored = await read_changelog(self.restorer, self.changelog, gained_gates)
+                self._entries.update(restored)
+                located = self.processor.located_partials(restored)
+                self._pane_values.update(await read_offsets(self.restorer, self.topics.panes, located))
                 entries = await read_changelog(self.restorer, self.aggregate_changelog, gained_sources)
                 self._source_entries.update(entries)
                 for p in gained_sources:
