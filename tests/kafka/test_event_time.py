@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,30 @@ def test_backlog_spread_over_partitions_decides_like_replay(kafka_bootstrap: str
     (totals,) = workers[0].events("worker totals")
     assert (h.replay_late(plan, lines), len(lines), 0) == (totals["late"], totals["applied"], totals["conflicts"])
     assert f"{names.app_id}-gates" not in h.topic_names(kafka_bootstrap)
+
+
+def test_aggregate_and_gate_roles_in_two_processes_decide_like_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``--role aggregate`` and ``--role gate`` as two processes of one group (stage 1 reads the telemetry, stage 2
+    the panes topic; the range assignor gives each the partitions of its one topic): an unkeyed backlog gives
+    replay's decisions; stage 1 folded every record, counted replay's late records and nothing else (the gate
+    process applied no telemetry), and stage 2 merged without a conflict."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(late_share=0.002, invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, lines, "spread")
+    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *FAST)
+    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *FAST)
+    with h.running(aggregate, gate) as workers:
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        assert (0, 0) == (workers[0].stop(), workers[1].stop())
+
+    assert sorted(h.without_late_counts(expected)) == sorted(h.without_late_counts(_values(got)))
+    (stage1,) = workers[0].events("worker totals")
+    (stage2,) = workers[1].events("worker totals")
+    assert (h.replay_late(plan, lines), len(lines)) == (stage1["late"], stage1["applied"])
+    assert (0, 0, {}) == (stage2["applied"], stage2["conflicts"], stage1["decisions"])
+    assert stage2["decisions"] == dict(sorted(Counter(decisions.decode(v).decision for v in expected).items()))
 
 
 def test_a_partition_without_records_does_not_hold_the_decisions(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """The two stages' state <-> bytes, for changelog-backed tables (msgpack, exact).
 
 Stage 1: a source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
-exactly after the last record folded into it (re-folding a record would change a partial, a conflict).
+exactly after the last record folded into it (re-folding a record would change a partial, a conflict). Written
+by a ``SourceWriter``: a whole snapshot now and then, and between them only the open panes that changed (and
+those emitted) since the previous write, each record under its own key, so a checkpoint does not rewrite every
+open pane of every gate when a few of them got records.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it. The partials it holds (buffered
 for open panes, and those merged into recently closed ones) are already in the panes topic: those whose offset
 there is given (``located``) are written as (pane, source, offset), and read back from that topic on restore,
@@ -11,6 +14,7 @@ over while panes wait for the slowest partition).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
@@ -47,6 +51,35 @@ class _Source(msgspec.Struct, array_like=True):
     events: int
     late: int
     panes: list[_Pane]
+    epoch: int = 0  # which whole snapshot this is: the changes written after it name it
+
+
+class _Changes(msgspec.Struct, array_like=True):
+    """What changed in a source's state since the previous write (a whole snapshot, or other changes)."""
+
+    format: int
+    base: int  # the epoch of the whole snapshot the chain starts from
+    seq: int  # 1, 2, ... after it
+    next_offset: int
+    newest: int | None
+    events: int
+    late: int
+    panes: list[_Pane]  # open panes new or changed since the previous write
+    gone: list[tuple[int, int]]  # (gate, start) of the panes emitted since
+
+
+class _ChangesOut(msgspec.Struct, array_like=True):
+    """``_Changes`` with its panes encoded already (the writer encodes every pane to compare it anyway)."""
+
+    format: int
+    base: int
+    seq: int
+    next_offset: int
+    newest: int | None
+    events: int
+    late: int
+    panes: list[msgspec.Raw]
+    gone: list[tuple[int, int]]
 
 
 class _Mark(msgspec.Struct, array_like=True):
@@ -71,33 +104,83 @@ class _Inbox(msgspec.Struct, array_like=True):
 
 _ENCODER = msgspec.msgpack.Encoder()
 _SOURCE = msgspec.msgpack.Decoder(_Source)
+_CHANGES = msgspec.msgpack.Decoder(_Changes)
 _INBOX = msgspec.msgpack.Decoder(_Inbox)
 
 
-def dump_source(state: SourceState, next_offset: int) -> bytes:
-    panes = [
-        _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty)
-        for (gate, start), p in sorted(state.panes.items())
-    ]
-    return _ENCODER.encode(_Source(FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes))
+def _pane(gate: int, start: int, p: OpenPane) -> _Pane:
+    return _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty)
+
+
+def _open(p: _Pane) -> OpenPane:
+    buckets, counts = np.asarray(p.buckets, np.int64), np.asarray(p.counts, np.int64)
+    return OpenPane(p.requests, p.errors, p.late, buckets, counts, p.seq, p.dirty)
+
+
+def dump_source(state: SourceState, next_offset: int, epoch: int = 0) -> bytes:
+    panes = [_pane(gate, start, p) for (gate, start), p in sorted(state.panes.items())]
+    return _ENCODER.encode(
+        _Source(FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch)
+    )
 
 
 def load_source(raw: bytes) -> tuple[SourceState, int]:
     """(the state, the offset of the next record to fold); ValueError on bytes that are not one."""
+    state, next_offset, _epoch = load_source_chain(raw, lambda _seq: None)
+    return state, next_offset
+
+
+def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tuple[SourceState, int, int]:
+    """A whole snapshot and the changes written after it (``changes(seq)``: the record of change ``seq``, 1, 2,
+    ..., None when there is none): (the state, the offset of the next record to fold, the snapshot's epoch).
+    Changes written after an older snapshot (left behind under their keys) are not part of the chain.
+    ValueError on bytes that are not a snapshot or changes."""
     snap = _decode(_SOURCE, raw, "stage-1 source state")
-    panes = {
-        (p.gate, p.start): OpenPane(
-            p.requests,
-            p.errors,
-            p.late,
-            np.asarray(p.buckets, np.int64),
-            np.asarray(p.counts, np.int64),
-            p.seq,
-            p.dirty,
+    panes = {(p.gate, p.start): _open(p) for p in snap.panes}
+    state = SourceState(snap.source, snap.newest, panes, snap.events, snap.late)
+    next_offset, seq = snap.next_offset, 1
+    while (more := changes(seq)) is not None:
+        change = _decode(_CHANGES, more, "stage-1 source change")
+        if change.base != snap.epoch or change.seq != seq:
+            break  # left from an older chain: this one ends here
+        for key in change.gone:
+            state.panes.pop(key, None)
+        state.panes.update({(p.gate, p.start): _open(p) for p in change.panes})
+        state.newest, state.events, state.late = change.newest, change.events, change.late
+        next_offset, seq = change.next_offset, seq + 1
+    return state, next_offset, snap.epoch
+
+
+class SourceWriter:
+    """What to write for one source at a checkpoint: a whole snapshot first (and whenever the changes written
+    since the last one add up to its size, or ``chain`` of them are written), else the panes changed since the
+    previous write. ``epoch``: that of the snapshot restored (the next one is numbered after it)."""
+
+    def __init__(self, epoch: int = 0, chain: int = 50) -> None:
+        self.epoch, self.chain = epoch, chain
+        self.seq = 0
+        self._written: dict[tuple[int, int], bytes] | None = None  # panes as of the previous write, encoded
+        self._full_bytes = self._chain_bytes = 0
+
+    def write(self, state: SourceState, next_offset: int) -> tuple[int, bytes]:
+        """(0 and a whole snapshot, or the change's seq and the change)."""
+        encoded = {key: _ENCODER.encode(_pane(*key, p)) for key, p in state.panes.items()}
+        if self._written is None or self.seq >= self.chain or self._chain_bytes >= self._full_bytes:
+            self.epoch, self.seq = self.epoch + 1, 0
+            raw = dump_source(state, next_offset, self.epoch)
+            self._full_bytes, self._chain_bytes, self._written = len(raw), 0, encoded
+            return 0, raw
+        before = self._written
+        changed = [msgspec.Raw(v) for key, v in sorted(encoded.items()) if before.get(key) != v]
+        gone = sorted(key for key in before if key not in encoded)
+        self.seq += 1
+        change = _ChangesOut(
+            FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone
         )
-        for p in snap.panes
-    }
-    return SourceState(snap.source, snap.newest, panes, snap.events, snap.late), snap.next_offset
+        raw = _ENCODER.encode(change)
+        self._chain_bytes += len(raw)
+        self._written = encoded
+        return self.seq, raw
 
 
 def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:

@@ -7,8 +7,9 @@ followed by p's watermark to *every* partition of that topic (whenever it enters
 changes), so every gate hears how far p has come even when p holds none of its records. Nothing is forwarded
 and no record needs re-keying. Invalid records go to the DLQ with their original key and bytes and
 ``gk.reason`` / ``gk.message`` / ``gk.source`` headers. p's state, with the offset of the next record to fold,
-goes to ``<app-id>-aggregate-changelog`` (key ``<topic>:<p>``, partition p); the runtime seeks p to that offset
-when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
+goes to ``<app-id>-aggregate-changelog`` (partition p): whole under key ``<topic>:<p>``, and between two whole
+ones only what changed, under ``<topic>:<p>/<seq>`` (``stage_snapshot.SourceWriter``); the runtime seeks p to
+that offset when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
 
 Stage 2 (``core/merge.py``), per owned partition q of ``<app-id>-panes``: partials go to their gate's inbox,
 watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` (and fails to ``breaches``),
@@ -169,6 +170,7 @@ class _Source:
     state: SourceState
     next_offset: int
     published: tuple[int | None, bool] | None = None  # (pane of the watermark, idle) last sent
+    writer: stage_snapshot.SourceWriter = field(default_factory=stage_snapshot.SourceWriter)
 
 
 class Processor:
@@ -243,7 +245,7 @@ class Processor:
             located = self._located_in(g)
             out.gates[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g], located))
         for p in sorted(self._dirty_sources & set(self._sources)):
-            out.sources[p] = (self.source_id(p).encode(), self._source_entry(self._sources[p]))
+            out.sources[p] = self._source_entry(p, self._sources[p])
         self._dirty_gates.clear()
         self._dirty_sources.clear()
         return out
@@ -385,15 +387,21 @@ class Processor:
         if source is not None:
             return source
         source = _Source(self.aggregator.start(self.source_id(p)), -1)
-        raw = self._source_entries(self.source_id(p).encode())
+        key = self.source_id(p).encode()
+        raw = self._source_entries(key)
         if raw is not None:
             version, snap = decode_entry(raw)
             if version == self.version:
+
+                def change(seq: int) -> bytes | None:
+                    entry = self._source_entries(_change_key(key, seq))
+                    return None if entry is None or (found := decode_entry(entry))[0] != version else found[1]
+
                 try:
-                    state, next_offset = stage_snapshot.load_source(snap)
+                    state, next_offset, epoch = stage_snapshot.load_source_chain(snap, change)
                 except ValueError as exc:
                     raise StateError(f"telemetry partition {p}: {exc}") from None
-                source = _Source(state, next_offset)
+                source = _Source(state, next_offset, writer=stage_snapshot.SourceWriter(epoch))
             elif self._warn is not None:
                 self._warn(
                     f"telemetry partition {p}: stored stage-1 state is from plan version {version}, this is "
@@ -402,8 +410,11 @@ class Processor:
         self._sources[p] = source
         return source
 
-    def _source_entry(self, source: _Source) -> bytes:
-        return encode_entry(self.version, stage_snapshot.dump_source(source.state, source.next_offset))
+    def _source_entry(self, p: int, source: _Source) -> tuple[bytes, bytes]:
+        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or what changed."""
+        seq, raw = source.writer.write(source.state, source.next_offset)
+        key = self.source_id(p).encode()
+        return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
 
     # -- stage 2 -----------------------------------------------------------------------------------------
     def _stage2(self, q: int, records: Sequence[Consumed], out: Flush) -> None:
@@ -523,6 +534,11 @@ class Processor:
             (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         )
         return Outgoing(self.topics.dlq, record.partition % self.topics.partitions, record.key, record.value, headers)
+
+
+def _change_key(key: bytes, seq: int) -> bytes:
+    """The changelog key of a stage-1 change (``<topic>:<p>/<seq>``; the whole state is under ``<topic>:<p>``)."""
+    return b"%s/%d" % (key, seq)
 
 
 def _counts(inbox: GateInbox) -> tuple[int, int, int]:

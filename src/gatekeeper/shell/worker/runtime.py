@@ -236,7 +236,9 @@ class Runtime:
             for at in [at for at in self._pane_values if at[0] in lost_gates]:
                 del self._pane_values[at]
             for p in lost_sources:
-                self._source_entries.pop(self.processor.source_id(p).encode(), None)
+                key = self.processor.source_id(p).encode()  # its whole state, and changes under key/<seq>
+                for k in [k for k in self._source_entries if k == key or k.startswith(key + b"/")]:
+                    del self._source_entries[k]
                 self._at_end_since.pop(p, None)
             self.restored -= lost
             gained_sources = {p for t, p in gained if t == telemetry}
