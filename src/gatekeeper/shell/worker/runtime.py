@@ -13,7 +13,8 @@ resumes exactly, stage 2 merges idempotently, so what is read again after a cras
 Assignment. The group uses the range assignor, so with equal partition counts one member owns partition p
 of both input topics: stage 1 of telemetry partition p (its state restored from partition p of
 ``<app-id>-aggregate-changelog``, the consumer moved to the offset stored with it, so no record is folded
-twice) and stage 2 of the gates homed at p (restored from partition p of ``<app-id>-gate-state-changelog``).
+twice) and stage 2 of the gates homed at p (restored from partition p of ``<app-id>-gate-state-changelog``,
+with the partials they refer to read back from partition p of ``<app-id>-panes``).
 Kafka runs every member's revoke callback before any assign callback, and a member's revoke waits for its
 poll in progress, so a restore sees the previous owner's last state. Records fetched but not applied (a
 rebalance came in between, or a restore is in progress) are not committed, and the consumer is moved back.
@@ -23,9 +24,9 @@ offset; one seen there (with no record in between) for ``--idle-after`` s of wal
 gate (``Processor.mark_idle``), so a partition that gets no records does not hold the gates' panes. A backlog
 is never idle, and neither is a partition whose end cannot be seen (broker away).
 
-Why the stages are not Faust agents: see ARCHITECTURE.md (its per-message pipeline, and records it skipped
-right after an assignment in the first worker); this loop keeps Faust's model: co-partitioned topics, state in
-compacted changelogs, at least once.
+Why the stages are not Faust agents: see ARCHITECTURE.md (stage 1: Faust's per-message pipeline; stage 2: what
+was measured, and what a Faust stage 2 still needs); this loop keeps Faust's model: co-partitioned topics, state
+in compacted changelogs, at least once.
 """
 
 from __future__ import annotations
