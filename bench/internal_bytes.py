@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--days", type=float, default=2.0)
     parser.add_argument("--checkpoint-polls", type=int, default=5, help="polls between checkpoints (the worker: 2 s)")
+    parser.add_argument("--modes", default="unkeyed,keyed", help="how telemetry is spread: unkeyed, keyed")
     parser.add_argument(
         "--table-writes",
         choices=("checkpoint", "per-message"),
@@ -167,7 +168,7 @@ def main() -> None:
     print(
         f"{len(lines):,} events over {args.days:g} days, {len(gates)} gates, {PARTITIONS} partitions, polls of {POLL}"
     )
-    for mode in ("unkeyed", "keyed"):
+    for mode in args.modes.split(","):
         r = run(lines, mode, args.checkpoint_polls, args.table_writes == "per-message")
         print(
             f"{mode:8s} internal/telemetry bytes {r['ratio'] * 100:.2f} % "

@@ -73,6 +73,41 @@ def test_aggregate_and_gate_roles_in_two_processes_decide_like_replay(kafka_boot
     assert stage2["decisions"] == dict(sorted(Counter(decisions.decode(v).decision for v in expected).items()))
 
 
+def test_gate_process_sigkilled_and_restarted_beside_the_aggregate_process(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:  # noqa: E501
+    """``--role aggregate`` runs on while the ``--role gate`` process is SIGKILLed after its first decision; the
+    other two thirds of the unkeyed records are produced while no gate process runs, then a new one starts: it
+    restores the gate states and reads back the partials they refer to from the panes topic. Deduplicated by id,
+    the decisions equal replay's, no id has two contents, no partial conflicts."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    cut = len(lines) // 3
+    h.create_topics(kafka_bootstrap, names)
+    quick = ("--session-timeout", "8", *FAST)
+    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *quick)
+    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *quick)
+    again = h.Worker(kafka_bootstrap, plan, names, tmp_path, "again", "--role", "gate", *quick)
+    with h.running(aggregate, gate) as workers:
+        workers[0].wait_assigned()
+        workers[1].wait_assigned()
+        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
+        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
+        assert -signal.SIGKILL == workers[1].stop(signal.SIGKILL)
+        h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
+        with h.running(again) as (restarted,):
+            done = h.distinct_ids_at_least(len(expected))
+            got = h.wait_for(kafka_bootstrap, names.decisions, done, (workers[0], restarted))
+            assert (0, 0) == (restarted.stop(), workers[0].stop())
+
+    first, conflicts = h.dedupe(_values(got))
+    assert {} == conflicts
+    assert sorted(expected) == sorted(first)
+    (totals,) = again.events("worker totals")
+    assert 0 == totals["conflicts"]
+
+
 def test_a_partition_without_records_does_not_hold_the_decisions(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Records on partitions 0-6 only, produced while the worker runs: partition 7 is idle after
     ``--idle-after`` (2 s), and every decision replay gives arrives soon after the input's end (printed)."""

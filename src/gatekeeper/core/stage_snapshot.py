@@ -153,11 +153,12 @@ def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tup
 
 class SourceWriter:
     """What to write for one source at a checkpoint: a whole snapshot first (and whenever the changes written
-    since the last one add up to its size, or ``chain`` of them are written), else the panes changed since the
-    previous write. ``epoch``: that of the snapshot restored (the next one is numbered after it)."""
+    since the last one add up to ``rewrite_after`` times its size, or ``chain`` of them are written), else the
+    panes changed since the previous write. ``epoch``: that of the snapshot restored (the next one is numbered
+    after it). A restore reads at most one whole snapshot and ``rewrite_after`` times its size of changes."""
 
-    def __init__(self, epoch: int = 0, chain: int = 50) -> None:
-        self.epoch, self.chain = epoch, chain
+    def __init__(self, epoch: int = 0, chain: int = 100, rewrite_after: int = 4) -> None:
+        self.epoch, self.chain, self.rewrite_after = epoch, chain, rewrite_after
         self.seq = 0
         self._written: dict[tuple[int, int], bytes] | None = None  # panes as of the previous write, encoded
         self._full_bytes = self._chain_bytes = 0
@@ -165,7 +166,8 @@ class SourceWriter:
     def write(self, state: SourceState, next_offset: int) -> tuple[int, bytes]:
         """(0 and a whole snapshot, or the change's seq and the change)."""
         encoded = {key: _ENCODER.encode(_pane(*key, p)) for key, p in state.panes.items()}
-        if self._written is None or self.seq >= self.chain or self._chain_bytes >= self._full_bytes:
+        long = self.seq >= self.chain or self._chain_bytes >= self.rewrite_after * self._full_bytes
+        if self._written is None or long:
             self.epoch, self.seq = self.epoch + 1, 0
             raw = dump_source(state, next_offset, self.epoch)
             self._full_bytes, self._chain_bytes, self._written = len(raw), 0, encoded
