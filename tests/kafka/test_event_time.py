@@ -75,7 +75,7 @@ def test_aggregate_and_gate_roles_in_two_processes_decide_like_replay(kafka_boot
 
 def test_gate_process_sigkilled_and_restarted_beside_the_aggregate_process(
     kafka_bootstrap: str, tmp_path: Path
-) -> None:  # noqa: E501
+) -> None:
     """``--role aggregate`` runs on while the ``--role gate`` process is SIGKILLed after its first decision; the
     other two thirds of the unkeyed records are produced while no gate process runs, then a new one starts: it
     restores the gate states and reads back the partials they refer to from the panes topic. Deduplicated by id,
