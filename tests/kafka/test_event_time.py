@@ -22,8 +22,19 @@ IDLE_AFTER_S = 2.0
 FAST = ("--idle-after", str(IDLE_AFTER_S), "--clock-interval", "0.2")
 
 
+QUICK = ("--session-timeout", "8", *FAST)  # crash tests: a killed worker's partitions move on in 8 s
+
+
 def _values(records: list[h.Consumed]) -> list[bytes]:
     return [r.value for r in records]
+
+
+def _crash_run(bootstrap: str, tmp_path: Path) -> tuple[Path, h.Names, list[bytes], list[bytes]]:
+    """A crash test's plan, its topics (created), the scenario's valid lines and replay's decisions of them."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    h.create_topics(bootstrap, names)
+    return plan, names, lines, h.expected(plan, lines)
 
 
 @pytest.mark.parametrize("mode", ["spread", "crc32"])
@@ -80,15 +91,11 @@ def test_gate_process_sigkilled_and_restarted_beside_the_aggregate_process(
     other two thirds of the unkeyed records are produced while no gate process runs, then a new one starts: it
     restores the gate states and reads back the partials they refer to from the panes topic. Deduplicated by id,
     the decisions equal replay's, no id has two contents, no partial conflicts."""
-    plan, names = h.write_plan(tmp_path), h.Names()
-    lines = h.scenario(invalid=False)
-    expected = h.expected(plan, lines)
+    plan, names, lines, expected = _crash_run(kafka_bootstrap, tmp_path)
     cut = len(lines) // 3
-    h.create_topics(kafka_bootstrap, names)
-    quick = ("--session-timeout", "8", *FAST)
-    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *quick)
-    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *quick)
-    again = h.Worker(kafka_bootstrap, plan, names, tmp_path, "again", "--role", "gate", *quick)
+    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *QUICK)
+    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *QUICK)
+    again = h.Worker(kafka_bootstrap, plan, names, tmp_path, "again", "--role", "gate", *QUICK)
     with h.running(aggregate, gate) as workers:
         workers[0].wait_assigned()
         workers[1].wait_assigned()
@@ -162,19 +169,15 @@ def test_sigkill_with_two_hours_produced_while_down(kafka_bootstrap: str, tmp_pa
     its first decision (in the middle of catching up), the next two hours are produced while it is down, a
     new worker is started: after deduplication by id the decisions equal replay's, no id has two contents,
     no partial conflicts."""
-    plan, names = h.write_plan(tmp_path), h.Names()
-    lines = h.scenario(invalid=False)
-    expected = h.expected(plan, lines)
+    plan, names, lines, expected = _crash_run(kafka_bootstrap, tmp_path)
     cut = len(lines) // 3
-    h.create_topics(kafka_bootstrap, names)
-    quick = ("--session-timeout", "8", *FAST)
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *quick)) as workers:
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *QUICK)) as workers:
         workers[0].wait_assigned()
         h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
         h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
         assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
     h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *quick)) as workers:
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *QUICK)) as workers:
         got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
         assert 0 == workers[0].stop()
 
