@@ -11,6 +11,12 @@ changelogs, written at checkpoints: every ``--checkpoint-polls`` polls here, eve
 the telemetry values read. The broker's own record overhead is left out on both sides. Also: the largest number
 of open (gate, pane) partials stage 1 held at once (its memory is bounded by them: a few per gate per
 partition, however long the input).
+
+``--table-writes per-message``: what stage 2 would write if each panes message were an event of a Faust agent
+whose table holds the gate states: Faust sends a changelog record at every table assignment, from inside the
+event being processed (``faust/tables/table.py`` ``on_key_set``; a write outside an event raises,
+``faust/tables/base.py``), so writes cannot be gathered per checkpoint: every message writes the gates it
+changed. Stage 1's writes stay per checkpoint.
 """
 
 from __future__ import annotations
@@ -27,19 +33,16 @@ from aiokafka.partitioner import murmur2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.telemetry_file import write_file
 from gatekeeper.planfile import load_plan
-from gatekeeper.shell.worker.processor import Processor, Record, Topics
+from gatekeeper.shell.worker.processor import Flush, Processor, Record, Topics
 
 PLAN = Path(__file__).resolve().parent.parent / "config" / "rollout-plan.yaml"
 PARTITIONS = 8
 POLL = 10_000
+TOPICS = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", PARTITIONS)
 
 
-def run(lines: list[bytes], mode: str, checkpoint_polls: int) -> dict[str, float]:
-    plan = load_plan(PLAN)
-    topics = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", PARTITIONS)
-    gates: dict[bytes, bytes] = {}
-    sources: dict[bytes, bytes] = {}
-    processor = Processor(plan, topics, gates.get, sources.get)
+def spread(lines: list[bytes], mode: str) -> dict[int, list[Record]]:
+    """The lines on 8 telemetry partitions: keyed ``region/tier`` (murmur2) or on random partitions."""
     if mode == "keyed":
         keys = [line.split(b'"region":"', 1)[1].split(b'"', 1)[0] + b"/" +
                 line.split(b'"tier":"', 1)[1].split(b'"', 1)[0] for line in lines]  # fmt: skip
@@ -49,59 +52,97 @@ def run(lines: list[bytes], mode: str, checkpoint_polls: int) -> dict[str, float
     parts: dict[int, list[Record]] = {p: [] for p in range(PARTITIONS)}
     for line, p in zip(lines, owner, strict=True):
         parts[p].append(Record("telemetry", p, len(parts[p]), None, line))
+    return parts
+
+
+class Worker:
+    """The processor with the broker played by hand: panes messages fed back, changelog writes counted."""
+
+    def __init__(self, per_message: bool) -> None:
+        nothing: dict[bytes, bytes] = {}  # no restore here: only what is written is counted
+        self.processor = Processor(load_plan(PLAN), TOPICS, nothing.get, nothing.get)
+        self.per_message = per_message
+        self.offsets: dict[int, int] = {}  # panes partition -> records in it (the offsets stage 2 refers to)
+        self.bytes = dict.fromkeys(("telemetry", "partials", "watermarks", "gate_changelog", "source_changelog"), 0)
+        self.sources_due: dict[bytes, bytes] = {}  # stage-1 states changed since the last checkpoint
+        self.decisions = 0
+
+    def poll(self, runs: list[tuple[str, int, list[Record]]]) -> None:
+        """One poll of telemetry, then the panes messages it caused until there are none."""
+        self.bytes["telemetry"] += sum(len(r.value or b"") for _t, _p, run in runs for r in run)
+        pending = [self.processor.flush_polled(runs)]
+        while pending:
+            back = self._panes(pending.pop())
+            if not self.per_message:
+                pending += [self.processor.flush_polled(back)] if back else []
+                continue
+            for _topic, q, records in back:
+                for record in records:
+                    pending.append(self.processor.flush_polled([("app-panes", q, [record])]))
+                    self._write(gates_only=True)
+
+    def checkpoint(self) -> None:
+        self._write(gates_only=False)
+
+    def _panes(self, flush: Flush) -> list[tuple[str, int, list[Record]]]:
+        self.decisions += len(flush.decisions)
+        by_partition: dict[int, list[bytes]] = {}
+        for m in flush.messages:
+            if m.topic == "app-panes":
+                self.bytes["partials" if (m.key or b"").count(b"/") else "watermarks"] += len(m.value or b"") + len(
+                    m.key or b""
+                )
+                by_partition.setdefault(m.partition, []).append(m.value or b"")
+        back = []
+        for q, values in sorted(by_partition.items()):
+            first = self.offsets.get(q, 0)
+            back.append(("app-panes", q, [Record("app-panes", q, first + i, None, v) for i, v in enumerate(values)]))
+            self.offsets[q] = first + len(values)
+        return back
+
+    def _write(self, *, gates_only: bool) -> None:
+        saved = self.processor.checkpoint()
+        self.bytes["gate_changelog"] += sum(len(k) + len(v) for k, v in saved.gates.items())
+        self.sources_due.update(dict(saved.sources.values()))
+        if not gates_only:
+            self.bytes["source_changelog"] += sum(len(k) + len(v) for k, v in self.sources_due.items())
+            self.sources_due = {}
+
+
+def run(lines: list[bytes], mode: str, checkpoint_polls: int, per_message: bool = False) -> dict[str, float]:
+    parts = spread(lines, mode)
+    worker = Worker(per_message)
     cursor = dict.fromkeys(parts, 0)
     per_partition = POLL // PARTITIONS
-    panes: dict[int, list[bytes]] = {}
-    read = {"telemetry": 0, "internal": 0, "partials": 0, "watermarks": 0, "changelogs": 0}
-    most_open = 0
-    decisions = 0
-    polls = 0
+    most_open = polls = 0
     began = time.perf_counter()
     while any(cursor[p] < len(parts[p]) for p in parts):
         runs = []
         for p, recs in parts.items():
             run_ = recs[cursor[p] : cursor[p] + per_partition]
             cursor[p] += len(run_)
-            if run_:
-                runs.append(("telemetry", p, run_))
-                read["telemetry"] += sum(len(r.value or b"") for r in run_)
-        pending = [processor.flush_polled(runs)]
-        while pending:
-            flush = pending.pop()
-            decisions += len(flush.decisions)
-            for m in flush.messages:
-                if m.topic == "app-panes":
-                    size = len(m.value or b"") + len(m.key or b"")
-                    read["internal"] += size
-                    read["partials" if (m.key or b"").count(b"/") else "watermarks"] += size
-                    panes.setdefault(m.partition, []).append(m.value or b"")
-            if panes:
-                back = [("app-panes", q, [Record("app-panes", q, i, None, v) for i, v in enumerate(vs)])
-                        for q, vs in sorted(panes.items())]  # fmt: skip
-                panes = {}
-                pending.append(processor.flush_polled(back))
+            runs += [("telemetry", p, run_)] if run_ else []
+        worker.poll(runs)
         polls += 1
         if polls % checkpoint_polls == 0 or not any(cursor[p] < len(parts[p]) for p in parts):
-            saved = processor.checkpoint()
-            for key, value in [*saved.gates.items(), *saved.sources.values()]:
-                read["internal"] += len(key) + len(value)
-                read["changelogs"] += len(key) + len(value)
-            gates.update(saved.gates)
-            sources.update(dict(saved.sources.values()))
-        most_open = max(most_open, processor.open_panes())
+            worker.checkpoint()
+        most_open = max(most_open, worker.processor.open_panes())
     seconds = time.perf_counter() - began
+    b = worker.bytes
+    internal = b["partials"] + b["watermarks"] + b["gate_changelog"] + b["source_changelog"]
     return {
         "records": len(lines),
         "seconds": seconds,
         "records_per_s": len(lines) / seconds,
-        "telemetry_bytes": read["telemetry"],
-        "internal_bytes": read["internal"],
-        "ratio": read["internal"] / read["telemetry"],
-        "partials_bytes": read["partials"],
-        "watermark_bytes": read["watermarks"],
-        "changelog_bytes": read["changelogs"],
+        "telemetry_bytes": b["telemetry"],
+        "internal_bytes": internal,
+        "ratio": internal / b["telemetry"],
+        "partials_bytes": b["partials"],
+        "watermark_bytes": b["watermarks"],
+        "changelog_bytes": b["gate_changelog"] + b["source_changelog"],
+        "gate_changelog_bytes": b["gate_changelog"],
         "most_open_panes": most_open,
-        "decisions": decisions,
+        "decisions": worker.decisions,
     }
 
 
@@ -110,6 +151,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--days", type=float, default=2.0)
     parser.add_argument("--checkpoint-polls", type=int, default=5, help="polls between checkpoints (the worker: 2 s)")
+    parser.add_argument("--modes", default="unkeyed,keyed", help="how telemetry is spread: unkeyed, keyed")
+    parser.add_argument(
+        "--table-writes",
+        choices=("checkpoint", "per-message"),
+        default="checkpoint",
+        help="checkpoint: the worker's changed states once per checkpoint; per-message: stage 2 as a Faust table",
+    )
     args = parser.parse_args()
     plan = load_plan(PLAN)
     gates = [(region, tier.name) for region, _phase, tier in plan.gates()]
@@ -120,12 +168,13 @@ def main() -> None:
     print(
         f"{len(lines):,} events over {args.days:g} days, {len(gates)} gates, {PARTITIONS} partitions, polls of {POLL}"
     )
-    for mode in ("unkeyed", "keyed"):
-        r = run(lines, mode, args.checkpoint_polls)
+    for mode in args.modes.split(","):
+        r = run(lines, mode, args.checkpoint_polls, args.table_writes == "per-message")
         print(
             f"{mode:8s} internal/telemetry bytes {r['ratio'] * 100:.2f} % "
             f"(partials {r['partials_bytes'] / 1e6:.1f} MB, watermarks {r['watermark_bytes'] / 1e6:.1f} MB, "
-            f"changelogs {r['changelog_bytes'] / 1e6:.1f} MB of {r['telemetry_bytes'] / 1e6:.0f} MB read); "
+            f"changelogs {r['changelog_bytes'] / 1e6:.1f} MB, of which gate states "
+            f"{r['gate_changelog_bytes'] / 1e6:.1f} MB, of {r['telemetry_bytes'] / 1e6:.0f} MB read); "
             f"stage 1 held at most {r['most_open_panes']} open partials; {r['decisions']} decisions; "
             f"{r['records_per_s'] / 1e3:.0f}k records/s through both stages in one process (no Kafka)"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,19 @@ IDLE_AFTER_S = 2.0
 FAST = ("--idle-after", str(IDLE_AFTER_S), "--clock-interval", "0.2")
 
 
+QUICK = ("--session-timeout", "8", *FAST)  # crash tests: a killed worker's partitions move on in 8 s
+
+
 def _values(records: list[h.Consumed]) -> list[bytes]:
     return [r.value for r in records]
+
+
+def _crash_run(bootstrap: str, tmp_path: Path) -> tuple[Path, h.Names, list[bytes], list[bytes]]:
+    """A crash test's plan, its topics (created), the scenario's valid lines and replay's decisions of them."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    h.create_topics(bootstrap, names)
+    return plan, names, lines, h.expected(plan, lines)
 
 
 @pytest.mark.parametrize("mode", ["spread", "crc32"])
@@ -46,6 +58,61 @@ def test_backlog_spread_over_partitions_decides_like_replay(kafka_bootstrap: str
     (totals,) = workers[0].events("worker totals")
     assert (h.replay_late(plan, lines), len(lines), 0) == (totals["late"], totals["applied"], totals["conflicts"])
     assert f"{names.app_id}-gates" not in h.topic_names(kafka_bootstrap)
+
+
+def test_aggregate_and_gate_roles_in_two_processes_decide_like_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``--role aggregate`` and ``--role gate`` as two processes of one group (stage 1 reads the telemetry, stage 2
+    the panes topic; the range assignor gives each the partitions of its one topic): an unkeyed backlog gives
+    replay's decisions; stage 1 folded every record, counted replay's late records and nothing else (the gate
+    process applied no telemetry), and stage 2 merged without a conflict."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(late_share=0.002, invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, lines, "spread")
+    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *FAST)
+    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *FAST)
+    with h.running(aggregate, gate) as workers:
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        assert (0, 0) == (workers[0].stop(), workers[1].stop())
+
+    assert sorted(h.without_late_counts(expected)) == sorted(h.without_late_counts(_values(got)))
+    (stage1,) = workers[0].events("worker totals")
+    (stage2,) = workers[1].events("worker totals")
+    assert (h.replay_late(plan, lines), len(lines)) == (stage1["late"], stage1["applied"])
+    assert (0, 0, {}) == (stage2["applied"], stage2["conflicts"], stage1["decisions"])
+    assert stage2["decisions"] == dict(sorted(Counter(decisions.decode(v).decision for v in expected).items()))
+
+
+def test_gate_process_sigkilled_and_restarted_beside_the_aggregate_process(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``--role aggregate`` runs on while the ``--role gate`` process is SIGKILLed after its first decision; the
+    other two thirds of the unkeyed records are produced while no gate process runs, then a new one starts: it
+    restores the gate states and reads back the partials they refer to from the panes topic. Deduplicated by id,
+    the decisions equal replay's, no id has two contents, no partial conflicts."""
+    plan, names, lines, expected = _crash_run(kafka_bootstrap, tmp_path)
+    cut = len(lines) // 3
+    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *QUICK)
+    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *QUICK)
+    again = h.Worker(kafka_bootstrap, plan, names, tmp_path, "again", "--role", "gate", *QUICK)
+    with h.running(aggregate, gate) as workers:
+        workers[0].wait_assigned()
+        workers[1].wait_assigned()
+        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
+        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
+        assert -signal.SIGKILL == workers[1].stop(signal.SIGKILL)
+        h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
+        with h.running(again) as (restarted,):
+            done = h.distinct_ids_at_least(len(expected))
+            got = h.wait_for(kafka_bootstrap, names.decisions, done, (workers[0], restarted))
+            assert (0, 0) == (restarted.stop(), workers[0].stop())
+
+    first, conflicts = h.dedupe(_values(got))
+    assert {} == conflicts
+    assert sorted(expected) == sorted(first)
+    (totals,) = again.events("worker totals")
+    assert 0 == totals["conflicts"]
 
 
 def test_a_partition_without_records_does_not_hold_the_decisions(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -102,19 +169,15 @@ def test_sigkill_with_two_hours_produced_while_down(kafka_bootstrap: str, tmp_pa
     its first decision (in the middle of catching up), the next two hours are produced while it is down, a
     new worker is started: after deduplication by id the decisions equal replay's, no id has two contents,
     no partial conflicts."""
-    plan, names = h.write_plan(tmp_path), h.Names()
-    lines = h.scenario(invalid=False)
-    expected = h.expected(plan, lines)
+    plan, names, lines, expected = _crash_run(kafka_bootstrap, tmp_path)
     cut = len(lines) // 3
-    h.create_topics(kafka_bootstrap, names)
-    quick = ("--session-timeout", "8", *FAST)
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *quick)) as workers:
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *QUICK)) as workers:
         workers[0].wait_assigned()
         h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
         h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
         assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
     h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *quick)) as workers:
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *QUICK)) as workers:
         got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
         assert 0 == workers[0].stop()
 

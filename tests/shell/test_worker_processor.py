@@ -16,6 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from gatekeeper.core import decision as decisions
 from gatekeeper.core import partials as contract
+from gatekeeper.core import stage_snapshot
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.replay import replay
@@ -86,7 +87,11 @@ class Bus:
     totals: Counter[str] = field(default_factory=Counter)
 
     def processor(self) -> Processor:
-        return Processor(PLAN, self.topics, self.gate_table.get, self.source_table.get)
+        return Processor(PLAN, self.topics, self.gate_table.get, self.source_table.get, pane_records=self.pane_record)
+
+    def pane_record(self, q: int, offset: int) -> bytes | None:
+        values = self.panes.get(q, [])
+        return values[offset] if offset < len(values) else None
 
     def apply(self, flush: Flush) -> None:
         for m in flush.messages:
@@ -174,6 +179,51 @@ def test_unkeyed_over_eight_partitions_read_at_different_speeds_equals_replay(se
         bus.poll(processor, polled)
     assert by_key(expected(source)) == by_key(bus.decisions())
     assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
+
+
+def test_restarts_restore_partials_held_by_reference_from_the_panes_topic() -> None:
+    """Unkeyed over 8 partitions read at different speeds (so panes wait for the slowest partition with partials
+    buffered), a new processor restored from the tables after every third poll: the gate entries hold their
+    partials as offsets in the panes topic, not whole, and the restored processors read them back from it; the
+    decisions equal replay's, with no partial conflict."""
+    source = lines()
+    parts = spread(source, 8, 4)
+    bus = Bus(EIGHT)
+    processor = bus.processor()
+    cursors = dict.fromkeys(parts, 0)
+    held = Counter[str]()
+    polls = 0
+    while any(cursors[p] < len(parts[p]) for p in parts):
+        polled = []
+        for p, recs in parts.items():
+            polled.append((p, recs[cursors[p] : cursors[p] + 40 * (p + 1)]))
+            cursors[p] += 40 * (p + 1)
+        bus.poll(processor, polled)
+        for raw in bus.gate_table.values():
+            inbox, buffered, merged = stage_snapshot.load_inbox(decode_entry(raw)[1])
+            held.update(inline=sum(map(len, inbox.buffered.values())), buffered=len(buffered), merged=len(merged))
+        polls += 1
+        if polls % 3 == 0:
+            processor = bus.processor()
+    assert by_key(expected(source)) == by_key(bus.decisions())
+    assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
+    assert 0 == held["inline"]
+    assert 0 < min(held["buffered"], held["merged"])
+
+
+def test_a_partial_missing_from_the_panes_topic_stops_the_restore() -> None:
+    """A gate entry referring to a panes record that cannot be read back (gone past the retention) raises
+    StateError naming the gate, the pane, the offset and the likely cause."""
+    parts = spread(lines(30), 8, 5)
+    bus = Bus(EIGHT)
+    bus.poll(bus.processor(), [(p, recs[: len(recs) // 2]) for p, recs in parts.items()])
+    bus.panes = {q: [] for q in bus.panes}  # the topic's records are gone; the tables remain
+    fresh = bus.processor()
+    mark = contract.encode(contract.Watermark(source="telemetry:0", watermark=0))
+    every = [("app-panes", q, [Record("app-panes", q, 9999, b"telemetry:0", mark)]) for q in range(EIGHT.partitions)]
+    with pytest.raises(StateError, match=r"gate .*: its partial \(pane \d+, source telemetry:\d\) at offset \d+ .*"
+                       r"could not be read back \(past the topic's retention\?\)"):  # fmt: skip
+        fresh.flush_polled(every)
 
 
 def test_a_partition_without_records_holds_the_gates_until_idle() -> None:

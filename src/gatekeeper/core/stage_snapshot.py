@@ -1,13 +1,21 @@
 """The two stages' state <-> bytes, for changelog-backed tables (msgpack, exact).
 
 Stage 1: a source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
-exactly after the last record folded into it (re-folding a record would change a partial, a conflict).
+exactly after the last record folded into it (re-folding a record would change a partial, a conflict). Written
+by a ``SourceWriter``: a whole snapshot now and then, and between them only the open panes that changed (and
+those emitted) since the previous write, each record under its own key, so a checkpoint does not rewrite every
+open pane of every gate when a few of them got records.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
-``breach_watch.dump`` does.
+``breach_watch.dump`` does. The partials it holds (buffered for open panes, and those merged into recently
+closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
+(pane, source, offset), and read back from that topic on restore, rather than written again whole at every
+checkpoint (the changelog would otherwise carry the partials many times over while panes wait for the slowest
+partition).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
@@ -15,11 +23,13 @@ import numpy as np
 
 from gatekeeper.core import breach_watch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
-from gatekeeper.core.merge import GateInbox, MergeCounts, SourceMark, seen_of
+from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
 from gatekeeper.core.partials import Partial
 
 FORMAT = 1
+INBOX_FORMAT = 2  # 2: partials located in the panes topic (format 1 had them all inline; still read)
 _T = TypeVar("_T")
+Located = dict[tuple[int, str], int]  # (pane, source) -> offset of the partial in its gate's panes partition
 
 
 class _Pane(msgspec.Struct, array_like=True):
@@ -42,6 +52,35 @@ class _Source(msgspec.Struct, array_like=True):
     events: int
     late: int
     panes: list[_Pane]
+    epoch: int = 0  # which whole snapshot this is: the changes written after it name it
+
+
+class _Changes(msgspec.Struct, array_like=True):
+    """What changed in a source's state since the previous write (a whole snapshot, or other changes)."""
+
+    format: int
+    base: int  # the epoch of the whole snapshot the chain starts from
+    seq: int  # 1, 2, ... after it
+    next_offset: int
+    newest: int | None
+    events: int
+    late: int
+    panes: list[_Pane]  # open panes new or changed since the previous write
+    gone: list[tuple[int, int]]  # (gate, start) of the panes emitted since
+
+
+class _ChangesOut(msgspec.Struct, array_like=True):
+    """``_Changes`` with its panes encoded already (the writer encodes every pane to compare it anyway)."""
+
+    format: int
+    base: int
+    seq: int
+    next_offset: int
+    newest: int | None
+    events: int
+    late: int
+    panes: list[msgspec.Raw]
+    gone: list[tuple[int, int]]
 
 
 class _Mark(msgspec.Struct, array_like=True):
@@ -57,59 +96,135 @@ class _Inbox(msgspec.Struct, array_like=True):
     merged: list[tuple[int, str, int, bytes, int, int]]  # (pane, source, seq, digest, requests, late)
     closed_until: int | None
     counts: tuple[int, int, int, int]
+    # partials held by reference: per pane, (index into ``names``, offset in the panes topic); compact because
+    # every checkpoint writes them again (about 7 bytes each; a source name alone is 12)
+    names: list[str] = []
+    buffered_at: list[tuple[int, list[tuple[int, int]]]] = []
+    merged_at: list[tuple[int, list[tuple[int, int]]]] = []
     alerts: bytes = b""  # breach_watch.dump; empty in inboxes snapshotted before alerts existed
 
 
 _ENCODER = msgspec.msgpack.Encoder()
 _SOURCE = msgspec.msgpack.Decoder(_Source)
+_CHANGES = msgspec.msgpack.Decoder(_Changes)
 _INBOX = msgspec.msgpack.Decoder(_Inbox)
 
 
-def dump_source(state: SourceState, next_offset: int) -> bytes:
-    panes = [
-        _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty)
-        for (gate, start), p in sorted(state.panes.items())
-    ]
-    return _ENCODER.encode(_Source(FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes))
+def _pane(gate: int, start: int, p: OpenPane) -> _Pane:
+    return _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty)
+
+
+def _open(p: _Pane) -> OpenPane:
+    buckets, counts = np.asarray(p.buckets, np.int64), np.asarray(p.counts, np.int64)
+    return OpenPane(p.requests, p.errors, p.late, buckets, counts, p.seq, p.dirty)
+
+
+def dump_source(state: SourceState, next_offset: int, epoch: int = 0) -> bytes:
+    panes = [_pane(gate, start, p) for (gate, start), p in sorted(state.panes.items())]
+    return _ENCODER.encode(
+        _Source(FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch)
+    )
 
 
 def load_source(raw: bytes) -> tuple[SourceState, int]:
     """(the state, the offset of the next record to fold); ValueError on bytes that are not one."""
+    state, next_offset, _epoch = load_source_chain(raw, lambda _seq: None)
+    return state, next_offset
+
+
+def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tuple[SourceState, int, int]:
+    """A whole snapshot and the changes written after it (``changes(seq)``: the record of change ``seq``, 1, 2,
+    ..., None when there is none): (the state, the offset of the next record to fold, the snapshot's epoch).
+    Changes written after an older snapshot (left behind under their keys) are not part of the chain.
+    ValueError on bytes that are not a snapshot or changes."""
     snap = _decode(_SOURCE, raw, "stage-1 source state")
-    panes = {
-        (p.gate, p.start): OpenPane(
-            p.requests,
-            p.errors,
-            p.late,
-            np.asarray(p.buckets, np.int64),
-            np.asarray(p.counts, np.int64),
-            p.seq,
-            p.dirty,
+    panes = {(p.gate, p.start): _open(p) for p in snap.panes}
+    state = SourceState(snap.source, snap.newest, panes, snap.events, snap.late)
+    next_offset, seq = snap.next_offset, 1
+    while (more := changes(seq)) is not None:
+        change = _decode(_CHANGES, more, "stage-1 source change")
+        if change.base != snap.epoch or change.seq != seq:
+            break  # left from an older chain: this one ends here
+        for key in change.gone:
+            state.panes.pop(key, None)
+        state.panes.update({(p.gate, p.start): _open(p) for p in change.panes})
+        state.newest, state.events, state.late = change.newest, change.events, change.late
+        next_offset, seq = change.next_offset, seq + 1
+    return state, next_offset, snap.epoch
+
+
+class SourceWriter:
+    """What to write for one source at a checkpoint: a whole snapshot first (and whenever the changes written
+    since the last one add up to ``rewrite_after`` times its size, or ``chain`` of them are written), else the
+    panes changed since the previous write. ``epoch``: that of the snapshot restored (the next one is numbered
+    after it). A restore reads at most one whole snapshot and ``rewrite_after`` times its size of changes."""
+
+    def __init__(self, epoch: int = 0, chain: int = 100, rewrite_after: int = 4) -> None:
+        self.epoch, self.chain, self.rewrite_after = epoch, chain, rewrite_after
+        self.seq = 0
+        self._written: dict[tuple[int, int], bytes] | None = None  # panes as of the previous write, encoded
+        self._full_bytes = self._chain_bytes = 0
+
+    def write(self, state: SourceState, next_offset: int) -> tuple[int, bytes]:
+        """(0 and a whole snapshot, or the change's seq and the change)."""
+        encoded = {key: _ENCODER.encode(_pane(*key, p)) for key, p in state.panes.items()}
+        long = self.seq >= self.chain or self._chain_bytes >= self.rewrite_after * self._full_bytes
+        if self._written is None or long:
+            self.epoch, self.seq = self.epoch + 1, 0
+            raw = dump_source(state, next_offset, self.epoch)
+            self._full_bytes, self._chain_bytes, self._written = len(raw), 0, encoded
+            return 0, raw
+        before = self._written
+        changed = [msgspec.Raw(v) for key, v in sorted(encoded.items()) if before.get(key) != v]
+        gone = sorted(key for key in before if key not in encoded)
+        self.seq += 1
+        change = _ChangesOut(
+            FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone
         )
-        for p in snap.panes
-    }
-    return SourceState(snap.source, snap.newest, panes, snap.events, snap.late), snap.next_offset
+        raw = _ENCODER.encode(change)
+        self._chain_bytes += len(raw)
+        self._written = encoded
+        return self.seq, raw
 
 
-def dump_inbox(inbox: GateInbox) -> bytes:
+def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
+    """``located``: the panes-topic offsets of partials ``inbox`` holds (written as references; others whole)."""
+    at = located or {}
     c = inbox.counts
+    buffered = [(pane, s, p) for pane, parts in inbox.buffered.items() for s, p in parts.items()]
+    merged = [(pane, s, m) for pane, parts in inbox.merged.items() for s, m in parts.items()]
+    names = sorted({s for pane, s, _m in [*buffered, *merged] if (pane, s) in at})
+    index = {name: i for i, name in enumerate(names)}
+
+    def refs(held: list[tuple[int, str, Partial | Seen]]) -> list[tuple[int, list[tuple[int, int]]]]:
+        by_pane: dict[int, list[tuple[int, int]]] = {}
+        for pane, s, m in held:
+            if (pane, s) in at and isinstance(m, Partial):
+                by_pane.setdefault(pane, []).append((index[s], at[pane, s]))
+        return sorted(by_pane.items())
+
     return _ENCODER.encode(
         _Inbox(
-            FORMAT,
+            INBOX_FORMAT,
             snapshot.dump(inbox.gate),
             {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
-            [p for parts in inbox.buffered.values() for p in parts.values()],
-            [(pane, source, *seen_of(m)) for pane, parts in inbox.merged.items() for source, m in parts.items()],
+            [p for pane, s, p in buffered if (pane, s) not in at],
+            [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
             inbox.closed_until,
             (c.duplicates, c.conflicts, c.late_partials, c.late),
+            names,
+            refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
+            refs(merged),
             breach_watch.dump(inbox.alerts),
         )
     )
 
 
-def load_inbox(raw: bytes) -> GateInbox:
-    """The inbox ``dump_inbox`` wrote; ValueError on bytes that are not one."""
-    snap = _decode(_INBOX, raw, "stage-2 gate inbox")
+def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
+    """The inbox ``dump_inbox`` wrote, and where the partials it holds by reference are: (buffered ones,
+    merged ones), each (pane, source) -> offset; put each in with ``place`` once read. ValueError on bytes that
+    are not an inbox."""
+    snap = _decode(_INBOX, raw, "stage-2 gate inbox", (FORMAT, INBOX_FORMAT))
     inbox = GateInbox(
         gate=snapshot.load(snap.gate),
         sources={s: SourceMark(m.watermark, m.idle) for s, m in snap.sources.items()},
@@ -121,14 +236,25 @@ def load_inbox(raw: bytes) -> GateInbox:
         inbox.buffered.setdefault(p.pane, {})[p.source] = p
     for pane, source, seq, digest, requests, late in snap.merged:
         inbox.merged.setdefault(pane, {})[source] = (seq, digest, requests, late)
-    return inbox
+    try:
+        buffered = {(pane, snap.names[i]): offset for pane, refs in snap.buffered_at for i, offset in refs}
+        merged = {(pane, snap.names[i]): offset for pane, refs in snap.merged_at for i, offset in refs}
+    except IndexError:
+        raise ValueError("not a stage-2 gate inbox: a partial refers to a source it does not name") from None
+    return inbox, buffered, merged
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str) -> _T:
+def place(inbox: GateInbox, partial: Partial, merged: bool) -> None:
+    """Put a partial read back from the panes topic where the snapshot had it (buffered, or merged)."""
+    (inbox.merged if merged else inbox.buffered).setdefault(partial.pane, {})[partial.source] = partial
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> _T:
     try:
         snap = decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"not a {what}: {exc}") from None
-    if getattr(snap, "format", None) != FORMAT:
-        raise ValueError(f"{what} format {getattr(snap, 'format', None)}; this version reads format {FORMAT}")
+    if getattr(snap, "format", None) not in formats:
+        readable = " and ".join(map(str, formats))
+        raise ValueError(f"{what} format {getattr(snap, 'format', None)}; this version reads format {readable}")
     return snap

@@ -7,14 +7,16 @@ followed by p's watermark to *every* partition of that topic (whenever it enters
 changes), so every gate hears how far p has come even when p holds none of its records. Nothing is forwarded
 and no record needs re-keying. Invalid records go to the DLQ with their original key and bytes and
 ``gk.reason`` / ``gk.message`` / ``gk.source`` headers. p's state, with the offset of the next record to fold,
-goes to ``<app-id>-aggregate-changelog`` (key ``<topic>:<p>``, partition p); the runtime seeks p to that offset
-when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
+goes to ``<app-id>-aggregate-changelog`` (partition p): whole under key ``<topic>:<p>``, and between two whole
+ones only what changed, under ``<topic>:<p>/<seq>`` (``stage_snapshot.SourceWriter``); the runtime seeks p to
+that offset when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
 
 Stage 2 (``core/merge.py``), per owned partition q of ``<app-id>-panes``: partials go to their gate's inbox,
 watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` and burn-rate breach alert events
 (contract v2, ``core/breach_watch.py``) to ``breaches``, both key ``region/tier``; each touched inbox goes to
-``<app-id>-gate-state-changelog`` (key ``region/tier``, partition q). Merging is idempotent, so partials and
-watermarks read again after a crash change nothing.
+``<app-id>-gate-state-changelog`` (key ``region/tier``, partition q), the partials it holds as their offsets in
+partition q of the panes topic (``stage_snapshot``), read back from there on restore (``pane_records``). Merging
+is idempotent, so partials and watermarks read again after a crash change nothing.
 
 Order of I/O (``runtime.py``): the messages are sent and acknowledged before the states are written, and the
 offsets are committed only once the states are acknowledged. The producer is idempotent, so a partition's
@@ -24,7 +26,7 @@ partials stay ahead of the watermark sent after them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -171,6 +173,7 @@ class _Source:
     state: SourceState
     next_offset: int
     published: tuple[int | None, bool] | None = None  # (pane of the watermark, idle) last sent
+    writer: stage_snapshot.SourceWriter = field(default_factory=stage_snapshot.SourceWriter)
 
 
 class Processor:
@@ -184,9 +187,12 @@ class Processor:
         sources: Callable[[bytes], bytes | None],
         *,
         warn: Callable[[str], None] | None = None,
+        pane_records: Callable[[int, int], bytes | None] | None = None,
     ) -> None:
+        """``pane_records(q, offset)``: the value of a record of the panes topic read back for a restore."""
         self.plan, self.topics = plan, topics
         self._gate_entries, self._source_entries, self._warn = gates, sources, warn
+        self._pane_records = pane_records or (lambda _q, _offset: None)
         self.version = plan.plan_version
         ev = plan.evaluation
         self._pane = ev.pane
@@ -200,6 +206,7 @@ class Processor:
         self.merger = Merger(plan, [self.source_id(p) for p in range(topics.partitions)])
         self._sources: dict[int, _Source] = {}
         self._inboxes: dict[int, GateInbox] = {}
+        self._located: dict[int, stage_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
         self._dirty_sources: set[int] = set()
         self._dirty_gates: set[int] = set()
         self.rejected: Counter[str] = Counter()
@@ -239,9 +246,10 @@ class Processor:
         """Encode the states changed since the last checkpoint (each once, however many polls changed it)."""
         out = Checkpoint()
         for g in sorted(self._dirty_gates & set(self._inboxes)):
-            out.gates[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g]))
+            located = self._located_in(g)
+            out.gates[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g], located))
         for p in sorted(self._dirty_sources & set(self._sources)):
-            out.sources[p] = (self.source_id(p).encode(), self._source_entry(self._sources[p]))
+            out.sources[p] = self._source_entry(p, self._sources[p])
         self._dirty_gates.clear()
         self._dirty_sources.clear()
         return out
@@ -254,6 +262,25 @@ class Processor:
         gone = set(gates)
         for g in [g for g in self._inboxes if self.home[g] in gone]:
             del self._inboxes[g]
+            self._located.pop(g, None)
+
+    def located_partials(self, entries: Mapping[bytes, bytes]) -> dict[int, set[int]]:
+        """The panes-topic offsets, by partition, of the partials the restored gate entries ``entries`` hold by
+        reference: what to read back before their gates can be restored."""
+        wanted: dict[int, set[int]] = {}
+        for key, raw in entries.items():
+            g = self._index.get(key.decode(errors="replace"))
+            if g is None:
+                continue
+            version, snap = decode_entry(raw)
+            if version != self.version:
+                continue
+            try:
+                _inbox, buffered, merged = stage_snapshot.load_inbox(snap)
+            except ValueError as exc:
+                raise StateError(f"gate {key.decode(errors='replace')}: {exc}") from None
+            wanted.setdefault(self.home[g], set()).update([*buffered.values(), *merged.values()])
+        return wanted
 
     # -- flushing ----------------------------------------------------------------------------------------
     def flush_polled(
@@ -366,15 +393,21 @@ class Processor:
         if source is not None:
             return source
         source = _Source(self.aggregator.start(self.source_id(p)), -1)
-        raw = self._source_entries(self.source_id(p).encode())
+        key = self.source_id(p).encode()
+        raw = self._source_entries(key)
         if raw is not None:
             version, snap = decode_entry(raw)
             if version == self.version:
+
+                def change(seq: int) -> bytes | None:
+                    entry = self._source_entries(_change_key(key, seq))
+                    return None if entry is None or (found := decode_entry(entry))[0] != version else found[1]
+
                 try:
-                    state, next_offset = stage_snapshot.load_source(snap)
+                    state, next_offset, epoch = stage_snapshot.load_source_chain(snap, change)
                 except ValueError as exc:
                     raise StateError(f"telemetry partition {p}: {exc}") from None
-                source = _Source(state, next_offset)
+                source = _Source(state, next_offset, writer=stage_snapshot.SourceWriter(epoch))
             elif self._warn is not None:
                 self._warn(
                     f"telemetry partition {p}: stored stage-1 state is from plan version {version}, this is "
@@ -383,8 +416,11 @@ class Processor:
         self._sources[p] = source
         return source
 
-    def _source_entry(self, source: _Source) -> bytes:
-        return encode_entry(self.version, stage_snapshot.dump_source(source.state, source.next_offset))
+    def _source_entry(self, p: int, source: _Source) -> tuple[bytes, bytes]:
+        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or what changed."""
+        seq, raw = source.writer.write(source.state, source.next_offset)
+        key = self.source_id(p).encode()
+        return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
 
     # -- stage 2 -----------------------------------------------------------------------------------------
     def _stage2(self, q: int, records: Sequence[Consumed], out: Flush) -> None:
@@ -412,6 +448,7 @@ class Processor:
                     out.rejected["invalid_partial"] += 1
                     continue
                 self._count(before, inbox, out)
+                self._locate(g, inbox, message, r.offset)
                 touched.add(g)
             else:
                 for g in self._gates_of[q]:
@@ -449,11 +486,44 @@ class Processor:
                     )
             else:
                 try:
-                    inbox = stage_snapshot.load_inbox(snap)
+                    inbox, buffered, merged = stage_snapshot.load_inbox(snap)
                 except ValueError as exc:
                     raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
+                self._read_back(g, inbox, buffered, merged=False)
+                self._read_back(g, inbox, merged, merged=True)
         self._inboxes[g] = inbox
         return inbox
+
+    def _read_back(self, g: int, inbox: GateInbox, located: stage_snapshot.Located, *, merged: bool) -> None:
+        """Put the partials a restored inbox holds by reference back in, from the panes records read for it."""
+        key, q = self.keys[g].decode(), self.home[g]
+        for (pane, source), offset in located.items():
+            raw = self._pane_records(q, offset)
+            where = f"gate {key}: its partial (pane {pane}, source {source}) at offset {offset} of {self.topics.panes}"
+            if raw is None:
+                raise StateError(f"{where} partition {q} could not be read back (past the topic's retention?)")
+            try:
+                partial = contract.decode(raw)
+            except contract.PartialError as exc:
+                raise StateError(f"{where}: {exc}") from None
+            if not isinstance(partial, Partial) or partial.ident != (key, pane, source):
+                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
+            stage_snapshot.place(inbox, partial, merged)
+            self._located.setdefault(g, {})[pane, source] = offset
+
+    def _locate(self, g: int, inbox: GateInbox, partial: Partial, offset: int) -> None:
+        """Remember where a partial the inbox now holds (buffered, or merged: a newer version of a closed pane)
+        is in the panes topic, so checkpoints write that instead of the partial."""
+        buffered = inbox.buffered.get(partial.pane, {}).get(partial.source)
+        if buffered is partial or inbox.merged.get(partial.pane, {}).get(partial.source) is partial:
+            self._located.setdefault(g, {})[partial.pane, partial.source] = offset
+
+    def _located_in(self, g: int) -> stage_snapshot.Located:
+        """The offsets of the partials gate ``g``'s inbox still holds (the others are forgotten)."""
+        inbox, located = self._inboxes[g], self._located.get(g, {})
+        held = {(pane, s) for parts in (inbox.buffered, inbox.merged) for pane, ss in parts.items() for s in ss}
+        self._located[g] = {k: v for k, v in located.items() if k in held}
+        return self._located[g]
 
     def _emit(self, g: int, decisions: list[Decision], breaches: list[burn_rate.Breach], out: Flush) -> None:
         key, home = self.keys[g], self.home[g]
@@ -491,6 +561,11 @@ class Processor:
             (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         )
         return Outgoing(self.topics.dlq, record.partition % self.topics.partitions, record.key, record.value, headers)
+
+
+def _change_key(key: bytes, seq: int) -> bytes:
+    """The changelog key of a stage-1 change (``<topic>:<p>/<seq>``; the whole state is under ``<topic>:<p>``)."""
+    return b"%s/%d" % (key, seq)
 
 
 def _counts(inbox: GateInbox) -> tuple[int, int, int]:

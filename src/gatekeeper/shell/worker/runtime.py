@@ -16,7 +16,8 @@ a crash changes nothing).
 Assignment. The group uses the range assignor, so with equal partition counts one member owns partition p
 of both input topics: stage 1 of telemetry partition p (its state restored from partition p of
 ``<app-id>-aggregate-changelog``, the consumer moved to the offset stored with it, so no record is folded
-twice) and stage 2 of the gates homed at p (restored from partition p of ``<app-id>-gate-state-changelog``).
+twice) and stage 2 of the gates homed at p (restored from partition p of ``<app-id>-gate-state-changelog``,
+with the partials they refer to read back from partition p of ``<app-id>-panes``).
 Kafka runs every member's revoke callback before any assign callback, and a member's revoke waits for its
 poll in progress, so a restore sees the previous owner's last state. Records fetched but not applied (a
 rebalance came in between, or a restore is in progress) are not committed, and the consumer is moved back.
@@ -26,9 +27,9 @@ offset; one seen there (with no record in between) for ``--idle-after`` s of wal
 gate (``Processor.mark_idle``), so a partition that gets no records does not hold the gates' panes. A backlog
 is never idle, and neither is a partition whose end cannot be seen (broker away).
 
-Why the stages are not Faust agents: see ARCHITECTURE.md (its per-message pipeline, and records it skipped
-right after an assignment in the first worker); this loop keeps Faust's model: co-partitioned topics, state in
-compacted changelogs, at least once.
+Why the stages are not Faust agents: see ARCHITECTURE.md (stage 1: Faust's per-message pipeline; stage 2: what
+was measured, and what a Faust stage 2 still needs); this loop keeps Faust's model: co-partitioned topics, state
+in compacted changelogs, at least once.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from gatekeeper.shell.worker.topics import (
     changelog_topic,
     panes_topic,
     read_changelog,
+    read_offsets,
 )
 
 HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
@@ -108,7 +110,15 @@ class Runtime:
         self.aggregate_changelog = aggregate_changelog_topic(options.app_id)
         self._entries: dict[bytes, bytes] = {}  # restored gate-inbox entries of the owned partitions
         self._source_entries: dict[bytes, bytes] = {}  # restored stage-1 entries of the owned partitions
-        self.processor = Processor(plan, self.topics, self._entries.get, self._source_entries.get, warn=log.warning)
+        self._pane_values: dict[tuple[int, int], bytes] = {}  # panes records the restored gate entries refer to
+        self.processor = Processor(
+            plan,
+            self.topics,
+            self._entries.get,
+            self._source_entries.get,
+            warn=log.warning,
+            pane_records=lambda q, offset: self._pane_values.pop((q, offset), None),
+        )
         self.side_topics = SideTopics.of(settings, options.app_id)
         self.processor.side = SideStage(plan, self.side_topics, self.processor)
         self._at_end_since: dict[int, float] = {}  # telemetry partition -> since when it is seen read to its end
@@ -235,14 +245,21 @@ class Runtime:
             self.processor.revoke(lost_sources, lost_gates)
             for key in [k for k in self._entries if home_partition(k, self.topics.partitions) in lost_gates]:
                 del self._entries[key]
+            for at in [at for at in self._pane_values if at[0] in lost_gates]:
+                del self._pane_values[at]
             for p in lost_sources:
-                self._source_entries.pop(self.processor.source_id(p).encode(), None)
+                key = self.processor.source_id(p).encode()  # its whole state, and changes under key/<seq>
+                for k in [k for k in self._source_entries if k == key or k.startswith(key + b"/")]:
+                    del self._source_entries[k]
                 self._at_end_since.pop(p, None)
             self.restored -= lost
             gained_sources = {p for t, p in gained if t == telemetry}
             gained_gates = {p for t, p in gained if t == panes}
             try:
-                self._entries.update(await read_changelog(self.restorer, self.changelog, gained_gates))
+                restored = await read_changelog(self.restorer, self.changelog, gained_gates)
+                self._entries.update(restored)
+                located = self.processor.located_partials(restored)
+                self._pane_values.update(await read_offsets(self.restorer, self.topics.panes, located))
                 entries = await read_changelog(self.restorer, self.aggregate_changelog, gained_sources)
                 self._source_entries.update(entries)
                 for p in gained_sources:

@@ -7,13 +7,14 @@ must have ``topics.partitions`` partitions: a missing topic is created
 (unless ``--no-create-topics``) and a topic with another count fails the start with a message saying which
 one (``kafka_admin``).
 
-Also the changelog read that restores the gate states of newly assigned partitions (``read_changelog``).
+Also the reads that restore the states of newly assigned partitions: the changelogs (``read_changelog``), and
+the partials a gate's state holds by reference to the panes topic (``read_offsets``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -107,3 +108,38 @@ async def _read_to_end(
                     entries[r.key] = r.value
         pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
     return entries
+
+
+async def read_offsets(
+    consumer: AIOKafkaConsumer, topic: str, wanted: Mapping[int, Iterable[int]], timeout: float = 120.0
+) -> dict[tuple[int, int], bytes]:
+    """The values of the records at the ``wanted`` offsets (partition -> offsets) of ``topic``, as
+    (partition, offset) -> value, read in one pass per partition from the lowest offset asked to the highest
+    with ``consumer`` (started, no group; its assignment is replaced). A record gone (past the retention) is
+    missing from the result. TimeoutError when they are not read in ``timeout`` s."""
+    asked = {p: set(offsets) for p, offsets in wanted.items() if offsets}
+    if not asked:
+        return {}
+    tps = [TopicPartition(topic, p) for p in sorted(asked)]
+    consumer.assign(tps)
+    try:
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, min(asked[tp.partition]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        found: dict[tuple[int, int], bytes] = {}
+        last = {tp: min(max(asked[tp.partition]) + 1, ends[tp]) for tp in tps}
+        pending = [tp for tp in tps if await consumer.position(tp) < last[tp]]
+        while pending:
+            if loop.time() > deadline:
+                missing = [tp.partition for tp in pending]
+                raise TimeoutError(f"could not read {topic} partitions {missing} in {timeout:g} s")
+            for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
+                found.update(
+                    {(tp.partition, r.offset): r.value for r in records if r.offset in asked[tp.partition] and r.value}
+                )
+            pending = [tp for tp in pending if await consumer.position(tp) < last[tp]]
+        return found
+    finally:
+        consumer.unsubscribe()
