@@ -154,3 +154,25 @@ def test_false_alarms_stay_below_alpha_at_the_ceiling_over_a_long_soak() -> None
             test.close_window(restarts, window, int(part_n[-1]), int(part_k[-1]), 0, 0)
             soak_n, soak_k = soak_n + int(part_n[-1]), soak_k + int(part_k[-1])
     assert fired <= 20 + 3 * math.sqrt(200 * 0.1 * 0.9)
+
+
+def test_the_screen_never_hides_a_crossing() -> None:
+    """may_reach is a necessary condition: over 2,000 random windows (soak and window counts, restart states, 60
+    panes of 0-80 requests at rates from 0 to 1 %), whenever some pane's evidence reaches the threshold, may_reach
+    says so; and it does screen out a healthy window (0.079 % errors, 10 days into a soak)."""
+    rng = np.random.default_rng(5)
+    test = FailTest(null_rate=0.001, alpha=0.01, restart_share=0.1, planned_windows=504)
+    missed, crossings = 0, 0
+    for _ in range(2000):
+        soak_n = int(rng.integers(0, 200_000))
+        soak_k = int(rng.binomial(soak_n, rng.uniform(0, 0.003)))
+        restarts = Restarts(log_sums=rng.uniform(-30, 6, len(stats.FAIL_ODDS)).tolist())
+        window = int(rng.integers(1, 700))
+        n = rng.integers(0, 80, 60)
+        part_n, part_k = np.cumsum(n), np.cumsum(rng.binomial(n, rng.uniform(0, 0.01)))
+        total, _ = test.log_evidence(soak_n + part_n, soak_k + part_k, restarts, window, part_n, part_k)
+        if bool(np.any(total >= test.log_threshold)):
+            crossings += 1
+            missed += not test.may_reach(soak_n, soak_k + int(part_k[-1]), restarts, window, 0, int(part_k[-1]))
+    assert (0, True) == (missed, crossings > 100)
+    assert not test.may_reach(576_000, 455, Restarts(), 241, 0, 2)
