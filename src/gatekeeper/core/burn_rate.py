@@ -61,6 +61,8 @@ def slos_of(tier: Tier) -> tuple[Slo, ...]:
     out: list[Slo] = []
     latencies = sum(1 for c in tier.criteria if c.kind == "latency")
     for c in tier.criteria:
+        if tier.dry_run or c.dry_run:
+            continue  # a criterion on trial pages nobody
         if c.kind == "error_rate":
             out.append(Slo("error_rate", c.fail_above, f"error rate <= {c.fail_above:.4g}"))
         elif c.kind == "latency":
