@@ -50,18 +50,28 @@ def west_healthy(end_min: int) -> EventBatch:
     return traffic(WEST, T0, T0 + end_min * MINUTE, 60, error_rate=0.001, seed=5)
 
 
+def episode(start_min: int, end_min: int, total_min: int, stop: bool = False, **burst: Any) -> EventBatch:
+    """us-east at 60 requests a minute, healthy (0.1 % errors) except ``burst`` (``error_rate``, ``median_ms``,
+    ``sigma``) over [start_min, end_min), silent after it with ``stop``; eu-west healthy up to ``total_min``."""
+
+    def minute(m: int) -> int:
+        return T0 + m * MINUTE
+
+    parts = [
+        traffic(EAST, T0, minute(start_min), 60, error_rate=0.001, seed=1),
+        traffic(EAST, minute(start_min), minute(end_min), 60, seed=2, **({"error_rate": 0.001} | burst)),
+        west_healthy(total_min),
+    ]
+    if not stop:
+        parts.append(traffic(EAST, minute(end_min), minute(total_min), 60, error_rate=0.001, seed=3))
+    return by_time(concat(*parts))
+
+
 def test_an_error_burst_pages_then_resolves_after_the_quiet_time() -> None:
     """us-east: an hour healthy, 20 minutes at 50 % errors (10x the 5 % budget), then healthy. The error-rate
     breach pages once the 20-minute window has burnt 5x (10 minutes at 10x), and resolves once the page rules
     have been quiet for 20 minutes: one breach, opened once and resolved once, on us-east only."""
-    events = by_time(
-        concat(
-            traffic(EAST, T0, T0 + 60 * MINUTE, 60, error_rate=0.001, seed=1),
-            traffic(EAST, T0 + 60 * MINUTE, T0 + 80 * MINUTE, 60, error_rate=0.5, seed=2),
-            traffic(EAST, T0 + 80 * MINUTE, T0 + 240 * MINUTE, 60, error_rate=0.001, seed=3),
-            west_healthy(240),
-        )
-    )
+    events = episode(60, 80, 240, error_rate=0.5)
     breaches, _ = run(events)
     assert [("opened", "page"), ("resolved", "page")] == [(b.change, b.severity) for b in breaches]
     opened, resolved = breaches
@@ -73,13 +83,7 @@ def test_an_error_burst_pages_then_resolves_after_the_quiet_time() -> None:
 def test_slow_requests_open_a_latency_breach() -> None:
     """Latency objective: a P99 ceiling of 800 ms leaves 1 % of requests to be slower. A median of 2 s makes
     nearly all of them slower: a latency breach (not an error-rate one) pages."""
-    events = by_time(
-        concat(
-            traffic(EAST, T0, T0 + 60 * MINUTE, 60, seed=1),
-            traffic(EAST, T0 + 60 * MINUTE, T0 + 90 * MINUTE, 60, seed=2, median_ms=2000, sigma=0.1),
-            west_healthy(90),
-        )
-    )
+    events = episode(60, 90, 90, median_ms=2000, sigma=0.1)
     breaches, _ = run(events)
     assert [("opened", "page", "latency", "p99_latency_ms <= 800 ms")] == [
         (b.change, b.severity, b.slo, b.objective) for b in breaches
@@ -92,13 +96,7 @@ def test_a_breach_resolves_when_its_traffic_stops() -> None:
     the breach still moves on in event time without data. The page drops to a ticket 20 minutes after the 5-minute
     window emptied (the 2-hour ticket window still burns), and resolves 20 minutes after the 30-minute ticket
     window emptied."""
-    events = by_time(
-        concat(
-            traffic(EAST, T0, T0 + 30 * MINUTE, 60, error_rate=0.001, seed=1),
-            traffic(EAST, T0 + 30 * MINUTE, T0 + 45 * MINUTE, 60, error_rate=0.6, seed=2),
-            west_healthy(180),
-        )
-    )
+    events = episode(30, 45, 180, stop=True, error_rate=0.6)
     breaches, _ = run(events)
     assert [("opened", "page"), ("deescalated", "ticket"), ("resolved", "ticket")] == [
         (b.change, b.severity) for b in breaches
@@ -109,13 +107,7 @@ def test_a_breach_resolves_when_its_traffic_stops() -> None:
 def test_events_after_a_fail_name_the_fail_decision() -> None:
     """The gate fails the burst too (its sequential test): breach events at or after that fail carry its
     ``decision_id``; an event before it carries none."""
-    events = by_time(
-        concat(
-            traffic(EAST, T0, T0 + 60 * MINUTE, 60, error_rate=0.001, seed=1),
-            traffic(EAST, T0 + 60 * MINUTE, T0 + 90 * MINUTE, 60, error_rate=0.5, seed=2),
-            west_healthy(200),
-        )
-    )
+    events = episode(60, 90, 200, stop=True, error_rate=0.5)
     engine = pipeline()
     decisions = engine.ingest(events)
     breaches = engine.take_breaches()
@@ -128,14 +120,7 @@ def test_events_after_a_fail_name_the_fail_decision() -> None:
 def test_the_same_events_whatever_the_batches() -> None:
     """Breach events depend on event time only: the input in one batch or in batches of 997 events gives the
     same events, byte for byte."""
-    events = by_time(
-        concat(
-            traffic(EAST, T0, T0 + 60 * MINUTE, 60, error_rate=0.001, seed=1),
-            traffic(EAST, T0 + 60 * MINUTE, T0 + 100 * MINUTE, 60, error_rate=0.4, seed=2),
-            traffic(EAST, T0 + 100 * MINUTE, T0 + 300 * MINUTE, 60, error_rate=0.001, seed=3),
-            west_healthy(300),
-        )
-    )
+    events = episode(60, 100, 300, error_rate=0.4)
     whole, _ = run(events)
     assert len(whole) >= 2
     assert [burn_rate.encode(b) for b in whole] == [burn_rate.encode(b) for b in run(events, 997)[0]]
@@ -144,14 +129,7 @@ def test_the_same_events_whatever_the_batches() -> None:
 def test_the_alert_state_survives_a_snapshot() -> None:
     """An inbox snapshotted mid-breach and restored goes on to the same events as one never snapshotted (the
     open breach resolves once, with the same breach_id)."""
-    events = by_time(
-        concat(
-            traffic(EAST, T0, T0 + 60 * MINUTE, 60, error_rate=0.001, seed=1),
-            traffic(EAST, T0 + 60 * MINUTE, T0 + 80 * MINUTE, 60, error_rate=0.5, seed=2),
-            traffic(EAST, T0 + 80 * MINUTE, T0 + 240 * MINUTE, 60, error_rate=0.001, seed=3),
-            west_healthy(240),
-        )
-    )
+    events = episode(60, 80, 240, error_rate=0.5)
     first, rest = chunks(events, 85 * 60 * 2)[0], chunks(events, 85 * 60 * 2)[1:]
     expected, _ = run(events, 85 * 60 * 2)
 

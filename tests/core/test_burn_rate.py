@@ -159,3 +159,24 @@ def test_chance_errors_in_thin_traffic_are_no_evidence() -> None:
     merged = tuple(np.concatenate(pair) for pair in zip(quiet, panes, strict=True))
     lenient = BurnSpec("us-east", "canary", "test+0", MINUTE, SPEC.slo, Alerting(false_alarm=0.49))
     assert ([], ["opened"]) == (run(merged), [e.change for e in run(merged, spec=lenient)])
+
+
+def test_skipping_quiet_time_gives_what_stepping_gives() -> None:
+    """Stretches without data are skipped once the pane-exact windows are empty; sending every empty pane
+    explicitly (nothing to skip) gives exactly the same events: bursts, 2-day silences, a slow burn across them."""
+    segments = [(30, 0.003), (1, 0.2), (48, None), (20, 0.004), (2, 0.05), (60, None), (5, 0.0)]
+    rng = np.random.default_rng(4)
+    starts, requests, bad, at = [], [], [], T0
+    for hours, rate in segments:
+        for _ in range(round(hours * 60)):
+            n = 0 if rate is None else 300
+            starts.append(at)
+            requests.append(n)
+            bad.append(0 if rate is None else int(rng.binomial(n, rate)))
+            at += MINUTE
+    dense = tuple(np.asarray(c, dtype=np.int64) for c in (starts, requests, bad))
+    keep = dense[1] > 0
+    sparse = tuple(c[keep] for c in dense)
+    expected = run(dense)
+    assert len(expected) >= 3
+    assert expected == run(sparse)

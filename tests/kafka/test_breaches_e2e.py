@@ -17,7 +17,7 @@ pytestmark = pytest.mark.kafka
 
 def test_breach_events_on_the_breaches_topic_match_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
     """eu-west/ramp is slow from 00:10 to 00:45 and eu-west/canary fails 15 % of requests from 00:20 to 00:40
-    (plan: a page rule over 20 m / 5 m at 2.5x, a ticket rule over 2 h / 30 m at 2x, resolve after 20 m quiet).
+    (plan: a page rule over 20 m / 5 m at 2x, a ticket rule over 2 h / 30 m at 2x, resolve after 20 m quiet).
     The worker's ``breaches`` topic holds exactly replay's breach events (deduplicated by ``event_id``); each
     breach is opened once and resolved once, and only the two troubled gates breach."""
     plan, names = h.write_plan(tmp_path, h.BREACH_PLAN), h.Names()

@@ -144,7 +144,7 @@ BREACH_PLAN: dict[str, Any] = small_plan(
     [small_tier("canary", 5), small_tier("ramp", 20)],
     alerts={  # windows short enough for the three-hour scenario; the workbook's need days
         "rules": [
-            {"severity": "page", "long": "20m", "short": "5m", "burn_rate": 2.5},
+            {"severity": "page", "long": "20m", "short": "5m", "burn_rate": 2},
             {"severity": "ticket", "long": "2h", "short": "30m", "burn_rate": 2},
         ],
         "resolve_after": "20m",

@@ -17,7 +17,9 @@ their length. That keeps a gate's state small (6 h of panes and 3 days of hours)
 
 Stepped pane by pane in plain Python on running sums over a ring of the last panes: a gate closes one or a few
 panes at a time (the worker: one per watermark), where numpy's per-call cost (~0.5 ms) was 100 times the work. A
-stretch where every window is empty and no breach is open cannot fire, so it is skipped in one step.
+stretch without data where no breach is open and every pane-exact window (each rule's short window is one) is
+empty cannot fire, so it is skipped in one step: a stopped tier is not stepped through the 3 days of its ticket
+window.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def slos_of(tier: Tier) -> tuple[Slo, ...]:
     out: list[Slo] = []
     latencies = sum(1 for c in tier.criteria if c.kind == "latency")
     for c in tier.criteria:
+        if tier.dry_run or c.dry_run:
+            continue  # a criterion on trial pages nobody
         if c.kind == "error_rate":
             out.append(Slo("error_rate", c.fail_above, f"error rate <= {c.fail_above:.4g}"))
         elif c.kind == "latency":
@@ -160,6 +164,7 @@ class BurnSpec:
     fine_lengths: tuple[int, ...] = field(init=False)  # distinct windows up to FINE_SPAN_MS, in panes
     hour_wholes: tuple[int, ...] = field(init=False)  # distinct longer windows: whole hours before the hour so far
     slots: tuple[tuple[int, float, float, int, int], ...] = field(init=False)  # rank, rate, rate x budget, windows
+    shorts_fine: bool = field(init=False)  # every rule's short window is summed pane by pane
 
     def __post_init__(self) -> None:
         spans = sorted({span for r in self.alerts.rules for span in (r.long, r.short)})
@@ -174,6 +179,7 @@ class BurnSpec:
         object.__setattr__(self, "fine_lengths", fine)
         object.__setattr__(self, "hour_wholes", wholes)
         object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "shorts_fine", all(r.short <= FINE_SPAN_MS for r in self.alerts.rules))
 
     @property
     def fine_panes(self) -> int:
@@ -246,7 +252,9 @@ def advance(
             burns = [_burn(win_req[i], win_bad[i], lengths[i], watched, budget) for i in range(len(lengths))]
             _step(spec, state, level, p, burns, fired, events)
         p += 1
-        if state.open is None and not any(win_req):  # nothing can fire before the next pane with data
+        # Nothing can fire before the next pane with data once every window is empty, or once the pane-exact
+        # windows are (every rule's short window is one of them: a rule needs bad requests in it).
+        if state.open is None and not any(win_req[:nf]) and (spec.shorts_fine or not any(win_req)):
             p = max(p, min(index[k] if k < n else stop, stop))
     state.sum_requests, state.sum_bad = win_req[:nf], win_bad[:nf]
     state.end = max(stop, state.end or 0)

@@ -24,6 +24,7 @@ class CriterionResult(msgspec.Struct, frozen=True, omit_defaults=True):
     upper: float | None = None
     requests: int = 0
     reason: str = ""
+    dry_run: bool = False  # a criterion in dry run: reported, never fails, holds or blocks a pass
 
 
 class Metrics(msgspec.Struct, frozen=True, omit_defaults=True):

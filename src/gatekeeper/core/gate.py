@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import sketch, stats
+from gatekeeper.core import dry_run, sketch, stats
 from gatekeeper.core.criteria import (
     Evidence,
     Judge,
@@ -53,6 +53,7 @@ class GateSpec:
     false_fail: float  # this gate's share of the plan's false_fail (all of it with ``confidence.scope: gate``)
     false_pass: float
     tests: tuple[FailTest | None, ...]  # sequential: each statistical judge's test (its share of ``false_fail``)
+    dry: frozenset[str] = frozenset()  # criteria in dry run: judged and reported, never fail nor block (dry_run.py)
 
     @staticmethod
     def of(region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str, gates: int) -> GateSpec:
@@ -71,7 +72,8 @@ class GateSpec:
             else None
             for j in judges
         )
-        return GateSpec(region, phase, tier, evaluation, plan_version, judges, false_fail, false_pass, tests)
+        dry = dry_run.dry_names(tier)
+        return GateSpec(region, phase, tier, evaluation, plan_version, judges, false_fail, false_pass, tests, dry)
 
 
 @dataclass(slots=True)
@@ -294,7 +296,7 @@ class Gate:
             st.pass_looks += 1
             alpha = stats.pass_look_alpha(self.spec.false_pass, st.pass_looks)
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
-            if all(r.verdict == "pass" for r in results):
+            if dry_run.all_pass(results, self.spec.dry):
                 st.status = "passed"
                 reasons = ("GO: soak complete and every criterion passed", *(r.reason for r in results))
                 if st.stalled_ms:
@@ -308,7 +310,7 @@ class Gate:
         if checkpoint is not None:
             alpha = stats.pass_look_alpha(self.spec.false_pass, max(1, st.pass_looks))
             results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
-            open_ones = [r.reason for r in results if r.verdict != "pass"]
+            open_ones = [r.reason for r in results if r.verdict != "pass" and r.name not in self.spec.dry]
             done = observed >= self.spec.tier.soak
             head = f"{checkpoint}: not enough evidence to pass" if done else f"{checkpoint}: soak not complete"
             out.append(
@@ -326,11 +328,11 @@ class Gate:
 
     def _fail_look(self, look: Look, end: int, out: list[Decision]) -> bool:
         st = self.state
-        if not any(j.may_fail(look) for j in self.spec.judges):
+        if not any(j.may_fail(look) for j in self.spec.judges if j.name not in self.spec.dry):
             return False
         alpha = stats.look_alpha(self.spec.false_fail, st.looks, self._planned_looks) / max(1, 2 * self._statistical)
         results = tuple(r for j in self.spec.judges for r in j.fail_checks(look, alpha))
-        failed = [r for r in results if r.verdict == "fail"]
+        failed = dry_run.failing(results, self.spec.dry)
         if not failed:
             return False
         scope_start = end - self._window if failed[0].scope == "window" else st.soak_start
@@ -376,6 +378,8 @@ class Gate:
         for index, (judge, test) in enumerate(zip(self.spec.judges, self.spec.tests, strict=True)):
             if test is None or not isinstance(judge, StatisticalJudge) or not judge.per_pane:
                 continue
+            if judge.name in self.spec.dry:
+                continue  # judged for the report when another criterion fails, never failing by itself
             restarts = self._restarts(judge.name)
             n0, k1 = st.soak_requests + st.window_requests, int(soak_k[-1])
             if not test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, int(window_k[-1])):
@@ -400,14 +404,15 @@ class Gate:
         """At a window's close: every criterion's results if one of them fails, else nothing."""
         results: list[tuple[CriterionResult, Evidence]] = []
         empty = Evidence(0, 0, sketch.empty())
-        if not any(self._crossed(j, t, look) for j, t in zip(self.spec.judges, self.spec.tests, strict=True)):
+        live = [(j, t) for j, t in zip(self.spec.judges, self.spec.tests, strict=True) if j.name not in self.spec.dry]
+        if not any(self._crossed(j, t, look) for j, t in live):
             return results  # the common case: no words needed
         for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
             if test is not None and isinstance(judge, StatisticalJudge):
                 results.append(self._sequential_result(judge, test, look.soak, empty, look.window))
             elif judge.may_fail(look):
                 results.extend((r, look.soak) for r in judge.fail_checks(look, 0.0))
-        return results if any(r.verdict == "fail" for r, _ in results) else []
+        return results if dry_run.failing((r for r, _ in results), self.spec.dry) else []
 
     def _crossed(self, judge: Judge, test: FailTest | None, look: Look) -> bool:
         """Whether ``judge`` may fail at a window's close (sequential tests on the soak so far; uptime as before)."""
@@ -468,14 +473,14 @@ class Gate:
         the retried soak starts on the window grid. The metrics describe the first failed criterion's scope."""
         st = self.state
         results = tuple(r for r, _ in judged)
-        first, evidence = next((r, ev) for r, ev in judged if r.verdict == "fail")
+        first, evidence = next((r, ev) for r, ev in judged if dry_run.failing((r,), self.spec.dry))
         test = next(t for j, t in zip(self.spec.judges, self.spec.tests, strict=True) if j.name == first.name)
         alpha = test.alpha if test is not None else self.spec.false_fail
         scope_start = self._restarts(first.name).run_start if first.scope == "window" else st.soak_start
         window_end = at + (-at) % self._window
         hold = self.spec.phase.hold_on_fail
         st.status, st.hold_until = "held", window_end + hold
-        reasons = tuple(r.reason for r in results if r.verdict == "fail")
+        reasons = tuple(r.reason for r in dry_run.failing(results, self.spec.dry))
         out.append(self._decision("fail", scope_start, at, at, results, reasons, "breach", alpha, evidence))
         tier, phase = self.spec.tier.name, self.spec.phase.name
         why = (
@@ -553,7 +558,7 @@ class Gate:
             window_end=window_end,
             at=when,
             metrics=metrics,
-            criteria=results,
+            criteria=dry_run.mark(results, spec.dry) if spec.dry else results,
             reasons=reasons,
             plan_version=spec.plan_version,
             look=st.looks if look is None else look,

@@ -51,6 +51,7 @@ class ErrorRateCriterion(_Strict):
     min_requests: int = Field(default=1000, ge=1)
     min_requests_to_fail: int = Field(default=100, ge=1)
     false_fail_weight: float = Field(default=1.0, gt=0)  # share of the gate's false_fail, relative to the others
+    dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
 
     @model_validator(mode="after")
     def _ordered(self) -> ErrorRateCriterion:
@@ -73,6 +74,7 @@ class LatencyCriterion(_Strict):
     min_requests: int = Field(default=1000, ge=1)
     min_requests_to_fail: int = Field(default=100, ge=1)
     false_fail_weight: float = Field(default=1.0, gt=0)  # share of the gate's false_fail, relative to the others
+    dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
 
     @model_validator(mode="after")
     def _ordered(self) -> LatencyCriterion:
@@ -90,6 +92,7 @@ class UptimeCriterion(_Strict):
 
     kind: Literal["uptime"]
     at_least: Fraction
+    dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
 
     @property
     def name(self) -> str:
@@ -105,6 +108,7 @@ class NoIncidentsCriterion(_Strict):
     kinds: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: any kind (outage, data_loss, ...)
     scope: Literal["soak", "window"] = "soak"
     label: str = Field(default="", pattern=r"^[a-z0-9_]*$")  # tells two incident criteria of one tier apart
+    dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
 
     @property
     def name(self) -> str:
@@ -124,6 +128,7 @@ class LiftCriterion(_Strict):
     alpha: float = Field(default=0.001, gt=0, lt=0.5)  # two-sided, over every look of a soak
     tune_at: int = Field(default=20_000, ge=10)  # observations (both arms) where the sequence is tightest
     min_per_arm: int = Field(default=100, ge=2)
+    dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
 
     @property
     def name(self) -> str:
@@ -156,6 +161,7 @@ class Tier(_Strict):
     criteria: tuple[Criterion, ...] = Field(min_length=1)
     regions: tuple[str, ...] | None = Field(default=None, min_length=1)  # None: every region of the plan
     alerts: Alerting | None = None  # None: the plan's evaluation.alerts
+    dry_run: bool = False  # every criterion in dry run: the tier never fails nor holds (core/dry_run.py)
 
     @model_validator(mode="after")
     def _unique_criteria(self) -> Tier:
@@ -294,7 +300,12 @@ def _check_alert_grid(alerts: Alerting, pane: int, where: str) -> None:
 
 # Fields added after plans were in use, left out of plan_version at their default so existing plans keep their
 # version and decision ids: (field name, default), wherever it sits in the plan.
-_LATER_DEFAULTS: tuple[tuple[str, object], ...] = (("false_alarm", 0.01), ("approval", False), ("approvers", []))
+_LATER_DEFAULTS: tuple[tuple[str, object], ...] = (
+    ("false_alarm", 0.01),
+    ("dry_run", False),
+    ("approval", False),
+    ("approvers", []),
+)
 
 
 def _without_later_defaults(value: object) -> object:

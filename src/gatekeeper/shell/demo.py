@@ -13,7 +13,7 @@ from rich.text import Text
 
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_ms
-from gatekeeper.shell.render import STYLES, decision_line
+from gatekeeper.shell.render import STYLES, breach_line, decision_line
 from gatekeeper.sim.rollout import RegionProgress, Rollout, Story
 
 DAY_MS = 86_400_000
@@ -59,6 +59,9 @@ def run_demo(plan: Plan, *, seed: int = 7, speed: float = 0.0, color: bool = Tru
             for d in tick.decisions:
                 kinds[d.decision] += 1
                 console.print(decision_line(d))
+            for b in rollout.engine.take_breaches():
+                kinds["breach " + b.change] += 1
+                console.print(breach_line(b))
             day = (tick.end_ms - rollout.start_ms) // DAY_MS
             if day != last_day:
                 last_day = day
@@ -76,6 +79,7 @@ def run_demo(plan: Plan, *, seed: int = 7, speed: float = 0.0, color: bool = Tru
     )
     for kind in ("pass", "fail", "hold", "release", "pending"):
         summary.append(f"{kind} {kinds[kind]}  ", style=STYLES[kind])
+    summary.append(f"breaches opened {kinds['breach opened']}, resolved {kinds['breach resolved']}", style="magenta")
     console.print(summary)
     for p in rollout.regions:
         console.print(f"{p.region}: {', '.join(p.history)}")

@@ -1,9 +1,10 @@
-"""One readable, coloured line per decision (rich), shared by ``tail`` and ``demo``."""
+"""One readable, coloured line per decision (rich), shared by ``tail`` and ``demo``; one per breach event."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
+from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 
 STYLES = {
@@ -45,4 +46,20 @@ def decision_line(d: Decision) -> Text:
         line.append(f"  p99 {_ms(m.p99_ms)} ms (<= {_ms(m.p99_upper_ms)})")
     if d.reasons:
         line.append(f"  {d.reasons[0]}", style="italic")
+    return line
+
+
+def breach_line(b: Breach) -> Text:
+    """One line: time, BREACH and its change and severity, region/tier, objective, the rules that fired."""
+    line = Text(no_wrap=True)
+    line.append(b.at, style="dim")
+    line.append("  ")
+    line.append(f"{'BREACH':<7}", style="bold magenta")
+    line.append("  ")
+    line.append(f"{b.region}/{b.tier:<{GATE_WIDTH - len(b.region) - 1}}", style="bold")
+    line.append(f"  {b.change} {b.severity}", style="magenta")
+    line.append(f"  {b.objective}")
+    for w in b.windows:
+        line.append(f"  {w.long}/{w.short} burning {w.long_burn:g}x/{w.short_burn:g}x (>= {w.burn_rate:g}x)")
+    line.append(f"  budget used {b.budget_consumed:.0%}", style="dim")
     return line
