@@ -105,3 +105,41 @@ def test_serve_shows_the_hold_a_worker_decided(kafka_bootstrap: str, tmp_path: P
     assert ("held", "hold", holds["eu-west/ramp"]) == states["eu-west/ramp"]
     assert ("waiting", "pending", None) == states["us-east/canary"]
     (tmp_path / "board.json").write_text(json.dumps(board))
+
+
+def test_serve_shows_a_soaking_gate_before_its_first_decision(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """End to end: after 30 minutes of the worker scenario us-east/canary (healthy, 1 h soak) has no decision
+    yet; serve reads the worker's gate-state changelog (``--app-id``) and shows it soaking with its progress,
+    while the decided holds stay held. A serve started before the worker tolerates the missing topic."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(minutes=30, early_stop=False, invalid=False)
+    expected = [decode(v) for v in h.expected(plan, lines)]
+    assert "us-east/canary" not in {d.key for d in expected}
+    h.create_topic(kafka_bootstrap, names.decisions, h.PARTITIONS)
+    server = Serve(kafka_bootstrap, plan, names.decisions, tmp_path, "s1", "--app-id", names.app_id)
+    with serving(server):
+        server.wait(ready, "/readyz")  # the changelog topic does not exist yet: serve answers regardless
+        assert "waiting" == server.get("/v1/gates/us-east/canary")[1]["state"]
+        h.create_topics(kafka_bootstrap, names)
+        h.produce(kafka_bootstrap, names.telemetry, lines, "keyed")
+        with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path)) as workers:
+            h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers, settle=0.5)
+            canary = server.wait(
+                lambda status, b: b.get("state") == "soaking" and b["soak"]["elapsed_seconds"] >= 1200,
+                "/v1/gates/us-east/canary",
+                timeout=60,
+            )
+            board = server.wait(lambda status, b: b["counts"]["held"] == 2)
+            assert 0 == workers[0].stop()
+    soak = canary["soak"]
+    assert ("soaking", "pending", False, None) == (
+        canary["state"],
+        canary["decision"],
+        canary["may_advance"],
+        canary["latest"],
+    )
+    assert ("2025-10-19T00:00:00Z", 3600.0) == (soak["since"], soak["length_seconds"])
+    assert soak["requests"] > 0
+    assert canary["why"].startswith(f"soaking since 2025-10-19T00:00:00Z: {soak['requests']} requests, ")
+    states = {f"{g['region']}/{g['tier']}": g["state"] for g in board["gates"]}
+    assert "held" == states["eu-west/canary"]
