@@ -4,7 +4,9 @@ as the worker encodes them, fold into the board, and the API and metrics show a 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -117,3 +119,23 @@ def test_app_id_option() -> None:
     assert None is parse(["--no-gate-states"]).app_id
     with pytest.raises(UserError, match="--app-id 'a b'"):
         parse(["--app-id", "a b"])
+
+
+@pytest.mark.slow
+def test_status_page_shows_soak_progress() -> None:
+    """In a real headless Chromium the page's grid shows the soaking gate's progress (share of the soak,
+    requests, since when) drawn by app.js from /status.json."""
+    from browser import chromium, dump_dom
+
+    chromium()
+    board = board_with()
+    observe_entry(board, b"us-east/canary", soaking_entry(board.plan_version, days=7, requests=700))
+
+    async def body(client: TestClient[Any, Any]) -> str:
+        return await asyncio.to_thread(dump_dom, str(client.make_url("/")))
+
+    dom = with_client(state_for(board), body)
+    match = re.search(r'data-gate="us-east/canary" data-state="(\w+)"[^>]*>(.*?)</td>', dom)
+    assert match is not None, dom[-2000:]
+    text = " ".join(re.sub("<[^>]+>", " ", match.group(2)).split())
+    assert ("soaking", "soaking 33% of soak · 700 req · since 2025-10-19T00:00:00Z") == (match.group(1), text)

@@ -23,13 +23,13 @@ from gatekeeper.shell.worker.topics import changelog_topic
 
 def observe_entry(board: Board, key: bytes, value: bytes) -> str:
     """Fold one changelog entry into ``board``: "observed", "stale" (older than what the board knows, or a
-    gate not on it), "other-plan" (written for another plan version), or ValueError naming why the bytes are
-    not a gate state."""
+    gate not on it), "other-plan" (written for another plan version; any version when the board has none),
+    or ValueError naming why the bytes are not a gate state."""
     try:
         version, raw = decode_entry(value)
     except StateError as exc:
         raise ValueError(str(exc)) from None
-    if version != board.plan_version:
+    if board.plan_version and version != board.plan_version:
         return "other-plan"
     gate = stage_snapshot.load_inbox(raw)[0].gate
     # windows closed up to ``window_start``: the state's event time, and the soak time observed so far
