@@ -7,6 +7,7 @@
         print(d.decision, d.tier, d.reasons[0])
     latest = await client.latest("us-east", "canary")           # the gate's newest decision (None: none yet)
     gate = await client.gate("us-east", "canary")               # its state: waiting/soaking/passed/held/pending
+    gate = await client.gate("us-east", "canary", app_id="gatekeeper", plan=plan)  # + soak progress (gate.soak)
     passed = await client.wait_for_pass("us-east", "canary", timeout=3600)
 
 Decisions are delivered at least once (a worker that restarts re-emits some with the same ids), so every
@@ -23,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core.board import GateView, step
+from gatekeeper.core.board import Board, GateView, step
 from gatekeeper.core.decision import Decision, decode
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
@@ -86,12 +87,47 @@ class DecisionClient:
             found = d
         return found
 
-    async def gate(self, region: str, tier: str) -> GateView:
-        """The gate's state now, folded from its decisions (``gatekeeper.core.board``)."""
-        view = GateView(region, tier, "")
+    async def gate(self, region: str, tier: str, *, app_id: str | None = None, plan: Plan | None = None) -> GateView:
+        """The gate's state now, folded from its decisions (``gatekeeper.core.board``).
+
+        ``app_id``: also read the workers' gate-state changelog (``<app_id>-gate-state-changelog``), so a gate
+        soaking towards its first decision is ``soaking`` with its progress in ``soak`` (as ``gatekeeper
+        serve`` shows it; decisions keep precedence). ``plan``: the plan the workers run, for the soak's
+        length (``soak.fraction``) and to skip entries of other plan versions."""
+        board = Board.of(plan) if plan is not None else Board("", "")
+        if board.get(region, tier) is None:
+            board.add(GateView(region, tier, ""))
         async for d in self.decisions(region=region, tier=tier, follow=False):
-            view = step(view, d)
+            board.apply(d)
+        if app_id is not None:
+            from gatekeeper.shell.serve.gate_states import observe_entry
+
+            entry = (await self._gate_states(app_id)).get(f"{region}/{tier}".encode())
+            if entry is not None:
+                with contextlib.suppress(ValueError):  # not a gate state: the decisions alone say
+                    observe_entry(board, f"{region}/{tier}".encode(), entry)
+        view = board.get(region, tier)
+        assert view is not None  # added above
         return view
+
+    async def _gate_states(self, app_id: str) -> dict[bytes, bytes]:
+        """The latest entry of every gate on the workers' gate-state changelog ({} while it does not exist)."""
+        from aiokafka import AIOKafkaConsumer
+
+        from gatekeeper.shell.kafka_admin import topic_partitions
+        from gatekeeper.shell.worker.topics import changelog_topic, read_changelog
+
+        topic = changelog_topic(app_id)
+        count = await topic_partitions(self.settings, topic)
+        if not count:
+            return {}
+        consumer = AIOKafkaConsumer(**self.settings.aiokafka_kwargs(), group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return await read_changelog(consumer, topic, range(count))
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
     async def wait_for_pass(
         self, region: str, tier: str, timeout: float | None = None, *, through_holds: bool = False

@@ -79,7 +79,7 @@ def test_the_reference_parser_accepts_the_document() -> None:
         "watermark", "gateState", "sourceState", "incident", "approval", "businessMetric", "sideRecord",
     ]  # fmt: skip
     assert expected_messages == summary["messages"]
-    assert 17 == len(summary["operations"])
+    assert 18 == len(summary["operations"])  # 18th: serve reads the gate states
 
 
 def test_the_reference_parser_rejects_a_broken_document(tmp_path: Path) -> None:

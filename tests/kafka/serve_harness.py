@@ -20,12 +20,14 @@ from typing import Any
 class Serve:
     """One ``gatekeeper serve`` process; its URL is read from the line it prints once listening."""
 
-    def __init__(self, bootstrap: str, plan: Path, decisions_topic: str, workdir: Path, label: str = "s1") -> None:
+    def __init__(
+        self, bootstrap: str, plan: Path, decisions_topic: str, workdir: Path, label: str = "s1", *extra: str
+    ) -> None:
         self.log_path = workdir / f"{label}.log"
         self.cmd = [
             sys.executable, "-m", "gatekeeper.shell.cli", "serve",
             "--bootstrap", bootstrap, "--plan", str(plan), "--decisions-topic", decisions_topic,
-            "--port", "0", "--log-format", "json",
+            "--port", "0", "--log-format", "json", *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""

@@ -4,6 +4,7 @@ hold a worker decided in an end-to-end run (worker -> decisions -> serve)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ import worker_harness as h
 from prometheus_client.parser import text_string_to_metric_families
 from serve_harness import Serve, ready, serving
 
+from gatekeeper.client import DecisionClient
 from gatekeeper.core.decision import decode
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
 
 pytestmark = pytest.mark.kafka
 
@@ -105,3 +109,49 @@ def test_serve_shows_the_hold_a_worker_decided(kafka_bootstrap: str, tmp_path: P
     assert ("held", "hold", holds["eu-west/ramp"]) == states["eu-west/ramp"]
     assert ("waiting", "pending", None) == states["us-east/canary"]
     (tmp_path / "board.json").write_text(json.dumps(board))
+
+
+def test_serve_shows_a_soaking_gate_before_its_first_decision(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """End to end: after 30 minutes of the worker scenario us-east/canary (healthy, 1 h soak) has no decision
+    yet; serve reads the worker's gate-state changelog (``--app-id``) and shows it soaking with its progress,
+    while the decided holds stay held; so does the client's gate() given the app id. A serve started before
+    the worker tolerates the missing topic."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(minutes=30, early_stop=False, invalid=False)
+    expected = [decode(v) for v in h.expected(plan, lines)]
+    assert "us-east/canary" not in {d.key for d in expected}
+    h.create_topic(kafka_bootstrap, names.decisions, h.PARTITIONS)
+    server = Serve(kafka_bootstrap, plan, names.decisions, tmp_path, "s1", "--app-id", names.app_id)
+    with serving(server):
+        server.wait(ready, "/readyz")  # the changelog topic does not exist yet: serve answers regardless
+        assert "waiting" == server.get("/v1/gates/us-east/canary")[1]["state"]
+        h.create_topics(kafka_bootstrap, names)
+        h.produce(kafka_bootstrap, names.telemetry, lines, "keyed")
+        with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path)) as workers:
+            h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers, settle=0.5)
+            canary = server.wait(
+                lambda status, b: b.get("state") == "soaking" and b["soak"]["elapsed_seconds"] >= 1200,
+                "/v1/gates/us-east/canary",
+                timeout=60,
+            )
+            board = server.wait(lambda status, b: b["counts"]["held"] == 2)
+            settings = KafkaSettings(bootstrap=kafka_bootstrap, topics=Topics(decisions=names.decisions))
+            client = DecisionClient(settings=settings)
+            by_client = asyncio.run(client.gate("us-east", "canary", app_id=names.app_id, plan=load_plan(plan)))
+            without = asyncio.run(client.gate("us-east", "canary"))
+            assert 0 == workers[0].stop()
+    assert ("soaking", "waiting") == (by_client.state, without.state)
+    assert by_client.soak is not None
+    assert ("2025-10-19T00:00:00Z", 3_600_000) == (by_client.soak.since, by_client.soak.length_ms)
+    soak = canary["soak"]
+    assert ("soaking", "pending", False, None) == (
+        canary["state"],
+        canary["decision"],
+        canary["may_advance"],
+        canary["latest"],
+    )
+    assert ("2025-10-19T00:00:00Z", 3600.0) == (soak["since"], soak["length_seconds"])
+    assert soak["requests"] > 0
+    assert canary["why"].startswith(f"soaking since 2025-10-19T00:00:00Z: {soak['requests']} requests, ")
+    states = {f"{g['region']}/{g['tier']}": g["state"] for g in board["gates"]}
+    assert "held" == states["eu-west/canary"]

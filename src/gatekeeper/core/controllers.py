@@ -43,6 +43,21 @@ def _decision_json(view: GateView) -> Any:
     return None if view.latest is None else msgspec.to_builtins(view.latest)
 
 
+def _soak_json(view: GateView) -> dict[str, Any] | None:
+    """The soak in progress, as the worker's gate state shows it (None when none is observed)."""
+    soak = view.soak
+    if soak is None:
+        return None
+    return {
+        "since": soak.since,
+        "requests": soak.requests,
+        "elapsed_seconds": soak.elapsed_ms / 1000,
+        "length_seconds": soak.length_ms / 1000 if soak.length_ms else None,
+        "fraction": soak.fraction,
+        "observed_at": soak.observed_at,
+    }
+
+
 def gate_document(view: GateView, board: Board, fresh: Freshness) -> dict[str, Any]:
     """The JSON document of one gate (``/v1/gates/{region}/{tier}``)."""
     return {
@@ -58,6 +73,7 @@ def gate_document(view: GateView, board: Board, fresh: Freshness) -> dict[str, A
         "hold_seconds_left": hold_seconds_left(view, board.clock),
         "holds": view.holds,
         "passed_at": view.passed_at,
+        "soak": _soak_json(view),
         "latest": _decision_json(view),
         "freshness": {
             "event_time": view.latest.at if view.latest else None,
@@ -82,6 +98,7 @@ def board_document(board: Board, fresh: Freshness) -> dict[str, Any]:
         "tiers": board.tiers(),
         "counts": counts,
         "decisions_applied": board.applied,
+        "gate_states_observed": board.observed,
         "duplicates_skipped": board.duplicates,
         "freshness": {
             "board_event_time": board.clock,

@@ -1,4 +1,5 @@
-"""``gatekeeper serve``'s process: the decisions reader and the HTTP server on one event loop, until a signal."""
+"""``gatekeeper serve``'s process: the decisions reader, the gate-state reader (unless off) and the HTTP server
+on one event loop, until a signal."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from aiohttp import web
 from gatekeeper.core.board import Board
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.serve.gate_states import GateStateReader
 from gatekeeper.shell.serve.http import ServeState, build_app
 from gatekeeper.shell.serve.options import ServeOptions
 from gatekeeper.shell.serve.promserve import ServeMetrics
-from gatekeeper.shell.serve.reader import DecisionReader
+from gatekeeper.shell.serve.reader import DecisionReader, TopicReader
 from gatekeeper.shell.worker.logs import configure_logging, log_client_errors
 from gatekeeper.shell.worker.options import WorkerOptions
 
@@ -36,6 +38,7 @@ async def serve(plan: Plan, plan_path: str, settings: KafkaSettings, options: Se
     board = Board.of(plan)
     metrics = ServeMetrics()
     reader = DecisionReader(settings, board, metrics, log)
+    states = None if options.app_id is None else GateStateReader(settings, board, metrics, log, options.app_id)
     metrics.watch(board, lambda: reader.caught_up)
     state = ServeState(
         board=board,
@@ -63,13 +66,25 @@ async def serve(plan: Plan, plan_path: str, settings: KafkaSettings, options: Se
     port = addresses[0][1] if addresses else options.port
     scheme = "https" if tls else "http"
     url = f"{scheme}://{options.host}:{port}/"
-    log.info("serving", url=url, decisions=settings.topics.decisions, gates=len(board.order))
+    log.info(
+        "serving",
+        url=url,
+        decisions=settings.topics.decisions,
+        gate_states=states.topic if states else None,
+        gates=len(board.order),
+    )
     print(f"gatekeeper serve: listening on {url}", flush=True)
     loop = asyncio.get_running_loop()
+    readers: list[TopicReader] = [reader] if states is None else [reader, states]
+
+    def stop() -> None:
+        for r in readers:
+            r.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, reader.stop)
+        loop.add_signal_handler(sig, stop)
     try:
-        await reader.run()
+        await asyncio.gather(*(r.run() for r in readers))
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()

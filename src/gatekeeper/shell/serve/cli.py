@@ -11,6 +11,8 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
 from gatekeeper.shell.serve.options import ServeOptions
+from gatekeeper.shell.worker.cli import _APP_ID as APP_ID_PATTERN  # the same rule as the workers
+from gatekeeper.shell.worker.options import WorkerOptions
 
 TOKEN_ENV = "GATEKEEPER_API_TOKEN"
 
@@ -18,6 +20,14 @@ TOKEN_ENV = "GATEKEEPER_API_TOKEN"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default=default_plan(), help="plan file (default: %(default)s; GATEKEEPER_PLAN)")
     add_kafka_arguments(parser)
+    states = parser.add_argument_group("gate states (soak progress before a gate's first decision)")
+    states.add_argument(
+        "--app-id",
+        help="the workers' app id: read <app-id>-gate-state-changelog (GATEKEEPER_APP_ID; gatekeeper)",
+    )
+    states.add_argument(
+        "--no-gate-states", action="store_true", help="read the decisions topic only (soaking gates show waiting)"
+    )
     http = parser.add_argument_group("HTTP")
     http.add_argument("--host", help="address to listen on (GATEKEEPER_SERVE_HOST; 127.0.0.1, 0.0.0.0 for all)")
     http.add_argument("--port", type=int, help="port to listen on (GATEKEEPER_SERVE_PORT; 8080)")
@@ -52,6 +62,9 @@ def serve_options(args: argparse.Namespace, environ: dict[str, str] | None = Non
     for flag, path in (("--tls-certfile", args.tls_certfile), ("--tls-keyfile", args.tls_keyfile)):
         if path and not Path(path).is_file():
             raise UserError(f"{flag} {path}: no such file")
+    app_id = args.app_id or env.get("GATEKEEPER_APP_ID") or WorkerOptions().app_id
+    if not APP_ID_PATTERN.match(app_id):
+        raise UserError(f"--app-id {app_id!r}: use 1-200 of A-Z a-z 0-9 . _ - (the workers' app id)")
     return ServeOptions(
         host=host,
         port=int(port_text),
@@ -61,6 +74,7 @@ def serve_options(args: argparse.Namespace, environ: dict[str, str] | None = Non
         page=not args.no_page,
         log_level=args.log_level,
         log_format=args.log_format,
+        app_id=None if args.no_gate_states else app_id,
     )
 
 

@@ -16,3 +16,4 @@ class ServeOptions:
     page: bool = True
     log_level: str = "info"
     log_format: str = "console"
+    app_id: str | None = "gatekeeper"  # the workers' app id: read <app-id>-gate-state-changelog (None: do not)

@@ -44,8 +44,15 @@ class _GateCollector(Collector):
             "Hold time left, at the newest decision's event time (0 when not held).",
             labels=labels,
         )
+        soak = GaugeMetricFamily(
+            "gatekeeper_gate_soak_elapsed_ratio",
+            "Share of the tier's soak elapsed, from the worker's gate state (absent when not soaking).",
+            labels=labels,
+        )
         for view in self.board.views():
             values = [view.region, view.tier]
+            if view.soak is not None and view.soak.fraction is not None:
+                soak.add_metric(values, view.soak.fraction)
             for name in STATES:
                 state.add_metric([*values, name], 1.0 if view.state == name else 0.0)
             advance.add_metric(values, 1.0 if view.may_advance else 0.0)
@@ -57,7 +64,7 @@ class _GateCollector(Collector):
                 p99.add_metric(values, m.p99_upper_ms / 1000)
         ready = GaugeMetricFamily("gatekeeper_serve_caught_up", "1 once the decisions topic is read to its end.")
         ready.add_metric([], 1.0 if self.ready() else 0.0)
-        yield from (state, advance, error, p99, hold, ready)
+        yield from (state, advance, error, p99, hold, soak, ready)
 
 
 class ServeMetrics:
@@ -73,6 +80,13 @@ class ServeMetrics:
             "gatekeeper_serve_duplicate_decisions", "Re-delivered decisions skipped (same decision_id).", registry=r
         )
         self.skipped = Counter("gatekeeper_serve_invalid_records", "Records that are not decisions.", registry=r)
+        self.gate_states = Counter(
+            "gatekeeper_serve_gate_states",
+            "Gate states read from the worker's gate-state changelog, by outcome "
+            "(observed, stale, other-plan, invalid).",
+            ["outcome"],
+            registry=r,
+        )
         self.lag = Gauge(
             "gatekeeper_serve_lag_records", "Decisions not yet read, per partition.", ["partition"], registry=r
         )

@@ -3,6 +3,9 @@
 The topic is the source of truth, so any number of ``gatekeeper serve`` replicas answer the same and a
 restarted one rebuilds its board by reading the topic again. ``caught_up`` turns true once every partition
 is read up to the end offsets found at start; that is what ``/readyz`` reports.
+
+``TopicReader`` is the reading loop (retries, resume positions, lag); ``DecisionReader`` folds decisions in,
+``gate_states.GateStateReader`` the worker's gate states (soak progress between decisions).
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ POLL_MS = 500
 RETRY_S = 2.0
 
 
-class DecisionReader:
-    """Reads ``settings.topics.decisions`` into ``board`` until ``stop``; survives broker outages by retrying."""
+class TopicReader:
+    """Reads every partition of ``topic`` from the beginning into ``board`` until ``stop``, waiting for the
+    topic while it does not exist; survives broker outages by retrying. Subclasses fold records in."""
 
-    def __init__(self, settings: KafkaSettings, board: Board, metrics: ServeMetrics, log: Any) -> None:
-        self.settings, self.board, self.metrics, self.log = settings, board, metrics, log
+    what = "records"  # what the topic holds, for the logs
+
+    def __init__(self, settings: KafkaSettings, board: Board, metrics: ServeMetrics, log: Any, topic: str) -> None:
+        self.settings, self.board, self.metrics, self.log, self.topic = settings, board, metrics, log, topic
         self.caught_up = False
         self.connected = False
         self.skipped = 0
@@ -48,7 +54,7 @@ class DecisionReader:
                 await self._read()
             except (KafkaError, OSError) as exc:
                 self.connected = False
-                self.log.warning("reading decisions failed; retrying", error=describe_error(exc))
+                self.log.warning(f"reading {self.what} failed; retrying", error=describe_error(exc))
             if not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), RETRY_S)
@@ -56,12 +62,12 @@ class DecisionReader:
     async def _partitions(self) -> int:
         from gatekeeper.shell.kafka_admin import topic_partitions
 
-        topic = self.settings.topics.decisions
+        topic = self.topic
         while not self._stop.is_set():
             count = await topic_partitions(self.settings, topic)
             if count:
                 return count
-            self.log.info("waiting for the decisions topic", topic=topic, bootstrap=self.settings.bootstrap)
+            self.log.info(f"waiting for the {self.what} topic", topic=topic, bootstrap=self.settings.bootstrap)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), RETRY_S)
         return 0
@@ -69,7 +75,7 @@ class DecisionReader:
     async def _read(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        topic = self.settings.topics.decisions
+        topic = self.topic
         count = await self._partitions()
         if not count:
             return
@@ -86,7 +92,7 @@ class DecisionReader:
             ends = await consumer.end_offsets(tps)
             remaining = {tp.partition: end for tp, end in ends.items() if self.positions.get(tp.partition, 0) < end}
             self.connected = True
-            self.log.info("reading decisions", topic=topic, partitions=count, to_catch_up=sum(remaining.values()))
+            self.log.info(f"reading {self.what}", topic=topic, partitions=count, to_catch_up=sum(remaining.values()))
             while not self._stop.is_set():
                 batches = await consumer.getmany(timeout_ms=POLL_MS)
                 now_ms = time.time() * 1000
@@ -107,10 +113,34 @@ class DecisionReader:
                 del remaining[tp.partition]
             high = consumer.highwater(tp)
             if high is not None:
-                self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - position))
+                self._lag(tp.partition, max(0, high - position))
         if not remaining and not self.caught_up:
             self.caught_up = True
-            self.log.info("caught up", decisions=self.board.applied, duplicates=self.board.duplicates)
+            self._caught_up()
+
+    def _lag(self, partition: int, lag: int) -> None:
+        """Records left to read in ``partition``."""
+
+    def _caught_up(self) -> None:
+        self.log.info(f"{self.what}: caught up")
+
+    def _apply(self, record: Any, now_ms: float) -> None:
+        raise NotImplementedError
+
+
+class DecisionReader(TopicReader):
+    """Reads ``settings.topics.decisions`` into ``board`` (the source of truth for verdicts)."""
+
+    what = "decisions"
+
+    def __init__(self, settings: KafkaSettings, board: Board, metrics: ServeMetrics, log: Any) -> None:
+        super().__init__(settings, board, metrics, log, settings.topics.decisions)
+
+    def _lag(self, partition: int, lag: int) -> None:
+        self.metrics.lag.labels(partition=str(partition)).set(lag)
+
+    def _caught_up(self) -> None:
+        self.log.info("caught up", decisions=self.board.applied, duplicates=self.board.duplicates)
 
     def _apply(self, record: Any, now_ms: float) -> None:
         try:

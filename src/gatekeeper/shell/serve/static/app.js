@@ -13,6 +13,12 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 
+// soak progress from the worker's gate state: share elapsed (or time, when the length is unknown) and requests
+function soakText(soak) {
+  const done = soak.fraction === null ? duration(soak.elapsed_seconds) : `${Math.floor(soak.fraction * 100)}% of soak`;
+  return `${done} · ${soak.requests} req · since ${soak.since}`;
+}
+
 function duration(seconds) {
   const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600), m = Math.floor((seconds % 3600) / 60);
   return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m`;
@@ -30,6 +36,7 @@ function renderGrid(board) {
       if (!g) { row.append(el("td")); continue; }
       const key = `${region}/${tier}`;
       const detail = g.state === "held" ? `until ${g.hold_until ?? "…"} · ${duration(g.hold_seconds_left)} left`
+        : g.state === "soaking" && g.soak ? soakText(g.soak)
         : g.latest ? `${g.latest.decision} at ${g.latest.at}` : "no decision yet";
       const cell = el("div", { class: `cell ${g.state}${key === selected ? " selected" : ""}`, "data-gate": key, "data-state": g.state,
         onclick: () => { selected = key; refresh(); } }, el("div", { class: "s" }, g.state), el("div", { class: "d" }, detail));
