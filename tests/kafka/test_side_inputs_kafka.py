@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import worker_harness as h
 import yaml
@@ -116,3 +117,63 @@ def test_incidents_and_approvals_move_the_gates_as_in_replay(kafka_bootstrap: st
     assert ("fail", "breach", at(130)) in shape(values, "eu-west", "ramp")
     dead = sorted(dict(r.headers)["gk.reason"].decode() for r in h.read_topic(kafka_bootstrap, names.dlq))
     assert ["invalid_field:severity", "malformed_json", "unknown_checkpoint"] == dead
+
+
+def business(region: str, tier: str, lift: float, seed: int, control: bool) -> list[dict[str, Any]]:
+    """400 treatment values (exponential, mean 10 (1 + lift)) over the first 50 minutes, and as many control
+    values (mean 10) if ``control``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    arms = (("treatment", 10 * (1 + lift)), ("control", 10.0))
+    for cohort, mean in arms if control else arms[:1]:
+        for i, (minute, value) in enumerate(zip(rng.integers(0, 50, 400).tolist(), rng.exponential(mean, 400).tolist(),
+                                                strict=True)):  # fmt: skip
+            record = {"ts": at(minute), "region": region, "learner_id": f"{cohort}-{i}", "cohort": cohort,
+                      "metric": "revenue", "value": round(value, 3)}  # fmt: skip
+            if cohort == "treatment":
+                record["tier"] = tier
+            out.append(record)
+    return out
+
+
+def test_lift_passes_or_blocks_a_tier_as_in_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Revenue through the business-metrics topic, lift criteria on canary and ramp (pass: lower bound > 0;
+    fail: upper bound < 0): us-east/ramp at +40% passes when its soak ends (01:00) as without the criterion;
+    us-east/canary at -40% fails and holds, though its telemetry is healthy; the worker decides as replay does."""
+    raw: dict[str, Any] = copy.deepcopy(h.TEST_PLAN)
+    raw["plan"] = "worker-lift"
+    lift = {"kind": "lift", "metric": "revenue", "pass_lower_above": 0, "fail_upper_below": 0, "tune_at": 800}
+    for tier in raw["phases"][0]["tiers"][:2]:
+        tier["criteria"].append(dict(lift))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(raw, sort_keys=False))
+    names = h.Names()
+    telemetry = h.scenario(invalid=False)
+    # one control for both tiers of us-east (a control record serves every tier of its region)
+    records = business("us-east", "ramp", 0.4, 1, control=True) + business("us-east", "canary", -0.4, 2, control=False)
+    values = lines(records)
+    sink = io.BytesIO()
+    side = [SideFile("business", "business", io.BytesIO(b"\n".join(values)))]
+    replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=side)
+    want = [line for line in sink.getvalue().split(b"\n") if line]
+    h.create_topics(kafka_bootstrap, names)
+    h.produce_pairs(kafka_bootstrap, names.business, [(None, v) for v in values])
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        workers[0].wait_assigned()
+        treatment = sum(1 for r in records if r["cohort"] == "treatment")
+        control = len(records) - treatment
+        h.wait_for(kafka_bootstrap, f"{names.app_id}-side", h.count_at_least(treatment + 2 * control), workers,
+                   settle=1.0)  # fmt: skip
+        h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), workers)
+        assert 0 == workers[0].stop()
+
+    got_values = [r.value for r in got]
+    assert sorted(want) == sorted(got_values)
+    assert ("pass", "go", at(60)) in shape(got_values, "us-east", "ramp")
+    canary = shape(got_values, "us-east", "canary")
+    assert ["fail", "hold"] == [kind for kind, _code, _at in canary[:2]]
+    assert "revenue_lift" in next(
+        c.name for d in map(decisions.decode, got_values) if d.decision == "fail" and d.tier == "canary"
+        for c in d.criteria if c.verdict == "fail"
+    )  # fmt: skip
