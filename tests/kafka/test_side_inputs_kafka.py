@@ -120,14 +120,14 @@ def test_incidents_and_approvals_move_the_gates_as_in_replay(kafka_bootstrap: st
 
 
 def business(region: str, tier: str, lift: float, seed: int, control: bool) -> list[dict[str, Any]]:
-    """400 treatment values (exponential, mean 10 (1 + lift)) over the first 50 minutes, and as many control
+    """400 treatment values (gamma, CV 0.5, mean 10 (1 + lift)) over the first 50 minutes, and as many control
     values (mean 10) if ``control``."""
     rng = np.random.default_rng(seed)
     out = []
     arms = (("treatment", 10 * (1 + lift)), ("control", 10.0))
     for cohort, mean in arms if control else arms[:1]:
-        for i, (minute, value) in enumerate(zip(rng.integers(0, 50, 400).tolist(), rng.exponential(mean, 400).tolist(),
-                                                strict=True)):  # fmt: skip
+        minutes, values = rng.integers(0, 50, 400).tolist(), rng.gamma(4.0, mean / 4, 400).tolist()
+        for i, (minute, value) in enumerate(zip(minutes, values, strict=True)):
             record = {"ts": at(minute), "region": region, "learner_id": f"{cohort}-{i}", "cohort": cohort,
                       "metric": "revenue", "value": round(value, 3)}  # fmt: skip
             if cohort == "treatment":
