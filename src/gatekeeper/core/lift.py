@@ -25,7 +25,7 @@ import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.plan import LiftCriterion
-from gatekeeper.core.side_ledger import SideLook, Sums
+from gatekeeper.core.side_ledger import SideJudge, SideLook, Sums
 from gatekeeper.core.side_records import Instant, Label, instant_ms
 
 
@@ -110,15 +110,13 @@ def _pct(x: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class LiftJudge:
+class LiftJudge(SideJudge):
     """Pass when the sequence's lower bound clears ``pass_lower_above`` (and the estimate reaches
     ``pass_estimate_at_least``), fail when its upper bound lies below ``fail_upper_below``; inconclusive otherwise
     (a checkpoint then reports ``pending``)."""
 
     spec: LiftCriterion
     window_ms: int
-    statistical: bool = False  # its own alpha (the plan's ``alpha``): no share of the gate's false_fail
-    fail_weight: float = 0.0
 
     @property
     def name(self) -> str:

@@ -60,6 +60,15 @@ class SideView:
     end: int
 
 
+class SideJudge:
+    """What the side inputs' judges share: certain or with their own alpha, none takes a share of the gate's
+    false_fail (``criteria.Judge``)."""
+
+    __slots__ = ()
+    statistical = False
+    fail_weight = 0.0
+
+
 class SideLook(Protocol):
     """A look as the side judges read it (``criteria.Look``)."""
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -42,6 +41,7 @@ from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.shell.cloudevents import headers_of
+from gatekeeper.shell.worker.records import Consumed
 from gatekeeper.shell.worker.side import SideStage
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -71,23 +71,6 @@ class Topics:
     breaches: str
     dlq: str
     partitions: int
-
-
-class Consumed(Protocol):
-    """A consumed Kafka record: aiokafka's ``ConsumerRecord`` or a ``Record``."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(frozen=True, slots=True)
