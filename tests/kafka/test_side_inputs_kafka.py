@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,53 @@ def test_lift_passes_or_blocks_a_tier_as_in_replay(kafka_bootstrap: str, tmp_pat
         c.name for d in map(decisions.decode, got_values) if d.decision == "fail" and d.tier == "canary"
         for c in d.criteria if c.verdict == "fail"
     )  # fmt: skip
+
+
+SMALL_SCENARIO = {
+    "name": "side-small",
+    "seed": 5,
+    "start": "2025-10-19T00:00:00Z",
+    "plan": str(Path(__file__).resolve().parents[2] / "config" / "rollout-plan.yaml"),
+    "streams": [
+        {
+            "region": "us-east",
+            "tier": "canary",
+            "end": "2h",
+            "rate_per_min": 2,
+            "latency": {"median_ms": 10, "sigma": 0.2},
+        }
+    ],
+    "incidents": [{"id": "INC-1", "severity": "critical", "region": "us-east", "opened": "10m", "resolved": "20m"}],
+    "approvals": [{"checkpoint": "GO/NO-GO Nov 15", "decision": "go", "by": "board", "at": "1h"}],
+    "revenue": [
+        {
+            "region": "us-east",
+            "tier": "canary",
+            "end": "2h",
+            "lift": "6%",
+            "treatment_learners": 30,
+            "control_learners": 40,
+            "period": "1h",
+        }
+    ],
+}
+
+
+def test_simulate_sends_the_side_inputs_to_their_topics(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``gatekeeper simulate --bootstrap`` writes a scenario's incidents, approvals and business metrics to their
+    topics, exactly the lines ``--side-dir`` writes to files."""
+    names = h.Names()
+    path = tmp_path / "side-small.yaml"
+    path.write_text(yaml.safe_dump(SMALL_SCENARIO, sort_keys=False))
+    files = tmp_path / "side"
+    cmd = [sys.executable, "-m", "gatekeeper.shell.cli", "simulate", "--scenario", str(path)]
+    cmd += ["--output", str(tmp_path / "t.jsonl"), "--side-dir", str(files), "--bootstrap", kafka_bootstrap]
+    cmd += names.flags()[2:]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert 0 == run.returncode, run.stderr[-3000:]
+    topics = {"incidents.jsonl": names.incidents, "approvals.jsonl": names.approvals, "business.jsonl": names.business}
+    expected = {name: sorted((files / name).read_bytes().splitlines()) for name in topics}
+    actual = {name: sorted(r.value for r in h.read_topic(kafka_bootstrap, topic)) for name, topic in topics.items()}
+    assert expected == actual
+    # opened + resolved; one GO; 70 learners, each one value an hour from its own phase (the second is after 2h)
+    assert (2, 1, 70) == tuple(len(expected[name]) for name in topics)
