@@ -26,7 +26,7 @@ from referencing.jsonschema import DRAFT202012
 
 from gatekeeper.core import decision as decisions
 from gatekeeper.core import side_inputs
-from gatekeeper.core.side_inputs import Routed, SideRouter
+from gatekeeper.core.side_inputs import Kind, Routed, SideRouter
 from gatekeeper.core.telemetry import TelemetryDecoder
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.cloudevents import headers_of
@@ -222,10 +222,12 @@ def test_payload_examples_decode_with_gatekeepers_own_decoders() -> None:
     decoded = TelemetryDecoder([("us-east", "canary")]).decode([msgspec.json.encode(example)])
     assert (1, []) == (len(decoded), decoded.rejections)
     router = SideRouter(load_plan(STREAMS.parent / "config" / "rollout-plan.yaml"))
-    routed = {
-        kind: router.route(kind, msgspec.json.encode(_example(name)["payload"]))
-        for kind, name in (("incident", "incident"), ("approval", "approval"), ("business", "businessMetric"))
-    }
+    examples: list[tuple[Kind, str]] = [
+        ("incident", "incident"),
+        ("approval", "approval"),
+        ("business", "businessMetric"),
+    ]
+    routed = {kind: router.route(kind, msgspec.json.encode(_example(name)["payload"])) for kind, name in examples}
     assert dict.fromkeys(routed, True) == {k: isinstance(r, Routed) and bool(r.gates) for k, r in routed.items()}
     wrapped = side_inputs.decode_record(base64.b64decode(_example("sideRecord")["payload"]))
     assert ("incidents:3", 17, "incident") == (wrapped.source, wrapped.position, wrapped.kind)

@@ -103,7 +103,8 @@ def test_statistics_defaults() -> None:
     plan = make_plan()
     ev = plan.evaluation
     assert ("sequential", "rollout", 0.1) == (ev.method, ev.confidence.scope, ev.confidence.restart_share)
-    assert [1.0, 1.0] == [c.false_fail_weight for c in plan.phases[0].tiers[0].criteria if c.kind != "uptime"]
+    criteria = plan.phases[0].tiers[0].criteria
+    assert [1.0, 1.0] == [c.false_fail_weight for c in criteria if isinstance(c, ErrorRateCriterion | LatencyCriterion)]
 
 
 @pytest.mark.parametrize(
