@@ -26,7 +26,7 @@ from referencing.jsonschema import DRAFT202012
 
 from gatekeeper.core import burn_rate, side_inputs
 from gatekeeper.core import decision as decisions
-from gatekeeper.core.side_inputs import Routed, SideRouter
+from gatekeeper.core.side_inputs import Kind, Routed, SideRouter
 from gatekeeper.core.telemetry import TelemetryDecoder
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
@@ -214,13 +214,6 @@ def test_topic_bindings_equal_the_settings_the_worker_creates_topics_with() -> N
     assert {a: a for a in named if "{" not in a} == {a: t for a, t in named.items() if "{" not in a}
 
 
-EXAMPLE_OF_KIND: tuple[tuple[side_inputs.Kind, str], ...] = (
-    ("incident", "incident"),
-    ("approval", "approval"),
-    ("business", "businessMetric"),
-)
-
-
 def test_payload_examples_decode_with_gatekeepers_own_decoders() -> None:
     """The contract-v1 telemetry example is a valid record for a plan gating its region and tier; the side
     inputs' examples are valid records for the repo's plan (each concerns at least one gate); the side record
@@ -229,9 +222,12 @@ def test_payload_examples_decode_with_gatekeepers_own_decoders() -> None:
     decoded = TelemetryDecoder([("us-east", "canary")]).decode([msgspec.json.encode(example)])
     assert (1, []) == (len(decoded), decoded.rejections)
     router = SideRouter(load_plan(STREAMS.parent / "config" / "rollout-plan.yaml"))
-    routed = {
-        kind: router.route(kind, msgspec.json.encode(_example(name)["payload"])) for kind, name in EXAMPLE_OF_KIND
-    }
+    examples: list[tuple[Kind, str]] = [
+        ("incident", "incident"),
+        ("approval", "approval"),
+        ("business", "businessMetric"),
+    ]
+    routed = {kind: router.route(kind, msgspec.json.encode(_example(name)["payload"])) for kind, name in examples}
     assert dict.fromkeys(routed, True) == {k: isinstance(r, Routed) and bool(r.gates) for k, r in routed.items()}
     wrapped = side_inputs.decode_record(base64.b64decode(_example("sideRecord")["payload"]))
     assert ("incidents:3", 17, "incident") == (wrapped.source, wrapped.position, wrapped.kind)

@@ -58,7 +58,7 @@ def test_stall_is_pending_with_why() -> None:
 def test_board_lists_every_plan_gate_waiting(rollout_plan: Plan) -> None:
     """Before any decision every gate of the plan is waiting, in plan order, and none may advance."""
     board = Board.of(rollout_plan)
-    assert 24 == len(board.views())
+    assert 27 == len(board.views())
     assert {"waiting"} == {v.state for v in board.views()}
     assert "us-east/canary" == board.order[0]
     assert not any(v.may_advance for v in board.views())

@@ -13,7 +13,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from gatekeeper.core.plan import ErrorRateCriterion, LatencyCriterion, Plan, UptimeCriterion
+from gatekeeper.core.plan import (
+    ErrorRateCriterion,
+    LatencyCriterion,
+    LiftCriterion,
+    NoIncidentsCriterion,
+    Plan,
+    UptimeCriterion,
+)
 
 from .helpers import HOUR, MINUTE, make_plan, plan_dict, tier_of
 
@@ -48,12 +55,13 @@ def plan_tiers(plan: Plan) -> list[tuple[str, Any]]:
 
 
 def test_repo_plan_shape(repo_plan: Plan) -> None:
-    """config/rollout-plan.yaml validates: 3 regions, 3 phases holding 2w/2w/1w on fail, 8 tiers, 24 gates."""
+    """config/rollout-plan.yaml validates: 3 regions, 4 phases holding 2w/2w/1w/1w on fail, 9 tiers, 27 gates."""
     assert ("us-east", "us-west", "eu-west") == repo_plan.regions
     assert [(p.name, p.hold_on_fail) for p in repo_plan.phases] == [
         ("canary", 2 * WEEK),
         ("ramp", 2 * WEEK),
         ("rollout", WEEK),
+        ("expansion", WEEK),
     ]
     assert [
         "canary",
@@ -64,8 +72,9 @@ def test_repo_plan_shape(repo_plan: Plan) -> None:
         "rollout-90",
         "rollout-95",
         "rollout-100",
+        "expansion",
     ] == [t.name for _, t in plan_tiers(repo_plan)]
-    assert len(repo_plan.gates()) == 8 * 3
+    assert len(repo_plan.gates()) == 9 * 3
 
 
 def test_repo_plan_evaluation(repo_plan: Plan) -> None:
@@ -85,7 +94,8 @@ def test_repo_plan_statistics(repo_plan: Plan) -> None:
         (t.name, c.kind, getattr(c, "false_fail_weight", None)) for _, t in plan_tiers(repo_plan) for c in t.criteria
     }
     assert {1.0, 9.0, None} == {w for _, _, w in weights}
-    assert {("error_rate", 9.0), ("latency", 1.0), ("uptime", None)} == {(k, w) for _, k, w in weights}
+    kinds = {("error_rate", 9.0), ("latency", 1.0), ("uptime", None), ("no_incidents", None), ("lift", None)}
+    assert kinds == {(k, w) for _, k, w in weights}
 
 
 def test_statistics_defaults() -> None:
@@ -94,7 +104,7 @@ def test_statistics_defaults() -> None:
     ev = plan.evaluation
     assert ("sequential", "rollout", 0.1) == (ev.method, ev.confidence.scope, ev.confidence.restart_share)
     criteria = plan.phases[0].tiers[0].criteria
-    assert [1.0, 1.0] == [c.false_fail_weight for c in criteria if c.kind in ("error_rate", "latency")]
+    assert [1.0, 1.0] == [c.false_fail_weight for c in criteria if isinstance(c, ErrorRateCriterion | LatencyCriterion)]
 
 
 @pytest.mark.parametrize(
@@ -109,12 +119,13 @@ def test_repo_plan_ramp_thresholds(repo_plan: Plan, tier: str, pass_below: float
 
 
 def test_repo_plan_canary(repo_plan: Plan) -> None:
-    """The canary soaks 3 weeks with a GO/NO-GO checkpoint at 4 weeks and the seed's three criteria."""
+    """The canary soaks 3 weeks with a GO/NO-GO checkpoint at 4 weeks that requires approval, and the seed's five
+    criteria: error rate, P99, uptime, zero critical incidents, revenue lift."""
     canary = repo_plan.phases[0].tiers[0]
     assert canary.soak == 3 * WEEK
-    assert [c.after for c in canary.checkpoints] == [4 * WEEK]
+    assert [(c.after, c.approval) for c in canary.checkpoints] == [(4 * WEEK, True)]
     kinds = {type(c) for c in canary.criteria}
-    assert {ErrorRateCriterion, LatencyCriterion, UptimeCriterion} == kinds
+    assert {ErrorRateCriterion, LatencyCriterion, UptimeCriterion, NoIncidentsCriterion, LiftCriterion} == kinds
     assert (
         0.001,
         0.001,
@@ -325,7 +336,7 @@ def test_plan_version_changes_with_every_threshold() -> None:
         criterion = raw["phases"][p]["tiers"][t]["criteria"][c]
         criterion[key] = _bumped(key, criterion[key])
         versions.append(Plan.model_validate(raw).plan_version)
-    assert len(versions) == 6 + 7 * 5  # canary also sets min_requests; the other tiers 2 + 2 + 1 levels
+    assert len(versions) == 6 + 8 * 5  # canary also sets min_requests; the other tiers 2 + 2 + 1 levels
     assert base not in versions
     assert len(versions) == len(set(versions))
 

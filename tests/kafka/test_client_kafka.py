@@ -50,10 +50,10 @@ def test_client_reads_typed_deduplicated_decisions(kafka_bootstrap: str) -> None
 
     everything = asyncio.run(collect(client))
     ramp = asyncio.run(collect(client, tier="ramp-10"))
-    assert 5 == len(everything)
+    assert 7 == len(everything)  # error-breach's 4, healthy-canary's 3 (two pendings awaiting its GO, the pass)
     version = decode(breach[0]).plan_version
     by_plan = [len(asyncio.run(collect(client, plan=v))) for v in (version, "9.9+other")]
-    assert [5, 0] == by_plan
+    assert [7, 0] == by_plan
     assert ["fail", "hold", "release", "pass"] == [d.decision for d in ramp]
     assert all(isinstance(d, Decision) for d in everything)
     assert 4 == client.skipped  # four reads, one record that is not a decision each time
@@ -99,7 +99,7 @@ def test_example_controller_walks_tiers(kafka_bootstrap: str) -> None:
     assert 1 == run.returncode, run.stderr
     expected = [
         "controller: us-east: set traffic to 1% (tier canary); waiting for GO",
-        "controller: us-east/canary: GO at 2025-11-09T00:00:00Z",
+        "controller: us-east/canary: GO at 2025-11-15T01:00:00Z",  # after the release board's GO (issue 11)
         "controller: us-east: set traffic to 10% (tier ramp-10); waiting for GO",
         "controller: us-east/ramp-10: GO at",
         "controller: us-east: set traffic to 25% (tier ramp-25); waiting for GO",

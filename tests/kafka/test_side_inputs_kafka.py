@@ -15,9 +15,12 @@ from __future__ import annotations
 import copy
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import worker_harness as h
 import yaml
@@ -116,3 +119,113 @@ def test_incidents_and_approvals_move_the_gates_as_in_replay(kafka_bootstrap: st
     assert ("fail", "breach", at(130)) in shape(values, "eu-west", "ramp")
     dead = sorted(dict(r.headers)["gk.reason"].decode() for r in h.read_topic(kafka_bootstrap, names.dlq))
     assert ["invalid_field:severity", "malformed_json", "unknown_checkpoint"] == dead
+
+
+def business(region: str, tier: str, lift: float, seed: int, control: bool) -> list[dict[str, Any]]:
+    """400 treatment values (gamma, CV 0.5, mean 10 (1 + lift)) over the first 50 minutes, and as many control
+    values (mean 10) if ``control``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    arms = (("treatment", 10 * (1 + lift)), ("control", 10.0))
+    for cohort, mean in arms if control else arms[:1]:
+        minutes, values = rng.integers(0, 50, 400).tolist(), rng.gamma(4.0, mean / 4, 400).tolist()
+        for i, (minute, value) in enumerate(zip(minutes, values, strict=True)):
+            record = {"ts": at(minute), "region": region, "learner_id": f"{cohort}-{i}", "cohort": cohort,
+                      "metric": "revenue", "value": round(value, 3)}  # fmt: skip
+            if cohort == "treatment":
+                record["tier"] = tier
+            out.append(record)
+    return out
+
+
+def test_lift_passes_or_blocks_a_tier_as_in_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Revenue through the business-metrics topic, lift criteria on canary and ramp (pass: lower bound > 0;
+    fail: upper bound < 0): us-east/ramp at +40% passes when its soak ends (01:00) as without the criterion;
+    us-east/canary at -40% fails and holds, though its telemetry is healthy; the worker decides as replay does."""
+    raw: dict[str, Any] = copy.deepcopy(h.TEST_PLAN)
+    raw["plan"] = "worker-lift"
+    lift = {"kind": "lift", "metric": "revenue", "pass_lower_above": 0, "fail_upper_below": 0, "tune_at": 800}
+    for tier in raw["phases"][0]["tiers"][:2]:
+        tier["criteria"].append(dict(lift))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(raw, sort_keys=False))
+    names = h.Names()
+    telemetry = h.scenario(invalid=False)
+    # one control for both tiers of us-east (a control record serves every tier of its region)
+    records = business("us-east", "ramp", 0.4, 1, control=True) + business("us-east", "canary", -0.4, 2, control=False)
+    values = lines(records)
+    sink = io.BytesIO()
+    side = [SideFile("business", "business", io.BytesIO(b"\n".join(values)))]
+    replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=side)
+    want = [line for line in sink.getvalue().split(b"\n") if line]
+    h.create_topics(kafka_bootstrap, names)
+    h.produce_pairs(kafka_bootstrap, names.business, [(None, v) for v in values])
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        workers[0].wait_assigned()
+        treatment = sum(1 for r in records if r["cohort"] == "treatment")
+        control = len(records) - treatment
+        h.wait_for(kafka_bootstrap, f"{names.app_id}-side", h.count_at_least(treatment + 2 * control), workers,
+                   settle=1.0)  # fmt: skip
+        h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), workers)
+        assert 0 == workers[0].stop()
+
+    got_values = [r.value for r in got]
+    assert sorted(want) == sorted(got_values)
+    assert ("pass", "go", at(60)) in shape(got_values, "us-east", "ramp")
+    canary = shape(got_values, "us-east", "canary")
+    assert ["fail", "hold"] == [kind for kind, _code, _at in canary[:2]]
+    assert "revenue_lift" in next(
+        c.name for d in map(decisions.decode, got_values) if d.decision == "fail" and d.tier == "canary"
+        for c in d.criteria if c.verdict == "fail"
+    )  # fmt: skip
+
+
+SMALL_SCENARIO = {
+    "name": "side-small",
+    "seed": 5,
+    "start": "2025-10-19T00:00:00Z",
+    "plan": str(Path(__file__).resolve().parents[2] / "config" / "rollout-plan.yaml"),
+    "streams": [
+        {
+            "region": "us-east",
+            "tier": "canary",
+            "end": "2h",
+            "rate_per_min": 2,
+            "latency": {"median_ms": 10, "sigma": 0.2},
+        }
+    ],
+    "incidents": [{"id": "INC-1", "severity": "critical", "region": "us-east", "opened": "10m", "resolved": "20m"}],
+    "approvals": [{"checkpoint": "GO/NO-GO Nov 15", "decision": "go", "by": "board", "at": "1h"}],
+    "revenue": [
+        {
+            "region": "us-east",
+            "tier": "canary",
+            "end": "2h",
+            "lift": "6%",
+            "treatment_learners": 30,
+            "control_learners": 40,
+            "period": "1h",
+        }
+    ],
+}
+
+
+def test_simulate_sends_the_side_inputs_to_their_topics(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``gatekeeper simulate --bootstrap`` writes a scenario's incidents, approvals and business metrics to their
+    topics, exactly the lines ``--side-dir`` writes to files."""
+    names = h.Names()
+    path = tmp_path / "side-small.yaml"
+    path.write_text(yaml.safe_dump(SMALL_SCENARIO, sort_keys=False))
+    files = tmp_path / "side"
+    cmd = [sys.executable, "-m", "gatekeeper.shell.cli", "simulate", "--scenario", str(path)]
+    cmd += ["--output", str(tmp_path / "t.jsonl"), "--side-dir", str(files), "--bootstrap", kafka_bootstrap]
+    cmd += names.flags()[2:]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert 0 == run.returncode, run.stderr[-3000:]
+    topics = {"incidents.jsonl": names.incidents, "approvals.jsonl": names.approvals, "business.jsonl": names.business}
+    expected = {name: sorted((files / name).read_bytes().splitlines()) for name in topics}
+    actual = {name: sorted(r.value for r in h.read_topic(kafka_bootstrap, topic)) for name, topic in topics.items()}
+    assert expected == actual
+    # opened + resolved; one GO; 70 learners, each one value an hour from its own phase (the second is after 2h)
+    assert (2, 1, 70) == tuple(len(expected[name]) for name in topics)

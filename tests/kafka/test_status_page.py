@@ -47,7 +47,7 @@ def test_status_page_shows_the_hold(kafka_bootstrap: str, tmp_path: Path) -> Non
         serving(Serve(kafka_bootstrap, PLAN, names.decisions, tmp_path)) as (server,),
     ):
         h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(4), workers, timeout=240, settle=0.5)
-        expected = {"waiting": 21, "soaking": 0, "pending": 0, "passed": 2, "held": 1}
+        expected = {"waiting": 24, "soaking": 0, "pending": 0, "passed": 2, "held": 1}  # of 27 gates
         server.wait(lambda status, b: b["counts"] == expected)
         # The page's scripts fetch /status.json and draw; Chromium runs them with a virtual-time budget.
         dom = dump_dom(server.url + "/")
@@ -63,7 +63,7 @@ def test_status_page_shows_the_hold(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert ["us-east/ramp-10"] == [gate for gate, _ in holds]
     assert "until 2025-11-25T01:00:00Z (12d 1h left" in holds[0][1]
     # held until Nov 25 01:00 plus a fresh 1-week soak: GO Dec 2 at best, 9 days after the planned Nov 22
-    assert 'id="projected-end">2026-01-19<' in dom
+    assert 'id="projected-end">2026-04-09<' in dom  # the expansion's planned end (Mar 31) + 9 days
     assert "contingency buffer used: 22% of 6 weeks (32% of 4 weeks)" in dom
     assert "error rate 12% (12 errors in 100 requests)" in dom  # the fail's reason, as the golden file has it
     assert 2 == dom.count('class="uplot')  # both charts drawn by the vendored uPlot

@@ -82,7 +82,7 @@ def test_status_json_and_page_assets() -> None:
         k: v for k, v in data["thresholds"]["ramp-10"].items() if k.startswith("error")
     }
     assert ["fail", "hold"] == sorted(d["decision"] for d in data["decisions"])
-    assert "2026-01-10" == data["calendar"]["planned_end"]
+    assert "2026-03-31" == data["calendar"]["planned_end"]  # the expansion's end
 
     async def fetch_all(client: object) -> list[tuple[int, str]]:
         out = []

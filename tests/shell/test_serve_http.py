@@ -37,7 +37,8 @@ def get(board: Board, path: str, token: str | None = None, **kw: Any) -> tuple[i
 @pytest.mark.parametrize(
     ("golden_name", "upto", "gate", "expected"),
     [
-        ("healthy-canary", 1, "us-east/canary", "Successful"),  # pass
+        ("healthy-canary", 1, "us-east/canary", "Inconclusive"),  # pending: awaiting approval
+        ("healthy-canary", 3, "us-east/canary", "Successful"),  # pass (after the GO)
         ("error-breach", 1, "us-east/ramp-10", "Failed"),  # fail
         ("error-breach", 2, "us-east/ramp-10", "Failed"),  # hold
         ("error-breach", 3, "us-east/ramp-10", "Inconclusive"),  # released, soaking again: pending
@@ -74,12 +75,12 @@ def test_gate_document() -> None:
 
 
 def test_all_gates() -> None:
-    """/v1/gates lists the plan's 24 gates in plan order with counts per state."""
+    """/v1/gates lists the plan's 27 gates in plan order with counts per state."""
     status, _, body = get(board_with("healthy-canary"), "/v1/gates")
     doc = yaml.safe_load(body)
     assert 200 == status
-    assert (24, "us-east/canary") == (len(doc["gates"]), f"{doc['gates'][0]['region']}/{doc['gates'][0]['tier']}")
-    assert {"waiting": 23, "soaking": 0, "pending": 0, "passed": 1, "held": 0} == doc["counts"]
+    assert (27, "us-east/canary") == (len(doc["gates"]), f"{doc['gates'][0]['region']}/{doc['gates'][0]['tier']}")
+    assert {"waiting": 26, "soaking": 0, "pending": 0, "passed": 1, "held": 0} == doc["counts"]
 
 
 @pytest.mark.parametrize(
@@ -212,7 +213,8 @@ def test_metrics_per_gate() -> None:
     assert (1.0, 0.0) == (samples[("gatekeeper_gate_state", held)], samples[("gatekeeper_gate_state", passed)])
     assert 0.0 == samples[("gatekeeper_gate_may_advance", gate)]
     assert 14 * 86400.0 + 24 * 60 == samples[("gatekeeper_gate_hold_remaining_seconds", gate)]
-    assert 0.03187007813109967 == samples[("gatekeeper_gate_error_rate_upper_ratio", gate)]
+    # the fail's bound at its test's alpha: 1 %/27 of the rollout's false_fail (27 gates), 9/10 of it
+    assert 0.032054197410211704 == samples[("gatekeeper_gate_error_rate_upper_ratio", gate)]
     # The fail fell inside a window (error rate read after every pane): no P99 bound yet, so no P99 sample.
     assert ("gatekeeper_gate_p99_upper_seconds", gate) not in samples
     assert 1.0 == samples[("gatekeeper_serve_caught_up", ())]

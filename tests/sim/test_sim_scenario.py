@@ -34,13 +34,14 @@ streams:
 """
 
 
-def test_the_seven_scenario_files_exist() -> None:
-    """config/scenarios ships the seven scenarios the README, the demo and the status page's test refer to."""
+def test_the_eight_scenario_files_exist() -> None:
+    """config/scenarios ships the eight scenarios the README, the demo and the status page's test refer to."""
     expected = {
         "error-breach",
         "healthy-canary",
         "latency-breach-one-region",
         "mixed-input",
+        "seed-gates",
         "stall",
         "status-page",
         "thin-traffic",

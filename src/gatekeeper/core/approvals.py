@@ -17,7 +17,7 @@ import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.plan import Checkpoint, Tier
-from gatekeeper.core.side_ledger import ApprovalState, SideLook
+from gatekeeper.core.side_ledger import ApprovalState, SideJudge, SideLook
 from gatekeeper.core.side_records import ALL, Instant, Label, Text, instant_ms
 from gatekeeper.core.timefmt import format_ms
 
@@ -56,12 +56,10 @@ def describe(a: ApprovalState) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ApprovalJudge:
+class ApprovalJudge(SideJudge):
     """The GO/NO-GO of one checkpoint that requires approval."""
 
     checkpoint: Checkpoint
-    statistical: bool = False
-    fail_weight: float = 0.0
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Scope
 from gatekeeper.core.plan import NoIncidentsCriterion
-from gatekeeper.core.side_ledger import IncidentState, SideLook
+from gatekeeper.core.side_ledger import IncidentState, SideJudge, SideLook
 from gatekeeper.core.side_records import ALL, Instant, Label, Text, instant_ms
 from gatekeeper.core.timefmt import format_ms
 
@@ -71,12 +71,10 @@ def describe(i: IncidentState) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class IncidentsJudge:
+class IncidentsJudge(SideJudge):
     """Certain, not sampled: a matching incident in the scope fails the criterion; none passes it."""
 
     spec: NoIncidentsCriterion
-    statistical: bool = False
-    fail_weight: float = 0.0
 
     @property
     def name(self) -> str:

@@ -25,7 +25,7 @@ import msgspec
 
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.plan import LiftCriterion
-from gatekeeper.core.side_ledger import SideLook, Sums
+from gatekeeper.core.side_ledger import SideJudge, SideLook, Sums
 from gatekeeper.core.side_records import Instant, Label, instant_ms
 
 
@@ -45,15 +45,25 @@ def event_ms(record: BusinessMetric) -> int:
     return instant_ms(record.ts)
 
 
+SCALE = 10_000  # values are counted in 1e-4 units, exactly
+
+
 def fold(lift: dict[str, dict[int, Sums]], record: BusinessMetric, window_ms: int) -> None:
-    """Add a record to its metric's bucket of the window its ``ts`` falls in."""
+    """Add a record to its metric's bucket of the window its ``ts`` falls in (exact integer sums)."""
     ts = event_ms(record)
     buckets = lift.setdefault(record.metric, {})
-    sums = buckets.setdefault(ts - ts % window_ms, [0.0] * 6)
+    sums = buckets.setdefault(ts - ts % window_ms, ["0"] * 6)
     at = 0 if record.cohort == "treatment" else 3
-    sums[at] += 1
-    sums[at + 1] += record.value
-    sums[at + 2] += record.value * record.value
+    units = round(record.value * SCALE)
+    for i, add in enumerate((1, units, units * units)):
+        sums[at + i] = str(int(sums[at + i]) + add)
+
+
+def pooled(buckets: list[Sums]) -> list[float]:
+    """The buckets' exact totals as floats in value units: [n_T, sum_T, sumsq_T, n_C, sum_C, sumsq_C]."""
+    totals = [sum(int(b[i]) for b in buckets) for i in range(6)]
+    scale = (1, SCALE, SCALE * SCALE)
+    return [totals[i] / scale[i % 3] for i in range(6)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,7 @@ def boundary(t: int, alpha: float, tune_at: int) -> float:
     return math.sqrt(2 * (t * rho2 + 1) / (t * t * rho2) * math.log(math.sqrt(t * rho2 + 1) / alpha))
 
 
-def estimate(sums: Sums, alpha: float, tune_at: int) -> LiftEstimate | None:
+def estimate(sums: list[float], alpha: float, tune_at: int) -> LiftEstimate | None:
     """The lift and its confidence sequence from the pooled sums; None with fewer than 2 records in an arm or a
     control mean that is not positive (a relative lift is then undefined)."""
     n_t, n_c = sums[0], sums[3]
@@ -100,30 +110,26 @@ def _pct(x: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class LiftJudge:
+class LiftJudge(SideJudge):
     """Pass when the sequence's lower bound clears ``pass_lower_above`` (and the estimate reaches
     ``pass_estimate_at_least``), fail when its upper bound lies below ``fail_upper_below``; inconclusive otherwise
     (a checkpoint then reports ``pending``)."""
 
     spec: LiftCriterion
     window_ms: int
-    statistical: bool = False  # its own alpha (the plan's ``alpha``): no share of the gate's false_fail
-    fail_weight: float = 0.0
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def _sums(self, look: SideLook) -> Sums:
-        out = [0.0] * 6
+    def _sums(self, look: SideLook) -> list[float]:
         side = look.side
         if side is None:
-            return out
-        for start, sums in side.ledger.lift.get(self.spec.metric, {}).items():
-            if side.soak_start <= start and start + self.window_ms <= side.end:
-                for i, value in enumerate(sums):
-                    out[i] += value
-        return out
+            return [0.0] * 6
+        buckets = side.ledger.lift.get(self.spec.metric, {})
+        return pooled(
+            [s for start, s in buckets.items() if side.soak_start <= start and start + self.window_ms <= side.end]
+        )
 
     def judge(self, look: SideLook, failing: bool) -> CriterionResult:
         spec = self.spec

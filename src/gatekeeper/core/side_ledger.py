@@ -8,7 +8,10 @@ from typing import Protocol
 
 import msgspec
 
-Sums = list[float]  # [n_T, sum_T, sumsq_T, n_C, sum_C, sumsq_C] (core/lift.py)
+# [n_T, sum_T, sumsq_T, n_C, sum_C, sumsq_C] as exact integers in decimal text (values in 1e-4 units, squares
+# in 1e-8): exact, so the sums do not depend on the order records arrive in (float sums would, in their last
+# bits, and so would the decisions' bytes); text, because they outgrow 64 bits (core/lift.py)
+Sums = list[str]
 
 
 class IncidentState(msgspec.Struct, array_like=True):
@@ -55,6 +58,15 @@ class SideView:
     soak_start: int
     window_start: int
     end: int
+
+
+class SideJudge:
+    """What the side inputs' judges share: certain or with their own alpha, none takes a share of the gate's
+    false_fail (``criteria.Judge``)."""
+
+    __slots__ = ()
+    statistical = False
+    fail_weight = 0.0
 
 
 class SideLook(Protocol):

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -122,7 +123,27 @@ async def produce_chunks(
     return sent
 
 
+async def _side_to_kafka(scenario: Scenario, settings: KafkaSettings) -> list[str]:
+    """The scenario's side inputs to their topics, before its telemetry (so a worker reading both from the start
+    is likelier to have them before its gates' event time passes them); one line per topic written."""
+    names = settings.topics
+    topics = {"incident": names.incidents, "approval": names.approvals, "business": names.business_metrics}
+    written = []
+    for kind, lines in side_lines(scenario).items():
+        await ensure_topics(settings, {topics[kind]: {}})
+        chunks: list[bytes | None] = [None, b"\n".join(lines) + b"\n"]
+        count = await produce_chunks(settings, topics[kind], partial(_pop, chunks), keyed=False)
+        written.append(f"{count} {kind} records to topic {topics[kind]}")
+    return written
+
+
+async def _pop(chunks: list[bytes | None]) -> bytes | None:
+    return chunks.pop()
+
+
 async def _to_kafka(scenario: Scenario, settings: KafkaSettings, out: BinaryIO | None, keyed: bool) -> SimSummary:
+    for line in await _side_to_kafka(scenario, settings):
+        print(line, file=sys.stderr)
     topic = settings.topics.telemetry
     await ensure_topics(settings, {topic: {}})
     chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_CHUNKS)

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -45,6 +44,7 @@ from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
+from gatekeeper.shell.worker.records import Consumed
 from gatekeeper.shell.worker.side import SideStage
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -74,23 +74,6 @@ class Topics:
     breaches: str
     dlq: str
     partitions: int
-
-
-class Consumed(Protocol):
-    """A consumed Kafka record: aiokafka's ``ConsumerRecord`` or a ``Record``."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(frozen=True, slots=True)

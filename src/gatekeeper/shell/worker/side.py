@@ -26,21 +26,7 @@ from gatekeeper.core.plan import Plan
 from gatekeeper.core.side_inputs import Kind, SideRecord, SideRouter
 from gatekeeper.core.side_records import Refused
 from gatekeeper.shell.kafka_settings import KafkaSettings
-
-
-class Consumed(Protocol):
-    """A consumed record (``processor.Consumed``)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+from gatekeeper.shell.worker.records import Consumed
 
 
 class Out(Protocol):
