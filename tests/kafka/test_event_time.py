@@ -6,8 +6,11 @@ nothing. Crashes: SIGKILL with a backlog produced while down, and one of two wor
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +26,22 @@ FAST = ("--idle-after", str(IDLE_AFTER_S), "--clock-interval", "0.2")
 
 
 QUICK = ("--session-timeout", "8", *FAST)  # crash tests: a killed worker's partitions move on in 8 s
+
+
+def _ready(worker: h.Worker, timeout: float = 30.0) -> object:
+    """The worker's /readyz body once it answers 200, or its last answer after ``timeout`` s."""
+    (listening,) = worker.events("metrics listening")
+    url = f"http://127.0.0.1:{listening['port']}/readyz"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read())
+        if time.monotonic() > deadline:
+            return body
+        time.sleep(0.3)
 
 
 def _values(records: list[h.Consumed]) -> list[bytes]:
@@ -64,17 +83,22 @@ def test_aggregate_and_gate_roles_in_two_processes_decide_like_replay(kafka_boot
     """``--role aggregate`` and ``--role gate`` as two processes of one group (stage 1 reads the telemetry, stage 2
     the panes topic; the range assignor gives each the partitions of its one topic): an unkeyed backlog gives
     replay's decisions; stage 1 folded every record, counted replay's late records and nothing else (the gate
-    process applied no telemetry), and stage 2 merged without a conflict."""
+    process applied no telemetry), and stage 2 merged without a conflict. Each process's /readyz turns 200 once
+    the partitions it owns (telemetry for stage 1, panes for stage 2) are read to their end."""
     plan, names = h.write_plan(tmp_path), h.Names()
     lines = h.scenario(late_share=0.002, invalid=False)
     expected = h.expected(plan, lines)
     h.create_topics(kafka_bootstrap, names)
     h.produce(kafka_bootstrap, names.telemetry, lines, "spread")
-    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *FAST)
-    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *FAST)
+    probe = ("--metrics-port", "0")
+    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *FAST, *probe)
+    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *FAST, *probe)
     with h.running(aggregate, gate) as workers:
         got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
+        ready = [_ready(w) for w in workers]
         assert (0, 0) == (workers[0].stop(), workers[1].stop())
+
+    assert [{"status": "ready", "assigned": True, "caught_up": True}] * 2 == ready
 
     assert sorted(h.without_late_counts(expected)) == sorted(h.without_late_counts(_values(got)))
     (stage1,) = workers[0].events("worker totals")

@@ -11,8 +11,7 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
 from gatekeeper.shell.serve.options import ServeOptions
-from gatekeeper.shell.worker.cli import _APP_ID as APP_ID_PATTERN  # the same rule as the workers
-from gatekeeper.shell.worker.options import WorkerOptions
+from gatekeeper.shell.worker.options import APP_ID_PATTERN, WorkerOptions  # the workers' app-id rule
 
 TOKEN_ENV = "GATEKEEPER_API_TOKEN"
 

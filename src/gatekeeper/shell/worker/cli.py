@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import math
 import os
-import re
 from pathlib import Path
 
 from gatekeeper.errors import UserError
@@ -18,9 +17,14 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
 from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
 from gatekeeper.shell.otlp_options import add_otlp_arguments, otlp_mapping
-from gatekeeper.shell.worker.options import LOG_FORMATS, LOG_LEVELS, ROLES, TELEMETRY_FORMATS, WorkerOptions
-
-_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # it names Kafka topics and the consumer group
+from gatekeeper.shell.worker.options import (
+    APP_ID_PATTERN,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ROLES,
+    TELEMETRY_FORMATS,
+    WorkerOptions,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +102,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     env = dict(os.environ if environ is None else environ)
     base = WorkerOptions()
     app_id = _pick(args, "app_id", env) or base.app_id
-    if not _APP_ID.match(app_id):
+    if not APP_ID_PATTERN.match(app_id):
         raise UserError(f"app id {app_id!r}: use 1-200 of A-Z a-z 0-9 . _ - (it names topics and the consumer group)")
     values: dict[str, float] = {}
     limits = (

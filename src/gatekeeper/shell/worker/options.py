@@ -4,6 +4,7 @@ apart from the flag parsing in ``cli.py`` so that the process, the loop and logg
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from gatekeeper.core.otlp import OtlpMapping
@@ -12,6 +13,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
 TELEMETRY_FORMATS = ("json", "otlp")  # otlp: trace batches (protobuf or OTLP/JSON) and contract-v1 records
 ROLES = ("both", "aggregate", "gate")
+APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # an app id names Kafka topics and the consumer group
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,12 +327,15 @@ class Runtime:
         partition is idle only once it has been seen at its end for that long."""
         owned = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in self.owned]
         telemetry = [tp for tp in owned if tp.topic == self.topics.telemetry]
-        if not telemetry:
+        if not owned:
             return
         try:
-            ends = await self.consumer.end_offsets(telemetry)
-            at_end = {tp.partition for tp in telemetry if await self.consumer.position(tp) >= ends[tp]}
-            self.caught_up = len(at_end) == len(telemetry)  # /readyz: every owned partition read to its end
+            # /readyz: every owned input partition read to its end (a `--role gate` worker owns only panes and
+            # side partitions, so this is not about telemetry alone)
+            ends = await self.consumer.end_offsets(owned)
+            reached = {tp for tp in owned if await self.consumer.position(tp) >= ends[tp]}
+            self.caught_up = len(reached) == len(owned)
+            at_end = {tp.partition for tp in telemetry if tp in reached}
         except IllegalStateError:
             return  # a partition was revoked meanwhile
         except KafkaError as exc:  # the broker is away: no partition is known to be at its end
