@@ -4,6 +4,7 @@ read the scenario's header before "fixing" the expectation."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ import pytest
 
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.pipeline import Pipeline
+from gatekeeper.shell.side_files import SideFile, load_side_files
 from gatekeeper.sim.scenario import load_plan, load_scenario, plan_path
+from gatekeeper.sim.side_inputs import side_lines
 from gatekeeper.sim.writer import simulate, write_scenario
 
 from .sim_support import SCENARIO_DIR
@@ -36,6 +39,9 @@ def _run(name: str) -> Run:
     path = SCENARIO_DIR / f"{name}.yaml"
     scenario = load_scenario(path)
     engine = Pipeline(load_plan(plan_path(scenario, path)))
+    # the scenario's incidents, approvals and revenue too, as replay reads them (the plan's criteria need them)
+    side = [SideFile(kind, kind, io.BytesIO(b"\n".join(lines))) for kind, lines in side_lines(scenario).items()]
+    load_side_files(engine, side)
     decoder = engine.decoder()
     run = Run()
     for chunk in simulate(scenario):
@@ -49,10 +55,15 @@ def _run(name: str) -> Run:
 
 @pytest.mark.slow
 def test_healthy_canary_passes_after_its_three_week_soak() -> None:
-    """A healthy canary gets exactly one decision: pass when its 3-week soak is complete, and no false fail
-    in the week after."""
+    """A healthy canary (revenue +6 % over control) is never failed: when its 3-week soak is complete it is pending
+    twice (awaiting the GO/NO-GO checkpoint's approval; the soak-end checkpoint without a pass), then passes at
+    the first window close after the GO of Nov 15; no false fail in the week after."""
     run = _run("healthy-canary")
-    expected = [("pass", "us-east", "canary", "2025-11-09T00:00:00Z", "go")]
+    expected = [
+        ("pending", "us-east", "canary", "2025-11-09T00:00:00Z", "approval"),
+        ("pending", "us-east", "canary", "2025-11-09T00:00:00Z", "checkpoint:soak end"),
+        ("pass", "us-east", "canary", "2025-11-15T01:00:00Z", "go"),
+    ]
     assert expected == run.rows
 
 

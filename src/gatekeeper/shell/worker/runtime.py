@@ -40,6 +40,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -135,7 +136,7 @@ class Runtime:
         self._stop = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}  # offsets applied, to commit at the next checkpoint
         # per poll sent: its deliveries, its decisions' count and wall time, the offsets it covers (oldest first)
-        self._in_flight: deque[tuple[asyncio.Future[Any], int, int, dict[TopicPartition, int]]] = deque()
+        self._in_flight: deque[tuple[asyncio.Future[Any], dict[TopicPartition, int]]] = deque()
         common = settings.aiokafka_kwargs()
         session_ms = round(options.session_timeout * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -398,7 +399,10 @@ class Runtime:
             pending.append(
                 await send(m.topic, m.value, key=m.key, partition=m.partition, headers=list(headers) or None)
             )
-        self._in_flight.append((asyncio.gather(*pending), len(flush.decisions), wall_ms, offsets))
+        acks = asyncio.gather(*pending)
+        if flush.decisions:  # the delay is observed when the broker acknowledges, not when the acks are drained
+            acks.add_done_callback(partial(self._observe_delay, len(flush.decisions), wall_ms))
+        self._in_flight.append((acks, offsets))
         await self._acked(IN_FLIGHT_POLLS)
         self.totals.update(
             applied=flush.applied,
@@ -418,11 +422,14 @@ class Runtime:
         in order, so an offset is committable only when everything sent before it is acknowledged. A failed
         delivery raises here (the worker stops, nothing after it committed)."""
         while self._in_flight and (len(self._in_flight) > keep or self._in_flight[0][0].done()):
-            acks, decided, wall_ms, offsets = self._in_flight[0]
+            acks, offsets = self._in_flight[0]
             await acks
             self._in_flight.popleft()
-            self.exporter.delivered(decided, wall_ms)
             self._uncommitted.update(offsets)
+
+    def _observe_delay(self, decided: int, wall_ms: int, acks: asyncio.Future[Any]) -> None:
+        if not acks.cancelled() and acks.exception() is None:
+            self.exporter.delivered(decided, wall_ms)
 
     async def _guarded(self, work: Any) -> None:
         try:
