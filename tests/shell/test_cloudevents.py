@@ -28,7 +28,7 @@ def test_a_decision_reads_back_as_a_cloudevent_with_the_decision_as_data() -> No
     the unchanged decision JSON."""
     value = _golden_fail()
     decision = decisions.decode(value)
-    message = KafkaMessage(dict(headers_of(decision, "decision")), decision.key.encode(), value)
+    message = KafkaMessage(dict(headers_of(decision)), decision.key.encode(), value)
 
     event = from_binary(message, data_unmarshaller=lambda raw: raw)
 
@@ -97,7 +97,7 @@ def test_source_segments_are_percent_encoded() -> None:
     decision = decisions.decode(_golden_fail())
     odd = decisions.Decision(**{**{f: getattr(decision, f) for f in decision.__struct_fields__}, "tier": "a/b c"})
 
-    source = dict(headers_of(odd, "decision"))["ce_source"].decode()
+    source = dict(headers_of(odd))["ce_source"].decode()
 
     assert f"/gatekeeper/plans/{decision.plan_version}/gates/us-east/a%2Fb%20c" == source
 

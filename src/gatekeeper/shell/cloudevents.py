@@ -16,7 +16,6 @@ key itself (``region/tier``), which is how the binding and the SDKs map it (no `
 
 from __future__ import annotations
 
-from typing import Literal
 from urllib.parse import quote
 
 from gatekeeper.core.burn_rate import Breach
@@ -35,28 +34,23 @@ def source_of(decision: Decision | Breach) -> str:
     return f"/gatekeeper/plans/{plan}/gates/{region}/{tier}"
 
 
-def headers_of(decision: Decision, kind: Literal["decision"] = "decision") -> tuple[tuple[str, bytes], ...]:
-    """The binary-mode headers of ``decision`` (the key is ``decision.key``); ``kind`` is only ever "decision"
-    now that ``breaches`` carries breach events (``breach_headers``)."""
-    return (
-        ("ce_specversion", SPEC_VERSION.encode()),
-        ("ce_id", decision.decision_id.encode()),
-        ("ce_source", source_of(decision).encode()),
-        ("ce_type", DECISION_TYPE.encode()),
-        ("ce_subject", decision.decision.encode()),
-        ("ce_time", decision.at.encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    )
+def headers_of(decision: Decision) -> tuple[tuple[str, bytes], ...]:
+    """The binary-mode headers of ``decision`` (the key is ``decision.key``)."""
+    return _headers(decision.decision_id, source_of(decision), DECISION_TYPE, decision.decision, decision.at)
 
 
 def breach_headers(breach: Breach) -> tuple[tuple[str, bytes], ...]:
     """The binary-mode headers of a breach alert event (the key is ``breach.key``)."""
+    return _headers(breach.event_id, source_of(breach), BREACH_TYPE, breach.change, breach.at)
+
+
+def _headers(ce_id: str, source: str, ce_type: str, subject: str, time: str) -> tuple[tuple[str, bytes], ...]:
     return (
         ("ce_specversion", SPEC_VERSION.encode()),
-        ("ce_id", breach.event_id.encode()),
-        ("ce_source", source_of(breach).encode()),
-        ("ce_type", BREACH_TYPE.encode()),
-        ("ce_subject", breach.change.encode()),
-        ("ce_time", breach.at.encode()),
+        ("ce_id", ce_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", time.encode()),
         ("content-type", CONTENT_TYPE.encode()),
     )

@@ -511,7 +511,7 @@ class Processor:
     def _emit(self, g: int, decisions: list[Decision], breaches: list[burn_rate.Breach], out: Flush) -> None:
         key, home = self.keys[g], self.home[g]
         for d in decisions:
-            out.messages.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d, "decision")))
+            out.messages.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
         for b in breaches:
             out.messages.append(Outgoing(self.topics.breaches, home, key, burn_rate.encode(b), breach_headers(b)))
         out.decisions += decisions
