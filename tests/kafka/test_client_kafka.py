@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import worker_harness as h
 from confluent_kafka import Consumer, TopicPartition
+from golden_decisions import golden, keyed
 
 from gatekeeper.client import DecisionClient, GateHeldError
 from gatekeeper.core.decision import Decision, decode
@@ -23,16 +24,7 @@ from gatekeeper.core.decision import Decision, decode
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = REPO / "tests" / "golden"
 SCHEMA = REPO / "streams" / "decision.v1.schema.json"
-
-
-def golden(name: str) -> list[bytes]:
-    return [line for line in (GOLDEN / f"{name}.decisions.jsonl").read_bytes().splitlines() if line]
-
-
-def keyed(values: list[bytes]) -> list[tuple[bytes | None, bytes]]:
-    return [(decode(v).key.encode(), v) for v in values]
 
 
 async def collect(client: DecisionClient, tier: str | None = None, plan: str | None = None) -> list[Decision]:

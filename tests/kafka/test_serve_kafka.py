@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import worker_harness as h
+from golden_decisions import golden, keyed
 from prometheus_client.parser import text_string_to_metric_families
 from serve_harness import Serve, ready, serving
 
@@ -23,15 +24,6 @@ pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = REPO / "config" / "rollout-plan.yaml"
-GOLDEN = REPO / "tests" / "golden"
-
-
-def golden(name: str) -> list[bytes]:
-    return [line for line in (GOLDEN / f"{name}.decisions.jsonl").read_bytes().splitlines() if line]
-
-
-def keyed(values: list[bytes]) -> list[tuple[bytes | None, bytes]]:
-    return [(decode(v).key.encode(), v) for v in values]
 
 
 def gate(body: dict[str, Any]) -> dict[str, Any]:
