@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from gatekeeper.core import burn_rate, side_inputs
+from gatekeeper.core import breach, side_inputs
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.side_inputs import Kind, Routed, SideRouter
 from gatekeeper.core.telemetry import TelemetryDecoder
@@ -154,8 +154,8 @@ def test_decision_and_breach_examples_carry_the_headers_the_worker_writes() -> N
     """The examples' CloudEvents headers are exactly ``headers_of`` / ``breach_headers`` of their payload (plus the
     worker's wall-time header), so the document shows what the worker produces."""
     decision = decisions.decode(json.dumps(_example("decision")["payload"]).encode())
-    breach = burn_rate.decode(json.dumps(_example("breach")["payload"]).encode())
-    for name, headers in (("decision", headers_of(decision)), ("breach", breach_headers(breach))):
+    alert = breach.decode(json.dumps(_example("breach")["payload"]).encode())
+    for name, headers in (("decision", headers_of(decision)), ("breach", breach_headers(alert))):
         expected = {k: v.decode() for k, v in headers}
         actual = {k: v for k, v in _example(name)["headers"].items() if k != "gk-closed-wall-ms"}
         assert expected == actual

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core import burn_rate, stage_snapshot
-from gatekeeper.core.burn_rate import Breach
+from gatekeeper.core import breach, stage_snapshot
+from gatekeeper.core.breach import Breach
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.core.timefmt import parse_instant
@@ -123,7 +123,7 @@ def test_the_same_events_whatever_the_batches() -> None:
     events = episode(60, 100, 300, error_rate=0.4)
     whole, _ = run(events)
     assert len(whole) >= 2
-    assert [burn_rate.encode(b) for b in whole] == [burn_rate.encode(b) for b in run(events, 997)[0]]
+    assert [breach.encode(b) for b in whole] == [breach.encode(b) for b in run(events, 997)[0]]
 
 
 def test_the_alert_state_survives_a_snapshot() -> None:

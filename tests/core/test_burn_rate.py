@@ -6,7 +6,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gatekeeper.core.burn_rate import Breach, BurnSpec, BurnState, Slo, advance, slos_of
+from gatekeeper.core.breach import Breach
+from gatekeeper.core.burn_rate import BurnSpec, BurnState, Slo, advance, slos_of
 from gatekeeper.core.plan import Alerting, BurnRule
 
 from .helpers import MINUTE, T0, make_plan

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import worker_harness as h
 
-from gatekeeper.core import burn_rate
+from gatekeeper.core import breach
 
 pytestmark = pytest.mark.kafka
 
@@ -32,9 +32,9 @@ def test_breach_events_on_the_breaches_topic_match_replay(kafka_bootstrap: str, 
         got = h.wait_for(kafka_bootstrap, names.breaches, h.count_at_least(len(expected)), workers)
         assert 0 == workers[0].stop()
 
-    events = {burn_rate.decode(r.value).event_id: r.value for r in got}
+    events = {breach.decode(r.value).event_id: r.value for r in got}
     assert sorted(expected) == sorted(events.values())
-    breaches = [burn_rate.decode(v) for v in expected]
+    breaches = [breach.decode(v) for v in expected]
     opened = Counter(b.breach_id for b in breaches if b.change == "opened")
     resolved = Counter(b.breach_id for b in breaches if b.change == "resolved")
     assert ({"eu-west/canary", "eu-west/ramp"}, 1, 1) == (
@@ -43,4 +43,4 @@ def test_breach_events_on_the_breaches_topic_match_replay(kafka_bootstrap: str, 
         max(resolved.values()),
     )
     assert set(opened) == set(resolved)
-    assert all(r.key == burn_rate.decode(r.value).key.encode() for r in got)
+    assert all(r.key == breach.decode(r.value).key.encode() for r in got)

@@ -13,7 +13,7 @@ import pytest
 import worker_harness as h
 from cloudevents.kafka import KafkaMessage, from_binary
 
-from gatekeeper.core import burn_rate
+from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 
 pytestmark = pytest.mark.kafka
@@ -48,7 +48,7 @@ def test_worker_decisions_and_breaches_parse_as_cloudevents(kafka_bootstrap: str
                 d = decisions.decode(record.value)
                 ident, source, subject, version, at = d.decision_id, (d.plan_version, d.key), d.decision, "v1", d.at
             else:
-                b = burn_rate.decode(record.value)
+                b = breach.decode(record.value)
                 ident, source, subject, version, at = b.event_id, (b.plan_version, b.key), b.change, "v2", b.at
             wanted = {
                 "specversion": "1.0",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 
-from gatekeeper.core import burn_rate
+from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
@@ -46,10 +46,10 @@ def test_a_decision_reads_back_as_a_cloudevent_with_the_decision_as_data() -> No
     assert value == event.get_data()
 
 
-def _breach() -> burn_rate.Breach:
+def _breach() -> breach.Breach:
     """A breach event as the worker writes it (the fields of contract v2)."""
-    window = burn_rate.FiredWindow("page", "1h", "5m", 14.4, 20.5, 60.1)
-    return burn_rate.Breach(
+    window = breach.FiredWindow("page", "1h", "5m", 14.4, 20.5, 60.1)
+    return breach.Breach(
         breach_id="b" * 32, event_id="e" * 32, revision=0, state="open", change="opened", severity="page",
         region="us-east", tier="ramp-10", slo="error_rate", objective="error rate <= 0.002", windows=(window,),
         budget_consumed=0.04, opened_at="2025-10-21T00:05:00Z", at="2025-10-21T00:05:00Z", plan_version="2.0+abc",
@@ -61,7 +61,7 @@ def test_the_sdk_writes_back_exactly_our_headers_and_key() -> None:
     as the SDK implements it (no ``ce_partitionkey`` header: the extension is the key)."""
     for key, value, headers in (
         (decisions.decode(_golden_fail()).key, _golden_fail(), dict(headers_of(decisions.decode(_golden_fail())))),
-        (_breach().key, burn_rate.encode(_breach()), dict(breach_headers(_breach()))),
+        (_breach().key, breach.encode(_breach()), dict(breach_headers(_breach()))),
     ):
         event = from_binary(KafkaMessage(headers, key.encode(), value), data_unmarshaller=lambda raw: raw)
         again = to_binary(event, data_marshaller=lambda raw: raw)
@@ -72,8 +72,8 @@ def test_the_sdk_writes_back_exactly_our_headers_and_key() -> None:
 def test_a_breach_event_reads_back_with_its_event_id_and_change() -> None:
     """A breach event (contract v2) is a CloudEvent of type ``io.gatekeeper.breach.v2``: its id is the event's
     ``event_id`` (one per opened/escalated/deescalated/resolved), its subject the change, its time ``at``."""
-    breach = _breach()
-    message = KafkaMessage(dict(breach_headers(breach)), breach.key.encode(), burn_rate.encode(breach))
+    alert = _breach()
+    message = KafkaMessage(dict(breach_headers(alert)), alert.key.encode(), breach.encode(alert))
 
     event = from_binary(message, data_unmarshaller=lambda raw: raw)
 
@@ -88,7 +88,7 @@ def test_a_breach_event_reads_back_with_its_event_id_and_change() -> None:
         "partitionkey": b"us-east/ramp-10",
     }
     assert expected == dict(event.get_attributes())
-    assert burn_rate.encode(breach) == event.get_data()
+    assert breach.encode(alert) == event.get_data()
 
 
 def test_source_segments_are_percent_encoded() -> None:
@@ -125,5 +125,5 @@ def test_the_worker_processor_puts_the_headers_on_decisions_and_breaches() -> No
     on_decisions = [(m.value, m.headers) for m in flush.messages if m.topic == "d"]
     on_breaches = [(m.value, m.headers) for m in flush.messages if m.topic == "b"]
     assert [(decisions.encode(d), headers_of(d)) for d in flush.decisions] == on_decisions
-    assert [(burn_rate.encode(b), breach_headers(b)) for b in flush.breaches] == on_breaches
+    assert [(breach.encode(b), breach_headers(b)) for b in flush.breaches] == on_breaches
     assert ["opened"] == [b.change for b in flush.breaches]

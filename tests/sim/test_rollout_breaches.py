@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatekeeper.core.burn_rate import Breach
+from gatekeeper.core.breach import Breach
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
 from gatekeeper.sim.rollout import Rollout, Story

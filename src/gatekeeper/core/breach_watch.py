@@ -16,7 +16,8 @@ import msgspec
 import numpy as np
 
 from gatekeeper.core import sketch
-from gatekeeper.core.burn_rate import Breach, BurnSpec, BurnState, advance, slos_of
+from gatekeeper.core.breach import Breach
+from gatekeeper.core.burn_rate import BurnSpec, BurnState, advance, slos_of
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.partials import Closing
 from gatekeeper.core.plan import Plan

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from gatekeeper.core.approvals import Approval
-from gatekeeper.core.burn_rate import Breach
+from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.incidents import Incident
 from gatekeeper.core.lift import BusinessMetric

@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.core import sketch
+from gatekeeper.core.breach import Breach
 from gatekeeper.core.breach_watch import BreachWatch, GateAlerts
-from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
 from gatekeeper.core.partials import Closing, Message, Partial, PartialBatch, Watermark, encode, ragged

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gatekeeper.core.aggregate import Aggregator, SourceState
-from gatekeeper.core.burn_rate import Breach
+from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.partials import PartialBatch, Watermark

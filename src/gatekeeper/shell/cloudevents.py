@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from gatekeeper.core.burn_rate import Breach
+from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 
 SPEC_VERSION = "1.0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from gatekeeper.core.burn_rate import Breach
+from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 
 STYLES = {

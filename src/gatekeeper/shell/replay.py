@@ -12,7 +12,7 @@ from typing import BinaryIO, Literal
 
 import msgspec
 
-from gatekeeper.core import burn_rate
+from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.otlp import OtlpDecoder, OtlpMapping, SpanBatch, frames, is_otlp_json
@@ -190,7 +190,7 @@ def replay(
         for b in engine.take_breaches():
             summary.breaches[b.change] += 1
             if breaches is not None:
-                breaches.write(burn_rate.encode(b) + b"\n")
+                breaches.write(breach.encode(b) + b"\n")
 
     for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format):
         summary.lines += count

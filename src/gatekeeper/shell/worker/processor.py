@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from gatekeeper.core import burn_rate, stage_snapshot
+from gatekeeper.core import breach, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
@@ -106,7 +106,7 @@ class Flush:
 
     messages: list[Outgoing] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
-    breaches: list[burn_rate.Breach] = field(default_factory=list)
+    breaches: list[breach.Breach] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     applied: int = 0  # valid telemetry records folded by stage 1
     skipped: int = 0  # telemetry records below their partition's next offset (folded before)
@@ -440,7 +440,7 @@ class Processor:
                     if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
                         continue  # a re-delivery: nothing to do, nothing to write
                     made: list[Decision] = []
-                    alerts: list[burn_rate.Breach] = []
+                    alerts: list[breach.Breach] = []
                     self.merger.on_watermark(self.keys[g].decode(), inbox, message, made, alerts)
                     self._emit(g, made, alerts, out)
                     touched.add(g)
@@ -508,12 +508,12 @@ class Processor:
         self._located[g] = {k: v for k, v in located.items() if k in held}
         return self._located[g]
 
-    def _emit(self, g: int, decisions: list[Decision], breaches: list[burn_rate.Breach], out: Flush) -> None:
+    def _emit(self, g: int, decisions: list[Decision], breaches: list[breach.Breach], out: Flush) -> None:
         key, home = self.keys[g], self.home[g]
         for d in decisions:
             out.messages.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
         for b in breaches:
-            out.messages.append(Outgoing(self.topics.breaches, home, key, burn_rate.encode(b), breach_headers(b)))
+            out.messages.append(Outgoing(self.topics.breaches, home, key, breach.encode(b), breach_headers(b)))
         out.decisions += decisions
         out.breaches += breaches
 
