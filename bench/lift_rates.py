@@ -1,8 +1,8 @@
 """How long the seed canary's revenue criterion takes, and how often it errs, by Monte-Carlo: the real lift math
-(``gatekeeper.core.lift.estimate``, the plan's canary criterion: pass when the anytime-valid lower bound is above
-0 and the estimate at least +5.8 %, fail when the upper bound is below +5.8 %) read every hour, on revenue as
-``gatekeeper simulate``'s scenarios make it: each learner reports a weekly value, half of them purchases
-(lognormal, CV 0.5, control mean 15), the other half 0 (per-value CV ~1.2).
+(``gatekeeper.core.lift.estimate``, the plan's canary criterion with its gate's alphas: pass when the anytime-valid
+lower bound is above 0 and the estimate at least +5.8 %, fail when the upper bound is below +5.8 %) read every
+hour, on revenue as ``gatekeeper simulate``'s scenarios make it: each learner reports a weekly value, half of
+them purchases (lognormal, CV 0.5, control mean 15), the other half 0 (per-value CV ~1.2).
 
     python -m bench.lift_rates --replicas 100 --lift 0.06 --treatment 5000 --control 20000
 """
@@ -14,20 +14,23 @@ from collections import Counter
 
 import numpy as np
 
-from gatekeeper.core.lift import estimate
-from gatekeeper.core.plan import LiftCriterion
+from gatekeeper.core.gate import GateSpec
+from gatekeeper.core.lift import LiftJudge, estimate
 from gatekeeper.planfile import load_plan
 
 HOURS_PER_WEEK = 168
 
 
-def canary_lift() -> LiftCriterion:
+def canary_lift() -> LiftJudge:
+    """The seed plan's canary lift judge as its gate has it (with its alphas from the plan's split)."""
     plan = load_plan("config/rollout-plan.yaml")
-    tier = next(t for p in plan.phases for t in p.tiers if t.name == "canary")
-    return next(c for c in tier.criteria if isinstance(c, LiftCriterion))
+    region, phase, tier = next(g for g in plan.gates() if g[2].name == "canary")
+    spec = GateSpec.of(region, phase, tier, plan.evaluation, plan.plan_version, len(plan.gates()))
+    return next(j for j in spec.judges if isinstance(j, LiftJudge))
 
 
-def replica(spec: LiftCriterion, lift: float, treatment: int, control: int, weeks: int, seed: int) -> tuple[str, float]:
+def replica(judge: LiftJudge, lift: float, treatment: int, control: int, weeks: int, seed: int) -> tuple[str, float]:
+    spec = judge.spec
     rng = np.random.default_rng(seed)
     sigma2 = float(np.log1p(0.25))
     sums = [0.0] * 6
@@ -39,13 +42,13 @@ def replica(spec: LiftCriterion, lift: float, treatment: int, control: int, week
             sums[at] += n
             sums[at + 1] += float(values.sum())
             sums[at + 2] += float((values * values).sum())
-        est = estimate(sums, spec.alpha, spec.tune_at)
-        if est is None or min(sums[0], sums[3]) < spec.min_per_arm:
+        if min(sums[0], sums[3]) < spec.min_per_arm:
             continue
+        passing, failing = (estimate(sums, judge.alpha(side), spec.tune_at) for side in (False, True))
         target = spec.pass_estimate_at_least
-        if est.lower > spec.pass_lower_above and (target is None or est.lift >= target):
+        if passing is not None and passing.lower > spec.pass_lower_above and (target is None or passing.lift >= target):
             return "pass", (hour + 1) / HOURS_PER_WEEK
-        if est.upper < spec.fail_upper_below:
+        if failing is not None and failing.upper < spec.fail_upper_below:
             return "fail", (hour + 1) / HOURS_PER_WEEK
     return "pending", float(weeks)
 
@@ -58,8 +61,9 @@ def main() -> None:
     parser.add_argument("--control", type=int, default=20000, help="control learners")
     parser.add_argument("--weeks", type=int, default=8)
     args = parser.parse_args()
-    spec = canary_lift()
-    runs = [replica(spec, args.lift, args.treatment, args.control, args.weeks, s) for s in range(args.replicas)]
+    judge = canary_lift()
+    print(f"alpha: fail side {judge.alpha(True):.3g}, pass side {judge.alpha(False):.3g}")
+    runs = [replica(judge, args.lift, args.treatment, args.control, args.weeks, s) for s in range(args.replicas)]
     counts = Counter(kind for kind, _ in runs)
     print(f"true lift {args.lift:+.1%}, {args.treatment:,} treatment + {args.control:,} control learners, "
           f"{args.replicas} replicas, {args.weeks} weeks: {dict(counts)}")  # fmt: skip

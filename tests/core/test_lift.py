@@ -86,7 +86,7 @@ class _Look:
 
 def verdicts(lift: float, n: int) -> tuple[str, str]:
     spec = LiftCriterion(kind="lift", pass_lower_above=0.0, pass_estimate_at_least=0.058, fail_upper_below=0.058)
-    judge = LiftJudge(spec, HOUR)
+    judge = LiftJudge(spec, HOUR, fail_alpha=0.001, pass_alpha=0.001)
     look = _Look(ledger_with(lift, n), T0 + WEEK)
     return judge.pass_check(look, 0.0).verdict, judge.fail_checks(look, 0.0)[0].verdict
 
@@ -101,7 +101,7 @@ def test_a_large_lift_passes_a_drop_fails_and_thin_data_is_inconclusive() -> Non
 
 def test_records_after_the_look_or_before_the_soak_do_not_count() -> None:
     """Only windows inside [soak start, look) count: at T0 + 1h just the first hour's records."""
-    spec = LiftCriterion(kind="lift", fail_upper_below=0.0, min_per_arm=2)
+    spec = LiftCriterion(kind="lift", fail_upper_below=0.0, min_per_arm=2, alpha=0.001)
     judge = LiftJudge(spec, HOUR)
     result = judge.pass_check(_Look(ledger_with(0.2, 1000), T0 + HOUR), 0.0)
     assert 20 == result.requests  # 10 per arm: records i % 100 == 0

@@ -1,13 +1,17 @@
-"""Incidents and GO/NO-GO approvals through the real broker: the worker reads the incidents and approvals
-topics, forwards each valid record to its gates' home partitions and applies it where the gate state is, and
-decides exactly what replay decides with the same records as side files; bad records go to the DLQ with reasons.
+"""Incidents, GO/NO-GO approvals and business metrics through the real broker: the worker reads the side topics,
+forwards each valid record to its gates' home partitions and applies it where the gate state is, and decides
+exactly what replay decides with the same records as side files, also when everything was produced before it
+started (a backlog: the side partitions are watermark sources of their gates, so telemetry cannot overtake a side
+record); bad records go to the DLQ with reasons.
 
 Plan: the worker tests' plan (window 10m, soak 1h, hold 30m) where canary also requires zero critical incidents
-over the soak and ramp's checkpoint "GO/NO-GO" (after 1h) requires approval. Side records:
+over the soak, ramp's checkpoint "GO/NO-GO" (after 1h) requires approval and ramp has a revenue lift criterion
+(lower bound > 0). Side records:
 - critical incident INC-1 on us-east/canary, opened 00:25 and resolved 00:28 (two records, same id): the canary,
   healthy, fails and holds at 00:30 instead of passing at 01:00, then passes after the hold (02:00).
 - a GO for us-east/ramp at 01:15: the ramp, healthy, awaits approval at 01:00, passes at 01:20.
 - a NO-GO for eu-west/ramp at 02:05 (its soak restarted at 01:30 after a latency breach): fail + hold at 02:10.
+- revenue for us-east (treatment on ramp +40 %, control) over the first 50 minutes: the lift passes by 01:00.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +63,16 @@ BAD = [
 ]
 
 
+LIFT = {"kind": "lift", "metric": "revenue", "pass_lower_above": 0, "fail_upper_below": 0, "tune_at": 800}
+
+
 def write_plan(directory: Path) -> Path:
     plan: dict[str, Any] = copy.deepcopy(h.TEST_PLAN)
     plan["plan"] = "worker-side-inputs"
     tiers = plan["phases"][0]["tiers"]
     tiers[0]["criteria"].append({"kind": "no_incidents", "severities": ["critical"]})
     tiers[1]["checkpoints"] = [{"name": "GO/NO-GO", "after": "1h", "approval": True}]
+    tiers[1]["criteria"].append(dict(LIFT))
     path = directory / "plan.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     return path
@@ -73,10 +82,11 @@ def lines(records: list[dict[str, Any]]) -> list[bytes]:
     return [json.dumps(r).encode() for r in records]
 
 
-def expected(plan: Path, telemetry: list[bytes]) -> list[bytes]:
+def expected(plan: Path, telemetry: list[bytes], revenue: list[dict[str, Any]] | None = None) -> list[bytes]:
     side = [
         SideFile("incident", "incidents", io.BytesIO(b"\n".join(lines(INCIDENTS)))),
         SideFile("approval", "approvals", io.BytesIO(b"\n".join(lines(APPROVALS)))),
+        SideFile("business", "business", io.BytesIO(b"\n".join(lines(revenue or [])))),
     ]
     sink = io.BytesIO()
     replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=side)
@@ -88,29 +98,34 @@ def shape(values: list[bytes], region: str, tier: str) -> list[tuple[str, str, s
     return [(d.decision, d.reason_code, d.at) for d in out if (d.region, d.tier) == (region, tier)]
 
 
-def test_incidents_and_approvals_move_the_gates_as_in_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """Side records produced first, telemetry once they reached their gates: the worker's decisions equal
-    replay's; the incident fails and holds us-east/canary at 00:30, the GO releases us-east/ramp at 01:20 after
-    it awaited approval at 01:00, the NO-GO holds eu-west/ramp at 02:10; bad side records are in the DLQ with
-    their reasons."""
+def ids(values: list[bytes]) -> list[str]:
+    return sorted(decisions.decode(v).decision_id for v in values)
+
+
+def test_a_backlog_of_every_input_decides_as_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The whole scenario produced before the worker starts: telemetry spread over the 8 partitions, incidents,
+    approvals (and bad records) and revenue. The worker reads it all as one backlog, the partitions in whatever
+    order they come, and decides exactly what replay decides (by decision_id, and byte for byte): the incident
+    fails and holds us-east/canary at 00:30, the GO releases us-east/ramp at 01:20 after it awaited approval at
+    01:00, the NO-GO holds eu-west/ramp at 02:10; bad side records are in the DLQ with their reasons."""
     plan, names = write_plan(tmp_path), h.Names()
     telemetry = h.scenario(invalid=False)
-    want = expected(plan, telemetry)
+    revenue = business("us-east", "ramp", 0.4, 1, control=True)
+    want = expected(plan, telemetry, revenue)
     h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
     h.produce_pairs(kafka_bootstrap, names.incidents, [(b"INC-1", v) for v in lines(INCIDENTS)])
     h.produce_pairs(kafka_bootstrap, names.approvals, [(None, v) for v in lines(APPROVALS)])
+    h.produce_pairs(kafka_bootstrap, names.business, [(None, v) for v in lines(revenue)])
     topic = {b"incidents": names.incidents, b"approvals": names.approvals}
     for name, value in BAD:
         h.produce_pairs(kafka_bootstrap, topic[name], [(None, value)])
     with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
-        workers[0].wait_assigned()
-        # 2 incident records x 1 gate + 2 approvals x 1 gate each, forwarded to the gates' home partitions
-        h.wait_for(kafka_bootstrap, f"{names.app_id}-side", h.count_at_least(4), workers, settle=1.0)
-        h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
         got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), workers)
         assert 0 == workers[0].stop()
 
     values = [r.value for r in got]
+    assert ids(want) == ids(values)
     assert sorted(want) == sorted(values)
     assert [("fail", "breach", at(30)), ("hold", "hold", at(30)), ("release", "release", at(60)),
             ("pass", "go", at(120))] == shape(values, "us-east", "canary")  # fmt: skip
@@ -119,6 +134,31 @@ def test_incidents_and_approvals_move_the_gates_as_in_replay(kafka_bootstrap: st
     assert ("fail", "breach", at(130)) in shape(values, "eu-west", "ramp")
     dead = sorted(dict(r.headers)["gk.reason"].decode() for r in h.read_topic(kafka_bootstrap, names.dlq))
     assert ["invalid_field:severity", "malformed_json", "unknown_checkpoint"] == dead
+
+
+def test_empty_side_topics_do_not_hold_a_live_worker(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Live, with nothing on the side topics though the plan's canary and ramp wait for their partitions:
+    telemetry produced to the running worker is decided as replay decides, the last decision within idle_after
+    (2 s) + 1 s + 2 s (to read what was produced) of the last record produced: the empty side partitions,
+    idle, hold nothing."""
+    plan, names = write_plan(tmp_path), h.Names()
+    telemetry = h.scenario(invalid=False)
+    sink = io.BytesIO()
+    replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink)
+    want = [line for line in sink.getvalue().split(b"\n") if line]
+    h.create_topics(kafka_bootstrap, names)
+    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
+        workers[0].wait_assigned()
+        h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
+        produced_ms = time.time() * 1000
+        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), workers)
+        assert 0 == workers[0].stop()
+
+    assert ids(want) == ids([r.value for r in got])
+    decided_ms = max(int(dict(r.headers)["gk-closed-wall-ms"]) for r in got)
+    delay = (decided_ms - produced_ms) / 1000
+    print(f"last decision {delay:.2f} s after the last record produced")
+    assert delay <= 2 + 1 + 2
 
 
 def business(region: str, tier: str, lift: float, seed: int, control: bool) -> list[dict[str, Any]]:
@@ -141,12 +181,12 @@ def business(region: str, tier: str, lift: float, seed: int, control: bool) -> l
 def test_lift_passes_or_blocks_a_tier_as_in_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Revenue through the business-metrics topic, lift criteria on canary and ramp (pass: lower bound > 0;
     fail: upper bound < 0): us-east/ramp at +40% passes when its soak ends (01:00) as without the criterion;
-    us-east/canary at -40% fails and holds, though its telemetry is healthy; the worker decides as replay does."""
+    us-east/canary at -40% fails and holds, though its telemetry is healthy; the worker, reading everything as a
+    backlog (produced before it started, telemetry first), decides as replay does."""
     raw: dict[str, Any] = copy.deepcopy(h.TEST_PLAN)
     raw["plan"] = "worker-lift"
-    lift = {"kind": "lift", "metric": "revenue", "pass_lower_above": 0, "fail_upper_below": 0, "tune_at": 800}
     for tier in raw["phases"][0]["tiers"][:2]:
-        tier["criteria"].append(dict(lift))
+        tier["criteria"].append(dict(LIFT))
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(raw, sort_keys=False))
     names = h.Names()
@@ -159,14 +199,9 @@ def test_lift_passes_or_blocks_a_tier_as_in_replay(kafka_bootstrap: str, tmp_pat
     replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=side)
     want = [line for line in sink.getvalue().split(b"\n") if line]
     h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")  # a backlog: telemetry first
     h.produce_pairs(kafka_bootstrap, names.business, [(None, v) for v in values])
     with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)) as workers:
-        workers[0].wait_assigned()
-        treatment = sum(1 for r in records if r["cohort"] == "treatment")
-        control = len(records) - treatment
-        h.wait_for(kafka_bootstrap, f"{names.app_id}-side", h.count_at_least(treatment + 2 * control), workers,
-                   settle=1.0)  # fmt: skip
-        h.produce(kafka_bootstrap, names.telemetry, telemetry, "spread")
         got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), workers)
         assert 0 == workers[0].stop()
 

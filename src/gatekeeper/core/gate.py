@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import dry_run, sketch, stats
+from gatekeeper.core import dry_run, lift, sketch, stats
 from gatekeeper.core.criteria import (
     Evidence,
     Judge,
@@ -63,8 +63,8 @@ class GateSpec:
         conf = evaluation.confidence
         split = max(1, gates) if conf.scope == "rollout" else 1
         false_fail, false_pass = conf.false_fail / split, conf.false_pass / split
-        judges = tuple(judges_for(tier, evaluation))
-        total = sum(j.fail_weight for j in judges if j.statistical)
+        judges = lift.share_alpha(judges_for(tier, evaluation), false_fail, false_pass)
+        total = sum(j.fail_weight for j in judges)  # the statistical criteria's and lift's (the others weigh 0)
         planned = max(1, tier.soak // evaluation.window)
         tests = tuple(
             FailTest(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)

@@ -13,13 +13,17 @@ observations and sigma^2 = t * var:
   lift +- sigma * sqrt( 2 (t rho^2 + 1) / (t^2 rho^2) * log( sqrt(t rho^2 + 1) / alpha ) ),
   rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / tune_at.
 It covers the true lift at every look at once with probability ~1 - alpha, so looking every hour costs nothing.
+alpha: the fail side's is the criterion's share of the gate's false_fail (``share_alpha``, by its
+``false_fail_weight`` beside the statistical criteria), the pass side's the gate's false_pass (a pass needs every
+criterion, so that needs no split); a criterion with its own ``alpha`` uses that for both.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -27,6 +31,14 @@ from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.plan import LiftCriterion
 from gatekeeper.core.side_ledger import SideJudge, SideLook, Sums
 from gatekeeper.core.side_records import Instant, Label, instant_ms
+
+
+class _Weighed(Protocol):
+    @property
+    def fail_weight(self) -> float: ...
+
+
+J = TypeVar("J", bound=_Weighed)
 
 
 class BusinessMetric(msgspec.Struct, frozen=True):
@@ -117,10 +129,28 @@ class LiftJudge(SideJudge):
 
     spec: LiftCriterion
     window_ms: int
+    fail_alpha: float | None = None  # the gate's split (share_alpha): its share of the gate's false_fail
+    pass_alpha: float | None = None  # the gate's false_pass
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def fail_weight(self) -> float:  # type: ignore[override]  # a class constant on SideJudge, a field here
+        """Its share of the gate's false_fail beside the statistical criteria (none with an own alpha)."""
+        if self.spec.alpha is not None:
+            return 0.0
+        return 1.0 if self.spec.false_fail_weight is None else self.spec.false_fail_weight
+
+    def alpha(self, failing: bool) -> float:
+        """The confidence sequence's alpha on the fail side or the pass side."""
+        if self.spec.alpha is not None:
+            return self.spec.alpha
+        alpha = self.fail_alpha if failing else self.pass_alpha
+        if alpha is None:
+            raise ValueError(f"{self.name}: no share of the gate's alpha (core/gate.GateSpec.of gives it one)")
+        return alpha
 
     def _sums(self, look: SideLook) -> list[float]:
         side = look.side
@@ -135,9 +165,10 @@ class LiftJudge(SideJudge):
         spec = self.spec
         sums = self._sums(look)
         n_t, n_c = round(sums[0]), round(sums[3])
-        est = estimate(sums, spec.alpha, spec.tune_at)
+        alpha = self.alpha(failing)
+        est = estimate(sums, alpha, spec.tune_at)
         limit = spec.fail_upper_below if failing else spec.pass_lower_above
-        conf = f"{(1 - spec.alpha) * 100:.6g}%"
+        conf = f"{(1 - alpha) * 100:.6g}%"
         verdict: Verdict = "inconclusive"
         label = f"{spec.metric} lift"
         if est is None or min(n_t, n_c) < spec.min_per_arm:
@@ -167,3 +198,16 @@ class LiftJudge(SideJudge):
 
     def pass_check(self, look: SideLook, alpha: float) -> CriterionResult:
         return self.judge(look, failing=False)
+
+
+def share_alpha(judges: Iterable[J], false_fail: float, false_pass: float) -> tuple[J, ...]:
+    """The judges of a gate, each lift judge given its alphas: ``false_fail`` (the gate's) split over every judge by
+    ``fail_weight`` (the statistical criteria's and the lift's; the others weigh 0), ``false_pass`` whole."""
+    judges = tuple(judges)
+    total = sum(j.fail_weight for j in judges)
+    return tuple(
+        replace(j, fail_alpha=false_fail * j.fail_weight / total, pass_alpha=false_pass)
+        if isinstance(j, LiftJudge) and j.fail_weight > 0
+        else j
+        for j in judges
+    )

@@ -5,7 +5,10 @@ source, and every source's last watermark. A pane closes when the *merge waterma
 minimum over the sources that are not idle of their watermarks (a known source that has not reported yet
 holds every pane); when every source is idle, the maximum of their watermarks (the input has ended).
 The set of sources is explicit: those the inbox starts with (replay: its one input; the worker: every
-partition of the telemetry topic) and any source that has sent a watermark since.
+partition of the telemetry topic) and any source that has sent a watermark since. A source marked ``holds``
+(the worker's side-input partitions: incidents, approvals, business metrics) only holds the merge watermark
+at or below its own while it is not idle; it never advances it (replay, reading its side files first, has no
+such source) and its waking up does not wake the others.
 
 Merging is commutative and idempotent: a partial re-delivered with the same content is ignored (counted as
 a duplicate); a higher ``seq`` of the same (gate, pane, source) replaces a lower one (each is the whole pane);
@@ -48,6 +51,7 @@ Seen = tuple[int, bytes, int, int]  # (seq, digest, requests, late) of a merged 
 class SourceMark:
     watermark: int | None = None
     idle: bool = False
+    holds: bool = False  # a side input: caps the merge watermark while not idle, never advances it
 
 
 @dataclass(slots=True)
@@ -159,7 +163,7 @@ class Merger:
             return  # an older report (re-delivered): it says nothing new
         if w.watermark is not None:
             mark.watermark = w.watermark
-        if mark.idle and not w.idle:
+        if mark.idle and not w.idle and not mark.holds:
             # A source woke up: the others that were idle may wake up too, each at its own pace (another
             # poll, another worker). Wait for all of them again until each is reported idle anew, rather
             # than let this one's watermark close panes whose partials they are about to send.
@@ -303,9 +307,16 @@ def seen_of(merged: Partial | Seen) -> Seen:
 
 
 def merge_watermark(marks: Iterable[SourceMark]) -> int | None:
-    """Min over the sources not idle (None while one of them has not reported); if all are idle, the max."""
-    active = [m.watermark for m in marks if not m.idle]
+    """Min over the sources not idle (None while one of them has not reported); if all are idle, the max. Sources
+    that only hold (``holds``) take no part in that, and then cap it while they are not idle."""
+    marks = list(marks)
+    active = [m.watermark for m in marks if not m.idle and not m.holds]
     if active:
-        return None if None in active else min(w for w in active if w is not None)
-    idle = [m.watermark for m in marks if m.watermark is not None]
-    return max(idle) if idle else None
+        until = None if None in active else min(w for w in active if w is not None)
+    else:
+        idle = [m.watermark for m in marks if m.watermark is not None and not m.holds]
+        until = max(idle) if idle else None
+    held = [m.watermark for m in marks if m.holds and not m.idle]
+    if until is None or not held:
+        return until
+    return None if None in held else min(until, *(w for w in held if w is not None))

@@ -125,7 +125,10 @@ class LiftCriterion(_Strict):
     pass_lower_above: SignedFraction = 0.0
     pass_estimate_at_least: SignedFraction | None = None
     fail_upper_below: SignedFraction
-    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # two-sided, over every look of a soak
+    # None (default): its false_fail is its share of the gate's by ``false_fail_weight`` (with the statistical
+    # criteria), its false_pass the gate's; a number: its own, both sides, outside the plan's split
+    alpha: float | None = Field(default=None, gt=0, lt=0.5)
+    false_fail_weight: float | None = Field(default=None, gt=0)  # share of the gate's false_fail (None: 1)
     tune_at: int = Field(default=20_000, ge=10)  # observations (both arms) where the sequence is tightest
     min_per_arm: int = Field(default=100, ge=2)
     dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
@@ -305,6 +308,8 @@ _LATER_DEFAULTS: tuple[tuple[str, object], ...] = (
     ("dry_run", False),
     ("approval", False),
     ("approvers", []),
+    ("alpha", None),  # lift criteria (an own alpha before the split; their decisions change, so do their ids)
+    ("false_fail_weight", None),  # lift criteria (the statistical ones always carry a number)
 )
 
 

@@ -32,8 +32,9 @@ def criterion_line(c: Criterion) -> str:
         passing = f"lower bound > {_signed(c.pass_lower_above)}"
         if c.pass_estimate_at_least is not None:
             passing += f" and estimate >= {_signed(c.pass_estimate_at_least)}"
+        level = "at the plan's false_fail / false_pass split" if c.alpha is None else f"at {1 - c.alpha:.4g}"
         return (f"{c.name} vs control: pass {passing}, fail upper bound < {_signed(c.fail_upper_below)} "
-                f"({1 - c.alpha:.4g} anytime-valid) [input: business-metrics]")  # fmt: skip
+                f"(anytime-valid, {level}) [input: business-metrics]")  # fmt: skip
     return f"uptime >= {c.at_least:.4%} [input: telemetry]"
 
 

@@ -49,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--clock-interval",
         type=float,
-        help="seconds between checks for idle telemetry partitions (GATEKEEPER_CLOCK_INTERVAL; 1)",
+        help="seconds between checks for idle telemetry and side-input partitions (GATEKEEPER_CLOCK_INTERVAL; 1)",
     )
     group.add_argument(
         "--checkpoint-interval",

@@ -22,7 +22,7 @@ class WorkerOptions:
     role: str = "both"  # aggregate: stage 1 only (telemetry -> panes); gate: stage 2 only (panes -> decisions)
     batch: int = 10_000  # most records per poll (one engine call)
     jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
-    clock_interval: float = 1.0  # seconds between checks for idle telemetry partitions
+    clock_interval: float = 1.0  # seconds between checks for idle telemetry and side-input partitions
     checkpoint_interval: float = 2.0  # seconds between state writes + offset commits
     idle_after: float = 10.0  # a partition read to its end with nothing new for this long is idle (wall time)
     session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default

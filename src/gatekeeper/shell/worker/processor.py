@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from gatekeeper.core import breach, stage_snapshot
+from gatekeeper.core import breach, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
@@ -434,17 +434,20 @@ class Processor:
                 self._locate(g, inbox, message, r.offset)
                 touched.add(g)
             else:
-                for g in self._gates_of[q]:
-                    inbox = self._inbox(g)
-                    mark = inbox.sources.get(message.source)
-                    if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
-                        continue  # a re-delivery: nothing to do, nothing to write
-                    made: list[Decision] = []
-                    alerts: list[breach.Breach] = []
-                    self.merger.on_watermark(self.keys[g].decode(), inbox, message, made, alerts)
-                    self._emit(g, made, alerts, out)
-                    touched.add(g)
+                touched.update(g for g in self._gates_of[q] if self._watermark(g, message, out))
         self._dirty_gates |= touched
+
+    def _watermark(self, g: int, message: Watermark, out: Flush) -> bool:
+        """A source's watermark to gate ``g``; False when it is a re-delivery (nothing to do, nothing to write)."""
+        inbox = self._inbox(g)
+        mark = inbox.sources.get(message.source)
+        if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
+            return False
+        made: list[Decision] = []
+        alerts: list[breach.Breach] = []
+        self.merger.on_watermark(self.keys[g].decode(), inbox, message, made, alerts)
+        self._emit(g, made, alerts, out)
+        return True
 
     def _count(self, before: tuple[int, int, int], inbox: GateInbox, out: Flush) -> None:
         duplicates, conflicts, late = (a - b for a, b in zip(_counts(inbox), before, strict=True))
@@ -474,6 +477,8 @@ class Processor:
                     raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
                 self._read_back(g, inbox, buffered, merged=False)
                 self._read_back(g, inbox, merged, merged=True)
+        if self.side is not None:  # its side-input partitions hold its panes too (core/side_watermarks.py)
+            side_watermarks.hold(inbox, self.side.sources_of(self.keys[g].decode()))
         self._inboxes[g] = inbox
         return inbox
 
@@ -522,6 +527,15 @@ class Processor:
         """A message keyed ``key`` (a gate) on the gate's home partition of ``topic``."""
         g = self._index[key]
         return Outgoing(topic, self.home[g], self.keys[g], value)
+
+    def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Outgoing:
+        return Outgoing(topic, partition, key, value)
+
+    def watermark_gate(self, key: str, watermark: Watermark, out: Flush) -> None:
+        """A side partition's watermark to gate ``key`` (owned here)."""
+        g = self._index[key]
+        if self._watermark(g, watermark, out):
+            self._dirty_gates.add(g)
 
     def owns_gate(self, key: str, q: int) -> bool:
         g = self._index.get(key)

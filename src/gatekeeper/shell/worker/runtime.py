@@ -22,9 +22,10 @@ Kafka runs every member's revoke callback before any assign callback, and a memb
 poll in progress, so a restore sees the previous owner's last state. Records fetched but not applied (a
 rebalance came in between, or a restore is in progress) are not committed, and the consumer is moved back.
 
-Idleness. Every ``--clock-interval`` s the loop checks which owned telemetry partitions are read to their end
-offset; one seen there (with no record in between) for ``--idle-after`` s of wall time is reported idle to every
-gate (``Processor.mark_idle``), so a partition that gets no records does not hold the gates' panes. A backlog
+Idleness. Every ``--clock-interval`` s the loop checks which owned telemetry and side-input partitions are read to
+their end offset; one seen there (with no record in between) for ``--idle-after`` s of wall time is reported idle
+to every gate (``Processor.mark_idle``, ``SideStage.mark_idle``), so a partition that gets no records does not
+hold the gates' panes. A backlog
 is never idle, and neither is a partition whose end cannot be seen (broker away).
 
 Why the stages are not Faust agents: see ARCHITECTURE.md (stage 1: Faust's per-message pipeline; stage 2: what
@@ -122,8 +123,9 @@ class Runtime:
         )
         self.side_topics = SideTopics.of(settings, options.app_id)
         self.processor.side = SideStage(plan, self.side_topics, self.processor)
-        self._at_end_since: dict[int, float] = {}  # telemetry partition -> since when it is seen read to its end
-        self._idle_said: dict[int, float] = {}  # telemetry partition -> when it was last reported idle
+        # telemetry and side-input partitions: since when each is seen read to its end, when last reported idle
+        self._at_end_since: dict[tuple[str, int], float] = {}
+        self._idle_said: dict[tuple[str, int], float] = {}
         self.lock = asyncio.Lock()  # one poll's processing, a clock step or a rebalance step at a time
         self.owned: set[tuple[str, int]] = set()  # empty while a rebalance is in progress
         self._generation = 0  # counts assignment changes: a poll fetched in an older one is not applied
@@ -252,7 +254,10 @@ class Runtime:
                 key = self.processor.source_id(p).encode()  # its whole state, and changes under key/<seq>
                 for k in [k for k in self._source_entries if k == key or k.startswith(key + b"/")]:
                     del self._source_entries[k]
-                self._at_end_since.pop(p, None)
+            for seen in [seen for seen in self._at_end_since if seen in lost]:
+                del self._at_end_since[seen]
+            if self.processor.side is not None:
+                self.processor.side.forget([(t, p) for t, p in lost | gained if t in self.side_topics.kinds])
             self.restored -= lost
             gained_sources = {p for t, p in gained if t == telemetry}
             gained_gates = {p for t, p in gained if t == panes}
@@ -307,7 +312,7 @@ class Runtime:
             for topic, p, batch in poll.runs:
                 if topic == self.topics.telemetry:
                     self.totals["records"] += len(batch)
-                    self._at_end_since.pop(p, None)
+                self._at_end_since.pop((topic, p), None)
             self.exporter.polled(poll.runs, self.consumer.highwater)
             if isinstance(decoded, SpanBatch):  # OTLP trace batches: stage 1 maps each request to its record
                 self.totals["ignored_spans"] += sum(decoded.ignored.values())
@@ -323,11 +328,12 @@ class Runtime:
                 self.consumer.seek(tp, batch[0].offset)
 
     async def _clock(self) -> None:
-        """Report the owned telemetry partitions seen read to their end for ``idle_after`` s as idle. The time
-        counts from the first check that saw the end (not from the last record): after a broker outage, a
-        partition is idle only once it has been seen at its end for that long."""
+        """Report the owned telemetry and side-input partitions seen read to their end for ``idle_after`` s as
+        idle. The time counts from the first check that saw the end (not from the last record): after a broker
+        outage, a partition is idle only once it has been seen at its end for that long."""
         owned = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in self.owned]
-        telemetry = [tp for tp in owned if tp.topic == self.topics.telemetry]
+        watched = (self.topics.telemetry, *self.side_topics.kinds)
+        inputs = [tp for tp in owned if tp.topic in watched]
         if not owned:
             return
         try:
@@ -336,7 +342,7 @@ class Runtime:
             ends = await self.consumer.end_offsets(owned)
             reached = {tp for tp in owned if await self.consumer.position(tp) >= ends[tp]}
             self.caught_up = len(reached) == len(owned)
-            at_end = {tp.partition for tp in telemetry if tp in reached}
+            at_end = {(tp.topic, tp.partition) for tp in inputs if tp in reached}
         except IllegalStateError:
             return  # a partition was revoked meanwhile
         except KafkaError as exc:  # the broker is away: no partition is known to be at its end
@@ -344,11 +350,11 @@ class Runtime:
             self.log.warning("cannot check whether partitions are idle", error=f"{type(exc).__name__}: {exc}")
             return
         now = time.monotonic()
-        for tp in telemetry:
-            if tp.partition in at_end:
-                self._at_end_since.setdefault(tp.partition, now)
+        for tp in inputs:
+            if (tp.topic, tp.partition) in at_end:
+                self._at_end_since.setdefault((tp.topic, tp.partition), now)
             else:
-                self._at_end_since.pop(tp.partition, None)
+                self._at_end_since.pop((tp.topic, tp.partition), None)
         idle = sorted(p for p in at_end if now - self._at_end_since[p] >= self.options.idle_after)
         for p in [p for p in self._idle_said if p not in idle]:
             del self._idle_said[p]
@@ -359,7 +365,9 @@ class Runtime:
         async with self.lock:
             if {(tp.topic, tp.partition) for tp in owned} != self.owned:
                 return  # a rebalance in between: check again next time
-            flush = self.processor.mark_idle(idle, again=True)
+            flush = self.processor.mark_idle([p for t, p in idle if t == self.topics.telemetry], again=True)
+            if self.processor.side is not None:
+                self.processor.side.mark_idle([at for at in idle if at[0] != self.topics.telemetry], flush)
             self._idle_said.update(dict.fromkeys(idle, now))
             if flush.messages:
                 await self._deliver(flush, round(time.time() * 1000), {})

@@ -9,8 +9,17 @@ There it goes into the gate's ledger, once: the ledger keeps, per source partiti
 record applied, so a record forwarded again after a restart changes nothing. A side record takes effect at the
 window closes after its own time (core/side_inputs.py), as in replay.
 
+Each side-input partition is also a watermark source of the gates its records concern (core/side_watermarks.py):
+after forwarding a poll's records of ``<topic>:<p>``, the forwarder sends p's watermark (newest event time minus
+the lateness, when it enters a new pane) to every partition of ``<app-id>-side``, behind the records it forwarded
+there (one idempotent producer keeps a partition's order), and the runtime reports p idle once it has been read to
+its end for ``idle_after``. Where the gate is, the watermark goes to the gates homed there that the partition
+concerns, which close no pane past it: even reading a backlog, no gate's event time passes a side record before
+the record is applied, so the worker decides what replay decides.
+
 Hook points in the worker (kept thin on purpose): ``Processor.flush_polled`` calls ``SideStage.flush`` with the
-poll; the runtime subscribes to ``SideStage.inputs``; ``topics.worker_topics`` creates ``side_topics``.
+poll, and ``Processor`` asks ``SideStage.sources_of`` for a gate's side sources; the runtime subscribes to
+``SideTopics.inputs`` and calls ``SideStage.mark_idle``; ``topics.worker_topics`` creates ``side_topics``.
 """
 
 from __future__ import annotations
@@ -20,11 +29,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gatekeeper.core import side_inputs
+from gatekeeper.core import partials, side_inputs, side_watermarks
 from gatekeeper.core.gate import GateState
+from gatekeeper.core.partials import Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.side_inputs import Kind, SideRecord, SideRouter
 from gatekeeper.core.side_records import Refused
+from gatekeeper.core.side_watermarks import SideClock
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.records import Consumed
 
@@ -40,6 +51,8 @@ class Gates(Protocol):
     """The processor's side of the hook: its gates, their states and its message builders."""
 
     def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Any: ...
+    def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Any: ...
+    def watermark_gate(self, key: str, watermark: Watermark, out: Any) -> None: ...
     def owns_gate(self, key: str, q: int) -> bool: ...
     def gate_state(self, key: str) -> GateState: ...
     def touched(self, key: str) -> None: ...
@@ -55,6 +68,7 @@ def side_topic(app_id: str) -> str:
 class SideTopics:
     kinds: dict[str, Kind]  # input topic -> what its records are
     forwarded: str  # <app-id>-side
+    partitions: int  # of every topic (the worker's topics share one partition count)
 
     @staticmethod
     def of(settings: KafkaSettings, app_id: str) -> SideTopics:
@@ -64,7 +78,7 @@ class SideTopics:
             names.approvals: "approval",
             names.business_metrics: "business",
         }
-        return SideTopics(kinds, side_topic(app_id))
+        return SideTopics(kinds, side_topic(app_id), names.partitions)
 
     @property
     def inputs(self) -> list[str]:
@@ -85,6 +99,28 @@ class SideStage:
         self.window = plan.evaluation.window
         self.processor = processor
         self.applied = 0
+        ev = plan.evaluation
+        self.clock = SideClock(ev.lateness, ev.pane)
+        self.concerned = side_watermarks.concerned(plan)
+        self._sources: dict[str, tuple[str, ...]] = {}  # gate -> the side partitions it waits for
+
+    def sources_of(self, key: str) -> tuple[str, ...]:
+        """The side partitions (``<topic>:<p>``) gate ``key`` takes as holding watermark sources."""
+        found = self._sources.get(key)
+        if found is None:
+            topics = [topic for topic, kind in self.topics.kinds.items() if key in self.concerned[kind]]
+            found = self._sources[key] = tuple(f"{t}:{p}" for t in topics for p in range(self.topics.partitions))
+        return found
+
+    def mark_idle(self, partitions: Sequence[tuple[str, int]], out: Out) -> None:
+        """Side partitions read to their end and silent for ``idle_after``: say so to their gates, again each
+        time (a gate stops counting a partition idle when it wakes up, or when a telemetry partition does)."""
+        for topic, p in partitions:
+            self._broadcast(self.clock.publish(f"{topic}:{p}", idle=True, again=True), out)
+
+    def forget(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Side partitions lost or gained in a rebalance: what was said of them starts afresh."""
+        self.clock.forget(f"{topic}:{p}" for topic, p in partitions)
 
     def flush(self, polled: Sequence[tuple[str, int, Sequence[Consumed]]], out: Out) -> None:
         for topic, partition, records in polled:
@@ -92,9 +128,40 @@ class SideStage:
             if kind is not None:
                 for r in records:
                     self._forward(kind, r, out)
+                if records:  # behind the records forwarded, on every partition they may have gone to
+                    self._broadcast(self.clock.publish(f"{topic}:{partition}"), out)
             elif topic == self.topics.forwarded:
                 for r in records:
-                    self._apply(partition, r, out)
+                    if (r.value or b"")[:1] == b"{":  # a side partition's watermark (partials contract, JSON)
+                        self._watermark(partition, r, out)
+                    else:
+                        self._apply(partition, r, out)
+
+    def _broadcast(self, watermark: Watermark | None, out: Out) -> None:
+        if watermark is None:
+            return
+        value, key = partials.encode(watermark), watermark.source.encode()
+        for q in range(self.topics.partitions):
+            out.messages.append(self.processor.outgoing_to_partition(self.topics.forwarded, q, key, value))
+
+    def _watermark(self, q: int, r: Consumed, out: Out) -> None:
+        """A side partition's watermark: to the gates homed at ``q`` that the partition concerns."""
+        try:
+            message = partials.decode(r.value or b"")
+        except partials.PartialError as exc:
+            self._refuse(r, str(exc), out)
+            return
+        kind = self.topics.kinds.get(message.source.rpartition(":")[0]) if isinstance(message, Watermark) else None
+        if kind is None or not isinstance(message, Watermark):
+            self._refuse(r, f"not the watermark of a side partition: {(r.value or b'')[:200]!r}", out)
+            return
+        for key in self.concerned[kind]:
+            if self.processor.owns_gate(key, q):
+                self.processor.watermark_gate(key, message, out)
+
+    def _refuse(self, r: Consumed, why: str, out: Out) -> None:
+        out.messages.append(self.processor.dead_letter(r, "invalid_side_record", why))
+        out.rejected["invalid_side_record"] += 1
 
     def _forward(self, kind: Kind, r: Consumed, out: Out) -> None:
         routed = self.router.route(kind, r.value or b"")
@@ -102,6 +169,7 @@ class SideStage:
             out.messages.append(self.processor.dead_letter(r, routed.code, routed.message))
             out.rejected[routed.code] += 1
             return
+        self.clock.saw(f"{r.topic}:{r.partition}", side_watermarks.record_ms(routed.value))
         record = SideRecord(f"{r.topic}:{r.partition}", r.offset, kind, r.value or b"")
         value = side_inputs.encode_record(record)
         for key in routed.gates:
@@ -111,15 +179,13 @@ class SideStage:
         try:
             record = side_inputs.decode_record(r.value or b"")
         except ValueError as exc:
-            out.messages.append(self.processor.dead_letter(r, "invalid_side_record", str(exc)))
-            out.rejected["invalid_side_record"] += 1
+            self._refuse(r, str(exc), out)
             return
         key = (r.key or b"").decode("utf-8", "replace")
         routed = self.router.route(record.kind, record.value)
         if isinstance(routed, Refused) or key not in routed.gates or not self.processor.owns_gate(key, q):
             why = routed.message if isinstance(routed, Refused) else f"not for gate {key!r} at partition {q}"
-            out.messages.append(self.processor.dead_letter(r, "invalid_side_record", why))
-            out.rejected["invalid_side_record"] += 1
+            self._refuse(r, why, out)
             return
         ledger = self.processor.gate_state(key).side
         if side_inputs.apply(ledger, routed.value, record.source, record.position, self.window):
