@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from msgspec import UNSET, UnsetType
 
 from gatekeeper.core import sketch
 
@@ -44,10 +45,18 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, tag="partial", tag_fiel
     seq: NonNegative = 0  # version: a higher one replaces a lower one (cumulative, never added to it)
     bins: tuple[Bucket, ...] = ()
     counts: tuple[NonNegative, ...] = ()
+    # which evidence of the gate: unset (never encoded) for its own telemetry; "baseline": its region's baseline
+    # version's (core/regression.py), kept apart from its own in stage 2
+    slice: Literal["baseline"] | UnsetType = UNSET
 
     @property
     def ident(self) -> tuple[str, int, str]:
         return (self.gate, self.pane, self.source)
+
+    @property
+    def part(self) -> str:
+        """The slice, "" for the gate's own evidence."""
+        return "" if self.slice is UNSET else str(self.slice)
 
 
 class Watermark(msgspec.Struct, frozen=True, kw_only=True, tag="watermark", tag_field="kind"):
@@ -116,6 +125,7 @@ class PartialBatch:
     offsets: npt.NDArray[np.int64]
     bins: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]
+    slices: Sequence[str] = ()  # gate index -> slice ("" or none: the gate's own; core/regression.py)
 
     def __len__(self) -> int:
         return int(self.gate.size)
@@ -126,6 +136,7 @@ class PartialBatch:
         columns = zip(self.gate.tolist(), self.pane.tolist(), self.seq.tolist(), self.requests.tolist(),
                       self.errors.tolist(), self.late.tolist(), bounds[:-1], bounds[1:], strict=True)  # fmt: skip
         source, keys = self.source, self.keys
+        slices: Sequence[str] = self.slices or [""] * len(keys)
         return [
             Partial(
                 gate=keys[g],
@@ -137,6 +148,7 @@ class PartialBatch:
                 seq=seq,
                 bins=tuple(bins[lo:hi]),
                 counts=tuple(counts[lo:hi]),
+                slice="baseline" if slices[g] else UNSET,
             )
             for g, pane, seq, n, k, late, lo, hi in columns
         ]
