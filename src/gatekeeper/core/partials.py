@@ -5,7 +5,9 @@ not-late records, and the records of that gate the source counted late while thi
 pane. It is identified by (gate, pane, source) and is the same whenever it is re-emitted, so stage 2 merges
 it idempotently. ``seq`` versions it: a source that emits a pane early (it went idle) and then gets more
 records for it emits the pane again, whole, with the next ``seq``; stage 2 keeps the highest. A ``Watermark``
-says how far a source has come: every pane of that source ending at or before it has been emitted. A service
+says how far a source has come: every pane of that source ending at or before it has been emitted. A partial with
+``slice: "baseline"`` carries the region's baseline-version telemetry for a gate with a ``no_regression``
+criterion (core/regression.py): stage 2 keeps it apart from the gate's own, by (gate, pane, source, slice). A service
 may pre-aggregate at the edge and publish both itself (streams/partial.v1.schema.json,
 streams/watermark.v1.schema.json).
 """

@@ -163,13 +163,22 @@ def close(box: BaselineInbox, gate: Gate, until: int, pane: int, window: int) ->
 
 
 # -- the gate's baseline evidence -----------------------------------------------------------------------------
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Sample:
     """Counts and latency sketch of one side (duck-typed like ``criteria.Evidence``)."""
 
     requests: int = 0
     errors: int = 0
     bins: sketch.Bins = field(default_factory=sketch.empty)
+
+    def __eq__(self, other: object) -> bool:  # the sketch compared by value (snapshot round trips)
+        if not isinstance(other, Sample):
+            return NotImplemented
+        return (self.requests, self.errors) == (other.requests, other.errors) and bool(
+            np.array_equal(self.bins, other.bins)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +268,7 @@ def _pct(x: float) -> str:
 
 
 def _confidence(alpha: float) -> str:
-    """"99.99%", or "1 - 3.1e-08" where six digits would round to 100 %."""
+    """The confidence as "99.99%", or as "1 - 3.1e-08" where six digits would round to 100 %."""
     return f"{(1 - alpha) * 100:.6g}%" if alpha >= 5e-7 else f"1 - {alpha:.2g}"
 
 
