@@ -19,7 +19,7 @@ from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import NoRegressionCriterion, Plan
 from gatekeeper.core.regression import BaselineLook, NoRegressionJudge, Sample
 from gatekeeper.core.telemetry import TelemetryDecoder
-from plans_for_tests import small_plan, small_tier
+from plans_for_tests import no_regression_criteria, small_plan, small_tier
 
 from .helpers import HOUR, MINUTE, T0, by_time, concat, traffic
 
@@ -132,13 +132,9 @@ def test_the_criterion_needs_the_margin_of_its_metric() -> None:
 # -- through the pipeline --------------------------------------------------------------------------------------
 def regression_plan() -> Plan:
     """us-east and eu-west, tier ``canary`` with both no_regression criteria against version "1.0"."""
-    more: list[dict[str, Any]] = [
-        {"kind": "no_regression", "metric": "error_rate", "baseline_version": "1.0", "margin": "0.5%",
-         "min_requests_to_fail": 500, "min_requests": 2000},
-        {"kind": "no_regression", "metric": "latency", "baseline_version": "1.0", "margin_ms": 50,
-         "min_requests_to_fail": 500, "min_requests": 2000},
-    ]  # fmt: skip
-    return Plan.model_validate(small_plan("regression-test", "1.0", [small_tier("canary", 5, more_criteria=more)]))
+    return Plan.model_validate(
+        small_plan("regression-test", "1.0", [small_tier("canary", 5, more_criteria=no_regression_criteria())])
+    )
 
 
 def records(events: Any, region: str, tier: str, version: str | None) -> list[bytes]:

@@ -13,24 +13,17 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import worker_harness as h
 
 from gatekeeper.core import decision as decisions
-from plans_for_tests import small_plan, small_tier
+from plans_for_tests import no_regression_criteria, small_plan, small_tier
 
 pytestmark = pytest.mark.kafka
 
-MORE: list[dict[str, Any]] = [
-    {"kind": "no_regression", "metric": "error_rate", "baseline_version": "1.0", "margin": "0.5%",
-     "min_requests_to_fail": 500, "min_requests": 2000},
-    {"kind": "no_regression", "metric": "latency", "baseline_version": "1.0", "margin_ms": 50,
-     "min_requests_to_fail": 500, "min_requests": 2000},
-]  # fmt: skip
-PLAN = small_plan("regression-e2e", "1.0", [small_tier("canary", 5, more_criteria=MORE)])
+PLAN = small_plan("regression-e2e", "1.0", [small_tier("canary", 5, more_criteria=no_regression_criteria())])
 
 
 def lines(minutes: int = 150, seed: int = 21) -> list[bytes]:

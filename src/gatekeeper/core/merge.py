@@ -191,11 +191,11 @@ class Merger:
         record for comparing re-deliveries: a later partial of them from that source, whose watermark passed
         them, counts as a duplicate; so this is for sources that never re-emit a pane (no ``seal``)."""
         out: list[Decision] = []
-        # one Partial per row, built only if a gate needs them
-        every: list[Partial] = batch.rows() if batch.slices else []
         if batch.slices:  # baseline rows (core/regression.py) go in first, as their source sent them before ``w``
-            for r in np.flatnonzero(np.asarray(batch.slices, dtype=object)[batch.gate] != "").tolist():
-                self.on_partial(inboxes[every[r].gate], every[r])
+            baseline = np.flatnonzero(np.asarray([bool(s) for s in batch.slices], dtype=np.bool_)[batch.gate])
+            for p in batch.rows(baseline):
+                self.on_partial(inboxes[p.gate], p)
+        every: list[Partial] = []  # one Partial per row, built only if a gate needs them
         index = {key: i for i, key in enumerate(batch.keys) if not batch.slices or not batch.slices[i]}
         order = np.argsort(batch.gate, kind="stable")  # per gate, in emission order (pane ascending)
         bounds = np.searchsorted(batch.gate[order], np.arange(len(batch.keys) + 1)).tolist()

@@ -132,11 +132,16 @@ class PartialBatch:
     def __len__(self) -> int:
         return int(self.gate.size)
 
-    def rows(self) -> list[Partial]:
+    def rows(self, which: npt.NDArray[np.int64] | None = None) -> list[Partial]:
+        """The rows (``which``: only those, in that order) as ``Partial``s."""
+        pick = slice(None) if which is None else which
         bounds = self.offsets.tolist()
         bins, counts = self.bins.tolist(), self.counts.tolist()
-        columns = zip(self.gate.tolist(), self.pane.tolist(), self.seq.tolist(), self.requests.tolist(),
-                      self.errors.tolist(), self.late.tolist(), bounds[:-1], bounds[1:], strict=True)  # fmt: skip
+        lows = bounds[:-1] if which is None else self.offsets[:-1][which].tolist()
+        highs = bounds[1:] if which is None else self.offsets[1:][which].tolist()
+        columns = zip(self.gate[pick].tolist(), self.pane[pick].tolist(), self.seq[pick].tolist(),
+                      self.requests[pick].tolist(), self.errors[pick].tolist(), self.late[pick].tolist(), lows, highs,
+                      strict=True)  # fmt: skip
         source, keys = self.source, self.keys
         slices: Sequence[str] = self.slices or [""] * len(keys)
         return [

@@ -113,6 +113,8 @@ class Fan:
 
     def batch(self, b: PartialBatch) -> PartialBatch:
         """``b`` (internal key indices) with each slot's rows repeated once per gate comparing with it."""
+        if not b.gate.size or int(b.gate.max()) < len(self._first) - len(self.targets):
+            return replace(b, keys=self.keys, slices=self.slices)  # no baseline rows: the indices stay
         reps = self._count[b.gate]
         rows = np.repeat(np.arange(b.gate.size, dtype=np.int64), reps)
         k = np.arange(rows.size, dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)

@@ -259,12 +259,12 @@ class TelemetryDecoder:
         )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
         keys = self._keys_of([r.region for r in records], [r.tier for r in records])
-        if self._baselines:
+        versions = [r.version for r in records] if self._baselines else []
+        if versions.count(None) < len(versions):  # some records carry a version: baseline ones get their slot
             for i, r in enumerate(records):
-                if r.version is not None:
-                    slot = self._baselines.get((r.region, r.version))
-                    if slot is not None:
-                        keys[i] = slot
+                slot = self._baselines.get((r.region, r.version)) if r.version is not None else None
+                if slot is not None:
+                    keys[i] = slot
         ts_list = [r.ts for r in records]
         try:
             ts_s = np.asarray(ts_list, dtype=np.float64)
