@@ -267,7 +267,7 @@ class Merger:
         gate = self.gate(key, inbox)
         made = len(out)
         st = inbox.gate
-        regression.close(inbox.baseline, gate, until, self.pane, self.window)
+        regression.close(inbox.baseline, st.baseline, until, self.pane, self.window)
         if c.bin_pane.size:
             self._add_bins(gate, c.bin_pane // self.window, c.buckets, c.counts)
         # Late records counted with a pane go in after the windows ending at or before its start closed: the

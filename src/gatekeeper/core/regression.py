@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -40,10 +40,33 @@ from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.partials import Partial, PartialBatch, ragged
 from gatekeeper.core.plan import NoRegressionCriterion, Plan
 
-if TYPE_CHECKING:
-    from gatekeeper.core.criteria import Evidence, Judge, Look
-    from gatekeeper.core.gate import Gate
-    from gatekeeper.core.merge import MergeCounts, SourceMark
+_J = TypeVar("_J")
+
+
+# What this module reads of its callers' types (structural, so it imports none of criteria, gate or merge).
+class _Sampled(Protocol):
+    requests: int
+    errors: int
+    bins: sketch.Bins
+
+
+class _Look(Protocol):
+    @property
+    def soak(self) -> _Sampled: ...
+
+    @property
+    def baseline(self) -> BaselineLook | None: ...
+
+
+class _Mark(Protocol):
+    watermark: int | None
+
+
+class _Counts(Protocol):
+    duplicates: int
+    conflicts: int
+    late_partials: int
+
 
 BASELINE = "baseline"  # the ``Partial.slice`` of baseline evidence
 
@@ -136,7 +159,7 @@ class BaselineInbox:
 
 
 def on_partial(
-    box: BaselineInbox, p: Partial, closed_until: int | None, mark: SourceMark | None, pane: int, counts: MergeCounts
+    box: BaselineInbox, p: Partial, closed_until: int | None, mark: _Mark | None, pane: int, counts: _Counts
 ) -> None:
     """Buffer a baseline partial; one for a closed pane is a re-delivery (its source passed it) or late, and
     changes nothing (the baseline's late records are not the gate's)."""
@@ -156,12 +179,12 @@ def on_partial(
         counts.conflicts += 1
 
 
-def close(box: BaselineInbox, gate: Gate, until: int, pane: int, window: int) -> None:
-    """Hand the baseline panes ending at or before ``until`` to the gate, summed per window."""
+def close(box: BaselineInbox, ledger: BaselineLedger, until: int, pane: int, window: int) -> None:
+    """Hand the baseline panes ending at or before ``until`` to the gate's ledger, by window."""
     for start in sorted(p for p in box.panes if p + pane <= until):
         for p in box.panes.pop(start).values():
             bins = sketch.from_sparse(list(p.bins), list(p.counts))
-            gate.state.baseline.add(start - start % window, p.requests, p.errors, bins)
+            ledger.add(start - start % window, p.requests, p.errors, bins)
 
 
 # -- the gate's baseline evidence -----------------------------------------------------------------------------
@@ -310,14 +333,14 @@ class NoRegressionJudge:
     def _label(self) -> str:
         return "error rate" if self.spec.metric == "error_rate" else f"P{self.spec.quantile * 100:g} latency"
 
-    def _measure(self, s: Sample | Evidence, alpha: float) -> tuple[float | None, float, float]:
+    def _measure(self, s: _Sampled, alpha: float) -> tuple[float | None, float, float]:
         if self.spec.metric == "error_rate":
             lower, upper = stats.clopper_pearson(s.errors, s.requests, alpha)
             return (s.errors / s.requests if s.requests else None), lower, upper
         lower, upper = stats.quantile_bounds(s.bins, self.spec.quantile, alpha)
         return sketch.quantile(s.bins, self.spec.quantile), lower, upper
 
-    def may_fail(self, look: Look) -> bool:
+    def may_fail(self, look: _Look) -> bool:
         """The difference of the point estimates bounds the confident one from above."""
         base, own, needed = look.baseline, look.soak, self.spec.min_requests_to_fail
         if base is None or min(own.requests, base.soak.requests) < needed:
@@ -325,15 +348,15 @@ class NoRegressionJudge:
         t, b = self._measure(own, 0.5)[0], self._measure(base.soak, 0.5)[0]
         return t is not None and b is not None and t - b > self._margin
 
-    def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
+    def fail_checks(self, look: _Look, alpha: float) -> list[CriterionResult]:
         """The gate's ``alpha`` is not used: the criterion spends its own share over the soak's looks."""
         looks = 1 if look.baseline is None else max(1, look.baseline.looks)
         return [self._judge(look, stats.look_alpha(self.alpha, looks, self.planned), failing=True)]
 
-    def pass_check(self, look: Look, alpha: float) -> CriterionResult:
+    def pass_check(self, look: _Look, alpha: float) -> CriterionResult:
         return self._judge(look, alpha, failing=False)
 
-    def _judge(self, look: Look, alpha: float, failing: bool) -> CriterionResult:
+    def _judge(self, look: _Look, alpha: float, failing: bool) -> CriterionResult:
         spec, margin, show = self.spec, self._margin, self._show
         own = look.soak
         base = look.baseline.soak if look.baseline is not None else Sample()
@@ -366,8 +389,8 @@ class NoRegressionJudge:
         )  # fmt: skip
 
 
-def share(judge: Judge, false_fail: float, total: float, planned: int) -> Judge:
+def share(judge: _J, false_fail: float, total: float, planned: int) -> _J:
     """``judge`` given its share of the gate's ``false_fail`` when it is a ``NoRegressionJudge``."""
     if isinstance(judge, NoRegressionJudge):
-        return judge.with_share(false_fail * judge.fail_weight / total, planned)
+        return judge.with_share(false_fail * judge.fail_weight / total, planned)  # type: ignore[return-value]
     return judge
