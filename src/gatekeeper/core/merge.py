@@ -116,7 +116,7 @@ class Merger:
     def on_partial(self, inbox: GateInbox, p: Partial) -> None:
         if p.pane % self.pane:
             raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
-        if p.part:
+        if p.part == regression.BASELINE:
             mark = inbox.sources.get(p.source)
             regression.on_partial(inbox.baseline, p, inbox.closed_until, mark, self.pane, inbox.counts)
             return
@@ -192,7 +192,7 @@ class Merger:
         them, counts as a duplicate; so this is for sources that never re-emit a pane (no ``seal``)."""
         out: list[Decision] = []
         if batch.slices:  # baseline rows (core/regression.py) go in first, as their source sent them before ``w``
-            baseline = np.flatnonzero(np.asarray([bool(s) for s in batch.slices], dtype=np.bool_)[batch.gate])
+            baseline = np.flatnonzero(np.asarray([s == regression.BASELINE for s in batch.slices], dtype=np.bool_)[batch.gate])
             for p in batch.rows(baseline):
                 self.on_partial(inboxes[p.gate], p)
         every: list[Partial] = []  # one Partial per row, built only if a gate needs them
