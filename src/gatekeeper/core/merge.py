@@ -192,7 +192,8 @@ class Merger:
         them, counts as a duplicate; so this is for sources that never re-emit a pane (no ``seal``)."""
         out: list[Decision] = []
         if batch.slices:  # baseline rows (core/regression.py) go in first, as their source sent them before ``w``
-            baseline = np.flatnonzero(np.asarray([s == regression.BASELINE for s in batch.slices], dtype=np.bool_)[batch.gate])
+            is_baseline = np.asarray([s == regression.BASELINE for s in batch.slices], dtype=np.bool_)
+            baseline = np.flatnonzero(is_baseline[batch.gate])
             for p in batch.rows(baseline):
                 self.on_partial(inboxes[p.gate], p)
         every: list[Partial] = []  # one Partial per row, built only if a gate needs them
