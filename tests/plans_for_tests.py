@@ -72,3 +72,13 @@ def small_plan(name: str, version: str, tiers: list[dict[str, Any]], **evaluatio
         },
         "phases": [{"name": "canary", "hold_on_fail": "30m", "tiers": tiers}],
     }
+
+
+def no_regression_criteria() -> list[dict[str, Any]]:
+    """Both ``no_regression`` criteria against baseline version "1.0": error rate (margin 0.5 points) and P99
+    (margin 50 ms), 500 requests a side to fail, 2,000 to pass."""
+    sizes = {"baseline_version": "1.0", "min_requests_to_fail": 500, "min_requests": 2000}
+    return [
+        {"kind": "no_regression", "metric": "error_rate", "margin": "0.5%", **sizes},
+        {"kind": "no_regression", "metric": "latency", "margin_ms": 50, **sizes},
+    ]

@@ -24,6 +24,7 @@ from gatekeeper.core.plan import (
     LatencyCriterion,
     LiftCriterion,
     NoIncidentsCriterion,
+    NoRegressionCriterion,
     UptimeCriterion,
 )
 
@@ -287,5 +288,12 @@ def test_judges_for_follow_plan_order() -> None:
 
 def test_every_criterion_kind_has_a_judge() -> None:
     """JUDGES covers every criterion kind of the plan model."""
-    kinds = {ErrorRateCriterion, LatencyCriterion, UptimeCriterion, NoIncidentsCriterion, LiftCriterion}
+    kinds = {
+        ErrorRateCriterion,
+        LatencyCriterion,
+        UptimeCriterion,
+        NoIncidentsCriterion,
+        LiftCriterion,
+        NoRegressionCriterion,
+    }
     assert kinds == set(JUDGES)

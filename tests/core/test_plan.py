@@ -87,14 +87,22 @@ def test_repo_plan_evaluation(repo_plan: Plan) -> None:
 
 def test_repo_plan_statistics(repo_plan: Plan) -> None:
     """The repo plan judges with the sequential method, its error probabilities held per rollout, 10 % of each
-    criterion's false_fail kept for restarted tests, and 9 of 10 parts of a gate's false_fail on its error rate."""
+    criterion's false_fail kept for restarted tests, and 9 parts of a gate's false_fail on its error rate to 1 on
+    each other statistical criterion (latency; on the ramp tiers the two no_regression criteria too)."""
     ev = repo_plan.evaluation
     assert ("sequential", "rollout", 0.1) == (ev.method, ev.confidence.scope, ev.confidence.restart_share)
     weights = {
         (t.name, c.kind, getattr(c, "false_fail_weight", None)) for _, t in plan_tiers(repo_plan) for c in t.criteria
     }
     assert {1.0, 9.0, None} == {w for _, _, w in weights}
-    kinds = {("error_rate", 9.0), ("latency", 1.0), ("uptime", None), ("no_incidents", None), ("lift", None)}
+    kinds = {
+        ("error_rate", 9.0),
+        ("latency", 1.0),
+        ("uptime", None),
+        ("no_incidents", None),
+        ("lift", None),
+        ("no_regression", 1.0),
+    }
     assert kinds == {(k, w) for _, k, w in weights}
 
 

@@ -34,13 +34,15 @@ streams:
 """
 
 
-def test_the_eight_scenario_files_exist() -> None:
-    """config/scenarios ships the eight scenarios the README, the demo and the status page's test refer to."""
+def test_the_nine_scenario_files_exist() -> None:
+    """config/scenarios ships the nine scenarios the README, the demo, the status page's test and the regression
+    golden refer to."""
     expected = {
         "error-breach",
         "healthy-canary",
         "latency-breach-one-region",
         "mixed-input",
+        "regression",
         "seed-gates",
         "stall",
         "status-page",

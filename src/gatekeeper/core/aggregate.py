@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from msgspec import UNSET
 
 from gatekeeper.core import sketch
 from gatekeeper.core.partials import Partial, PartialBatch, Watermark, ragged
+from gatekeeper.core.regression import Fan
 from gatekeeper.core.telemetry import EventBatch
 
 _NEVER = -(1 << 62)  # a watermark below every event time
@@ -56,10 +58,11 @@ class SourceState:
 
 
 class Aggregator:
-    """Stage 1 for a plan: ``keys`` are the decoder's gate keys ("region/tier", by gate index)."""
+    """Stage 1 for a plan: ``keys`` are the decoder's gate keys ("region/tier", by gate index); ``fan``: how
+    baseline slots (keys after the gates') are emitted, once per gate comparing with them (core/regression.py)."""
 
-    def __init__(self, keys: list[str], pane: int, lateness: int) -> None:
-        self.keys, self.pane, self.lateness = keys, pane, lateness
+    def __init__(self, keys: list[str], pane: int, lateness: int, fan: Fan | None = None) -> None:
+        self.keys, self.pane, self.lateness, self.fan = keys, pane, lateness, fan
 
     def start(self, source: str) -> SourceState:
         return SourceState(source)
@@ -79,6 +82,8 @@ class Aggregator:
         through = self._fold(state, batch) if len(batch) else None
         watermark = None if state.newest is None else state.newest - self.lateness
         closed = self._emit(state, watermark, version, through)
+        if self.fan is not None:
+            closed = self.fan.batch(closed)
         return state, closed, Watermark(source=state.source, watermark=watermark)
 
     def seal(self, state: SourceState, version: int | None = None) -> tuple[SourceState, list[Partial]]:
@@ -90,7 +95,7 @@ class Aggregator:
             if p.dirty:
                 p.seq = p.seq + 1 if version is None else max(version, p.seq + 1)
                 p.dirty = False
-                out.append(self._partial(state, gate, start, p))
+                out.extend(self._partials(state, gate, start, p))
         return state, out
 
     def finish(self, state: SourceState) -> tuple[SourceState, list[Partial], Watermark]:
@@ -102,7 +107,10 @@ class Aggregator:
     def finish_columns(self, state: SourceState) -> tuple[SourceState, PartialBatch, Watermark]:
         """``finish`` with the emitted panes as one columnar batch."""
         watermark = state.newest
-        return state, self._emit(state, watermark), Watermark(source=state.source, watermark=watermark)
+        closed = self._emit(state, watermark)
+        if self.fan is not None:
+            closed = self.fan.batch(closed)
+        return state, closed, Watermark(source=state.source, watermark=watermark)
 
     # -- internals ---------------------------------------------------------------------------------------
     def _fold(self, state: SourceState, batch: EventBatch) -> _Rows:
@@ -201,18 +209,25 @@ class Aggregator:
         return PartialBatch(state.source, self.keys, gate_col, pane_col, seq, requests, errors, lates, offsets,
                             pool_bins[at], pool_counts[at])  # fmt: skip
 
-    def _partial(self, state: SourceState, gate: int, start: int, p: OpenPane) -> Partial:
-        return Partial(
-            gate=self.keys[gate],
-            pane=start,
-            source=state.source,
-            requests=p.requests,
-            errors=p.errors,
-            late=p.late,
-            seq=p.seq,
-            bins=tuple(p.buckets.tolist()),
-            counts=tuple(p.counts.tolist()),
-        )
+    def _partials(self, state: SourceState, gate: int, start: int, p: OpenPane) -> list[Partial]:
+        """The partials of one pane: one, or one per gate comparing with a baseline slot."""
+        emitted = [(self.keys[gate], "")] if self.fan is None else self.fan.emitted(gate)
+        bins, counts = tuple(p.buckets.tolist()), tuple(p.counts.tolist())
+        return [
+            Partial(
+                gate=key,
+                pane=start,
+                source=state.source,
+                requests=p.requests,
+                errors=p.errors,
+                late=p.late,
+                seq=p.seq,
+                bins=bins,
+                counts=counts,
+                slice="baseline" if part else UNSET,
+            )
+            for key, part in emitted
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,11 @@ from gatekeeper.core.plan import (
     LatencyCriterion,
     LiftCriterion,
     NoIncidentsCriterion,
+    NoRegressionCriterion,
     Tier,
     UptimeCriterion,
 )
+from gatekeeper.core.regression import BaselineLook, NoRegressionJudge
 from gatekeeper.core.side_ledger import SideView
 
 
@@ -65,6 +67,7 @@ class Look:
     uptime: UptimeEvidence
     method: str  # rate bounds: exact | wilson | wilson_cc
     side: SideView | None = None  # incidents, approvals, business metrics as of the look (core/side_inputs.py)
+    baseline: BaselineLook | None = None  # the baseline version's evidence (core/regression.py)
 
 
 class Judge(Protocol):
@@ -327,6 +330,7 @@ JUDGES: dict[type, JudgeFactory] = {
     UptimeCriterion: lambda spec, _ev: UptimeJudge(spec),
     NoIncidentsCriterion: lambda spec, _ev: IncidentsJudge(spec),
     LiftCriterion: lambda spec, ev: LiftJudge(spec, ev.window),
+    NoRegressionCriterion: lambda spec, _ev: NoRegressionJudge(spec),
 }
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import dry_run, lift, sketch, stats
+from gatekeeper.core import dry_run, lift, regression, sketch, stats
 from gatekeeper.core.criteria import (
     Evidence,
     Judge,
@@ -66,6 +66,7 @@ class GateSpec:
         judges = lift.share_alpha(judges_for(tier, evaluation), false_fail, false_pass)
         total = sum(j.fail_weight for j in judges)  # the statistical criteria's and lift's (the others weigh 0)
         planned = max(1, tier.soak // evaluation.window)
+        judges = tuple(regression.share(j, false_fail, total, planned) for j in judges)
         tests = tuple(
             FailTest(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)
             if isinstance(j, StatisticalJudge)
@@ -103,6 +104,7 @@ class GateState:
     stalled_ms: int = 0  # soak time not counted: windows without data closed inside a stall
     restarts: dict[str, Restarts] = field(default_factory=dict)  # sequential: criterion name -> restarted tests
     side: SideLedger = field(default_factory=SideLedger)  # incidents, approvals, business metrics received
+    baseline: regression.BaselineLedger = field(default_factory=regression.BaselineLedger)  # no_regression's
 
 
 class Gate:
@@ -194,6 +196,7 @@ class Gate:
         """Close every window that ends at or before the watermark, judging each."""
         st = self.state
         if st.status == "waiting":
+            st.baseline.drop_ended(watermark, self._window)
             return
         while st.window_start + self._window <= watermark:
             end = st.window_start + self._window
@@ -202,6 +205,7 @@ class Gate:
             self._close_window(end, bins if bins is not None else sketch.empty(), out)
             st.window_start = end
             st.window_requests = st.window_errors = 0
+        st.baseline.drop_ended(st.window_start, self._window)
 
     def on_stream_clock(self, stream_watermark: int, newest_pane_end: int, out: list[Decision]) -> None:
         """The stream-wide clock (other gates' event time): report a gate whose own telemetry stopped, and
@@ -267,6 +271,7 @@ class Gate:
 
     def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
         st = self.state
+        baseline = st.baseline.close(end - self._window, fold=st.status != "held")
         if st.status == "held":
             if end >= st.hold_until:
                 self._release(out)
@@ -277,7 +282,8 @@ class Gate:
         st.soak_errors += st.window_errors
         st.soak_bins += bins
         side = SideView(st.side, st.soak_start, end - self._window, end)
-        look = Look(window, self._soak_evidence(), self._uptime(end), self.spec.evaluation.confidence.interval, side)
+        interval = self.spec.evaluation.confidence.interval
+        look = Look(window, self._soak_evidence(), self._uptime(end), interval, side, baseline)
         st.looks += 1
         if self.spec.evaluation.method == "sequential":
             self._close_tests(window, end)
@@ -496,6 +502,7 @@ class Gate:
         st.soak_requests = st.soak_errors = st.looks = st.pass_looks = st.down_ms = st.stalled_ms = 0
         st.soak_bins = sketch.empty()
         st.restarts = {}
+        st.baseline.restart()
         st.down_counted_until = max(st.down_counted_until, at)
         st.silent_from = max(st.silent_from, at)
 

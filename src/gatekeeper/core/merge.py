@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import sketch
+from gatekeeper.core import regression, sketch
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.breach_watch import BreachWatch, GateAlerts
 from gatekeeper.core.decision import Decision
@@ -75,6 +75,7 @@ class GateInbox:
     closed_until: int | None = None  # every pane ending at or before it is closed
     counts: MergeCounts = field(default_factory=MergeCounts)
     alerts: GateAlerts = field(default_factory=GateAlerts)  # burn-rate breach alerts (core/breach_watch.py)
+    baseline: regression.BaselineInbox = field(default_factory=regression.BaselineInbox)  # no_regression's
 
 
 class Merger:
@@ -119,6 +120,10 @@ class Merger:
     def on_partial(self, inbox: GateInbox, p: Partial) -> None:
         if p.pane % self.pane:
             raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
+        if p.part == regression.BASELINE:
+            mark = inbox.sources.get(p.source)
+            regression.on_partial(inbox.baseline, p, inbox.closed_until, mark, self.pane, inbox.counts)
+            return
         if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
             seen = inbox.merged.get(p.pane, {}).get(p.source)
             if seen is not None:
@@ -190,13 +195,18 @@ class Merger:
         record for comparing re-deliveries: a later partial of them from that source, whose watermark passed
         them, counts as a duplicate; so this is for sources that never re-emit a pane (no ``seal``)."""
         out: list[Decision] = []
-        index = {key: i for i, key in enumerate(batch.keys)}
+        if batch.slices:  # baseline rows (core/regression.py) go in first, as their source sent them before ``w``
+            is_baseline = np.asarray([s == regression.BASELINE for s in batch.slices], dtype=np.bool_)
+            baseline = np.flatnonzero(is_baseline[batch.gate])
+            for p in batch.rows(baseline):
+                self.on_partial(inboxes[p.gate], p)
+        every: list[Partial] = []  # one Partial per row, built only if a gate needs them
+        index = {key: i for i, key in enumerate(batch.keys) if not batch.slices or not batch.slices[i]}
         order = np.argsort(batch.gate, kind="stable")  # per gate, in emission order (pane ascending)
         bounds = np.searchsorted(batch.gate[order], np.arange(len(batch.keys) + 1)).tolist()
         for key, at_key in index.items():
             if key not in inboxes and bounds[at_key + 1] > bounds[at_key]:
                 raise ValueError(f"partial for gate {key!r}, which is not in the plan")
-        every: list[Partial] = []  # one Partial per row, built only if a gate needs them
         for key, inbox in inboxes.items():
             i = index.get(key)
             rows = order[bounds[i] : bounds[i + 1]] if i is not None else order[:0]
@@ -262,6 +272,7 @@ class Merger:
         gate = self.gate(key, inbox)
         made = len(out)
         st = inbox.gate
+        regression.close(inbox.baseline, st.baseline, until, self.pane, self.window)
         if c.bin_pane.size:
             self._add_bins(gate, c.bin_pane // self.window, c.buckets, c.counts)
         # Late records counted with a pane go in after the windows ending at or before its start closed: the

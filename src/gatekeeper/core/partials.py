@@ -5,7 +5,9 @@ not-late records, and the records of that gate the source counted late while thi
 pane. It is identified by (gate, pane, source) and is the same whenever it is re-emitted, so stage 2 merges
 it idempotently. ``seq`` versions it: a source that emits a pane early (it went idle) and then gets more
 records for it emits the pane again, whole, with the next ``seq``; stage 2 keeps the highest. A ``Watermark``
-says how far a source has come: every pane of that source ending at or before it has been emitted. A service
+says how far a source has come: every pane of that source ending at or before it has been emitted. A partial with
+``slice: "baseline"`` carries the region's baseline-version telemetry for a gate with a ``no_regression``
+criterion (core/regression.py): stage 2 keeps it apart from the gate's own, by (gate, pane, source, slice). A service
 may pre-aggregate at the edge and publish both itself (streams/partial.v1.schema.json,
 streams/watermark.v1.schema.json).
 """
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from msgspec import UNSET, UnsetType
 
 from gatekeeper.core import sketch
 
@@ -44,10 +47,18 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, tag="partial", tag_fiel
     seq: NonNegative = 0  # version: a higher one replaces a lower one (cumulative, never added to it)
     bins: tuple[Bucket, ...] = ()
     counts: tuple[NonNegative, ...] = ()
+    # which evidence of the gate: unset (never encoded) for its own telemetry; "baseline": its region's baseline
+    # version's (core/regression.py), kept apart from its own in stage 2
+    slice: Literal["baseline"] | UnsetType = UNSET
 
     @property
     def ident(self) -> tuple[str, int, str]:
         return (self.gate, self.pane, self.source)
+
+    @property
+    def part(self) -> str:
+        """The slice, "" for the gate's own evidence."""
+        return "" if self.slice is UNSET else str(self.slice)
 
 
 class Watermark(msgspec.Struct, frozen=True, kw_only=True, tag="watermark", tag_field="kind"):
@@ -116,16 +127,23 @@ class PartialBatch:
     offsets: npt.NDArray[np.int64]
     bins: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]
+    slices: Sequence[str] = ()  # gate index -> slice ("" or none: the gate's own; core/regression.py)
 
     def __len__(self) -> int:
         return int(self.gate.size)
 
-    def rows(self) -> list[Partial]:
+    def rows(self, which: npt.NDArray[np.int64] | None = None) -> list[Partial]:
+        """The rows (``which``: only those, in that order) as ``Partial``s."""
+        pick = slice(None) if which is None else which
         bounds = self.offsets.tolist()
         bins, counts = self.bins.tolist(), self.counts.tolist()
-        columns = zip(self.gate.tolist(), self.pane.tolist(), self.seq.tolist(), self.requests.tolist(),
-                      self.errors.tolist(), self.late.tolist(), bounds[:-1], bounds[1:], strict=True)  # fmt: skip
+        lows = bounds[:-1] if which is None else self.offsets[:-1][which].tolist()
+        highs = bounds[1:] if which is None else self.offsets[1:][which].tolist()
+        columns = zip(self.gate[pick].tolist(), self.pane[pick].tolist(), self.seq[pick].tolist(),
+                      self.requests[pick].tolist(), self.errors[pick].tolist(), self.late[pick].tolist(), lows, highs,
+                      strict=True)  # fmt: skip
         source, keys = self.source, self.keys
+        slices: Sequence[str] = self.slices or [""] * len(keys)
         return [
             Partial(
                 gate=keys[g],
@@ -137,6 +155,7 @@ class PartialBatch:
                 seq=seq,
                 bins=tuple(bins[lo:hi]),
                 counts=tuple(counts[lo:hi]),
+                slice="baseline" if slices[g] else UNSET,
             )
             for g, pane, seq, n, k, late, lo, hi in columns
         ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gatekeeper.core import regression
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
@@ -37,8 +38,9 @@ class Pipeline:
     def __init__(self, plan: Plan, source: str = SOURCE) -> None:
         self.plan = plan
         ev = plan.evaluation
-        self.keys = [(region, tier.name) for region, _phase, tier in plan.gates()]
-        self.aggregator = Aggregator([f"{r}/{t}" for r, t in self.keys], ev.pane, ev.lateness)
+        self.layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
+        self.keys = self.layout.gates
+        self.aggregator = Aggregator(self.layout.keys, ev.pane, ev.lateness, self.layout.fan())
         self.merger = Merger(plan, (source,))
         self.source: SourceState = self.aggregator.start(source)
         self.inboxes: dict[str, GateInbox] = self.merger.start_all()
@@ -57,7 +59,7 @@ class Pipeline:
         """A decoder for this plan's gates; given the shell's clock, it rejects records timestamped more than the
         plan's ``max_future_skew`` after it."""
         skew = self.plan.evaluation.max_future_skew
-        return TelemetryDecoder(self.keys, None if now_ms is None else now_ms + skew)
+        return TelemetryDecoder(self.keys, None if now_ms is None else now_ms + skew, self.layout.baselines)
 
     def ingest(self, batch: EventBatch) -> list[Decision]:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
@@ -81,6 +83,8 @@ class Pipeline:
         pane = self.plan.evaluation.pane
         newest: dict[str, int] = {}  # end of each gate's newest pane not closed yet, in either stage
         for index, start in self.source.panes:
+            if index >= len(self.keys):
+                continue  # a baseline slot: not a gate's own telemetry
             key = self.aggregator.keys[index]
             newest[key] = max(newest.get(key, 0), start + pane)
         for key, inbox in self.inboxes.items():

@@ -138,8 +138,54 @@ class LiftCriterion(_Strict):
         return f"{self.metric}_lift"
 
 
+class NoRegressionCriterion(_Strict):
+    """The tier's version against the baseline version in the same region and windows (core/regression.py):
+    ``metric: error_rate`` compares error rates (``margin``: allowed excess, absolute, e.g. "0.05%");
+    ``metric: latency`` compares a quantile (``margin_ms``). Fails when the treatment is confidently worse by more
+    than the margin; passes when confidently not worse by more than it. Telemetry of the region whose ``version``
+    is ``baseline_version`` is the baseline's, whatever its tier label."""
+
+    kind: Literal["no_regression"]
+    metric: Literal["error_rate", "latency"]
+    baseline_version: str = Field(min_length=1, max_length=256)
+    margin: float | None = Field(default=None, ge=0, lt=1)  # error_rate: fraction ("0.05%" is 0.0005)
+    margin_ms: float | None = Field(default=None, ge=0)  # latency
+    quantile: float = Field(default=0.99, gt=0, lt=1)
+    min_requests: int = Field(default=1000, ge=1)  # per side, to pass
+    min_requests_to_fail: int = Field(default=100, ge=1)  # per side, to fail
+    false_fail_weight: float = Field(default=1.0, gt=0)  # share of the gate's false_fail, relative to the others
+    dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _percent(cls, data: object) -> object:
+        if isinstance(data, dict) and "margin" in data:
+            return {**data, "margin": _to_fraction(data["margin"])}
+        return data
+
+    @model_validator(mode="after")
+    def _margin_of_metric(self) -> NoRegressionCriterion:
+        wanted, other = ("margin", "margin_ms") if self.metric == "error_rate" else ("margin_ms", "margin")
+        if getattr(self, wanted) is None or getattr(self, other) is not None:
+            raise ValueError(f"no_regression on {self.metric} takes {wanted} (and not {other})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return (
+            "no_regression_error_rate"
+            if self.metric == "error_rate"
+            else f"no_regression_p{self.quantile * 100:g}_latency_ms"
+        )
+
+
 Criterion = Annotated[
-    ErrorRateCriterion | LatencyCriterion | UptimeCriterion | NoIncidentsCriterion | LiftCriterion,
+    ErrorRateCriterion
+    | LatencyCriterion
+    | UptimeCriterion
+    | NoIncidentsCriterion
+    | LiftCriterion
+    | NoRegressionCriterion,
     Field(discriminator="kind"),
 ]
 

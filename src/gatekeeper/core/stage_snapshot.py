@@ -102,6 +102,7 @@ class _Inbox(msgspec.Struct, array_like=True):
     buffered_at: list[tuple[int, list[tuple[int, int]]]] = []
     merged_at: list[tuple[int, list[tuple[int, int]]]] = []
     alerts: bytes = b""  # breach_watch.dump; empty in inboxes snapshotted before alerts existed
+    baseline: list[Partial] = []  # buffered baseline partials (core/regression.py), whole: few, and short-lived
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -216,6 +217,7 @@ def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
             refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
             refs(merged),
             breach_watch.dump(inbox.alerts),
+            [p for parts in inbox.baseline.panes.values() for p in parts.values()],
         )
     )
 
@@ -234,6 +236,8 @@ def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
     )
     for p in snap.buffered:
         inbox.buffered.setdefault(p.pane, {})[p.source] = p
+    for p in snap.baseline:
+        inbox.baseline.panes.setdefault(p.pane, {})[p.source] = p
     for pane, source, seq, digest, requests, late in snap.merged:
         inbox.merged.setdefault(pane, {})[source] = (seq, digest, requests, late)
     try:

@@ -7,7 +7,7 @@ A rejection never changes what happens to the valid records around it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, cast
@@ -154,9 +154,17 @@ def _longest_line(block: bytes) -> int:
 class TelemetryDecoder:
     """Decodes JSON records against contract v1 and the plan's (region, tier) key space."""
 
-    def __init__(self, gates: list[tuple[str, str]], not_after_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        gates: list[tuple[str, str]],
+        not_after_ms: int | None = None,
+        baselines: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         """``not_after_ms``: records timestamped later are rejected (the shell passes its clock plus the plan's
-        ``max_future_skew``), so one far-future record cannot push its gate's watermark ahead of real time."""
+        ``max_future_skew``), so one far-future record cannot push its gate's watermark ahead of real time.
+        ``baselines``: (region, version) -> key of a baseline slot (core/regression.py): a record of that region
+        and version gets that key, whatever its tier."""
+        self._baselines = dict(baselines or {})
         self.not_after_ms = round(EPOCH_MAX_S * 1000) if not_after_ms is None else not_after_ms
         self._regions = sorted({r for r, _ in gates})
         self._tiers = sorted({t for _, t in gates})
@@ -251,6 +259,12 @@ class TelemetryDecoder:
         )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
         keys = self._keys_of([r.region for r in records], [r.tier for r in records])
+        versions = [r.version for r in records] if self._baselines else []
+        if versions.count(None) < len(versions):  # some records carry a version: baseline ones get their slot
+            for i, r in enumerate(records):
+                slot = self._baselines.get((r.region, r.version)) if r.version is not None else None
+                if slot is not None:
+                    keys[i] = slot
         ts_list = [r.ts for r in records]
         try:
             ts_s = np.asarray(ts_list, dtype=np.float64)

@@ -10,6 +10,7 @@ from gatekeeper.core.plan import (
     LatencyCriterion,
     LiftCriterion,
     NoIncidentsCriterion,
+    NoRegressionCriterion,
 )
 from gatekeeper.core.timefmt import format_duration
 
@@ -35,6 +36,10 @@ def criterion_line(c: Criterion) -> str:
         level = "at the plan's false_fail / false_pass split" if c.alpha is None else f"at {1 - c.alpha:.4g}"
         return (f"{c.name} vs control: pass {passing}, fail upper bound < {_signed(c.fail_upper_below)} "
                 f"(anytime-valid, {level}) [input: business-metrics]")  # fmt: skip
+    if isinstance(c, NoRegressionCriterion):
+        margin = f"{c.margin:.4%}" if c.metric == "error_rate" else f"{c.margin_ms:g} ms"
+        return (f"{c.name}: not worse than baseline version {c.baseline_version!r} by more than {margin} "
+                f"(min {c.min_requests} requests a side) [input: telemetry]")  # fmt: skip
     return f"uptime >= {c.at_least:.4%} [input: telemetry]"
 
 

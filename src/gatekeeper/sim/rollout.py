@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.pipeline import Pipeline
-from gatekeeper.core.plan import Plan
+from gatekeeper.core.plan import NoRegressionCriterion, Plan
 from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.sim.scenario import Episode, Latency, Stream
 from gatekeeper.sim.side_story import InjectedIncident, Revenue, SideStory
@@ -100,6 +100,19 @@ class Rollout:
     def _gated(self, region: str, tier: str) -> bool:
         return any(r == region and t.name == tier for r, _p, t in self.plan.gates())
 
+    def _baselines(self, tier: str) -> list[str]:
+        """The baseline versions the tier's no_regression criteria compare it with (their telemetry is sent too)."""
+        criteria = [c for p in self.plan.phases for t in p.tiers if t.name == tier for c in t.criteria]
+        return sorted({c.baseline_version for c in criteria if isinstance(c, NoRegressionCriterion)})
+
+    def _baseline_stream(self, region: str, version: str) -> Stream:
+        """The baseline version's traffic: healthy, as much as the tier's."""
+        healthy = Health()
+        return Stream(
+            region=region, tier="baseline", version=version, end=_FOREVER_MS, rate_per_min=self.story.rate_per_min,
+            error_rate=healthy.error_rate, latency=Latency(median_ms=healthy.median_ms, sigma=healthy.sigma),
+        )  # fmt: skip
+
     def _stream(self, progress: RegionProgress) -> Stream:
         health = self.story.problems.get((progress.region, progress.tier, progress.attempt), Health())
         return Stream(
@@ -129,6 +142,12 @@ class Rollout:
                         first_id=self.events + len(lines),
                     )
                     times.append(requests.ts_ms)
+                    for version in self._baselines(progress.tier):  # the baseline beside a no_regression tier
+                        stream = self._baseline_stream(progress.region, version)
+                        base = generate(stream, self.start_ms, lo, begin + HOUR_MS, self.rng)
+                        lines += encode_jsonl(base, progress.region, "baseline", "epoch", self.rng,
+                                              first_id=self.events + len(lines), version=version)  # fmt: skip
+                        times.append(base.ts_ms)
             if len(times) > 1:
                 # The regions' requests interleaved in event time, as one telemetry stream carries them: one
                 # region's hour after another's would put most of the later regions' records behind the

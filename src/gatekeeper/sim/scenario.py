@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from gatekeeper import planfile, validation
+from gatekeeper.core import regression
 from gatekeeper.core.plan import Plan, to_duration_ms
 from gatekeeper.core.telemetry import EPOCH_MAX_S, EPOCH_MIN_S
 from gatekeeper.core.timefmt import format_duration, parse_instant
@@ -122,6 +123,7 @@ class Stream(_Strict):
     error_rate: Share = 0.0
     latency: Latency
     episodes: tuple[Episode, ...] = ()
+    version: str | None = Field(default=None, min_length=1, max_length=256)  # telemetry's `version`, if any
 
     @model_validator(mode="after")
     def _valid(self) -> Stream:
@@ -255,12 +257,13 @@ def check_gates(scenario: Scenario, plan: Plan, file: str | Path = "<scenario>")
     gates = {(r, t.name) for r, _p, t in plan.gates()}
     regions = sorted({r for r, _ in gates})
     tiers = [t.name for p in plan.phases for t in p.tiers]
+    baselines = regression.layout(plan).baselines  # a baseline version's telemetry may carry any tier label
     for i, s in enumerate(scenario.streams):
         if s.region not in regions:
             raise ScenarioError.at(
                 file, f"streams[{i}].region", f"{s.region!r} is not a plan region ({', '.join(regions)})"
             )
-        if (s.region, s.tier) not in gates:
+        if (s.region, s.tier) not in gates and (s.region, s.version) not in baselines:
             raise ScenarioError.at(
                 file,
                 f"streams[{i}].tier",

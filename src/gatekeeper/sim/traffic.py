@@ -139,6 +139,7 @@ class _Record(msgspec.Struct, omit_defaults=True):
     error: bool | None = None
     request_id: str = ""
     learner_id: int = 0
+    version: str | None = None
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -163,6 +164,7 @@ def encode_jsonl(
     *,
     first_id: int = 0,
     learners: int = DEFAULT_LEARNERS,
+    version: str | None = None,
 ) -> list[bytes]:
     """One contract-v1 JSON object (bytes, no newline) per request, in the order given.
 
@@ -197,6 +199,7 @@ def encode_jsonl(
             error,
             ids,
             learner,
+            itertools.repeat(version),
         )
     )
     lines = _ENCODER.encode_lines(records).split(b"\n")

@@ -104,7 +104,8 @@ def _run(
             req = generate(stream, start, a, b, stream_rng)
             if not len(req):
                 continue
-            lines += encode_jsonl(req, stream.region, stream.tier, scenario.ts_format, encode_rng, first_id=next_id)
+            lines += encode_jsonl(req, stream.region, stream.tier, scenario.ts_format, encode_rng, first_id=next_id,
+                                  version=stream.version)  # fmt: skip
             next_id += len(req)
             times.append(req.ts_ms)
             gate = (stream.region, stream.tier)

@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from gatekeeper.core import breach, side_watermarks, stage_snapshot
+from gatekeeper.core import breach, regression, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
@@ -180,12 +180,13 @@ class Processor:
         ev = plan.evaluation
         self._pane = ev.pane
         self.keys = [f"{region}/{tier.name}".encode() for region, _phase, tier in plan.gates()]
-        self._decoder = TelemetryDecoder([(region, tier.name) for region, _phase, tier in plan.gates()])
+        layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
+        self._decoder = TelemetryDecoder(layout.gates, None, layout.baselines)
         self._max_future_skew = ev.max_future_skew
         self.home = [home_partition(key, topics.partitions) for key in self.keys]
         self._gates_of = {q: [g for g, home in enumerate(self.home) if home == q] for q in range(topics.partitions)}
         self._index = {key.decode(): g for g, key in enumerate(self.keys)}
-        self.aggregator = Aggregator([k.decode() for k in self.keys], ev.pane, ev.lateness)
+        self.aggregator = Aggregator(layout.keys, ev.pane, ev.lateness, layout.fan())
         self.merger = Merger(plan, [self.source_id(p) for p in range(topics.partitions)])
         self._sources: dict[int, _Source] = {}
         self._inboxes: dict[int, GateInbox] = {}
