@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
+from gatekeeper.core.global_gate import GlobalGates, TierFold
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
@@ -46,6 +47,8 @@ class Pipeline:
         self._breaches: list[Breach] = []
         self._flushed = False
         self.side_router = SideRouter(plan)
+        self.globals = GlobalGates(plan)  # the all-regions gates, after the regional ones (core/global_gate.py)
+        self.global_states = {tier: TierFold() for tier in self.globals.specs}
 
     def apply_side(self, routed: Routed, source: str, position: int) -> None:
         """A valid side record (incident, approval, business metric) into the ledgers of the gates it concerns;
@@ -87,6 +90,7 @@ class Pipeline:
             ends = [start + pane for start in inbox.buffered]
             gate = self.merger.gate(key, inbox)
             gate.on_stream_clock(watermark, max([newest.get(key, 0), *ends]), out)
+        out += self._global(out)
         self._count(out)
         return out
 
@@ -101,7 +105,17 @@ class Pipeline:
         self.stats.breaches += len(self._breaches) - before
         self.stats.partials += len(partials)
         self.stats.late = self.source.late + sum(i.counts.late for i in self.inboxes.values())
+        out += self._global(out)
         self._count(out)
+        return out
+
+    def _global(self, regional: list[Decision]) -> list[Decision]:
+        """The global decisions that ``regional`` and the regional gates' progress make."""
+        out: list[Decision] = []
+        for tier, state in self.global_states.items():
+            closed = [self.inboxes[k].closed_until for k in self.globals.region_keys(tier)]
+            progress = None if None in closed else min(c for c in closed if c is not None)
+            out += self.globals.fold(tier, state, (d for d in regional if d.tier == tier), progress)
         return out
 
     def _count(self, out: list[Decision]) -> None:
