@@ -33,6 +33,7 @@ from kafka_io import (
 )
 from worker_scenario import (
     BREACH_PLAN,
+    GLOBAL_PLAN,
     INVALID,
     MINUTE_S,
     T0_S,
@@ -53,6 +54,7 @@ from gatekeeper.core import decision as decisions
 
 __all__ = [
     "BREACH_PLAN",
+    "GLOBAL_PLAN",
     "INVALID",
     "MINUTE_S",
     "PARTITIONS",
