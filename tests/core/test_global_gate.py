@@ -182,3 +182,51 @@ def test_a_corrupt_snapshot_is_a_clear_error() -> None:
 
 def _next_at(rest: list[Decision], region: str) -> int:
     return min((parse_instant(d.at) for d in rest if d.region == region), default=T0 + 3 * HOUR)
+
+
+def uptime_plan() -> Plan:
+    """The canary in both regions, with ``uptime: at_least 90%`` (6 min down allowed over its 1 h soak)."""
+    tier = small_tier("canary", 5, regions=REGIONS, more_criteria=[{"kind": "uptime", "at_least": "90%"}])
+    return make_plan(small_plan("global-test", "1.0", [tier]))
+
+
+def panes(first: int, down: range) -> list[tuple[int, list[int]]]:
+    """A region's closed panes from minute ``first``: its down minutes ``down``."""
+    return [(T0 + first * MINUTE, [T0 + m * MINUTE for m in down])]
+
+
+@pytest.mark.parametrize(
+    ("east", "west", "down_minutes", "kind"),
+    [
+        (range(10, 14), range(12, 15), 5, "pass"),  # 4 + 3 down, 2 of them the same minutes: 5 <= 6 allowed
+        (range(10, 14), range(20, 23), 7, "pending"),  # 4 + 3 at different minutes: 7 > 6, no pass
+    ],
+)
+def test_multi_region_uptime_counts_a_minute_once_whichever_regions_were_down(
+    east: range, west: range, down_minutes: int, kind: str
+) -> None:
+    """The global gate's uptime counts a minute down when a region serving traffic was down in it, once however
+    many were: overlapping down minutes count once. Beyond what the tier's uptime allows, the global gate does
+    not pass though both regions passed; it says so in its reasons and its ``uptime:multi-region`` criterion."""
+    gates, state = GlobalGates(uptime_plan()), TierFold()
+    both = {"us-east": panes(0, east), "eu-west": panes(0, west)}
+    passes = [regional("us-east", "pass", 60), regional("eu-west", "pass", 60)]
+    (decided,) = gates.fold("canary", state, passes, T0 + 2 * HOUR, both)
+    uptime = decided.criteria[-1]
+    assert (kind, down_minutes, 1 - down_minutes / 60) == (
+        decided.decision,
+        decided.metrics.down_minutes,
+        decided.metrics.uptime,
+    )
+    assert ("uptime:multi-region", "pass" if kind == "pass" else "fail") == (uptime.name, uptime.verdict)
+    if kind == "pending":
+        assert decided.reasons[-1].startswith("multi-region uptime: 7 min down (a region serving traffic down)")
+
+
+def test_a_region_serving_no_traffic_is_never_down() -> None:
+    """A region that served no panes (passive, before its traffic is routed) adds no down minute; the uptime
+    runs from the first pane any region served."""
+    gates, state = GlobalGates(uptime_plan()), TierFold()
+    passes = [regional("us-east", "pass", 60), regional("eu-west", "pass", 60)]
+    (decided,) = gates.fold("canary", state, passes, T0 + 2 * HOUR, {"us-east": panes(30, range(0))})
+    assert ("pass", 0.0, 1.0) == (decided.decision, decided.metrics.down_minutes, decided.metrics.uptime)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.burn_rate import Breach
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.global_gate import GlobalGates, TierFold
+from gatekeeper.core.global_gate import GlobalGates, TierFold, drain
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
@@ -49,6 +49,8 @@ class Pipeline:
         self.side_router = SideRouter(plan)
         self.globals = GlobalGates(plan)  # the all-regions gates, after the regional ones (core/global_gate.py)
         self.global_states = {tier: TierFold() for tier in self.globals.specs}
+        for key in self.globals.region_keys_all():
+            self.merger.gate(key, self.inboxes[key]).down_sink = []  # their panes, for the multi-region uptime
 
     def apply_side(self, routed: Routed, source: str, position: int) -> None:
         """A valid side record (incident, approval, business metric) into the ledgers of the gates it concerns;
@@ -113,9 +115,11 @@ class Pipeline:
         """The global decisions that ``regional`` and the regional gates' progress make."""
         out: list[Decision] = []
         for tier, state in self.global_states.items():
-            closed = [self.inboxes[k].closed_until for k in self.globals.region_keys(tier)]
+            keys = self.globals.region_keys(tier)
+            closed = [self.inboxes[k].closed_until for k in keys]
             progress = None if None in closed else min(c for c in closed if c is not None)
-            out += self.globals.fold(tier, state, (d for d in regional if d.tier == tier), progress)
+            panes = {k.split("/")[0]: drain(self.merger.gate(k, self.inboxes[k])) for k in keys}
+            out += self.globals.fold(tier, state, (d for d in regional if d.tier == tier), progress, panes)
         return out
 
     def _count(self, out: list[Decision]) -> None:

@@ -189,6 +189,8 @@ class Processor:
         self._index = {key.decode(): g for g, key in enumerate(self.keys)}
         self.aggregator = Aggregator([k.decode() for k in self.keys], ev.pane, ev.lateness)
         self.merger = Merger(plan, [self.source_id(p) for p in range(topics.partitions)])
+        for key in self.globals.gates.region_keys_all():
+            self.merger.gate(key, self.merger.start()).down_sink = []  # their panes, for the multi-region uptime
         self._sources: dict[int, _Source] = {}
         self._inboxes: dict[int, GateInbox] = {}
         self._located: dict[int, stage_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
@@ -455,13 +457,17 @@ class Processor:
                     self._emit(g, made, alerts, out)
                     touched.add(g)
         self._dirty_gates |= touched
-        for tier_key, decided in self.globals.fold(q, out.decisions[made_from:], self._closed_until).items():
+        made = out.decisions[made_from:]
+        for tier_key, decided in self.globals.fold(q, made, self._closed_until, self._panes).items():
             for d in decided:
                 out.messages.append(Outgoing(self.topics.decisions, q, tier_key, encode(d), headers_of(d)))
             out.decisions += decided
 
     def _closed_until(self, key: str) -> int | None:
         return self._inbox(self._index[key]).closed_until
+
+    def _panes(self, key: str) -> list[tuple[int, list[int]]]:
+        return global_gate.drain(self.merger.gate(key, self._inbox(self._index[key])))
 
     def _count(self, before: tuple[int, int, int], inbox: GateInbox, out: Flush) -> None:
         duplicates, conflicts, late = (a - b for a, b in zip(_counts(inbox), before, strict=True))
@@ -587,18 +593,25 @@ class GlobalStage:
         self._dirty: set[str] = set()
 
     def fold(
-        self, q: int, decisions: Sequence[Decision], closed_until: Callable[[str], int | None]
+        self,
+        q: int,
+        decisions: Sequence[Decision],
+        closed_until: Callable[[str], int | None],
+        panes: Callable[[str], list[tuple[int, list[int]]]],
     ) -> dict[bytes, list[Decision]]:
-        """The global decisions of the tiers homed at ``q``, by key, after ``decisions`` (this run's)."""
+        """The global decisions of the tiers homed at ``q``, by key, after ``decisions`` and the panes the
+        regional gates closed (this run's)."""
         out: dict[bytes, list[Decision]] = {}
         for tier, home in self.home.items():
             if home != q:
                 continue
-            closed = [closed_until(k) for k in self.gates.region_keys(tier)]
+            keys = self.gates.region_keys(tier)
+            closed = [closed_until(k) for k in keys]
             progress = None if None in closed else min(c for c in closed if c is not None)
             state = self._state(tier)
             before = (len(state.buffer), state.progress)
-            made = self.gates.fold(tier, state, [d for d in decisions if d.tier == tier], progress)
+            closed_panes = {k.split("/")[0]: panes(k) for k in keys}
+            made = self.gates.fold(tier, state, [d for d in decisions if d.tier == tier], progress, closed_panes)
             if made:
                 out[global_gate.key(tier).encode()] = made
             if made or before != (len(state.buffer), state.progress):
