@@ -34,10 +34,11 @@ streams:
 """
 
 
-def test_the_eight_scenario_files_exist() -> None:
-    """config/scenarios ships the eight scenarios the README, the demo and the status page's test refer to."""
+def test_the_nine_scenario_files_exist() -> None:
+    """config/scenarios ships the nine scenarios the README, the demo and the status page's test refer to."""
     expected = {
         "error-breach",
+        "expansion",
         "healthy-canary",
         "latency-breach-one-region",
         "mixed-input",
