@@ -7,16 +7,18 @@ from __future__ import annotations
 import itertools
 import random
 
+import numpy as np
 import pytest
 
 from gatekeeper.core import global_gate
 from gatekeeper.core.decision import Decision, Metrics, decision_id
 from gatekeeper.core.global_gate import GlobalGates, TierFold
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_ms, parse_instant
 from plans_for_tests import small_plan, small_tier
 
-from .helpers import HOUR, MINUTE, T0, make_plan
+from .helpers import HOUR, MINUTE, T0, batch, by_time, chunks, concat, make_plan
 
 REGIONS = ("us-east", "eu-west")
 
@@ -230,3 +232,32 @@ def test_a_region_serving_no_traffic_is_never_down() -> None:
     passes = [regional("us-east", "pass", 60), regional("eu-west", "pass", 60)]
     (decided,) = gates.fold("canary", state, passes, T0 + 2 * HOUR, {"us-east": panes(30, range(0))})
     assert ("pass", 0.0, 1.0) == (decided.decision, decided.metrics.down_minutes, decided.metrics.uptime)
+
+
+@pytest.mark.parametrize("size", [97, 1_000, 100_000])
+def test_the_pipeline_counts_overlapping_down_minutes_once_whatever_the_batching(size: int) -> None:
+    """Through the pipeline (replay's stages): us-east all errors in minutes 10-13, eu-west in 12-15, both 20
+    requests a minute; the tier judges uptime only (90 %: 6 min allowed over its hour). Each region passes at
+    01:00 with 4 down minutes; the global pass at 01:00 counts 6 (minutes 10-15, the overlap once), with the
+    same decisions however the events are batched."""
+    tier = {
+        "name": "canary",
+        "traffic_percent": 5,
+        "soak": "1h",
+        "regions": list(REGIONS),
+        "criteria": [{"kind": "uptime", "at_least": "90%"}],
+    }
+    pipeline = Pipeline(make_plan(small_plan("global-test", "1.0", [tier])))
+    parts = []
+    for region, down in (("us-east", range(10, 14)), ("eu-west", range(12, 16))):
+        ts = np.arange(T0, T0 + 80 * MINUTE, MINUTE // 20, dtype=np.int64)
+        minute = (ts - T0) // MINUTE
+        errors = (minute >= down.start) & (minute < down.stop)
+        parts.append(batch(ts, pipeline.keys.index((region, "canary")), 10.0, errors))
+    decided = [d for part in chunks(by_time(concat(*parts)), size) for d in pipeline.ingest(part)]
+    got = [(d.region, d.decision, d.at, d.metrics.down_minutes) for d in decided]
+    assert [
+        ("us-east", "pass", "2025-10-19T01:00:00Z", 4.0),
+        ("eu-west", "pass", "2025-10-19T01:00:00Z", 4.0),
+        ("global", "pass", "2025-10-19T01:00:00Z", 6.0),
+    ] == got

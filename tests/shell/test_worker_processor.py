@@ -36,9 +36,10 @@ from plans_for_tests import small_plan, small_tier
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z
 NO_ENTRIES: dict[bytes, bytes] = {}
 PLAN = Plan.model_validate(small_plan("processor-test", "1", [small_tier("canary", 5)]))
-# the canary naming both regions: a global gate over them (core/global_gate.py)
+# the canary naming both regions: a global gate over them (core/global_gate.py), with its multi-region uptime
+UPTIME = {"kind": "uptime", "at_least": "99%"}
 GLOBAL_PLAN = Plan.model_validate(
-    small_plan("processor-test", "1", [small_tier("canary", 5, regions=["us-east", "eu-west"])])
+    small_plan("processor-test", "1", [small_tier("canary", 5, regions=["us-east", "eu-west"], more_criteria=[UPTIME])])
 )
 ONE = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=1)
 EIGHT = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=8)
