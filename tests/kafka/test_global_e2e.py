@@ -33,15 +33,9 @@ def test_worker_writes_replays_global_decisions(kafka_bootstrap: str, tmp_path: 
     lines = h.scenario()
     expected = h.expected(plan, lines)
     assert GLOBAL_STORY == _global(expected)
-    h.create_topics(kafka_bootstrap, names)
-    h.produce(kafka_bootstrap, names.telemetry, lines, "region")
-
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path)) as workers:
-        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
-        assert 0 == workers[0].stop()
-
-    assert sorted(expected) == sorted(_values(got))
-    assert h.by_key(expected) == h.by_key(_values(got))
+    got = h.decide(kafka_bootstrap, plan, names, tmp_path, lines, "region", len(expected))
+    assert sorted(expected) == sorted(got)
+    assert h.by_key(expected) == h.by_key(got)
 
 
 def test_two_workers_write_replays_global_decisions(kafka_bootstrap: str, tmp_path: Path) -> None:

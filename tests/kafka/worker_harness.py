@@ -166,6 +166,19 @@ def running(*workers: Worker) -> Iterator[tuple[Worker, ...]]:
                 w.proc.wait(10)
 
 
+def decide(
+    bootstrap: str, plan: Path, names: Names, workdir: Path, lines: list[bytes], mode: Mode, n: int
+) -> list[bytes]:
+    """Create the topics, produce ``lines`` (``mode``), run one worker until the decisions topic holds ``n``
+    decisions, stop it (exit 0): the decisions' values."""
+    create_topics(bootstrap, names)
+    produce(bootstrap, names.telemetry, lines, mode)
+    with running(Worker(bootstrap, plan, names, workdir)) as workers:
+        got = wait_for(bootstrap, names.decisions, count_at_least(n), workers)
+        assert 0 == workers[0].stop()
+    return [r.value for r in got]
+
+
 def run_once(
     cmd: list[str], timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
