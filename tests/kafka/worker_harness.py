@@ -33,6 +33,7 @@ from kafka_io import (
 )
 from worker_scenario import (
     BREACH_PLAN,
+    GLOBAL_PLAN,
     INVALID,
     MINUTE_S,
     T0_S,
@@ -53,6 +54,7 @@ from gatekeeper.core import decision as decisions
 
 __all__ = [
     "BREACH_PLAN",
+    "GLOBAL_PLAN",
     "INVALID",
     "MINUTE_S",
     "PARTITIONS",
@@ -162,6 +164,19 @@ def running(*workers: Worker) -> Iterator[tuple[Worker, ...]]:
             if w.proc is not None and w.proc.poll() is None:
                 w.proc.kill()
                 w.proc.wait(10)
+
+
+def decide(
+    bootstrap: str, plan: Path, names: Names, workdir: Path, lines: list[bytes], mode: Mode, n: int
+) -> list[bytes]:
+    """Create the topics, produce ``lines`` (``mode``), run one worker until the decisions topic holds ``n``
+    decisions, stop it (exit 0): the decisions' values."""
+    create_topics(bootstrap, names)
+    produce(bootstrap, names.telemetry, lines, mode)
+    with running(Worker(bootstrap, plan, names, workdir)) as workers:
+        got = wait_for(bootstrap, names.decisions, count_at_least(n), workers)
+        assert 0 == workers[0].stop()
+    return [r.value for r in got]
 
 
 def run_once(

@@ -44,6 +44,19 @@ TEST_PLAN: dict[str, Any] = small_plan(
     [small_tier("canary", 5), small_tier("ramp", 20), small_tier("thin", 1, regions=["us-east"])],
 )
 
+# The same tiers, the canary naming both regions (and judging uptime): a global gate over them. In the
+# scenario below: global/canary `hold` at 00:26 (eu-west held, its error test crossing mid-window), `release` at
+# 01:00 (us-east passed, eu-west released and soaking again), `pass` at 02:00 (eu-west passed).
+GLOBAL_PLAN: dict[str, Any] = small_plan(
+    "global-e2e",
+    "1.0",
+    [
+        small_tier("canary", 5, regions=["us-east", "eu-west"], more_criteria=[{"kind": "uptime", "at_least": "99%"}]),
+        small_tier("ramp", 20),
+        small_tier("thin", 1, regions=["us-east"]),
+    ],
+)
+
 INVALID = [
     b'{"ts": 1760832600.5, "region": "us-east", "tier": "canary", "latency_ms": 12.0, "status": 200',
     b'{"ts": 1760832700, "region": "us-east", "tier": "canary", "status": 200}',

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from serve_support import board_with, state_for, with_client
 
+from gatekeeper.core import global_gate
 from gatekeeper.core.gate import GateState
 from gatekeeper.core.merge import GateInbox
 from gatekeeper.core.stage_snapshot import dump_inbox
@@ -139,3 +140,14 @@ def test_status_page_shows_soak_progress() -> None:
     assert match is not None, dom[-2000:]
     text = " ".join(re.sub("<[^>]+>", " ", match.group(2)).split())
     assert ("soaking", "soaking 33% of soak · 700 req · since 2025-10-19T00:00:00Z") == (match.group(1), text)
+
+
+def test_a_global_gates_fold_is_skipped_not_invalid() -> None:
+    """The changelog also holds the all-regions gates' folds (key ``global/<tier>``, core/global_gate.py): they
+    are skipped as stale (the global decisions tell the board all there is), never logged as invalid, and the
+    board gains no gate from them."""
+    board = board_with()
+    before = set(board.gates)
+    entry = encode_entry(board.plan_version, global_gate.dump(global_gate.TierFold()))
+    assert "stale" == observe_entry(board, b"global/expansion", entry)
+    assert before == set(board.gates)

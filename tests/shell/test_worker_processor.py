@@ -36,6 +36,11 @@ from plans_for_tests import small_plan, small_tier
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z
 NO_ENTRIES: dict[bytes, bytes] = {}
 PLAN = Plan.model_validate(small_plan("processor-test", "1", [small_tier("canary", 5)]))
+# the canary naming both regions: a global gate over them (core/global_gate.py), with its multi-region uptime
+UPTIME = {"kind": "uptime", "at_least": "99%"}
+GLOBAL_PLAN = Plan.model_validate(
+    small_plan("processor-test", "1", [small_tier("canary", 5, regions=["us-east", "eu-west"], more_criteria=[UPTIME])])
+)
 ONE = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=1)
 EIGHT = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=8)
 
@@ -67,9 +72,9 @@ def lines(minutes: int = 150, *, stop_west: int | None = None, seed: int = 3) ->
     return [line for _, line in out]
 
 
-def expected(source: list[bytes]) -> list[bytes]:
+def expected(source: list[bytes], plan: Plan = PLAN) -> list[bytes]:
     sink = io.BytesIO()
-    replay(PLAN, io.BytesIO(b"\n".join(source) + b"\n"), sink)
+    replay(plan, io.BytesIO(b"\n".join(source) + b"\n"), sink)
     return [line for line in sink.getvalue().splitlines() if line]
 
 
@@ -79,6 +84,7 @@ class Bus:
     back, the tables its states go to, and everything else it produced."""
 
     topics: Topics
+    plan: Plan = PLAN
     gate_table: dict[bytes, bytes] = field(default_factory=dict)
     source_table: dict[bytes, bytes] = field(default_factory=dict)
     panes: dict[int, list[bytes]] = field(default_factory=dict)
@@ -87,7 +93,9 @@ class Bus:
     totals: Counter[str] = field(default_factory=Counter)
 
     def processor(self) -> Processor:
-        return Processor(PLAN, self.topics, self.gate_table.get, self.source_table.get, pane_records=self.pane_record)
+        return Processor(
+            self.plan, self.topics, self.gate_table.get, self.source_table.get, pane_records=self.pane_record
+        )
 
     def pane_record(self, q: int, offset: int) -> bytes | None:
         values = self.panes.get(q, [])
@@ -209,6 +217,33 @@ def test_restarts_restore_partials_held_by_reference_from_the_panes_topic() -> N
     assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
     assert 0 == held["inline"]
     assert 0 < min(held["buffered"], held["merged"])
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed: int) -> None:
+    """A tier naming both regions: its regional gates are homed with ``global/canary`` (one panes partition),
+    and the global decisions, folded in-process from them, equal replay's (same ids) though the 8 partitions
+    are read at different speeds and a new processor is restored from the tables after every third poll; the
+    fold's state goes to the gate table under ``global/canary``."""
+    source = lines()
+    parts = spread(source, 8, seed)
+    bus = Bus(EIGHT, GLOBAL_PLAN)
+    processor = bus.processor()
+    cursors = dict.fromkeys(parts, 0)
+    polls = 0
+    while any(cursors[p] < len(parts[p]) for p in parts):
+        bus.poll(processor, [(p, recs[cursors[p] : cursors[p] + 40 * (p + 1)]) for p, recs in parts.items()])
+        for p in parts:
+            cursors[p] += 40 * (p + 1)
+        polls += 1
+        if polls % 3 == 0:
+            processor = bus.processor()
+    want = by_key(expected(source, GLOBAL_PLAN))
+    assert ["hold", "release", "pass"] == [decisions.decode(v).decision for v in want["global/canary"]]
+    assert want == by_key(bus.decisions())
+    home = home_partition(b"global/canary", 8)
+    assert {home} == {q for topic, q, _k, _v in bus.out if topic == "decisions"}
+    assert b"global/canary" in bus.gate_table
 
 
 def test_a_partial_missing_from_the_panes_topic_stops_the_restore() -> None:

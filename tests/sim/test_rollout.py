@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gatekeeper.core.plan import Plan
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan
-from gatekeeper.sim.rollout import Rollout, Story
+from gatekeeper.sim.rollout import Health, Rollout, Story
+from plans_for_tests import small_plan, small_tier
 
 
 def test_the_regions_hours_reach_the_pipeline_in_event_time_order() -> None:
@@ -24,3 +26,21 @@ def test_the_regions_hours_reach_the_pipeline_in_event_time_order() -> None:
     running = sorted(p.region for p in rollout.regions if p.state == "running")
     assert (["eu-west", "us-east", "us-west"], 0, 0) == (running, rollout.engine.stats.late, kinds["pending"])
     assert rollout.events > 100_000
+
+
+def test_the_global_gate_passes_after_every_region_in_the_simulated_rollout() -> None:
+    """A two-region tier naming its regions, eu-west erring on its first attempt: the controller holds and retries
+    eu-west while us-east passes; the all-regions gate holds, is released, and passes once eu-west passed too,
+    and the controller moves no region on a global decision."""
+    raw = small_plan("demo-global", "1", [small_tier("canary", 5, regions=["us-east", "eu-west"])])
+    story = Story(problems={("eu-west", "canary", 1): Health(error_rate=0.2)}, incidents=(), rate_per_min=60)
+    rollout = Rollout(Plan.model_validate(raw), story, seed=3)
+    for _tick in rollout.hours(limit_hours=12):
+        pass
+    east, west = rollout.regions[0].history, rollout.regions[1].history
+    assert (["canary passed"], "canary held", "canary passed") == (east, west[0], west[-1])
+    assert ("canary hold", "canary pass", 1) == (
+        rollout.global_history[0],
+        rollout.global_history[-1],
+        rollout.global_history.count("canary pass"),
+    )

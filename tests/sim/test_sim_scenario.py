@@ -34,11 +34,12 @@ streams:
 """
 
 
-def test_the_nine_scenario_files_exist() -> None:
-    """config/scenarios ships the nine scenarios the README, the demo, the status page's test and the regression
-    golden refer to."""
+def test_the_ten_scenario_files_exist() -> None:
+    """config/scenarios ships the ten scenarios the README, the demo, the status page's test and the regression and
+    expansion goldens refer to."""
     expected = {
         "error-breach",
+        "expansion",
         "healthy-canary",
         "latency-breach-one-region",
         "mixed-input",

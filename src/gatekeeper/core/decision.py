@@ -46,6 +46,10 @@ class Metrics(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A gate's decision. ``region`` is a region of the plan, or ``global`` for a tier's all-regions gate
+    (core/global_gate.py): its ``criteria`` are one ``region:<name>`` per region it waits for (and
+    ``uptime:multi-region``), its ``metrics`` only the multi-region uptime."""
+
     decision_id: str
     decision: DecisionKind
     region: str

@@ -119,6 +119,9 @@ class Gate:
         # "more than 57 %" compared in integers: 0.57 * 100 is 56.99999999999999 in floats, which made exactly
         # 57 errors in 100 requests count as down.
         self._down_ratio = fractions.Fraction(ev.uptime.down_error_rate).limit_denominator(1_000_000)
+        # the global gate's multi-region uptime (core/global_gate.py): (first pane, down panes) of each call,
+        # drained by its caller in the same step; None: not collected
+        self.down_sink: list[tuple[int, list[int]]] | None = None
 
     # -- inputs ------------------------------------------------------------------------------------------
     def add_bins(self, window_start: int, bins: sketch.Bins) -> None:
@@ -154,6 +157,8 @@ class Gate:
         definition = self.spec.evaluation.uptime
         ratio = self._down_ratio
         down = (requests >= definition.min_requests) & (errors * ratio.denominator > ratio.numerator * requests)
+        if self.down_sink is not None:
+            self.down_sink.append((int(starts[0]), starts[down].tolist()))
         ends = starts + self._pane
         gaps = starts - np.concatenate(([st.silent_from], ends[:-1]))
         long_gaps = set(np.flatnonzero(gaps >= self.spec.evaluation.stall_after).tolist())

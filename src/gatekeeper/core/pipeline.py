@@ -12,6 +12,7 @@ from gatekeeper.core import regression
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
+from gatekeeper.core.global_gate import GlobalGates, TierFold, drain
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
@@ -48,6 +49,10 @@ class Pipeline:
         self._breaches: list[Breach] = []
         self._flushed = False
         self.side_router = SideRouter(plan)
+        self.globals = GlobalGates(plan)  # the all-regions gates, after the regional ones (core/global_gate.py)
+        self.global_states = {tier: TierFold() for tier in self.globals.specs}
+        for key in self.globals.region_keys_all():
+            self.merger.gate(key, self.inboxes[key]).down_sink = []  # their panes, for the multi-region uptime
 
     def apply_side(self, routed: Routed, source: str, position: int) -> None:
         """A valid side record (incident, approval, business metric) into the ledgers of the gates it concerns;
@@ -91,6 +96,7 @@ class Pipeline:
             ends = [start + pane for start in inbox.buffered]
             gate = self.merger.gate(key, inbox)
             gate.on_stream_clock(watermark, max([newest.get(key, 0), *ends]), out)
+        out += self._global(out)
         self._count(out)
         return out
 
@@ -105,7 +111,19 @@ class Pipeline:
         self.stats.breaches += len(self._breaches) - before
         self.stats.partials += len(partials)
         self.stats.late = self.source.late + sum(i.counts.late for i in self.inboxes.values())
+        out += self._global(out)
         self._count(out)
+        return out
+
+    def _global(self, regional: list[Decision]) -> list[Decision]:
+        """The global decisions that ``regional`` and the regional gates' progress make."""
+        out: list[Decision] = []
+        for tier, state in self.global_states.items():
+            keys = self.globals.region_keys(tier)
+            closed = [self.inboxes[k].closed_until for k in keys]
+            progress = None if None in closed else min(c for c in closed if c is not None)
+            panes = {k.split("/")[0]: drain(self.merger.gate(k, self.inboxes[k])) for k in keys}
+            out += self.globals.fold(tier, state, (d for d in regional if d.tier == tier), progress, panes)
         return out
 
     def _count(self, out: list[Decision]) -> None:

@@ -44,8 +44,9 @@ def run_demo(plan: Plan, *, seed: int = 7, speed: float = 0.0, color: bool = Tru
             ("gatekeeper demo", "bold"),
             f": plan {plan.plan} {plan.plan_version}, {len(plan.regions)} regions, "
             f"{sum(len(p.tiers) for p in plan.phases)} tiers, {story.rate_per_min:g} sampled req/min per region.\n"
-            "Injected: a latency regression in eu-west ramp-25 and an error spike in us-west rollout-90 "
-            "(first attempts). The controller advances on pass, rolls back on hold, retries on release.",
+            "Injected: a latency regression in eu-west ramp-25, error spikes in us-west rollout-90 and eu-west "
+            "expansion (first attempts). The controller advances on pass, rolls back on hold, retries on release; "
+            "the expansion's global gate passes only once all three regions passed.",
         )
     )
     kinds: Counter[str] = Counter()
@@ -83,5 +84,7 @@ def run_demo(plan: Plan, *, seed: int = 7, speed: float = 0.0, color: bool = Tru
     console.print(summary)
     for p in rollout.regions:
         console.print(f"{p.region}: {', '.join(p.history)}")
+    if rollout.global_history:
+        console.print(f"global: {', '.join(rollout.global_history)}")
     sys.stdout.flush()
     return 0

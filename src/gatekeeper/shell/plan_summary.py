@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gatekeeper.core import global_gate
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_duration
 from gatekeeper.shell.criterion_lines import checkpoint_line, criterion_line
@@ -10,6 +11,7 @@ from gatekeeper.shell.criterion_lines import checkpoint_line, criterion_line
 def summarize(plan: Plan) -> str:
     """A readable summary of what the plan gates."""
     ev = plan.evaluation
+    globals_ = global_gate.specs(plan)
     out = [
         f"plan {plan.plan} version {plan.plan_version}" + (f" (from {plan.source})" if plan.source else ""),
         f"regions: {', '.join(plan.regions)}",
@@ -28,5 +30,10 @@ def summarize(plan: Plan) -> str:
                 out.append(f"    {checkpoint_line(cp)}")
             for c in tier.criteria:
                 out.append(f"    {criterion_line(c)}")
-    out.append(f"{len(plan.gates())} gates (region x tier)")
+            if tier.name in globals_:
+                out.append(
+                    f"    all-regions gate global/{tier.name}: passes once {regions} all passed, holds while any "
+                    "is held; uptime counts a minute down when a region serving traffic is down"
+                )
+    out.append(f"{len(plan.gates())} gates (region x tier)" + (f", {len(globals_)} global" if globals_ else ""))
     return "\n".join(out)

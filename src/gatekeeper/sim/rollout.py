@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.core import global_gate
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import NoRegressionCriterion, Plan
@@ -45,6 +46,9 @@ class Story:
         default_factory=lambda: {
             ("eu-west", "ramp-25", 1): Health(median_ms=60.0),  # latency regression: P99 ~135 ms > 100 ms
             ("us-west", "rollout-90", 1): Health(error_rate=0.006),  # error spike: 0.6 % > 0.1 %
+            # the expansion (seed phase 6): eu-west errs on its first attempt, so the all-regions gate
+            # (global/expansion) holds, then waits for eu-west after the others passed
+            ("eu-west", "expansion", 1): Health(error_rate=0.006),
         }
     )
     incidents: tuple[InjectedIncident, ...] = (  # a critical outage on day 5 of us-east's canary, 2 h long
@@ -95,6 +99,7 @@ class Rollout:
             for r in plan.regions
         ]
         self.events = 0
+        self.global_history: list[str] = []  # the all-regions gates' decisions (core/global_gate.py)
         self.side = SideStory(plan, self.engine, np.random.default_rng([seed, 1]), story.revenue, story.incidents)
 
     def _gated(self, region: str, tier: str) -> bool:
@@ -165,6 +170,9 @@ class Rollout:
                 return
 
     def _react(self, d: Decision, now_ms: int) -> None:
+        if d.region == global_gate.REGION:  # an all-regions gate: it moves no region's traffic
+            self.global_history.append(f"{d.tier} {d.decision}")
+            return
         self.side.react(d)  # the controller also plays the approver
         progress = next(p for p in self.regions if p.region == d.region)
         if d.tier != progress.tier:

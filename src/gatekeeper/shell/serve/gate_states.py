@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatekeeper.core import stage_snapshot
+from gatekeeper.core import global_gate, stage_snapshot
 from gatekeeper.core.board import Board
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.serve.promserve import ServeMetrics
@@ -31,6 +31,8 @@ def observe_entry(board: Board, key: bytes, value: bytes) -> str:
         raise ValueError(str(exc)) from None
     if board.plan_version and version != board.plan_version:
         return "other-plan"
+    if key.startswith(f"{global_gate.REGION}/".encode()):
+        return "stale"  # a global gate's fold (core/global_gate.py): its decisions tell the board all it has
     gate = stage_snapshot.load_inbox(raw)[0].gate
     # windows closed up to ``window_start``: the state's event time, and the soak time observed so far
     observed = board.observe(

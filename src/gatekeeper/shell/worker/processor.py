@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from gatekeeper.core import breach, regression, side_watermarks, stage_snapshot
+from gatekeeper.core import breach, global_gate, regression, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.decision import Decision, encode
@@ -183,11 +183,15 @@ class Processor:
         layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
         self._decoder = TelemetryDecoder(layout.gates, None, layout.baselines)
         self._max_future_skew = ev.max_future_skew
-        self.home = [home_partition(key, topics.partitions) for key in self.keys]
+        homes = global_gate.home_keys(plan)  # a global tier's regional gates live with its global gate
+        self.home = [home_partition(homes.get(k, k).encode(), topics.partitions) for k in map(bytes.decode, self.keys)]
+        self.globals = GlobalStage(plan, topics.partitions, gates)
         self._gates_of = {q: [g for g, home in enumerate(self.home) if home == q] for q in range(topics.partitions)}
         self._index = {key.decode(): g for g, key in enumerate(self.keys)}
         self.aggregator = Aggregator(layout.keys, ev.pane, ev.lateness, layout.fan())
         self.merger = Merger(plan, [self.source_id(p) for p in range(topics.partitions)])
+        for key in self.globals.gates.region_keys_all():
+            self.merger.gate(key, self.merger.start()).down_sink = []  # their panes, for the multi-region uptime
         self._sources: dict[int, _Source] = {}
         self._inboxes: dict[int, GateInbox] = {}
         self._located: dict[int, stage_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
@@ -236,6 +240,7 @@ class Processor:
             out.sources[p] = self._source_entry(p, self._sources[p])
         self._dirty_gates.clear()
         self._dirty_sources.clear()
+        out.gates |= self.globals.checkpoint()
         return out
 
     def revoke(self, sources: Iterable[int], gates: Iterable[int]) -> None:
@@ -247,6 +252,12 @@ class Processor:
         for g in [g for g in self._inboxes if self.home[g] in gone]:
             del self._inboxes[g]
             self._located.pop(g, None)
+        self.globals.revoke(gone)
+
+    def state_partition(self, key: bytes) -> int:
+        """The gate-state changelog partition of ``key`` (a gate's or a global gate's): its home."""
+        g = self._index.get(key.decode(errors="replace"))
+        return self.home[g] if g is not None else home_partition(key, self.topics.partitions)
 
     def located_partials(self, entries: Mapping[bytes, bytes]) -> dict[int, set[int]]:
         """The panes-topic offsets, by partition, of the partials the restored gate entries ``entries`` hold by
@@ -408,6 +419,7 @@ class Processor:
 
     # -- stage 2 -----------------------------------------------------------------------------------------
     def _stage2(self, q: int, records: Sequence[Consumed], out: Flush) -> None:
+        made_from = len(out.decisions)
         touched: set[int] = set()
         for r in records:
             try:
@@ -437,6 +449,17 @@ class Processor:
             else:
                 touched.update(g for g in self._gates_of[q] if self._watermark(g, message, out))
         self._dirty_gates |= touched
+        made = out.decisions[made_from:]
+        for tier_key, decided in self.globals.fold(q, made, self._closed_until, self._panes).items():
+            for d in decided:
+                out.messages.append(Outgoing(self.topics.decisions, q, tier_key, encode(d), headers_of(d)))
+            out.decisions += decided
+
+    def _closed_until(self, key: str) -> int | None:
+        return self._inbox(self._index[key]).closed_until
+
+    def _panes(self, key: str) -> list[tuple[int, list[int]]]:
+        return global_gate.drain(self.merger.gate(key, self._inbox(self._index[key])))
 
     def _watermark(self, g: int, message: Watermark, out: Flush) -> bool:
         """A source's watermark to gate ``g``; False when it is a re-delivery (nothing to do, nothing to write)."""
@@ -569,3 +592,72 @@ def _change_key(key: bytes, seq: int) -> bytes:
 def _counts(inbox: GateInbox) -> tuple[int, int, int]:
     c = inbox.counts
     return c.duplicates, c.conflicts, c.late_partials
+
+
+class GlobalStage:
+    """The global gates (``core/global_gate.py``) of the panes partitions owned: fed in-process with the
+    decisions of their regional gates, which are homed on the same partition, after each run of that partition's
+    records; their states go to the gate-state changelog under ``global/<tier>`` with the gates'."""
+
+    def __init__(self, plan: Plan, partitions: int, entries: Callable[[bytes], bytes | None]) -> None:
+        self.gates = global_gate.GlobalGates(plan)
+        self.version = plan.plan_version
+        self.home = {tier: home_partition(global_gate.key(tier).encode(), partitions) for tier in self.gates.specs}
+        self._entries = entries
+        self._states: dict[str, global_gate.TierFold] = {}
+        self._dirty: set[str] = set()
+
+    def fold(
+        self,
+        q: int,
+        decisions: Sequence[Decision],
+        closed_until: Callable[[str], int | None],
+        panes: Callable[[str], list[tuple[int, list[int]]]],
+    ) -> dict[bytes, list[Decision]]:
+        """The global decisions of the tiers homed at ``q``, by key, after ``decisions`` and the panes the
+        regional gates closed (this run's)."""
+        out: dict[bytes, list[Decision]] = {}
+        for tier, home in self.home.items():
+            if home != q:
+                continue
+            keys = self.gates.region_keys(tier)
+            closed = [closed_until(k) for k in keys]
+            progress = None if None in closed else min(c for c in closed if c is not None)
+            state = self._state(tier)
+            before = (len(state.buffer), state.progress)
+            closed_panes = {k.split("/")[0]: panes(k) for k in keys}
+            made = self.gates.fold(tier, state, [d for d in decisions if d.tier == tier], progress, closed_panes)
+            if made:
+                out[global_gate.key(tier).encode()] = made
+            if made or before != (len(state.buffer), state.progress):
+                self._dirty.add(tier)
+        return out
+
+    def checkpoint(self) -> dict[bytes, bytes]:
+        out = {
+            global_gate.key(t).encode(): encode_entry(self.version, global_gate.dump(self._states[t]))
+            for t in sorted(self._dirty & set(self._states))
+        }
+        self._dirty.clear()
+        return out
+
+    def revoke(self, partitions: set[int]) -> None:
+        for tier in [t for t in self._states if self.home[t] in partitions]:
+            del self._states[tier]
+
+    def _state(self, tier: str) -> global_gate.TierFold:
+        """A tier's global state, restored from the changelog the first time it is needed after a (re)start."""
+        state = self._states.get(tier)
+        if state is not None:
+            return state
+        state = global_gate.TierFold()
+        raw = self._entries(global_gate.key(tier).encode())
+        if raw is not None:
+            version, snap = decode_entry(raw)
+            if version == self.version:  # another plan's: the gates start afresh too
+                try:
+                    state = global_gate.load(snap)
+                except ValueError as exc:
+                    raise StateError(f"{global_gate.key(tier)}: {exc}") from None
+        self._states[tier] = state
+        return state

@@ -56,7 +56,7 @@ from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.processor import Flush, Processor, Topics, home_partition
+from gatekeeper.shell.worker.processor import Flush, Processor, Topics
 from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import (
     MAX_STATE_BYTES,
@@ -246,7 +246,7 @@ class Runtime:
             lost_sources = {p for t, p in lost if t == telemetry}
             lost_gates = {p for t, p in lost if t == panes}
             self.processor.revoke(lost_sources, lost_gates)
-            for key in [k for k in self._entries if home_partition(k, self.topics.partitions) in lost_gates]:
+            for key in [k for k in self._entries if self.processor.state_partition(k) in lost_gates]:
                 del self._entries[key]
             for at in [at for at in self._pane_values if at[0] in lost_gates]:
                 del self._pane_values[at]
@@ -380,7 +380,7 @@ class Runtime:
         saved = self.processor.checkpoint()
         send = self.producer.send
         states = [
-            await send(self.changelog, value, key=key, partition=home_partition(key, self.topics.partitions))
+            await send(self.changelog, value, key=key, partition=self.processor.state_partition(key))
             for key, value in saved.gates.items()
         ]
         states += [
