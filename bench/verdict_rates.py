@@ -153,6 +153,34 @@ def seed_spread(plan: Plan, case: Case, replicas: int, seeds: int) -> None:
     print("| mean | " + " | ".join(f"{sum(c) / len(c):.2f}" for c in columns) + " |")
 
 
+def with_restart_share(plan: Plan, share: float) -> Plan:
+    """``plan`` with ``confidence.restart_share`` replaced: the criterion's alpha kept for the restarted tests."""
+    ev = plan.evaluation
+    conf = ev.confidence.model_copy(update={"restart_share": share})
+    return plan.model_copy(update={"evaluation": ev.model_copy(update={"confidence": conf})})
+
+
+def restart_tradeoff(plan: Plan, shares: list[float], fail_replicas: int, mid_replicas: int, seed: int) -> None:
+    """The split of a criterion's alpha between the soak's own test and the restarted ones (``restart_share``):
+    median / P90 hours to fail a 2x canary from the start and from day 10, per gate and per rollout, on the same
+    traffic for every share."""
+    ok = Regime(0.00079, 35)
+    from_start = Case("canary", "2x from the start", Regime(0.002, 35), 40, 4)
+    day_ten = Case("canary", "2x from day 10", ok, 40, 4, Change(240, Regime(0.002, 35)))
+    scopes = ("gate", "rollout")
+    heads = [f"{c.label}, 1 % per {s}" for s in scopes for c in (from_start, day_ten)]
+    print(f"\n### restart_share: from-start against mid-soak, hours to fail (median / P90; seed {seed})\n")
+    print("| restart_share | " + " | ".join(heads) + " |")
+    print("| ---: | " + " | ".join("---:" for _ in heads) + " |")
+    for share in shares:
+        cells = []
+        for scope in scopes:
+            judged = with_restart_share(with_method(plan, "sequential", scope), share)
+            cells.append(gate_row(judged, from_start, fail_replicas, seed).cell("fail_time"))
+            cells.append(gate_row(judged, day_ten, mid_replicas, seed).cell("fail_time"))
+        print(f"| {share:g} | " + " | ".join(cells) + " |", flush=True)
+
+
 def point_estimate_gate(rate: float, per_min: float, checks: int, limit: int, threshold: float, reps: int) -> float:
     """Share of runs a point-estimate gate FAILS: a check fails when its minute's error rate > threshold."""
     rng = np.random.default_rng(3)
@@ -169,7 +197,11 @@ def main() -> None:
     parser.add_argument("--mid-replicas", type=int, default=250, help="replicas per cell for mid-soak breaches")
     parser.add_argument("--seeds", type=int, default=4, help="samples of the 2x canary for the median's spread")
     parser.add_argument("--plan", default="config/rollout-plan.yaml")
-    parser.add_argument("--only", choices=("fail", "spread", "mid", "rates", "pass", "anchors"), action="append")
+    parser.add_argument("--shares", default="0.1,0.25,0.5", help="restart_share values for --only tradeoff")
+    parser.add_argument("--seed", type=int, default=1, help="traffic seed for --only tradeoff")
+    parser.add_argument(
+        "--only", choices=("fail", "spread", "mid", "rates", "pass", "anchors", "tradeoff"), action="append"
+    )
     args = parser.parse_args()
     plan = load_plan(args.plan)
     only: Callable[[str], bool] = lambda part: not args.only or part in args.only  # noqa: E731
@@ -212,6 +244,9 @@ def main() -> None:
             Case("rollout-75", "half the ceiling, thin 5/min", Regime(0.0005, 35), 5, 2),
             Case("ramp-10", "between pass (0.15 %) and fail (0.2 %)", Regime(0.0017, 60), 200, 3),
         ], args.replicas, sprt=False)  # fmt: skip
+    if args.only and "tradeoff" in args.only:  # not in the default run: it repeats the 2x canary per share
+        shares = [float(x) for x in args.shares.split(",")]
+        restart_tradeoff(plan, shares, args.fail_replicas, args.mid_replicas, args.seed)
     if only("anchors"):
         reps = 20_000
         print("\npoint-estimate gates on the same traffic (threshold 0.1%, 10 one-minute checks):")

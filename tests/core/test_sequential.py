@@ -11,7 +11,7 @@ import pytest
 from scipy import special
 from scipy import stats as scipy_stats
 
-from gatekeeper.core import stats
+from gatekeeper.core import change_detect, stats
 from gatekeeper.core.sequential import FailTest, Restarts
 
 
@@ -56,7 +56,7 @@ def test_mixture_of_nothing_is_minus_infinity() -> None:
 def test_restart_weights_never_exceed_their_share() -> None:
     """The weights of all restarts, 100,000 windows of a 504-window soak, sum to at most ``share``; the soak's own
     test covers window 1, which gets no restart."""
-    weights = [math.exp(stats.restart_log_weight(0.1, j, 504)) for j in range(1, 100_001)]
+    weights = [math.exp(change_detect.restart_log_weight(0.1, j, 504)) for j in range(1, 100_001)]
     assert 0.0 == weights[0]
     assert sum(weights) <= 0.1
 
@@ -66,7 +66,8 @@ def test_restarts_inside_the_soak_share_most_of_the_budget_evenly() -> None:
     length after it gets 0.2/2 of the share spread over 504 windows, the second 0.2/6: a breach starting on day 10
     pays the same as one on day 2, and a gate that keeps watching after its soak is still covered."""
     share, planned = 0.1, 504
-    weight = [math.exp(stats.restart_log_weight(share, j, planned)) for j in (2, 241, 505, 506, 1009, 1010, 1513)]
+    windows = (2, 241, 505, 506, 1009, 1010, 1513)
+    weight = [math.exp(change_detect.restart_log_weight(share, j, planned)) for j in windows]
     expected = [0.08 / 504] * 3 + [0.01 / 504] * 2 + [0.02 / 6 / 504] * 2
     assert expected == pytest.approx(weight, rel=1e-12)
 

@@ -5,11 +5,11 @@ Evidence of a breach at any moment is the mixture (docs/statistics.md)
     M = (1 - share) * LR(soak start .. now) + sum over windows j >= 2 of w_j * LR(start of window j .. now)
 
 where LR is the likelihood-ratio mixture of ``stats.log_lrs`` against the ceiling's rate and the restart
-weights w_j (``stats.restart_log_weight``) sum to at most ``share``. Every term is a nonnegative supermartingale
-while the true rate stays at or below the ceiling, so M is one with M_0 <= 1, and by Ville's inequality
-P(M ever >= 1 / alpha) <= alpha: the test may be read after every pane, forever. The first term keeps all the
-evidence of a breach present from the start; the restarted terms are the Shiryaev-Roberts statistic, so a
-breach that starts on day 10 is not held back by ten days of evidence for health.
+weights w_j sum to at most ``share``: their schedule, and the exact false-fail bound, are in ``change_detect``.
+Every term is a nonnegative supermartingale while the true rate stays at or below the ceiling, so M is one with
+M_0 <= 1, and by Ville's inequality P(M ever >= 1 / alpha) <= alpha: the test may be read after every pane,
+forever. The first term keeps all the evidence of a breach present from the start; the restarted terms are the
+Shiryaev-Roberts statistic, so a breach that starts on day 10 is not held back by ten days of evidence for health.
 
 The soak's term is recomputed from the soak's counts; only the restarted terms need state (``Restarts``).
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import stats
+from gatekeeper.core import change_detect, stats
 
 _LOG_ODDS = [math.log(r) for r in stats.FAIL_ODDS]
 _LOG_WEIGHTS = [math.log(w) for w in stats.FAIL_WEIGHTS]
@@ -85,8 +85,8 @@ class FailTest:
         far (vectorised: one value per pane); ``soak_*`` include them."""
         start = stats.log_mixture(stats.log_lrs(soak_requests, soak_hits, self.null_rate))
         start = start + math.log(1 - self.restart_share)
-        weight = stats.restart_log_weight(self.restart_share, window, self.planned_windows)
-        sums = stats.restart_update(
+        weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
+        sums = change_detect.restart_update(
             np.asarray(restarts.log_sums), weight, stats.log_lrs(window_requests, window_hits, self.null_rate)
         )
         total: npt.NDArray[np.float64] = np.logaddexp(start, stats.log_mixture(sums))
@@ -106,7 +106,7 @@ class FailTest:
         requests and hits only grow, and a log likelihood ratio ``k log r - n log(1 + (r - 1) p0)`` rises with k
         and falls with n (r > 1), so the ratios at (fewest requests, most hits) bound every pane's. Scalar Python
         (no numpy call): almost every pane of a healthy soak is screened out here."""
-        weight = stats.restart_log_weight(self.restart_share, window, self.planned_windows)
+        weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
         log_prior = math.log(1 - self.restart_share)
         terms = []
         for log_odds, cost, log_weight, log_sum in zip(
@@ -125,8 +125,8 @@ class FailTest:
     ) -> None:
         """Fold a closed window (1-based index ``window``) into the restarted tests."""
         window_lrs = stats.log_lrs(requests, hits, self.null_rate)
-        weight = stats.restart_log_weight(self.restart_share, window, self.planned_windows)
-        restarts.log_sums = stats.restart_update(np.asarray(restarts.log_sums), weight, window_lrs).tolist()
+        weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
+        restarts.log_sums = change_detect.restart_update(np.asarray(restarts.log_sums), weight, window_lrs).tolist()
         if restarts.run_requests == 0:
             restarts.run_start = window_start
         restarts.run_requests += requests

@@ -169,39 +169,6 @@ def log_mixture(per_alternative: npt.NDArray[np.float64]) -> npt.NDArray[np.floa
     return result
 
 
-# Of the restarts' share, the part for restarts after the planned soak (a gate keeps watching after it passed, and
-# a soak extended by stalls or thin traffic runs on). The rest is spread evenly over the planned soak's windows:
-# every start time in the soak is equally likely, and a restart's weight is what a breach starting there pays
-# (log(1/weight) nats of evidence). The former even split (half after the soak, mostly in its first hours) left
-# a restart inside the soak 0.5 of the share; 0.8 makes a breach on day 10 ~0.5 h sooner at 2x the ceiling.
-RESTARTS_AFTER_SOAK = 0.2
-
-
-def restart_log_weight(share: float, window: int, planned_windows: int) -> float:
-    """log of the prior weight of a test restarted at the start of window ``window`` (1-based; the soak's own
-    test covers window 1). Inside the planned soak each restart gets ``(1 - RESTARTS_AFTER_SOAK) * share`` spread
-    evenly over its windows; after it, the b-th further soak length (b = 1, 2, ...) gets
-    ``RESTARTS_AFTER_SOAK * share / (b (b + 1))`` spread evenly over its windows, so that all restarts, however
-    many, sum to at most ``share``."""
-    if window < 2:
-        return -math.inf
-    if planned_windows < 1:
-        raise ValueError("at least one window is planned")
-    look = window - 1
-    if look <= planned_windows:
-        return math.log((1 - RESTARTS_AFTER_SOAK) * share / planned_windows)
-    block = (look - planned_windows - 1) // planned_windows + 1
-    return math.log(RESTARTS_AFTER_SOAK * share / (block * (block + 1)) / planned_windows)
-
-
-def restart_update(
-    log_state: npt.NDArray[np.float64], log_weight: float, window_lrs: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """Shiryaev-Roberts step, per alternative: (S + w) * L. S sums w_s * LR(s..now) over past restarts s."""
-    result: npt.NDArray[np.float64] = np.logaddexp(log_state, log_weight) + window_lrs
-    return result
-
-
 def evidence_lower_bound(requests: int, hits: int, log_threshold: float, start_share: float) -> float:
     """Anytime-valid lower confidence bound on a rate: the smallest p0 whose soak test (weight ``start_share``)
     stays below ``log_threshold``; 0 when none is rejected. The mixture falls as p0 rises (d/dp0 of each term is
