@@ -19,10 +19,9 @@ partition).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import TypeVar
-
-import zlib
 
 import msgspec
 import numpy as np
