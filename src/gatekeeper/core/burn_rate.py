@@ -229,7 +229,16 @@ def advance(
     k, n, bulk_from = 0, len(index), p  # bulk_from: after a pane that passed the screen, step a while
     while p < stop:
         if state.open is None and p >= bulk_from and stop - p >= BULK_PANES:
-            p, k = _quiet_run(spec, state, p, stop, (index, req_in, bad_in), k, win_req, win_bad)
+            p, k = _quiet_run(
+                spec,
+                state,
+                p,
+                stop,
+                (np.asarray(index, np.int64), np.asarray(req_in, np.float64), np.asarray(bad_in, np.float64)),
+                k,
+                win_req,
+                win_bad,
+            )
             bulk_from = p + BULK_PANES
             if p >= stop:
                 break
@@ -271,8 +280,9 @@ def advance(
     return events
 
 
-def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[list[int], list[int], list[int]],
-               k: int, win_req: list[int], win_bad: list[int]) -> tuple[int, int]:  # fmt: skip
+def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[npt.NDArray[np.int64],
+               npt.NDArray[np.float64], npt.NDArray[np.float64]], k: int, win_req: list[int],
+               win_bad: list[int]) -> tuple[int, int]:  # fmt: skip
     """Apply panes p, p + 1, ... (no breach open) in numpy up to the first one at which a rule passes the screen
     of ``advance`` (or ``stop``): none before it can fire, so each only moves the sums. Returns that pane and the
     position of the first input at or after it; the state and the pane-exact sums are as stepping leaves them."""
@@ -280,12 +290,10 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
     nf = len(spec.fine_lengths)
     while p < stop:
         end = min(stop, p + _BULK_CHUNK)
-        k_end = k
-        while k_end < len(index) and index[k_end] < end:
-            k_end += 1
+        k_end = k + int(np.searchsorted(index[k:], end))
         size = end - p
-        at = np.asarray(index[k:k_end], np.int64) - p
-        dense = np.stack([np.bincount(at, np.asarray(col[k:k_end], np.float64), size) for col in (req_in, bad_in)])
+        at = index[k:k_end] - p
+        dense = np.stack([np.bincount(at, col[k:k_end], size) for col in (req_in, bad_in)])
         dense = dense.astype(np.int64)  # [requests, bad] per pane of [p, end)
         windows = _windows(spec, state, p, dense)
         screened = np.zeros(size, np.bool_)
@@ -298,8 +306,7 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
         if done:
             _apply_quiet(spec, state, p, done, dense, windows[:nf], win_req, win_bad)
             p += done
-            while k < len(index) and index[k] < p:
-                k += 1
+            k += int(np.searchsorted(index[k:], p))
         if hit.size:
             break
     return p, k
@@ -314,8 +321,8 @@ def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int
     history = ring[:, (p - fine + np.arange(fine)) % fine] if fine else ring
     run = np.zeros((2, fine + size + 1), np.int64)
     np.cumsum(np.concatenate((history, dense), axis=1), axis=1, out=run[:, 1:])
-    ends = fine + 1 + np.arange(size)
-    windows = [run[:, ends] - run[:, ends - length] for length in spec.fine_lengths]
+    end = fine + 1  # run[:, end + i]: the sums through pane p + i
+    windows = [run[:, end : end + size] - run[:, end - length : end - length + size] for length in spec.fine_lengths]
     if spec.hour_wholes:  # the hour so far plus whole hours before it
         first_hour = p // per_hour - max(spec.hour_wholes)
         hour_of = (p + np.arange(size)) // per_hour - first_hour
@@ -345,8 +352,11 @@ def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt
     for i, window in enumerate(fine_windows):
         win_req[i], win_bad[i] = int(window[0, done - 1]), int(window[1, done - 1])
     last = p + done
-    for t in range(max(p, last - fine), last):
-        state.ring_requests[t % fine], state.ring_bad[t % fine] = int(dense[0, t - p]), int(dense[1, t - p])
+    if fine:  # in place: ``advance`` holds the two lists
+        ring = np.asarray([state.ring_requests, state.ring_bad], np.int64)
+        first = max(p, last - fine)
+        ring[:, np.arange(first, last) % fine] = dense[:, first - p : done]
+        state.ring_requests[:], state.ring_bad[:] = ring.tolist()
     totals = dense[:, :done].sum(axis=1).tolist()
     state.total_requests += totals[0]
     state.total_bad += totals[1]
@@ -417,7 +427,7 @@ def _burn(requests: int, bad: int, length: int, watched: int, budget: float) -> 
 
 def _ints(values: Counts) -> list[int]:
     tolist = getattr(values, "tolist", None)
-    return [int(v) for v in (tolist() if tolist is not None else values)]
+    return tolist() if tolist is not None else [int(v) for v in values]  # an int64 array's tolist: ints
 
 
 def _reset(spec: BurnSpec, state: BurnState) -> None:

@@ -118,8 +118,9 @@ _SOURCE_FORMATS = (FORMAT, SOURCE_FORMAT)
 
 
 def _pane(gate: int, start: int, p: OpenPane) -> _Pane:
-    steps = np.diff(p.buckets, prepend=np.int64(0)).tolist()
-    return _Pane(gate, start, p.requests, p.errors, p.late, steps, p.counts.tolist(), p.seq, p.dirty)
+    steps = p.buckets.astype(np.int64)  # a copy; np.diff costs ~10x more on these few dozen buckets
+    steps[1:] -= p.buckets[:-1]
+    return _Pane(gate, start, p.requests, p.errors, p.late, steps.tolist(), p.counts.tolist(), p.seq, p.dirty)
 
 
 def _open(p: _Pane, fmt: int) -> OpenPane:
