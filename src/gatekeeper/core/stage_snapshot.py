@@ -8,7 +8,8 @@ open pane of every gate when a few of them got records. Format 2 writes a pane's
 from the one before (ascending: mostly 1-byte numbers) and deflates each record (zlib level 1, ~0.5 us a
 telemetry record): unkeyed, every partition holds an open pane of every gate and its changes were most of the
 bytes the worker wrote to its internal topics (docs/benchmarks.md). Format 1 records (absolute buckets, not
-deflated) are still read.
+deflated) are still read. Gate inboxes are deflated too (their dense window sketches are mostly zeros); inboxes
+written before that (msgpack as it is) are still read.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
 ``breach_watch.dump`` does. The partials it holds (buffered for open panes, and those merged into recently
 closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
@@ -135,7 +136,8 @@ def _deflate(raw: bytes) -> bytes:
 
 
 def _inflate(raw: bytes, what: str) -> bytes:
-    """A format-2 record's msgpack; format 1 records (a msgpack array: never zlib's first byte 0x78) as they are."""
+    """A deflated record's msgpack; records written before deflating (a msgpack array: never zlib's first byte
+    0x78) as they are."""
     if raw[:1] != b"\x78":
         return raw
     try:
@@ -232,19 +234,21 @@ def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
                 by_pane.setdefault(pane, []).append((index[s], at[pane, s]))
         return sorted(by_pane.items())
 
-    return _ENCODER.encode(
-        _Inbox(
-            INBOX_FORMAT,
-            snapshot.dump(inbox.gate),
-            {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
-            [p for pane, s, p in buffered if (pane, s) not in at],
-            [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
-            inbox.closed_until,
-            (c.duplicates, c.conflicts, c.late_partials, c.late),
-            names,
-            refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
-            refs(merged),
-            breach_watch.dump(inbox.alerts),
+    return _deflate(
+        _ENCODER.encode(
+            _Inbox(
+                INBOX_FORMAT,
+                snapshot.dump(inbox.gate),
+                {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
+                [p for pane, s, p in buffered if (pane, s) not in at],
+                [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
+                inbox.closed_until,
+                (c.duplicates, c.conflicts, c.late_partials, c.late),
+                names,
+                refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
+                refs(merged),
+                breach_watch.dump(inbox.alerts),
+            )
         )
     )
 
@@ -253,7 +257,8 @@ def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
     """The inbox ``dump_inbox`` wrote, and where the partials it holds by reference are: (buffered ones,
     merged ones), each (pane, source) -> offset; put each in with ``place`` once read. ValueError on bytes that
     are not an inbox."""
-    snap = _decode(_INBOX, raw, "stage-2 gate inbox", (FORMAT, INBOX_FORMAT))
+    what = "stage-2 gate inbox"
+    snap = _decode(_INBOX, _inflate(raw, what), what, (FORMAT, INBOX_FORMAT))
     inbox = GateInbox(
         gate=snapshot.load(snap.gate),
         sources={s: SourceMark(m.watermark, m.idle) for s, m in snap.sources.items()},
