@@ -209,8 +209,8 @@ def advance(
     breach events they cause out. Panes without data need not be sent: time between them counts as empty, and
     with ``until`` (ms) the empty time up to it is stepped through too (a breach resolves while traffic is off).
     Numpy arrays or lists."""
-    index = [start // spec.pane for start in _ints(starts)]
-    req_in, bad_in = _ints(requests), _ints(bad)
+    columns = (np.asarray(starts, np.int64) // spec.pane, np.asarray(requests, np.int64), np.asarray(bad, np.int64))
+    index, req_in, bad_in = (c.tolist() for c in columns)  # pane index, requests, bad: Python ints to step on
     span = _span(spec, state, index, until)
     if span is None:
         return []
@@ -229,16 +229,7 @@ def advance(
     k, n, bulk_from = 0, len(index), p  # bulk_from: after a pane that passed the screen, step a while
     while p < stop:
         if state.open is None and p >= bulk_from and stop - p >= BULK_PANES:
-            p, k = _quiet_run(
-                spec,
-                state,
-                p,
-                stop,
-                (np.asarray(index, np.int64), np.asarray(req_in, np.float64), np.asarray(bad_in, np.float64)),
-                k,
-                win_req,
-                win_bad,
-            )
+            p, k = _quiet_run(spec, state, p, stop, columns, k, win_req, win_bad)
             bulk_from = p + BULK_PANES
             if p >= stop:
                 break
@@ -280,9 +271,8 @@ def advance(
     return events
 
 
-def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[npt.NDArray[np.int64],
-               npt.NDArray[np.float64], npt.NDArray[np.float64]], k: int, win_req: list[int],
-               win_bad: list[int]) -> tuple[int, int]:  # fmt: skip
+def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[npt.NDArray[np.int64], ...],
+               k: int, win_req: list[int], win_bad: list[int]) -> tuple[int, int]:  # fmt: skip
     """Apply panes p, p + 1, ... (no breach open) in numpy up to the first one at which a rule passes the screen
     of ``advance`` (or ``stop``): none before it can fire, so each only moves the sums. Returns that pane and the
     position of the first input at or after it; the state and the pane-exact sums are as stepping leaves them."""
@@ -423,11 +413,6 @@ def _burn(requests: int, bad: int, length: int, watched: int, budget: float) -> 
     full counts its unwatched time as without errors, so the budget of the whole window must be burnt by what
     was seen (else one early error among the first few requests would be a huge "burn rate")."""
     return bad * (min(length, watched) / length) / (requests * budget) if requests > 0 else 0.0
-
-
-def _ints(values: Counts) -> list[int]:
-    tolist = getattr(values, "tolist", None)
-    return tolist() if tolist is not None else [int(v) for v in values]  # an int64 array's tolist: ints
 
 
 def _reset(spec: BurnSpec, state: BurnState) -> None:
