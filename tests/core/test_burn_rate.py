@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from gatekeeper.core import burn_rate
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.burn_rate import BurnSpec, BurnState, Slo, advance, slos_of
 from gatekeeper.core.plan import Alerting, BurnRule
@@ -181,3 +183,69 @@ def test_skipping_quiet_time_gives_what_stepping_gives() -> None:
     expected = run(dense)
     assert len(expected) >= 3
     assert expected == run(sparse)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 45, 700])
+def test_numpy_runs_give_what_stepping_every_pane_gives(chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long runs without an open breach go through numpy (``BULK_PANES``); stepping every pane in Python instead
+    gives exactly the same events and the same state: healthy days, a slow burn (the 3-day ticket window, in
+    hours), a fast burn, silences, thin traffic, fed whole or in batches."""
+    segments = [(40, 0.0005, 300), (1, 0.2, 300), (30, None, 0), (60, 0.004, 300), (3, 0.0, 5), (2, 0.05, 300),
+                (50, None, 0), (20, 0.0008, 1000)]  # fmt: skip
+    rng = np.random.default_rng(11)
+    starts, requests, bad, at = [], [], [], T0
+    for hours, rate, per_minute in segments:
+        for _ in range(round(hours * 60)):
+            if rate is not None:
+                starts.append(at)
+                requests.append(per_minute)
+                bad.append(int(rng.binomial(per_minute, rate)))
+            at += MINUTE
+    panes = tuple(np.asarray(c, dtype=np.int64) for c in (starts, requests, bad))
+
+    def states(bulk: int) -> tuple[list[Breach], BurnState]:
+        monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)
+        state, out = BurnState(), []
+        size = chunk or panes[0].size
+        for i in range(0, panes[0].size, size):
+            starts, requests, bad = (column[i : i + size] for column in panes)
+            out += advance(SPEC, state, starts, requests, bad)
+        out += advance(SPEC, state, panes[0][:0], panes[1][:0], panes[2][:0], until=at + 80 * HOUR)
+        state.hour, state.before = None, []  # recomputed on entering the next hour either way
+        # what a later pane's windows can still reach, kept either way (stepping skips silences, keeping hours
+        # older than that until its next pane; numpy goes through them, dropping those)
+        reach = (state.end or 0) // 60 - SPEC.hour_span
+        state.hours = {h: c for h, c in state.hours.items() if c != [0, 0] and h >= reach}
+        return out, state
+
+    bulk = burn_rate.BULK_PANES
+    expected = states(1 << 40)
+    assert {"opened", "escalated", "resolved"} <= {e.change for e in expected[0]}
+    assert expected == states(bulk)
+
+
+def test_numpy_window_sums_equal_the_stepped_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sums numpy computes for every window ending at each pane (the pane-exact ones and the 3-day one in
+    hours: the hour so far plus the whole hours before it) equal those stepping one pane at a time carries,
+    starting from a state that already holds two days of panes."""
+    monkeypatch.setattr(burn_rate, "BULK_PANES", 1 << 40)
+    warm = traffic([(50, 0.0007)], per_minute=200, seed=3)
+    state = BurnState()
+    advance(SPEC, state, *warm)
+    later = traffic([(30, 0.002)], per_minute=50, seed=5)
+    starts = later[0] + 50 * HOUR + 17 * MINUTE  # off the hour, after a 17-minute gap
+    p = state.end or 0
+    gap = int(starts[0]) // MINUTE - p
+    dense = np.concatenate((np.zeros((2, gap), np.int64), np.stack(later[1:])), axis=1)
+    got = burn_rate._windows(SPEC, msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=BurnState), p, dense)
+    got = [w[:, gap:] for w in got]
+    stepped: list[list[int]] = []
+    for i in range(starts.size):
+        advance(SPEC, state, starts[i : i + 1], later[1][i : i + 1], later[2][i : i + 1])
+        current = state.hours[state.hour or 0]
+        hourly = [[before[0] + current[0], before[1] + current[1]] for before in state.before]
+        stepped.append([*state.sum_requests, *state.sum_bad, *(c for pair in hourly for c in pair)])
+    fine = len(SPEC.fine_lengths)
+    numpy_sums = [[*(int(w[0, i]) for w in got[:fine]), *(int(w[1, i]) for w in got[:fine]),
+                   *(int(c) for w in got[fine:] for c in w[:, i])] for i in range(starts.size)]  # fmt: skip
+    assert stepped == numpy_sums

@@ -3,6 +3,7 @@ gives exactly what going on without it gives."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from gatekeeper.core.aggregate import Aggregator
@@ -81,3 +82,28 @@ def test_a_source_written_as_changes_restores_exactly_and_writes_less() -> None:
         assert (dump_source(source, i), i, writer.epoch) == (dump_source(restored, offset), offset, epoch)
     assert written < whole / 2
     assert 1 < writer.epoch  # whole snapshots were written again, leaving older changes behind in the table
+
+
+def test_a_source_written_in_format_1_still_restores() -> None:
+    """A stage-1 record of format 1 (absolute latency buckets, not deflated), as workers before format 2 wrote
+    it, restores to the same state as the format-2 record of that state."""
+    plan = make_plan(rich_plan())
+    agg = Aggregator(KEYS, plan.evaluation.pane, plan.evaluation.lateness)
+    source = agg.start("t:0")
+    for part in list(chunks(rich_events(), 50))[:3]:
+        source, _partials, _mark = agg.fold(source, part)
+    panes = [
+        [gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty]
+        for (gate, start), p in sorted(source.panes.items())
+    ]
+    legacy = msgspec.msgpack.encode([1, source.source, 7, source.newest, source.events, source.late, panes, 1])
+    assert any(len(p[5]) > 1 for p in panes)  # buckets whose differences differ from their values
+    restored, offset = load_source(legacy)
+    assert (dump_source(source, 7), 7) == (dump_source(restored, offset), offset)
+
+
+def test_a_damaged_deflated_source_is_a_clear_error() -> None:
+    """A deflated stage-1 record cut short raises ValueError naming what was expected, not a zlib traceback."""
+    raw = dump_source(Aggregator(KEYS, 1, 1).start("s"), 0)
+    with pytest.raises(ValueError, match="not a stage-1 source state"):
+        load_source(raw[:-4])

@@ -19,7 +19,10 @@ Stepped pane by pane in plain Python on running sums over a ring of the last pan
 panes at a time (the worker: one per watermark), where numpy's per-call cost (~0.5 ms) was 100 times the work. A
 stretch without data where no breach is open and every pane-exact window (each rule's short window is one) is
 empty cannot fire, so it is skipped in one step: a stopped tier is not stepped through the 3 days of its ticket
-window.
+window. Long runs of panes while no breach is open (replay closes days at a time) go through numpy instead
+(``_quiet_run``): every window's sums for every pane at once, up to the first pane at which some rule passes the
+screen below (the only panes that can fire); that pane and the ones after it are stepped as before. The stepping
+cost ~20 us a pane and objective, most of a long replay's time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ _RANK = {"ticket": 1, "page": 2}
 _SEVERITY_OF = {1: "ticket", 2: "page"}
 Counts = Sequence[int] | npt.NDArray[np.int64]
 _SLACK = 1 + 1e-9  # the screen before the exact burn rate must never rule out a window on float rounding
+BULK_PANES = 32  # runs of at least this many panes without an open breach go through numpy (``_quiet_run``)
+_BULK_CHUNK = 4096  # panes per numpy pass (bounds its memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +154,8 @@ def advance(
     breach events they cause out. Panes without data need not be sent: time between them counts as empty, and
     with ``until`` (ms) the empty time up to it is stepped through too (a breach resolves while traffic is off).
     Numpy arrays or lists."""
-    index = [start // spec.pane for start in _ints(starts)]
-    req_in, bad_in = _ints(requests), _ints(bad)
+    columns = (np.asarray(starts, np.int64) // spec.pane, np.asarray(requests, np.int64), np.asarray(bad, np.int64))
+    index, req_in, bad_in = (c.tolist() for c in columns)  # pane index, requests, bad: Python ints to step on
     span = _span(spec, state, index, until)
     if span is None:
         return []
@@ -166,8 +171,13 @@ def advance(
     win_req, win_bad = [*state.sum_requests, *(0 for _ in wholes)], [*state.sum_bad, *(0 for _ in wholes)]
     fine_slots = list(enumerate(fine_lengths))
     events: list[Breach] = []
-    k, n = 0, len(index)
+    k, n, bulk_from = 0, len(index), p  # bulk_from: after a pane that passed the screen, step a while
     while p < stop:
+        if state.open is None and p >= bulk_from and stop - p >= BULK_PANES:
+            p, k = _quiet_run(spec, state, p, stop, columns, k, win_req, win_bad)
+            bulk_from = p + BULK_PANES
+            if p >= stop:
+                break
         req = bad_now = 0
         while k < n and index[k] == p:  # several inputs for one pane add up
             req += req_in[k]
@@ -204,6 +214,99 @@ def advance(
     state.sum_requests, state.sum_bad = win_req[:nf], win_bad[:nf]
     state.end = max(stop, state.end or 0)
     return events
+
+
+def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[npt.NDArray[np.int64], ...],
+               k: int, win_req: list[int], win_bad: list[int]) -> tuple[int, int]:  # fmt: skip
+    """Apply panes p, p + 1, ... (no breach open) in numpy up to the first one at which a rule passes the screen
+    of ``advance`` (or ``stop``): none before it can fire, so each only moves the sums. Returns that pane and the
+    position of the first input at or after it; the state and the pane-exact sums are as stepping leaves them."""
+    index, req_in, bad_in = inputs
+    nf = len(spec.fine_lengths)
+    while p < stop:
+        end = min(stop, p + _BULK_CHUNK)
+        k_end = k + int(np.searchsorted(index[k:], end))
+        size = end - p
+        at = index[k:k_end] - p
+        dense = np.stack([np.bincount(at, col[k:k_end], size) for col in (req_in, bad_in)])
+        dense = dense.astype(np.int64)  # [requests, bad] per pane of [p, end)
+        windows = _windows(spec, state, p, dense)
+        screened = np.zeros(size, np.bool_)
+        for _rank, _rate, screen, long, short in spec.slots:
+            (r_short, b_short), (r_long, b_long) = windows[short], windows[long]
+            screened |= ((b_short > 0) & (b_short * _SLACK >= screen * r_short) & (b_long * _SLACK >= screen * r_long)
+                         & (r_long >= spec.alerts.min_requests))  # fmt: skip
+        hit = np.flatnonzero(screened)
+        done = int(hit[0]) if hit.size else size  # panes [p, p + done) are applied here
+        if done:
+            _apply_quiet(spec, state, p, done, dense, windows[:nf], win_req, win_bad)
+            p += done
+            k += int(np.searchsorted(index[k:], p))
+        if hit.size:
+            break
+    return p, k
+
+
+def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
+    """[requests, bad] of every window (in ``lengths`` order) ending at each pane of ``dense`` (panes p, p + 1, ...,
+    [requests, bad] each), the state holding the panes before p."""
+    fine, per_hour, size = spec.fine_panes, HOUR_MS // spec.pane, dense.shape[1]
+    # every window's [requests, bad] ending at each pane: pane-exact ones from the ring's last panes on
+    ring = np.asarray([state.ring_requests, state.ring_bad], np.int64).reshape(2, fine)
+    history = ring[:, (p - fine + np.arange(fine)) % fine] if fine else ring
+    run = np.zeros((2, fine + size + 1), np.int64)
+    np.cumsum(np.concatenate((history, dense), axis=1), axis=1, out=run[:, 1:])
+    end = fine + 1  # run[:, end + i]: the sums through pane p + i
+    windows = [run[:, end : end + size] - run[:, end - length : end - length + size] for length in spec.fine_lengths]
+    if spec.hour_wholes:  # the hour so far plus whole hours before it
+        first_hour = p // per_hour - max(spec.hour_wholes)
+        hour_of = (p + np.arange(size)) // per_hour - first_hour
+        hours = int(hour_of[-1]) + 1
+        base = np.zeros((2, hours), np.int64)
+        for h, (r, b) in state.hours.items():
+            if 0 <= h - first_hour < hours:
+                base[:, h - first_hour] = (r, b)
+        totals = base + np.stack([np.bincount(hour_of, row.astype(np.float64), hours) for row in dense]).astype(
+            np.int64
+        )
+        before = np.zeros((2, hours + 1), np.int64)
+        np.cumsum(totals, axis=1, out=before[:, 1:])
+        in_pane = np.zeros((2, size + 1), np.int64)
+        np.cumsum(dense, axis=1, out=in_pane[:, 1:])
+        hour_start = np.maximum(0, (hour_of + first_hour) * per_hour - p)
+        so_far = base[:, hour_of] + in_pane[:, 1:] - in_pane[:, hour_start]
+        windows += [before[:, hour_of] - before[:, hour_of - whole] + so_far for whole in spec.hour_wholes]
+    return windows
+
+
+def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt.NDArray[np.int64],
+                 fine_windows: list[npt.NDArray[np.int64]], win_req: list[int],
+                 win_bad: list[int]) -> None:  # fmt: skip
+    """Panes [p, p + done) into the state, as stepping through them would leave it."""
+    fine, per_hour = spec.fine_panes, HOUR_MS // spec.pane
+    for i, window in enumerate(fine_windows):
+        win_req[i], win_bad[i] = int(window[0, done - 1]), int(window[1, done - 1])
+    last = p + done
+    if fine:  # in place: ``advance`` holds the two lists
+        ring = np.asarray([state.ring_requests, state.ring_bad], np.int64)
+        first = max(p, last - fine)
+        ring[:, np.arange(first, last) % fine] = dense[:, first - p : done]
+        state.ring_requests[:], state.ring_bad[:] = ring.tolist()
+    totals = dense[:, :done].sum(axis=1).tolist()
+    state.total_requests += totals[0]
+    state.total_bad += totals[1]
+    if spec.hour_wholes:
+        hour_of = (p + np.arange(done)) // per_hour
+        first = int(hour_of[0])
+        sums = [np.bincount(hour_of - first, row[:done].astype(np.float64)).astype(np.int64).tolist() for row in dense]
+        for h, (r, b) in enumerate(zip(*sums, strict=True)):
+            cell = state.hours.setdefault(first + h, [0, 0])
+            cell[0] += r
+            cell[1] += b
+        oldest = (last - 1) // per_hour - spec.hour_span
+        for old in [h for h in state.hours if h < oldest]:
+            del state.hours[old]
+        state.hour = None  # the next pane stepped sums the whole hours before it afresh
 
 
 def _span(spec: BurnSpec, state: BurnState, index: list[int], until: int | None) -> tuple[int, int] | None:
@@ -255,11 +358,6 @@ def _burn(requests: int, bad: int, length: int, watched: int, budget: float) -> 
     full counts its unwatched time as without errors, so the budget of the whole window must be burnt by what
     was seen (else one early error among the first few requests would be a huge "burn rate")."""
     return bad * (min(length, watched) / length) / (requests * budget) if requests > 0 else 0.0
-
-
-def _ints(values: Counts) -> list[int]:
-    tolist = getattr(values, "tolist", None)
-    return [int(v) for v in (tolist() if tolist is not None else values)]
 
 
 def _reset(spec: BurnSpec, state: BurnState) -> None:

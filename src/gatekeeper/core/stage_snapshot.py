@@ -4,7 +4,12 @@ Stage 1: a source's ``SourceState`` with the offset of the next record to read f
 exactly after the last record folded into it (re-folding a record would change a partial, a conflict). Written
 by a ``SourceWriter``: a whole snapshot now and then, and between them only the open panes that changed (and
 those emitted) since the previous write, each record under its own key, so a checkpoint does not rewrite every
-open pane of every gate when a few of them got records.
+open pane of every gate when a few of them got records. Format 2 writes a pane's latency buckets as differences
+from the one before (ascending: mostly 1-byte numbers) and deflates each record (zlib level 1, ~0.5 us a
+telemetry record): unkeyed, every partition holds an open pane of every gate and its changes were most of the
+bytes the worker wrote to its internal topics (docs/benchmarks.md). Format 1 records (absolute buckets, not
+deflated) are still read. Gate inboxes are deflated too (their dense window sketches are mostly zeros); inboxes
+written before that (msgpack as it is) are still read.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
 ``breach_watch.dump`` does. The partials it holds (buffered for open panes, and those merged into recently
 closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
@@ -15,6 +20,7 @@ partition).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,6 +33,7 @@ from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen
 from gatekeeper.core.partials import Partial
 
 FORMAT = 1
+SOURCE_FORMAT = 2  # 2: stage-1 records deflated, buckets as differences (format 1: neither; still read)
 INBOX_FORMAT = 2  # 2: partials located in the panes topic (format 1 had them all inline; still read)
 _T = TypeVar("_T")
 Located = dict[tuple[int, str], int]  # (pane, source) -> offset of the partial in its gate's panes partition
@@ -38,7 +45,7 @@ class _Pane(msgspec.Struct, array_like=True):
     requests: int
     errors: int
     late: int
-    buckets: list[int]
+    buckets: list[int]  # format 2: the first bucket, then each one's difference from the one before
     counts: list[int]
     seq: int = -1
     dirty: bool = True
@@ -109,21 +116,43 @@ _ENCODER = msgspec.msgpack.Encoder()
 _SOURCE = msgspec.msgpack.Decoder(_Source)
 _CHANGES = msgspec.msgpack.Decoder(_Changes)
 _INBOX = msgspec.msgpack.Decoder(_Inbox)
+_SOURCE_FORMATS = (FORMAT, SOURCE_FORMAT)
 
 
 def _pane(gate: int, start: int, p: OpenPane) -> _Pane:
-    return _Pane(gate, start, p.requests, p.errors, p.late, p.buckets.tolist(), p.counts.tolist(), p.seq, p.dirty)
+    steps = p.buckets.astype(np.int64)  # a copy; np.diff costs ~10x more on these few dozen buckets
+    steps[1:] -= p.buckets[:-1]
+    return _Pane(gate, start, p.requests, p.errors, p.late, steps.tolist(), p.counts.tolist(), p.seq, p.dirty)
 
 
-def _open(p: _Pane) -> OpenPane:
+def _open(p: _Pane, fmt: int) -> OpenPane:
     buckets, counts = np.asarray(p.buckets, np.int64), np.asarray(p.counts, np.int64)
+    if fmt >= 2:
+        buckets = np.cumsum(buckets, dtype=np.int64)
     return OpenPane(p.requests, p.errors, p.late, buckets, counts, p.seq, p.dirty)
+
+
+def _deflate(raw: bytes) -> bytes:
+    return zlib.compress(raw, 1)
+
+
+def _inflate(raw: bytes, what: str) -> bytes:
+    """A deflated record's msgpack; records written before deflating (a msgpack array: never zlib's first byte
+    0x78) as they are."""
+    if raw[:1] != b"\x78":
+        return raw
+    try:
+        return zlib.decompress(raw)
+    except zlib.error as exc:
+        raise ValueError(f"not a {what}: {exc}") from None
 
 
 def dump_source(state: SourceState, next_offset: int, epoch: int = 0) -> bytes:
     panes = [_pane(gate, start, p) for (gate, start), p in sorted(state.panes.items())]
-    return _ENCODER.encode(
-        _Source(FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch)
+    return _deflate(
+        _ENCODER.encode(
+            _Source(SOURCE_FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch)
+        )
     )
 
 
@@ -138,17 +167,19 @@ def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tup
     ..., None when there is none): (the state, the offset of the next record to fold, the snapshot's epoch).
     Changes written after an older snapshot (left behind under their keys) are not part of the chain.
     ValueError on bytes that are not a snapshot or changes."""
-    snap = _decode(_SOURCE, raw, "stage-1 source state")
-    panes = {(p.gate, p.start): _open(p) for p in snap.panes}
+    what = "stage-1 source state"
+    snap = _decode(_SOURCE, _inflate(raw, what), what, _SOURCE_FORMATS)
+    panes = {(p.gate, p.start): _open(p, snap.format) for p in snap.panes}
     state = SourceState(snap.source, snap.newest, panes, snap.events, snap.late)
     next_offset, seq = snap.next_offset, 1
     while (more := changes(seq)) is not None:
-        change = _decode(_CHANGES, more, "stage-1 source change")
+        what = "stage-1 source change"
+        change = _decode(_CHANGES, _inflate(more, what), what, _SOURCE_FORMATS)
         if change.base != snap.epoch or change.seq != seq:
             break  # left from an older chain: this one ends here
         for key in change.gone:
             state.panes.pop(key, None)
-        state.panes.update({(p.gate, p.start): _open(p) for p in change.panes})
+        state.panes.update({(p.gate, p.start): _open(p, change.format) for p in change.panes})
         state.newest, state.events, state.late = change.newest, change.events, change.late
         next_offset, seq = change.next_offset, seq + 1
     return state, next_offset, snap.epoch
@@ -180,9 +211,9 @@ class SourceWriter:
         gone = sorted(key for key in before if key not in encoded)
         self.seq += 1
         change = _ChangesOut(
-            FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone
+            SOURCE_FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone
         )
-        raw = _ENCODER.encode(change)
+        raw = _deflate(_ENCODER.encode(change))
         self._chain_bytes += len(raw)
         self._written = encoded
         return self.seq, raw
@@ -204,20 +235,22 @@ def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
                 by_pane.setdefault(pane, []).append((index[s], at[pane, s]))
         return sorted(by_pane.items())
 
-    return _ENCODER.encode(
-        _Inbox(
-            INBOX_FORMAT,
-            snapshot.dump(inbox.gate),
-            {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
-            [p for pane, s, p in buffered if (pane, s) not in at],
-            [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
-            inbox.closed_until,
-            (c.duplicates, c.conflicts, c.late_partials, c.late),
-            names,
-            refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
-            refs(merged),
-            breach_watch.dump(inbox.alerts),
-            [p for parts in inbox.baseline.panes.values() for p in parts.values()],
+    return _deflate(
+        _ENCODER.encode(
+            _Inbox(
+                INBOX_FORMAT,
+                snapshot.dump(inbox.gate),
+                {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
+                [p for pane, s, p in buffered if (pane, s) not in at],
+                [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
+                inbox.closed_until,
+                (c.duplicates, c.conflicts, c.late_partials, c.late),
+                names,
+                refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
+                refs(merged),
+                breach_watch.dump(inbox.alerts),
+                [p for parts in inbox.baseline.panes.values() for p in parts.values()],
+            )
         )
     )
 
@@ -226,7 +259,8 @@ def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
     """The inbox ``dump_inbox`` wrote, and where the partials it holds by reference are: (buffered ones,
     merged ones), each (pane, source) -> offset; put each in with ``place`` once read. ValueError on bytes that
     are not an inbox."""
-    snap = _decode(_INBOX, raw, "stage-2 gate inbox", (FORMAT, INBOX_FORMAT))
+    what = "stage-2 gate inbox"
+    snap = _decode(_INBOX, _inflate(raw, what), what, (FORMAT, INBOX_FORMAT))
     inbox = GateInbox(
         gate=snapshot.load(snap.gate),
         sources={s: SourceMark(m.watermark, m.idle) for s, m in snap.sources.items()},
