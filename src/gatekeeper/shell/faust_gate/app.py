@@ -26,7 +26,7 @@ from gatekeeper.shell.faust_gate.state import GateStage, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import StateError, Topics
-from gatekeeper.shell.worker.topics import panes_topic
+from gatekeeper.shell.worker.topics import panes_topic, read_offsets
 
 HOOK_HEADER = "gk-closed-wall-ms"  # as the aiokafka worker: wall time (epoch ms) the closing message was read
 TABLE = "gate-state"
@@ -54,7 +54,7 @@ class _StrKeys(MutableMapping[str, bytes]):
             raise KeyError(key)
         return bytes(value)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]  # Mapping.get's overloads
+    def get(self, key: str, default: Any = None) -> Any:
         value = self.table.get(key.encode())
         return default if value is None else bytes(value)
 
@@ -83,85 +83,127 @@ def _broker(settings: KafkaSettings) -> list[str]:
     return [f"kafka://{part.strip()}" for part in settings.bootstrap.split(",")]
 
 
-def run_faust_gate(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
-    """Run the Faust gate worker until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
+def _app(options: WorkerOptions, settings: KafkaSettings, partitions: int) -> Any:
+    """The Faust app: its own consumer group and memory-store table, raw bytes everywhere, at least once."""
     import faust
 
-    names = settings.topics
-    topics = Topics(
-        names.telemetry, panes_topic(options.app_id), names.decisions, names.breaches, names.dlq, names.partitions
-    )
-    datadir = tempfile.mkdtemp(prefix=f"{options.app_id}-faust-gate-")  # the memory store keeps nothing there
     session = max(6.0, options.session_timeout)
-    app = faust.App(
+    return faust.App(
         faust_app_id(options.app_id),
         broker=_broker(settings),
         store="memory://",
-        topic_partitions=topics.partitions,
+        topic_partitions=partitions,
         topic_replication_factor=1,
         table_standby_replicas=0,
-        datadir=datadir,
+        datadir=tempfile.mkdtemp(prefix=f"{options.app_id}-faust-gate-"),  # the memory store keeps nothing there
         web_enabled=False,
         broker_session_timeout=session,
         broker_heartbeat_interval=min(3.0, session / 3),
         broker_commit_interval=options.checkpoint_interval,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        key_serializer="raw",
+        key_serializer="raw",  # a Table takes no serializer arguments: raw bytes through the app's defaults
         value_serializer="raw",
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    panes = app.topic(topics.panes, **raw)
-    outputs = {name: app.topic(name, **raw) for name in (topics.decisions, topics.breaches, topics.dlq)}
-    # raw bytes both ways (the app's serializers, set above: a Table takes no serializer arguments)
-    table = app.Table(TABLE, default=None, partitions=topics.partitions, key_type=bytes, value_type=bytes)
-    stage = GateStage(plan, topics, _StrKeys(table), log.warning)
-    failed: list[BaseException] = []
 
-    @app.agent(panes)
-    async def gates(stream: Any) -> None:
+
+class FaustGate:
+    """The agent, its table and the read-back of the partials restored gates refer to."""
+
+    def __init__(self, plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> None:
+        names = settings.topics
+        self.topics = Topics(
+            names.telemetry, panes_topic(options.app_id), names.decisions, names.breaches, names.dlq, names.partitions
+        )
+        self.settings, self.log = settings, log
+        self.app = app = _app(options, settings, names.partitions)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.outputs = {name: app.topic(name, **raw) for name in (names.decisions, names.breaches, names.dlq)}
+        table = app.Table(TABLE, default=None, partitions=names.partitions, key_type=bytes, value_type=bytes)
+        self.stage = GateStage(plan, self.topics, _StrKeys(table), log.warning)
+        self.failed: list[BaseException] = []
+        self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
+        self.reader: Any = None  # an aiokafka consumer without a group, started at the first read-back
+        app.agent(app.topic(self.topics.panes, **raw), name="gates")(self.gates)
+        app.on_partitions_revoked.connect(self._revoked)
+        app.on_partitions_assigned.connect(self._assigned)
+        app.on_before_shutdown.connect(self._shutdown)
+        app.timer(REPORT_INTERVAL_S)(self._report)
+
+    async def gates(self, stream: Any) -> None:
+        """The agent: each panes message through ``GateStage``, what it makes sent before the event is acked."""
         async for event in stream.events():
             message = event.message
             wall_ms = round(time.time() * 1000)
             try:
-                out = stage.on_message(message.partition, message.offset, event.key, event.value)
-            except StateError as exc:  # continuing would silently lose or redo state
-                failed.append(exc)
-                log.error("worker failed; stopping", error=f"StateError: {exc}")
-                await app.stop()
+                if message.partition not in self.ready:
+                    await self._read_back(message.partition)
+                out = self.stage.on_message(message.partition, message.offset, event.key, event.value)
+            except (StateError, TimeoutError) as exc:  # continuing would silently lose or redo state
+                self.failed.append(exc)
+                self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
+                await self.app.stop()
                 return
             hook = (HOOK_HEADER, str(wall_ms).encode())
             for m in out:
-                headers = [*m.headers, hook] if m.topic != topics.dlq else list(m.headers)
-                await outputs[m.topic].send(key=m.key, value=m.value, partition=m.partition, headers=headers)
-            for d in out:
-                if d.topic == topics.decisions:
-                    log.debug("decision", key=d.key, partition=d.partition)
+                headers = [*m.headers, hook] if m.topic != self.topics.dlq else list(m.headers)
+                await self.outputs[m.topic].send(key=m.key, value=m.value, partition=m.partition, headers=headers)
 
-    @app.on_partitions_revoked.connect
-    async def _revoked(sender: Any, revoked: Any, **_kwargs: Any) -> None:
-        stage.forget()  # the table is the state; the next owner (maybe this one) rebuilds from it
+    async def _read_back(self, q: int) -> None:
+        wanted = self.stage.wanted(q)
+        if wanted:
+            if self.reader is None:
+                from aiokafka import AIOKafkaConsumer
 
-    @app.on_partitions_assigned.connect
-    async def _assigned(sender: Any, assigned: Any, **_kwargs: Any) -> None:
-        stage.forget()
-        owned = sorted(tp.partition for tp in assigned if tp.topic == topics.panes)
-        log.info("partitions assigned", partitions=owned, panes=owned, engine="faust")
+                kwargs = self.settings.aiokafka_kwargs()
+                self.reader = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+                await self.reader.start()
+            began = time.monotonic()
+            self.stage.supply(q, await read_offsets(self.reader, self.topics.panes, {q: wanted}))
+            seconds = round(time.monotonic() - began, 3)
+            self.log.info("partials read back", partition=q, partials=len(wanted), seconds=seconds)
+        self.ready.add(q)
 
-    @app.timer(REPORT_INTERVAL_S)
-    async def _report() -> None:
-        _log_totals(log, stage.totals, final=False)
+    async def _revoked(self, sender: Any, revoked: Any, **_kwargs: Any) -> None:
+        self.stage.forget()  # the table is the state; the next owner (maybe this one) rebuilds from it
+        self.ready.clear()
 
-    log.info("worker starting", app_id=options.app_id, engine="faust", faust_app_id=app.conf.id,
-             plan_version=plan.plan_version, gates=len(stage.keys), changelog=state_changelog_topic(options.app_id))  # fmt: skip
-    worker = faust.Worker(app, loglevel=options.log_level.upper(), quiet=True, redirect_stdouts=False)
+    async def _assigned(self, sender: Any, assigned: Any, **_kwargs: Any) -> None:
+        self.stage.forget()
+        self.ready.clear()
+        owned = sorted(tp.partition for tp in assigned if tp.topic == self.topics.panes)
+        self.log.info("partitions assigned", partitions=owned, panes=owned, engine="faust")
+
+    async def _shutdown(self, sender: Any, **_kwargs: Any) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
+
+    async def _report(self) -> None:
+        _log_totals(self.log, self.stage.totals, final=False)
+
+
+def run_faust_gate(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
+    """Run the Faust gate worker until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
+    import faust
+
+    gate = FaustGate(plan, settings, options, log)
+    log.info(
+        "worker starting",
+        app_id=options.app_id,
+        engine="faust",
+        faust_app_id=gate.app.conf.id,
+        plan_version=plan.plan_version,
+        gates=len(gate.stage.keys),
+        changelog=state_changelog_topic(options.app_id),
+    )
+    worker = faust.Worker(gate.app, loglevel=options.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     except SystemExit:
         pass
     finally:
-        _log_totals(log, stage.totals, final=True)
-    return 1 if failed else 0
+        _log_totals(log, gate.stage.totals, final=True)
+    return 1 if gate.failed else 0
 
 
 def _log_totals(log: Any, totals: Totals, *, final: bool) -> None:

@@ -7,8 +7,9 @@ every write is a changelog record (a Faust table), so the state is split to be w
 - ``g:<region/tier>``: the gate's inbox without its buffered partials and source marks (core gate state, the
   digests of recently merged partials, counters, breach alerts): written when a watermark closed panes (or a
   partial for a closed pane changed the late count), i.e. about once per closed pane, not per message.
-- ``p:<region/tier>|<pane>|<source>``: a buffered partial (its contract bytes), written when it arrives and
-  deleted (a tombstone) once its pane is merged.
+- ``p:<region/tier>|<pane>|<source>``: where a buffered partial is: its offset in the gate's partition of
+  ``<app-id>-panes`` (the partial itself is there already), written when it arrives and deleted (a tombstone) once
+  its pane is merged. A restored gate reads its buffered partials back from there (``wanted`` / ``supply``).
 - ``m:<q>``: the source watermarks heard on panes partition ``q``, shared by every gate homed at ``q`` (each of
   them hears the same watermarks in the same order, so their marks are equal): written when one changed.
 
@@ -76,6 +77,7 @@ class Totals:
     late_partials: int = 0
     writes: int = 0  # state table writes (changelog records), tombstones included
     write_bytes: int = 0  # their keys and values
+    bytes_by_kind: Counter[str] = dataclasses.field(default_factory=Counter)  # g: inboxes, p: partials, m: marks
     decided: Counter[str] = dataclasses.field(default_factory=Counter)
     rejected: Counter[str] = dataclasses.field(default_factory=Counter)
 
@@ -96,6 +98,7 @@ class GateStage:
         self.pane = plan.evaluation.pane
         self._inboxes: dict[str, GateInbox] = {}
         self._marks: dict[int, dict[str, SourceMark]] = {}
+        self._pane_values: dict[tuple[int, int], bytes] = {}  # (q, offset) -> partial read back for a restore
         self.totals = Totals()
 
     def forget(self) -> None:
@@ -103,6 +106,19 @@ class GateStage:
         at the next message of each gate."""
         self._inboxes.clear()
         self._marks.clear()
+        self._pane_values.clear()
+
+    def wanted(self, q: int) -> set[int]:
+        """The offsets in panes partition ``q`` of the partials its gates hold buffered (by reference), for the
+        gates not restored yet: read them (``supply``) before the first message of ``q`` after ``forget``."""
+        prefixes = tuple(_partials_of(gate) for gate in self.gates_of[q] if gate not in self._inboxes)
+        if not prefixes:
+            return set()
+        return {_offset(k, self.table[k]) for k in list(self.table.keys()) if k.startswith(prefixes)}
+
+    def supply(self, q: int, values: dict[tuple[int, int], bytes]) -> None:
+        """Partials read back from panes partition ``q`` at the offsets ``wanted`` gave."""
+        self._pane_values.update({at: v for at, v in values.items() if at[0] == q})
 
     # -- messages ------------------------------------------------------------------------------------------
     def on_message(self, q: int, offset: int, key: bytes | None, value: bytes | None) -> list[Outgoing]:
@@ -140,8 +156,12 @@ class GateStage:
         self.totals.duplicates += c.duplicates - before[0]
         self.totals.conflicts += c.conflicts - before[1]
         self.totals.late_partials += c.late_partials - before[2]
+        if c.late_partials != before[2]:
+            closed = inbox.closed_until
+            self._warn(f"gate {p.gate}: partial (pane {p.pane}, source {p.source}, seq {p.seq}, offset {offset}) "
+                       f"for a pane closed already (until {closed}): counted late")  # fmt: skip
         if inbox.buffered.get(p.pane, {}).get(p.source) is p:
-            self._write(partial_key(p.gate, p.pane, p.source), contract.encode(p))  # buffered: keep it
+            self._write(partial_key(p.gate, p.pane, p.source), b"%d" % offset)  # buffered: where it is
         elif (c.conflicts, c.late_partials) != before[1:]:
             self._write_inbox(p.gate, inbox)  # the late count or the conflict count changed
 
@@ -202,16 +222,20 @@ class GateStage:
                 except ValueError as exc:
                     raise StateError(f"gate {gate}: {exc}") from None
         inbox.sources = {s: SourceMark(w, idle) for s, (w, idle) in self._marks_of(q).items()}
-        prefix = partial_key(gate, 0, "")[: -len("|0|")] + "|"
-        for k in [k for k in list(self.table.keys()) if k.startswith(prefix)]:
+        for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
+            offset = _offset(k, self.table[k])
+            raw = self._pane_values.pop((q, offset), None)
+            where = f"gate {gate}: its buffered partial {k} at offset {offset} of {self.topics.panes} partition {q}"
+            if raw is None:
+                raise StateError(f"{where} could not be read back (past the topic's retention?)")
             try:
-                p = contract.decode(self.table[k])
+                p = contract.decode(raw)
             except contract.PartialError as exc:
-                raise StateError(f"gate {gate}: buffered partial {k}: {exc}") from None
-            if not isinstance(p, Partial) or p.gate != gate:
-                raise StateError(f"gate {gate}: {k} holds another message")
+                raise StateError(f"{where}: {exc}") from None
+            if not isinstance(p, Partial) or k != partial_key(p.gate, p.pane, p.source):
+                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
             if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
-                self._delete(k)  # merged before the crash; its tombstone had not been written
+                self._delete(k)  # merged before a crash that came before its tombstone was written
             else:
                 stage_snapshot.place(inbox, p, merged=False)
         self._inboxes[gate] = inbox
@@ -223,17 +247,22 @@ class GateStage:
 
     def _write(self, key: str, value: bytes) -> None:
         self.table[key] = value
+        self._count(key, len(key) + len(value))
+
+    def _count(self, key: str, size: int) -> None:
         self.totals.writes += 1
-        self.totals.write_bytes += len(key) + len(value)
+        self.totals.write_bytes += size
+        self.totals.bytes_by_kind[key[0]] += size
 
     def _delete(self, key: str) -> None:
         if key in self.table:
             del self.table[key]
-            self.totals.writes += 1
-            self.totals.write_bytes += len(key)
+            self._count(key, len(key))
 
     # -- output -------------------------------------------------------------------------------------------
-    def _emit(self, gate: str, decisions: list[Decision], breaches: list[burn_rate.Breach], out: list[Outgoing]) -> None:
+    def _emit(
+        self, gate: str, decisions: list[Decision], breaches: list[burn_rate.Breach], out: list[Outgoing]
+    ) -> None:
         key, home = gate.encode(), self.home[gate]
         for d in decisions:
             out.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
@@ -251,6 +280,18 @@ class GateStage:
             (SOURCE_HEADER, f"{self.topics.panes}/{q}/{offset}".encode()),
         )
         return Outgoing(self.topics.dlq, q, key, value, headers)
+
+
+def _partials_of(gate: str) -> str:
+    """The key prefix of a gate's buffered partials."""
+    return f"p:{gate}|"
+
+
+def _offset(key: str, value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise StateError(f"state table entry {key}: not an offset") from None
 
 
 def _plain(marks: dict[str, SourceMark]) -> dict[str, tuple[int | None, bool]]:

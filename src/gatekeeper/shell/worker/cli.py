@@ -19,9 +19,9 @@ from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
 from gatekeeper.shell.otlp_options import add_otlp_arguments, otlp_mapping
 from gatekeeper.shell.worker.options import (
     APP_ID_PATTERN,
+    GATE_ENGINES,
     LOG_FORMATS,
     LOG_LEVELS,
-    GATE_ENGINES,
     ROLES,
     TELEMETRY_FORMATS,
     WorkerOptions,
