@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "kafka"))
+sys.path[:0] = [str(ROOT / "tests" / "kafka"), str(ROOT / "tests")]
 import worker_harness as h  # noqa: E402  # the broker tests' helpers: one way to run and read the worker
 
 from gatekeeper.core import decision as decisions  # noqa: E402
@@ -148,7 +148,7 @@ def restart(bootstrap: str, engine: str, minutes: int, workdir: Path) -> dict[st
             restarted.stop()
             workers[0].stop()
     first, conflicts = h.dedupe([r.value for r in got])
-    late = [e for e in again.events("worker totals")]
+    late = again.events("worker totals")
     return {
         "equal_to_replay": sorted(expected) == sorted(first) and not conflicts,
         "assigned_after_s": round(assigned, 1),
@@ -175,8 +175,8 @@ def main() -> None:
                           flush=True)  # fmt: skip
                 if not args.skip_restart:
                     with tempfile.TemporaryDirectory() as tmp:
-                        print(f"round {r + 1} {engine:8s} restart {restart(bootstrap, engine, args.minutes, Path(tmp))}",
-                              flush=True)  # fmt: skip
+                        result = restart(bootstrap, engine, args.minutes, Path(tmp))
+                    print(f"round {r + 1} {engine:8s} restart {result}", flush=True)
 
 
 if __name__ == "__main__":

@@ -157,9 +157,11 @@ class GateStage:
         self.totals.conflicts += c.conflicts - before[1]
         self.totals.late_partials += c.late_partials - before[2]
         if c.late_partials != before[2]:
-            closed = inbox.closed_until
-            self._warn(f"gate {p.gate}: partial (pane {p.pane}, source {p.source}, seq {p.seq}, offset {offset}) "
-                       f"for a pane closed already (until {closed}): counted late")  # fmt: skip
+            mark = inbox.sources.get(p.source)
+            self._warn(
+                f"gate {p.gate}: partial (pane {p.pane}, source {p.source}, seq {p.seq}, offset {offset}) for a pane "
+                f"closed already (until {inbox.closed_until}; the source's watermark {mark}): counted late"
+            )
         if inbox.buffered.get(p.pane, {}).get(p.source) is p:
             self._write(partial_key(p.gate, p.pane, p.source), b"%d" % offset)  # buffered: where it is
         elif (c.conflicts, c.late_partials) != before[1:]:
