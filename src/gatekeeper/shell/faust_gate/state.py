@@ -4,9 +4,9 @@ The same core as every other stage 2 (``core/merge.py``'s ``Merger`` over ``Gate
 behind it), so decisions equal replay's by ``decision_id``. What differs is where the state lives: a table whose
 every write is a changelog record (a Faust table), so the state is split to be written only where it changed:
 
-- ``g:<region/tier>``: the gate's inbox without its buffered partials and source marks (core gate state, the
-  digests of recently merged partials, counters, breach alerts): written when a watermark closed panes (or a
-  partial for a closed pane changed the late count), i.e. about once per closed pane, not per message.
+- ``g:<region/tier>``: the gate's inbox without its buffered partials (core gate state, the digests of recently
+  merged partials, counters, breach alerts, and the source marks it closed on): written when a watermark closed
+  panes (or a partial for a closed pane changed the late count), i.e. about once per closed pane, not per message.
 - ``p:<region/tier>|<pane>|<source>``: where a buffered partial is: its offset in the gate's partition of
   ``<app-id>-panes`` (the partial itself is there already), written when it arrives and deleted (a tombstone) once
   its pane is merged. A restored gate reads its buffered partials back from there (``wanted`` / ``supply``).
@@ -223,7 +223,11 @@ class GateStage:
                     inbox, _buffered, _merged = stage_snapshot.load_inbox(snap)
                 except ValueError as exc:
                     raise StateError(f"gate {gate}: {exc}") from None
-        inbox.sources = {s: SourceMark(w, idle) for s, (w, idle) in self._marks_of(q).items()}
+        # The inbox keeps the marks it was closed on: a restored table whose m:<q> is older than the inbox (seen
+        # after SIGKILLs) must not let partials of panes the inbox closed count as late. The newer of the two wins.
+        own = _plain(inbox.sources)
+        shared = self._marks_of(q)
+        inbox.sources = {s: SourceMark(*_newer(own.get(s), m)) for s, m in shared.items()}
         for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
             offset = _offset(k, self.table[k])
             raw = self._pane_values.pop((q, offset), None)
@@ -244,7 +248,7 @@ class GateStage:
         return inbox
 
     def _write_inbox(self, gate: str, inbox: GateInbox) -> None:
-        bare = dataclasses.replace(inbox, buffered={}, sources={})
+        bare = dataclasses.replace(inbox, buffered={})
         self._write(inbox_key(gate), encode_entry(self.version, stage_snapshot.dump_inbox(bare)))
 
     def _write(self, key: str, value: bytes) -> None:
@@ -294,6 +298,13 @@ def _offset(key: str, value: bytes) -> int:
         return int(value)
     except ValueError:
         raise StateError(f"state table entry {key}: not an offset") from None
+
+
+def _newer(a: tuple[int | None, bool] | None, b: tuple[int | None, bool]) -> tuple[int | None, bool]:
+    """The later of two marks of one source (a watermark only grows; equal: ``b``, the shared, later written)."""
+    if a is None or a[0] is None or (b[0] is not None and b[0] >= a[0]):
+        return b
+    return a
 
 
 def _plain(marks: dict[str, SourceMark]) -> dict[str, tuple[int | None, bool]]:
