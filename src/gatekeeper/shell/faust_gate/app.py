@@ -184,7 +184,13 @@ class FaustGate:
 
 def run_faust_gate(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
     """Run the Faust gate worker until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
-    import faust
+    try:
+        import faust
+    except ImportError:
+        raise UserError(
+            "--gate-engine faust needs faust-streaming (installed with the dev extra: pip install 'gatekeeper[dev]'); "
+            "or use the default engine"
+        ) from None
 
     gate = FaustGate(plan, settings, options, log)
     log.info(
