@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiokafka.partitioner import murmur2
@@ -33,6 +34,7 @@ from aiokafka.partitioner import murmur2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.telemetry_file import write_file
 from gatekeeper.planfile import load_plan
+from gatekeeper.shell.faust_gate.state import GateStage
 from gatekeeper.shell.worker.processor import Flush, Processor, Record, Topics
 
 PLAN = Path(__file__).resolve().parent.parent / "config" / "rollout-plan.yaml"
@@ -58,10 +60,12 @@ def spread(lines: list[bytes], mode: str) -> dict[int, list[Record]]:
 class Worker:
     """The processor with the broker played by hand: panes messages fed back, changelog writes counted."""
 
-    def __init__(self, per_message: bool) -> None:
+    def __init__(self, per_message: bool, faust: bool = False) -> None:
         nothing: dict[bytes, bytes] = {}  # no restore here: only what is written is counted
         self.processor = Processor(load_plan(PLAN), TOPICS, nothing.get, nothing.get)
         self.per_message = per_message
+        # faust-table: stage 2 is the Faust gate agent's (shell/faust_gate/state.py) over a dict as its table
+        self.faust = GateStage(load_plan(PLAN), TOPICS, {}, print) if faust else None
         self.offsets: dict[int, int] = {}  # panes partition -> records in it (the offsets stage 2 refers to)
         self.bytes = dict.fromkeys(("telemetry", "partials", "watermarks", "gate_changelog", "source_changelog"), 0)
         self.sources_due: dict[bytes, bytes] = {}  # stage-1 states changed since the last checkpoint
@@ -71,6 +75,12 @@ class Worker:
         """One poll of telemetry, then the panes messages it caused until there are none."""
         self.bytes["telemetry"] += sum(len(r.value or b"") for _t, _p, run in runs for r in run)
         pending = [self.processor.flush_polled(runs)]
+        if self.faust is not None:
+            for _topic, q, records in self._panes(pending.pop()):
+                for r in records:
+                    self.decisions += sum(m.topic == "decisions" for m in self.faust.on_message(q, r.offset, r.key,
+                                                                                                 r.value))  # fmt: skip
+            self.bytes["gate_changelog"] = self.faust.totals.write_bytes
         while pending:
             back = self._panes(pending.pop())
             if not self.per_message:
@@ -102,16 +112,17 @@ class Worker:
 
     def _write(self, *, gates_only: bool) -> None:
         saved = self.processor.checkpoint()
-        self.bytes["gate_changelog"] += sum(len(k) + len(v) for k, v in saved.gates.items())
+        if self.faust is None:
+            self.bytes["gate_changelog"] += sum(len(k) + len(v) for k, v in saved.gates.items())
         self.sources_due.update(dict(saved.sources.values()))
         if not gates_only:
             self.bytes["source_changelog"] += sum(len(k) + len(v) for k, v in self.sources_due.items())
             self.sources_due = {}
 
 
-def run(lines: list[bytes], mode: str, checkpoint_polls: int, per_message: bool = False) -> dict[str, float]:
+def run(lines: list[bytes], mode: str, checkpoint_polls: int, writes: str = "checkpoint") -> dict[str, Any]:
     parts = spread(lines, mode)
-    worker = Worker(per_message)
+    worker = Worker(writes == "per-message", writes == "faust-table")
     cursor = dict.fromkeys(parts, 0)
     per_partition = POLL // PARTITIONS
     most_open = polls = 0
@@ -143,6 +154,7 @@ def run(lines: list[bytes], mode: str, checkpoint_polls: int, per_message: bool 
         "gate_changelog_bytes": b["gate_changelog"],
         "most_open_panes": most_open,
         "decisions": worker.decisions,
+        "faust_bytes_by_kind": dict(worker.faust.totals.bytes_by_kind) if worker.faust else {},
     }
 
 
@@ -154,9 +166,10 @@ def main() -> None:
     parser.add_argument("--modes", default="unkeyed,keyed", help="how telemetry is spread: unkeyed, keyed")
     parser.add_argument(
         "--table-writes",
-        choices=("checkpoint", "per-message"),
+        choices=("checkpoint", "per-message", "faust-table"),
         default="checkpoint",
-        help="checkpoint: the worker's changed states once per checkpoint; per-message: stage 2 as a Faust table",
+        help="checkpoint: the worker's changed states once per checkpoint; per-message: the same states written per "
+        "panes message (a naive Faust table); faust-table: the Faust gate agent's table (--gate-engine faust)",
     )
     args = parser.parse_args()
     plan = load_plan(PLAN)
@@ -169,7 +182,7 @@ def main() -> None:
         f"{len(lines):,} events over {args.days:g} days, {len(gates)} gates, {PARTITIONS} partitions, polls of {POLL}"
     )
     for mode in args.modes.split(","):
-        r = run(lines, mode, args.checkpoint_polls, args.table_writes == "per-message")
+        r = run(lines, mode, args.checkpoint_polls, args.table_writes)
         print(
             f"{mode:8s} internal/telemetry bytes {r['ratio'] * 100:.2f} % "
             f"(partials {r['partials_bytes'] / 1e6:.1f} MB, watermarks {r['watermark_bytes'] / 1e6:.1f} MB, "
@@ -178,6 +191,8 @@ def main() -> None:
             f"stage 1 held at most {r['most_open_panes']} open partials; {r['decisions']} decisions; "
             f"{r['records_per_s'] / 1e3:.0f}k records/s through both stages in one process (no Kafka)"
         )
+        if r["faust_bytes_by_kind"]:
+            print(f"         faust table bytes by kind (g: inboxes, p: partials, m: marks): {r['faust_bytes_by_kind']}")
 
 
 if __name__ == "__main__":

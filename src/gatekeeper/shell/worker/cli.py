@@ -19,6 +19,7 @@ from gatekeeper.shell.kafka_settings import add_kafka_arguments, kafka_settings
 from gatekeeper.shell.otlp_options import add_otlp_arguments, otlp_mapping
 from gatekeeper.shell.worker.options import (
     APP_ID_PATTERN,
+    GATE_ENGINES,
     LOG_FORMATS,
     LOG_LEVELS,
     ROLES,
@@ -38,6 +39,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=ROLES,
         help="both: aggregate telemetry and run the gates in this process; aggregate: stage 1 only (telemetry -> "
         "<app-id>-panes); gate: stage 2 only (<app-id>-panes -> decisions) (GATEKEEPER_ROLE; both)",
+    )
+    group.add_argument(
+        "--gate-engine",
+        choices=GATE_ENGINES,
+        help="what runs stage 2 with --role gate: aiokafka (the worker's own loop) or faust (a faust-streaming agent "
+        "over a changelog-backed table, consumer group <app-id>-faust-gate) (GATEKEEPER_GATE_ENGINE; aiokafka)",
     )
     group.add_argument("--batch", type=int, help="most records per poll, one engine call (GATEKEEPER_BATCH; 10000)")
     group.add_argument(
@@ -127,6 +134,11 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     role = (_pick(args, "role", env) or base.role).lower()
     if role not in ROLES:
         raise UserError(f"role {role!r}: use one of {', '.join(ROLES)}")
+    engine = (_pick(args, "gate_engine", env) or base.gate_engine).lower()
+    if engine not in GATE_ENGINES:
+        raise UserError(f"gate engine {engine!r}: use one of {', '.join(GATE_ENGINES)}")
+    if engine == "faust" and role != "gate":
+        raise UserError(f"--gate-engine faust runs stage 2 only: use it with --role gate (not {role})")
     level = (_pick(args, "log_level", env) or base.log_level).lower()
     fmt = (_pick(args, "log_format", env) or base.log_format).lower()
     if level not in LOG_LEVELS:
@@ -142,6 +154,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
     return WorkerOptions(
         app_id=app_id,
         role=role,
+        gate_engine=engine,
         batch=int(values["batch"]),
         jobs=min(2, int(values["jobs"])),
         clock_interval=float(values["clock_interval"]),
@@ -174,4 +187,8 @@ def run(args: argparse.Namespace) -> int:
         partitions=settings.topics.partitions,
         topics=sorted(counts),
     )
+    if options.gate_engine == "faust":
+        from gatekeeper.shell.faust_gate.app import run_faust_gate
+
+        return run_faust_gate(plan, settings, options, log)
     return run_worker(plan, settings, options, log)

@@ -13,6 +13,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
 TELEMETRY_FORMATS = ("json", "otlp")  # otlp: trace batches (protobuf or OTLP/JSON) and contract-v1 records
 ROLES = ("both", "aggregate", "gate")
+GATE_ENGINES = ("aiokafka", "faust")  # faust: stage 2 as a faust-streaming agent (shell/faust_gate/), --role gate
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # an app id names Kafka topics and the consumer group
 
 
@@ -20,6 +21,7 @@ APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,200}$")  # an app id names Kafka
 class WorkerOptions:
     app_id: str = "gatekeeper"
     role: str = "both"  # aggregate: stage 1 only (telemetry -> panes); gate: stage 2 only (panes -> decisions)
+    gate_engine: str = "aiokafka"  # what runs stage 2 with --role gate (GATE_ENGINES)
     batch: int = 10_000  # most records per poll (one engine call)
     jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
     clock_interval: float = 1.0  # seconds between checks for idle telemetry and side-input partitions

@@ -1,0 +1,232 @@
+"""``gatekeeper worker --role gate --gate-engine faust``: stage 2 as a faust-streaming app.
+
+One agent on ``<app-id>-panes`` (keyed ``region/tier``; watermarks to every partition), in its own consumer
+group ``<app-id>-faust-gate`` (Faust's assignor cannot share the aiokafka group of ``--role aggregate``), over one
+Faust table ``gate-state`` (changelog ``<app-id>-faust-gate-gate-state-changelog``, co-partitioned with the panes
+topic) holding what ``state.GateStage`` writes. The agent runs the same core as replay and the aiokafka gate
+role; panes close on the sources' watermarks (event time), never on Faust's window expiry (a wall-clock timer
+that misses windows restored from a changelog: ``shared/notes/faust-pitfalls.md``), so the table is a plain,
+non-windowed one.
+
+At least once: Faust flushes the producer (decisions, breaches, dead letters, the table's changelog records)
+before it commits the panes offsets, so a crash makes the next owner read again messages whose effects may be
+in the changelog already; merging is idempotent and decision ids deterministic.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from gatekeeper.core.plan import Plan
+from gatekeeper.errors import UserError
+from gatekeeper.shell.faust_gate.state import GateStage, Totals
+from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.worker.options import WorkerOptions
+from gatekeeper.shell.worker.processor import StateError, Topics
+from gatekeeper.shell.worker.topics import panes_topic, read_offsets
+
+HOOK_HEADER = "gk-closed-wall-ms"  # as the aiokafka worker: wall time (epoch ms) the closing message was read
+TABLE = "gate-state"
+REPORT_INTERVAL_S = 30.0
+
+
+def faust_app_id(app_id: str) -> str:
+    return f"{app_id}-faust-gate"
+
+
+def state_changelog_topic(app_id: str) -> str:
+    """The Faust table's changelog (Faust names it ``<faust app id>-<table>-changelog``)."""
+    return f"{faust_app_id(app_id)}-{TABLE}-changelog"
+
+
+class _StrKeys(MutableMapping[str, bytes]):
+    """The Faust table (bytes keys, raw) as the str-keyed mapping ``GateStage`` writes."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> bytes:
+        value = self.table[key.encode()]
+        if value is None:
+            raise KeyError(key)
+        return bytes(value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.table.get(key.encode())
+        return default if value is None else bytes(value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.table.get(key.encode()) is not None
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (bytes(k).decode() for k in list(self.table.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def _broker(settings: KafkaSettings) -> list[str]:
+    if settings.security_protocol != "PLAINTEXT":
+        raise UserError(
+            f"--gate-engine faust: security protocol {settings.security_protocol} is not supported yet (PLAINTEXT "
+            "only); use the default engine"
+        )
+    return [f"kafka://{part.strip()}" for part in settings.bootstrap.split(",")]
+
+
+def _app(options: WorkerOptions, settings: KafkaSettings, partitions: int) -> Any:
+    """The Faust app: its own consumer group and memory-store table, raw bytes everywhere, at least once."""
+    import faust
+
+    session = max(6.0, options.session_timeout)
+    return faust.App(
+        faust_app_id(options.app_id),
+        broker=_broker(settings),
+        store="memory://",
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        datadir=tempfile.mkdtemp(prefix=f"{options.app_id}-faust-gate-"),  # the memory store keeps nothing there
+        web_enabled=False,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=min(3.0, session / 3),
+        broker_commit_interval=options.checkpoint_interval,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        key_serializer="raw",  # a Table takes no serializer arguments: raw bytes through the app's defaults
+        value_serializer="raw",
+    )
+
+
+class FaustGate:
+    """The agent, its table and the read-back of the partials restored gates refer to."""
+
+    def __init__(self, plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> None:
+        names = settings.topics
+        self.topics = Topics(
+            names.telemetry, panes_topic(options.app_id), names.decisions, names.breaches, names.dlq, names.partitions
+        )
+        self.settings, self.log = settings, log
+        self.app = app = _app(options, settings, names.partitions)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.outputs = {name: app.topic(name, **raw) for name in (names.decisions, names.breaches, names.dlq)}
+        table = app.Table(TABLE, default=None, partitions=names.partitions, key_type=bytes, value_type=bytes)
+        self.stage = GateStage(plan, self.topics, _StrKeys(table), log.warning)
+        self.failed: list[BaseException] = []
+        self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
+        self.reader: Any = None  # an aiokafka consumer without a group, started at the first read-back
+        app.agent(app.topic(self.topics.panes, **raw), name="gates")(self.gates)
+        app.on_partitions_revoked.connect(self._revoked)
+        app.on_partitions_assigned.connect(self._assigned)
+        app.on_before_shutdown.connect(self._shutdown)
+        app.timer(REPORT_INTERVAL_S)(self._report)
+
+    async def gates(self, stream: Any) -> None:
+        """The agent: each panes message through ``GateStage``, what it makes sent before the event is acked."""
+        async for event in stream.events():
+            message = event.message
+            wall_ms = round(time.time() * 1000)
+            try:
+                if message.partition not in self.ready:
+                    await self._read_back(message.partition)
+                out = self.stage.on_message(message.partition, message.offset, event.key, event.value)
+            except (StateError, TimeoutError) as exc:  # continuing would silently lose or redo state
+                self.failed.append(exc)
+                self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
+                await self.app.stop()
+                return
+            hook = (HOOK_HEADER, str(wall_ms).encode())
+            for m in out:
+                headers = [*m.headers, hook] if m.topic != self.topics.dlq else list(m.headers)
+                await self.outputs[m.topic].send(key=m.key, value=m.value, partition=m.partition, headers=headers)
+
+    async def _read_back(self, q: int) -> None:
+        wanted = self.stage.wanted(q)
+        if wanted:
+            if self.reader is None:
+                from aiokafka import AIOKafkaConsumer
+
+                kwargs = self.settings.aiokafka_kwargs()
+                self.reader = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+                await self.reader.start()
+            began = time.monotonic()
+            self.stage.supply(q, await read_offsets(self.reader, self.topics.panes, {q: wanted}))
+            seconds = round(time.monotonic() - began, 3)
+            self.log.info("partials read back", partition=q, partials=len(wanted), seconds=seconds)
+        self.ready.add(q)
+
+    async def _revoked(self, sender: Any, revoked: Any, **_kwargs: Any) -> None:
+        self.stage.forget()  # the table is the state; the next owner (maybe this one) rebuilds from it
+        self.ready.clear()
+
+    async def _assigned(self, sender: Any, assigned: Any, **_kwargs: Any) -> None:
+        self.stage.forget()
+        self.ready.clear()
+        owned = sorted(tp.partition for tp in assigned if tp.topic == self.topics.panes)
+        self.log.info("partitions assigned", partitions=owned, panes=owned, engine="faust")
+
+    async def _shutdown(self, sender: Any, **_kwargs: Any) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
+
+    async def _report(self) -> None:
+        _log_totals(self.log, self.stage.totals, final=False)
+
+
+def run_faust_gate(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:
+    """Run the Faust gate worker until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
+    try:
+        import faust
+    except ImportError:
+        raise UserError(
+            "--gate-engine faust needs faust-streaming (installed with the dev extra: pip install 'gatekeeper[dev]'); "
+            "or use the default engine"
+        ) from None
+
+    gate = FaustGate(plan, settings, options, log)
+    log.info(
+        "worker starting",
+        app_id=options.app_id,
+        engine="faust",
+        faust_app_id=gate.app.conf.id,
+        plan_version=plan.plan_version,
+        gates=len(gate.stage.keys),
+        changelog=state_changelog_topic(options.app_id),
+    )
+    worker = faust.Worker(gate.app, loglevel=options.log_level.upper(), quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    finally:
+        _log_totals(log, gate.stage.totals, final=True)
+    return 1 if gate.failed else 0
+
+
+def _log_totals(log: Any, totals: Totals, *, final: bool) -> None:
+    log.info(
+        "worker totals" if final else "worker progress",
+        engine="faust",
+        records=0,
+        applied=0,
+        late=0,
+        messages=totals.messages,
+        partials=totals.partials,
+        watermarks=totals.watermarks,
+        duplicates=totals.duplicates,
+        conflicts=totals.conflicts,
+        late_partials=totals.late_partials,
+        state_writes=totals.writes,
+        state_bytes=totals.write_bytes,
+        decisions=dict(sorted(totals.decided.items())),
+        rejected=dict(sorted(totals.rejected.items())),
+    )
