@@ -29,7 +29,7 @@ from collections.abc import Callable, MutableMapping
 
 import msgspec
 
-from gatekeeper.core import burn_rate, stage_snapshot
+from gatekeeper.core import breach, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.merge import GateInbox, Merger, SourceMark
@@ -177,7 +177,7 @@ class GateStage:
             inbox = self._inbox(gate, q)
             closed = inbox.closed_until
             made: list[Decision] = []
-            alerts: list[burn_rate.Breach] = []
+            alerts: list[breach.Breach] = []
             merged_before = {pane: set(parts) for pane, parts in inbox.buffered.items()}
             self.merger.on_watermark(gate, inbox, w, made, alerts)
             if inbox.closed_until != closed:
@@ -266,15 +266,13 @@ class GateStage:
             self._count(key, len(key))
 
     # -- output -------------------------------------------------------------------------------------------
-    def _emit(
-        self, gate: str, decisions: list[Decision], breaches: list[burn_rate.Breach], out: list[Outgoing]
-    ) -> None:
+    def _emit(self, gate: str, decisions: list[Decision], breaches: list[breach.Breach], out: list[Outgoing]) -> None:
         key, home = gate.encode(), self.home[gate]
         for d in decisions:
             out.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
             self.totals.decided[d.decision] += 1
         for b in breaches:
-            out.append(Outgoing(self.topics.breaches, home, key, burn_rate.encode(b), breach_headers(b)))
+            out.append(Outgoing(self.topics.breaches, home, key, breach.encode(b), breach_headers(b)))
 
     def _dead_letter(
         self, q: int, offset: int, key: bytes | None, value: bytes | None, code: str, message: str
