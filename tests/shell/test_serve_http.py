@@ -213,9 +213,9 @@ def test_metrics_per_gate() -> None:
     assert (1.0, 0.0) == (samples[("gatekeeper_gate_state", held)], samples[("gatekeeper_gate_state", passed)])
     assert 0.0 == samples[("gatekeeper_gate_may_advance", gate)]
     assert 14 * 86400.0 + 24 * 60 == samples[("gatekeeper_gate_hold_remaining_seconds", gate)]
-    # the fail's bound at its test's alpha: 1 %/27 of the rollout's false_fail (27 gates), 9/12 of it (a ramp tier's
-    # weights: error rate 9, latency 1, the two no_regression criteria 1 each)
-    assert 0.03233747557208825 == samples[("gatekeeper_gate_error_rate_upper_ratio", gate)]
+    # the fail's bound at its test's alpha: 1 %/27 of the rollout's false_fail (27 gates), 9/13 of it (a ramp tier's
+    # weights: error rate 9, latency 1, revenue lift 1, the two no_regression criteria 1 each)
+    assert 0.032461193444624246 == samples[("gatekeeper_gate_error_rate_upper_ratio", gate)]
     # The fail fell inside a window (error rate read after every pane): no P99 bound yet, so no P99 sample.
     assert ("gatekeeper_gate_p99_upper_seconds", gate) not in samples
     assert 1.0 == samples[("gatekeeper_serve_caught_up", ())]
