@@ -12,13 +12,12 @@ import msgspec
 from gatekeeper.core import partials, regression, stage_snapshot
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.merge import Merger
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import LatencyCriterion, Plan
 from gatekeeper.core.telemetry import TelemetryDecoder
 from plans_for_tests import small_plan, small_tier
 
-from .helpers import MINUTE, T0, traffic
+from .helpers import MINUTE, T0, per_partial_path, replay_lines, traffic
 
 CROSS = {"kind": "latency", "quantile": 0.99, "pass_below_ms": 200, "fail_above_ms": 200,
          "requests": "cross_region", "min_requests_to_fail": 50, "min_requests": 300}  # fmt: skip
@@ -55,13 +54,7 @@ def mixed(minutes: int = 90) -> list[bytes]:
 
 
 def replayed(lines: list[bytes], size: int) -> tuple[list[Decision], Pipeline]:
-    pipeline = Pipeline(cross_plan())
-    decoder, out = pipeline.decoder(), []
-    for i in range(0, len(lines), size):
-        batch = decoder.decode(lines[i : i + size])
-        assert [] == batch.rejections
-        out += pipeline.ingest(batch)
-    return out + pipeline.flush(), pipeline
+    return replay_lines(cross_plan(), lines, size)
 
 
 def verdicts(d: Decision) -> dict[str, str]:
@@ -119,17 +112,7 @@ def test_decisions_do_not_depend_on_batch_cuts_nor_on_the_partial_path() -> None
     lines = mixed()
     small, _ = replayed(lines, 997)
     large, _ = replayed(lines, 50_000)
-    plan = cross_plan()
-    lay = regression.layout(plan)
-    aggregator = Aggregator(lay.keys, plan.evaluation.pane, plan.evaluation.lateness, lay.fan())
-    decoder = TelemetryDecoder(lay.gates, None, lay.baselines, lay.cross)
-    merger = Merger(plan, ("input",))
-    inboxes, state, per_partial = merger.start_all(), aggregator.start("input"), []
-    for i in range(0, len(lines), 3_000):
-        state, rows, mark = aggregator.fold(state, decoder.decode(lines[i : i + 3_000]))
-        per_partial += merger.apply(inboxes, [*rows, mark])
-    state, rows, mark = aggregator.finish(state)
-    per_partial += merger.apply(inboxes, [*rows, mark])
+    per_partial = per_partial_path(cross_plan(), lines)
     assert [d.decision_id for d in small] == [d.decision_id for d in large] == [d.decision_id for d in per_partial]
     assert small == large == per_partial
     assert any(d.decision == "fail" for d in small)

@@ -220,15 +220,9 @@ def test_restarts_restore_partials_held_by_reference_from_the_panes_topic() -> N
     assert 0 < min(held["buffered"], held["merged"])
 
 
-@pytest.mark.parametrize("seed", [4, 5])
-def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed: int) -> None:
-    """A tier naming both regions: its regional gates are homed with ``global/canary`` (one panes partition),
-    and the global decisions, folded in-process from them, equal replay's (same ids) though the 8 partitions
-    are read at different speeds and a new processor is restored from the tables after every third poll; the
-    fold's state goes to the gate table under ``global/canary``."""
-    source = lines()
-    parts = spread(source, 8, seed)
-    bus = Bus(EIGHT, GLOBAL_PLAN)
+def read_with_restarts(bus: Bus, parts: dict[int, list[Record]]) -> None:
+    """Partition p read in polls of 40 * (p + 1) records, a new processor restored from the tables after every
+    third poll."""
     processor = bus.processor()
     cursors = dict.fromkeys(parts, 0)
     polls = 0
@@ -239,6 +233,18 @@ def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed
         polls += 1
         if polls % 3 == 0:
             processor = bus.processor()
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed: int) -> None:
+    """A tier naming both regions: its regional gates are homed with ``global/canary`` (one panes partition),
+    and the global decisions, folded in-process from them, equal replay's (same ids) though the 8 partitions
+    are read at different speeds and a new processor is restored from the tables after every third poll; the
+    fold's state goes to the gate table under ``global/canary``."""
+    source = lines()
+    parts = spread(source, 8, seed)
+    bus = Bus(EIGHT, GLOBAL_PLAN)
+    read_with_restarts(bus, parts)
     want = by_key(expected(source, GLOBAL_PLAN))
     assert ["hold", "release", "pass"] == [decisions.decode(v).decision for v in want["global/canary"]]
     assert want == by_key(bus.decisions())
@@ -417,16 +423,7 @@ def test_cross_region_requests_decide_like_replay_across_partitions_and_restarts
     source = cross_lines()
     parts = spread(source, 8, seed)
     bus = Bus(EIGHT, CROSS_PLAN)
-    processor = bus.processor()
-    cursors = dict.fromkeys(parts, 0)
-    polls = 0
-    while any(cursors[p] < len(parts[p]) for p in parts):
-        bus.poll(processor, [(p, recs[cursors[p] : cursors[p] + 40 * (p + 1)]) for p, recs in parts.items()])
-        for p in parts:
-            cursors[p] += 40 * (p + 1)
-        polls += 1
-        if polls % 3 == 0:
-            processor = bus.processor()
+    read_with_restarts(bus, parts)
     want = by_key(expected(source, CROSS_PLAN))
     fails = [decisions.decode(v) for v in want["us-east/canary"] if decisions.decode(v).decision == "fail"]
     assert fails
