@@ -6,11 +6,12 @@ Which requests: a telemetry record with a ``client_region`` that is not its own 
 gate's ordinary criteria; in addition it is the cross-region evidence of its gate.
 
 Where it flows (the baseline's path, core/regression.py): the decoder puts a copy of each cross-region record
-right after it, keyed to its gate's *cross-region slot* (``with_copies``); stage 1 aggregates the slot as a gate
-and emits its panes as partials of the gate with ``slice: "cross_region"``; stage 2 keeps them apart from the
-gate's own partials and, as panes close, adds them per window to the gate state's cross-region ledger, whose
-window and soak the gate hands to the criterion at each window close (``Look.cross``). The copy sits next to
-its record, so where batches are cut changes nothing (identical decision ids).
+right after it, keyed to its gate's *cross-region slot* (core/telemetry.py's ``with_copies``); stage 1
+aggregates the slot as a gate and emits its panes as partials of the gate with ``slice: "cross_region"``;
+stage 2 keeps them apart from the gate's own partials and, as panes close, adds them per window to the gate
+state's cross-region ledger, whose window and soak the gate hands to the criterion at each window close
+(``Look.cross``). The copy sits next to its record, so where batches are cut changes nothing (identical
+decision ids).
 
 The judge: the ordinary latency criterion's statistics (order-statistic bounds of the quantile over the
 cross-region sketch), at each look on the window and on the soak so far; it fails when a lower bound exceeds
@@ -22,10 +23,8 @@ look's alpha; it needs ``min_requests`` cross-region requests to pass.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,32 +33,7 @@ from gatekeeper.core import stats
 from gatekeeper.core.decision import CriterionResult
 from gatekeeper.core.regression import CROSS_REGION, BaselineLook, Sample
 
-if TYPE_CHECKING:
-    from gatekeeper.core.telemetry import EventBatch
-
-__all__ = ["CROSS_REGION", "CrossRegionJudge", "copy_mask", "with_copies"]
-
-
-def with_copies(batch: EventBatch, away: npt.NDArray[np.bool_], slots: Mapping[int, int]) -> EventBatch:
-    """``batch`` with, right after each row whose client is ``away`` and whose gate has a cross-region slot in
-    ``slots`` (gate key -> slot key), a copy keyed to that slot."""
-    slot_of = np.full(max(slots) + 1, -1, np.int64)
-    slot_of[list(slots)] = list(slots.values())
-    gate = batch.key
-    copy = away & (gate < slot_of.size)
-    copy[copy] = slot_of[gate[copy]] >= 0
-    if not copy.any():
-        return batch
-    reps = 1 + copy.astype(np.int64)
-    rows = np.repeat(np.arange(gate.size), reps)
-    second = np.zeros(rows.size, np.bool_)
-    second[np.cumsum(reps)[copy] - 1] = True  # the copy follows its record
-    keys = gate[rows]
-    keys[second] = slot_of[keys[second]]
-    return dataclasses.replace(
-        batch, ts_ms=batch.ts_ms[rows], key=keys, latency_ms=batch.latency_ms[rows], error=batch.error[rows],
-        copies=batch.copies + int(copy.sum()),
-    )  # fmt: skip
+__all__ = ["CROSS_REGION", "CrossRegionJudge", "copy_mask"]
 
 
 def copy_mask(key: npt.NDArray[np.int64], slots: frozenset[int]) -> npt.NDArray[np.bool_]:

@@ -8,7 +8,7 @@ A rejection never changes what happens to the valid records around it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Annotated, cast
 
@@ -16,7 +16,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import cross_region
 from gatekeeper.core.timefmt import format_ms
 
 MAX_RECORD_BYTES = 65_536
@@ -310,7 +309,7 @@ class TelemetryDecoder:
             if clients.count(None) < len(clients):
                 away = np.fromiter((c is not None and c != r.region for c, r in zip(clients, records, strict=True)),
                                    np.bool_, len(records))  # fmt: skip
-                batch = cross_region.with_copies(batch, away[ok], self._cross)
+                batch = with_copies(batch, away[ok], self._cross)
         return batch
 
     def _keys_of(self, regions: list[str], tiers: list[str]) -> npt.NDArray[np.int64]:
@@ -349,3 +348,25 @@ class TelemetryDecoder:
                 pos, "unknown_tier", f"tier {rec.tier!r} is not in the plan ({', '.join(self._tiers)})", raw
             )
         return Rejection(pos, "unknown_gate", f"tier {rec.tier!r} is not gated in region {rec.region!r}", raw)
+
+
+def with_copies(batch: EventBatch, away: npt.NDArray[np.bool_], slots: Mapping[int, int]) -> EventBatch:
+    """``batch`` with, right after each row whose client is ``away`` and whose gate has a cross-region slot in
+    ``slots`` (gate key -> slot key), a copy keyed to that slot."""
+    slot_of = np.full(max(slots) + 1, -1, np.int64)
+    slot_of[list(slots)] = list(slots.values())
+    gate = batch.key
+    copy = away & (gate < slot_of.size)
+    copy[copy] = slot_of[gate[copy]] >= 0
+    if not copy.any():
+        return batch
+    reps = 1 + copy.astype(np.int64)
+    rows = np.repeat(np.arange(gate.size), reps)
+    second = np.zeros(rows.size, np.bool_)
+    second[np.cumsum(reps)[copy] - 1] = True  # the copy follows its record
+    keys = gate[rows]
+    keys[second] = slot_of[keys[second]]
+    return replace(
+        batch, ts_ms=batch.ts_ms[rows], key=keys, latency_ms=batch.latency_ms[rows], error=batch.error[rows],
+        copies=batch.copies + int(copy.sum()),
+    )  # fmt: skip
