@@ -11,9 +11,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.core import regression
+from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.engine import Engine
 from gatekeeper.core.gate import Gate, GateSpec
+from gatekeeper.core.merge import Merger
+from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.core.timefmt import format_ms
@@ -224,3 +228,29 @@ VALID = record()
 
 def columns(batch: EventBatch) -> tuple[list[int], list[int], list[float], list[bool]]:
     return batch.ts_ms.tolist(), batch.key.tolist(), batch.latency_ms.tolist(), batch.error.tolist()
+
+
+def per_partial_path(plan: Plan, lines: list[bytes], size: int = 3_000) -> list[Decision]:
+    """``lines`` through both stages the worker's way: stage 1 per batch of ``size``, stage 2 fed one ``Partial``
+    per message (``Merger.apply``), with the plan's baseline and cross-region slots."""
+    lay = regression.layout(plan)
+    aggregator = Aggregator(lay.keys, plan.evaluation.pane, plan.evaluation.lateness, lay.fan())
+    decoder = TelemetryDecoder(lay.gates, None, lay.baselines, lay.cross)
+    merger = Merger(plan, ("input",))
+    inboxes, state, out = merger.start_all(), aggregator.start("input"), []
+    for i in range(0, len(lines), size):
+        state, rows, mark = aggregator.fold(state, decoder.decode(lines[i : i + size]))
+        out += merger.apply(inboxes, [*rows, mark])
+    state, rows, mark = aggregator.finish(state)
+    return out + merger.apply(inboxes, [*rows, mark])
+
+
+def replay_lines(plan: Plan, lines: list[bytes], size: int) -> tuple[list[Decision], Pipeline]:
+    """``lines`` (all valid) through one ``Pipeline`` in batches of ``size``, then its flush."""
+    pipeline = Pipeline(plan)
+    decoder, out = pipeline.decoder(), []
+    for i in range(0, len(lines), size):
+        batch = decoder.decode(lines[i : i + size])
+        assert [] == batch.rejections
+        out += pipeline.ingest(batch)
+    return out + pipeline.flush(), pipeline

@@ -14,14 +14,12 @@ from gatekeeper.core import partials, regression, sketch, stage_snapshot
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.criteria import Evidence, Look, UptimeEvidence
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.merge import Merger
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import NoRegressionCriterion, Plan
 from gatekeeper.core.regression import BaselineLook, NoRegressionJudge, Sample
-from gatekeeper.core.telemetry import TelemetryDecoder
 from plans_for_tests import no_regression_criteria, small_plan, small_tier
 
-from .helpers import HOUR, MINUTE, T0, by_time, concat, traffic
+from .helpers import HOUR, MINUTE, T0, by_time, concat, per_partial_path, replay_lines, traffic
 
 ERRORS = NoRegressionCriterion(kind="no_regression", metric="error_rate", baseline_version="1.0", margin=0.0005)
 LATENCY = NoRegressionCriterion(kind="no_regression", metric="latency", baseline_version="1.0", margin_ms=10)
@@ -163,13 +161,7 @@ def interleaved() -> list[bytes]:
 
 
 def replayed(lines: list[bytes], size: int) -> tuple[list[Decision], Pipeline]:
-    pipeline = Pipeline(regression_plan())
-    decoder, out = pipeline.decoder(), []
-    for i in range(0, len(lines), size):
-        batch = decoder.decode(lines[i : i + size])
-        assert [] == batch.rejections
-        out += pipeline.ingest(batch)
-    return out + pipeline.flush(), pipeline
+    return replay_lines(regression_plan(), lines, size)
 
 
 def test_a_regressing_canary_fails_on_its_baseline_and_the_baseline_is_not_its_own() -> None:
@@ -191,17 +183,7 @@ def test_decisions_do_not_depend_on_batch_cuts_nor_on_the_partial_path() -> None
     lines = interleaved()
     small, _ = replayed(lines, 997)
     large, _ = replayed(lines, 20_000)
-    plan = regression_plan()
-    lay = regression.layout(plan)
-    aggregator = Aggregator(lay.keys, plan.evaluation.pane, plan.evaluation.lateness, lay.fan())
-    decoder = TelemetryDecoder(lay.gates, None, lay.baselines)
-    merger = Merger(plan, ("input",))
-    inboxes, state, per_partial = merger.start_all(), aggregator.start("input"), []
-    for i in range(0, len(lines), 3_000):
-        state, rows, mark = aggregator.fold(state, decoder.decode(lines[i : i + 3_000]))
-        per_partial += merger.apply(inboxes, [*rows, mark])
-    state, rows, mark = aggregator.finish(state)
-    per_partial += merger.apply(inboxes, [*rows, mark])
+    per_partial = per_partial_path(regression_plan(), lines)
     assert [d.decision_id for d in small] == [d.decision_id for d in large] == [d.decision_id for d in per_partial]
     assert small == large == per_partial
 

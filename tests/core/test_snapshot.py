@@ -125,19 +125,19 @@ def test_load_rejects_another_format() -> None:
 
 def test_snapshots_written_before_stalled_time_was_kept_still_load() -> None:
     """``stalled_ms`` (soak time not counted) round-trips; a format-2 snapshot written before the field existed
-    (four elements shorter: nor ``restarts``, ``side`` nor ``baseline``) loads with nothing discounted."""
+    (five elements shorter: nor ``restarts``, ``side``, ``baseline`` nor ``cross``) loads with nothing discounted."""
     state = GateState(status="soaking", soak_start=T0, stalled_ms=30 * MINUTE)
     assert 30 * MINUTE == snapshot.load(snapshot.dump(state)).stalled_ms
-    older = msgspec.msgpack.encode(msgspec.msgpack.decode(snapshot.dump(state))[:-4])
+    older = msgspec.msgpack.encode(msgspec.msgpack.decode(snapshot.dump(state))[:-5])
     assert snapshot.dump(dataclasses.replace(state, stalled_ms=0)) == snapshot.dump(snapshot.load(older))
 
 
 def test_restarted_tests_round_trip_and_older_snapshots_load_without_them() -> None:
     """The sequential method's restarted tests (log sums, including -inf, and the run's counts) round-trip; a
-    snapshot written before they existed (three elements shorter: nor ``side`` nor ``baseline``) loads with none,
-    i.e. empty restarted tests."""
+    snapshot written before they existed (four elements shorter: nor ``side``, ``baseline`` nor ``cross``) loads
+    with none, i.e. empty restarted tests."""
     restarts = {"error_rate": Restarts([-math.inf, -3.5, 0.25, 7.0], T0 + HOUR, 2400, 5)}
     state = GateState(status="soaking", soak_start=T0, restarts=restarts)
     assert restarts == snapshot.load(snapshot.dump(state)).restarts
-    older = msgspec.msgpack.encode(msgspec.msgpack.decode(snapshot.dump(state))[:-3])
+    older = msgspec.msgpack.encode(msgspec.msgpack.decode(snapshot.dump(state))[:-4])
     assert {} == snapshot.load(older).restarts

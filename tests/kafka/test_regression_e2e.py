@@ -64,17 +64,4 @@ def test_worker_judges_no_regression_like_replay(kafka_bootstrap: str, tmp_path:
     assert (0, 1) == (kinds[("eu-west", "fail")], kinds[("eu-west", "pass")])
     failed = {c.name for v in expected for c in decisions.decode(v).criteria if c.verdict == "fail"}
     assert {"no_regression_error_rate"} == failed
-    h.create_topics(kafka_bootstrap, names)
-    h.produce(kafka_bootstrap, names.telemetry, records, "keyed")
-
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path)) as workers:
-        got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers)
-        assert 0 == workers[0].stop()
-
-    values = [r.value for r in got]
-    assert sorted(decisions.decode(v).decision_id for v in expected) == sorted(
-        decisions.decode(v).decision_id for v in values
-    )
-    assert sorted(expected) == sorted(values)
-    (totals,) = workers[0].events("worker totals")
-    assert (len(records), 0, 0) == (totals["applied"], totals["conflicts"], totals["late_partials"])
+    h.assert_decides_like_replay(kafka_bootstrap, plan, names, tmp_path, records, expected)

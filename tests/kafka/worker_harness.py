@@ -179,6 +179,24 @@ def decide(
     return [r.value for r in got]
 
 
+def assert_decides_like_replay(
+    bootstrap: str, plan: Path, names: Names, workdir: Path, records: list[bytes], expected: list[bytes]
+) -> None:
+    """Produce ``records`` keyed, run one worker until it wrote as many decisions as replay's ``expected``: they
+    are replay's by decision id and content; every record is applied once, with no conflicting nor late partial."""
+    create_topics(bootstrap, names)
+    produce(bootstrap, names.telemetry, records, "keyed")
+    with running(Worker(bootstrap, plan, names, workdir)) as workers:
+        got = wait_for(bootstrap, names.decisions, count_at_least(len(expected)), workers)
+        assert 0 == workers[0].stop()
+    values = [r.value for r in got]
+    ids = [json.loads(v)["decision_id"] for v in values]
+    assert sorted(json.loads(v)["decision_id"] for v in expected) == sorted(ids)
+    assert sorted(expected) == sorted(values)
+    (totals,) = workers[0].events("worker totals")
+    assert (len(records), 0, 0) == (totals["applied"], totals["conflicts"], totals["late_partials"])
+
+
 def run_once(
     cmd: list[str], timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

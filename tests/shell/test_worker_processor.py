@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,15 +220,9 @@ def test_restarts_restore_partials_held_by_reference_from_the_panes_topic() -> N
     assert 0 < min(held["buffered"], held["merged"])
 
 
-@pytest.mark.parametrize("seed", [4, 5])
-def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed: int) -> None:
-    """A tier naming both regions: its regional gates are homed with ``global/canary`` (one panes partition),
-    and the global decisions, folded in-process from them, equal replay's (same ids) though the 8 partitions
-    are read at different speeds and a new processor is restored from the tables after every third poll; the
-    fold's state goes to the gate table under ``global/canary``."""
-    source = lines()
-    parts = spread(source, 8, seed)
-    bus = Bus(EIGHT, GLOBAL_PLAN)
+def read_with_restarts(bus: Bus, parts: dict[int, list[Record]]) -> None:
+    """Partition p read in polls of 40 * (p + 1) records, a new processor restored from the tables after every
+    third poll."""
     processor = bus.processor()
     cursors = dict.fromkeys(parts, 0)
     polls = 0
@@ -238,6 +233,18 @@ def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed
         polls += 1
         if polls % 3 == 0:
             processor = bus.processor()
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_global_gate_decides_like_replay_across_partitions_and_restarts(seed: int) -> None:
+    """A tier naming both regions: its regional gates are homed with ``global/canary`` (one panes partition),
+    and the global decisions, folded in-process from them, equal replay's (same ids) though the 8 partitions
+    are read at different speeds and a new processor is restored from the tables after every third poll; the
+    fold's state goes to the gate table under ``global/canary``."""
+    source = lines()
+    parts = spread(source, 8, seed)
+    bus = Bus(EIGHT, GLOBAL_PLAN)
+    read_with_restarts(bus, parts)
     want = by_key(expected(source, GLOBAL_PLAN))
     assert ["hold", "release", "pass"] == [decisions.decode(v).decision for v in want["global/canary"]]
     assert want == by_key(bus.decisions())
@@ -386,3 +393,40 @@ def test_worker_options_from_flags_and_environment() -> None:
     ):
         with pytest.raises(UserError):
             worker_options(parser.parse_args([]), bad)
+
+
+CROSS = {"kind": "latency", "quantile": 0.99, "pass_below_ms": 200, "fail_above_ms": 200,
+         "requests": "cross_region", "min_requests_to_fail": 30, "min_requests": 100}  # fmt: skip
+CROSS_PLAN = Plan.model_validate(small_plan("processor-test", "1", [small_tier("canary", 5, more_criteria=[CROSS])]))
+
+
+def cross_lines(seed: int = 6) -> list[bytes]:
+    """``lines()`` with a client_region on every record: a fifth of us-east's from eu-west clients, 300 ms slower;
+    eu-west's from eu-west."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for line in lines(90):
+        rec = json.loads(line)
+        away = rec["region"] == "us-east" and rng.random() < 0.2
+        rec["client_region"] = "eu-west" if away else rec["region"]
+        rec["latency_ms"] += 300 if away else 0
+        out.append(json.dumps(rec).encode())
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cross_region_requests_decide_like_replay_across_partitions_and_restarts(seed: int) -> None:
+    """A tier with a cross-region P99 criterion, a fifth of us-east's requests from eu-west clients and slow:
+    over 8 partitions read at different speeds, a new processor restored from the tables after every third
+    poll, the decisions equal replay's (us-east fails on the cross-region criterion), and the copies are not
+    counted as applied records."""
+    source = cross_lines()
+    parts = spread(source, 8, seed)
+    bus = Bus(EIGHT, CROSS_PLAN)
+    read_with_restarts(bus, parts)
+    want = by_key(expected(source, CROSS_PLAN))
+    fails = [decisions.decode(v) for v in want["us-east/canary"] if decisions.decode(v).decision == "fail"]
+    assert fails
+    assert "p99_latency_ms_cross_region" in {c.name for c in fails[0].criteria if c.verdict == "fail"}
+    assert want == by_key(bus.decisions())
+    assert (len(source), 0) == (bus.totals["applied"], bus.totals["conflicts"])

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from msgspec import UNSET
 
 from gatekeeper.core import sketch
-from gatekeeper.core.partials import Partial, PartialBatch, Watermark, ragged
-from gatekeeper.core.regression import Fan
+from gatekeeper.core.cross_region import copy_mask
+from gatekeeper.core.partials import Partial, PartialBatch, Watermark, ragged, slice_of
+from gatekeeper.core.regression import CROSS_REGION, Fan
 from gatekeeper.core.telemetry import EventBatch
 
 _NEVER = -(1 << 62)  # a watermark below every event time
@@ -63,6 +63,8 @@ class Aggregator:
 
     def __init__(self, keys: list[str], pane: int, lateness: int, fan: Fan | None = None) -> None:
         self.keys, self.pane, self.lateness, self.fan = keys, pane, lateness, fan
+        # cross-region slots: their rows copy the record before them (core/cross_region.py), so are no new events
+        self.copies = frozenset(s for s, part in (fan.slot_slices.items() if fan else ()) if part == CROSS_REGION)
 
     def start(self, source: str) -> SourceState:
         return SourceState(source)
@@ -138,8 +140,9 @@ class Aggregator:
         cuts = np.searchsorted(codes, np.arange(groups.size + 1) * sketch.NBINS)
         buckets = codes % sketch.NBINS
         n_late = int(late.sum())
-        state.late += n_late
-        state.events += int(ts.size) - n_late
+        copied = copy_mask(batch.key, self.copies) if batch.copies else None
+        state.late += n_late if copied is None else int((late & ~copied).sum())
+        state.events += int(ts.size) - n_late - (0 if copied is None else int((~late & copied).sum()))
         state.newest = int(running[-1])
         starts, gate_of = np.divmod(groups, gates)
         starts *= pane
@@ -224,7 +227,7 @@ class Aggregator:
                 seq=p.seq,
                 bins=bins,
                 counts=counts,
-                slice="baseline" if part else UNSET,
+                slice=slice_of(part),
             )
             for key, part in emitted
         ]

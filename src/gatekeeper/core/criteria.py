@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from gatekeeper.core import sketch, stats
 from gatekeeper.core.approvals import approval_judges
+from gatekeeper.core.cross_region import CrossRegionJudge
 from gatekeeper.core.decision import CriterionResult, Scope, Verdict
 from gatekeeper.core.incidents import IncidentsJudge
 from gatekeeper.core.lift import LiftJudge
@@ -68,6 +69,7 @@ class Look:
     method: str  # rate bounds: exact | wilson | wilson_cc
     side: SideView | None = None  # incidents, approvals, business metrics as of the look (core/side_inputs.py)
     baseline: BaselineLook | None = None  # the baseline version's evidence (core/regression.py)
+    cross: BaselineLook | None = None  # the cross-region requests' evidence (core/cross_region.py)
 
 
 class Judge(Protocol):
@@ -157,6 +159,10 @@ class StatisticalJudge:
             threshold=limit, observed=observed, lower=lower, upper=None if math.isinf(upper) else upper,
             requests=ev.requests, reason=why,
         )  # fmt: skip
+
+    def check(self, ev: Evidence, scope: Scope, alpha: float, method: str, failing: bool) -> CriterionResult:
+        """One bound of ``ev`` against the ceiling (``failing``) or the pass line (core/cross_region.py)."""
+        return self._judge(ev, scope, alpha, method, failing)
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
         return [
@@ -277,6 +283,13 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
     )  # fmt: skip
 
 
+def _latency_or_cross(spec: LatencyCriterion) -> Judge:
+    if spec.requests == "cross_region":
+        ordinary = replace(latency_judge(spec), label=f"cross-region P{spec.quantile * 100:g} latency")
+        return CrossRegionJudge(spec.name, ordinary)
+    return latency_judge(spec)
+
+
 def _allowed_down_ms(floor: float, span_ms: int) -> int:
     """Down time ``floor`` uptime allows over ``span_ms``, in whole ms (so 1 - 0.9 rounding cannot bite)."""
     return round((1 - floor) * span_ms)
@@ -326,7 +339,7 @@ class UptimeJudge:
 JudgeFactory = Callable[[Any, Evaluation], Judge]
 JUDGES: dict[type, JudgeFactory] = {
     ErrorRateCriterion: lambda spec, _ev: error_rate_judge(spec),
-    LatencyCriterion: lambda spec, _ev: latency_judge(spec),
+    LatencyCriterion: lambda spec, _ev: _latency_or_cross(spec),
     UptimeCriterion: lambda spec, _ev: UptimeJudge(spec),
     NoIncidentsCriterion: lambda spec, _ev: IncidentsJudge(spec),
     LiftCriterion: lambda spec, ev: LiftJudge(spec, ev.window),

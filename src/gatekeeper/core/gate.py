@@ -105,6 +105,7 @@ class GateState:
     restarts: dict[str, Restarts] = field(default_factory=dict)  # sequential: criterion name -> restarted tests
     side: SideLedger = field(default_factory=SideLedger)  # incidents, approvals, business metrics received
     baseline: regression.BaselineLedger = field(default_factory=regression.BaselineLedger)  # no_regression's
+    cross: regression.BaselineLedger = field(default_factory=regression.BaselineLedger)  # core/cross_region.py
 
 
 class Gate:
@@ -202,6 +203,7 @@ class Gate:
         st = self.state
         if st.status == "waiting":
             st.baseline.drop_ended(watermark, self._window)
+            st.cross.drop_ended(watermark, self._window)
             return
         while st.window_start + self._window <= watermark:
             end = st.window_start + self._window
@@ -211,6 +213,7 @@ class Gate:
             st.window_start = end
             st.window_requests = st.window_errors = 0
         st.baseline.drop_ended(st.window_start, self._window)
+        st.cross.drop_ended(st.window_start, self._window)
 
     def on_stream_clock(self, stream_watermark: int, newest_pane_end: int, out: list[Decision]) -> None:
         """The stream-wide clock (other gates' event time): report a gate whose own telemetry stopped, and
@@ -277,6 +280,7 @@ class Gate:
     def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
         st = self.state
         baseline = st.baseline.close(end - self._window, fold=st.status != "held")
+        cross = st.cross.close(end - self._window, fold=st.status != "held")
         if st.status == "held":
             if end >= st.hold_until:
                 self._release(out)
@@ -288,7 +292,7 @@ class Gate:
         st.soak_bins += bins
         side = SideView(st.side, st.soak_start, end - self._window, end)
         interval = self.spec.evaluation.confidence.interval
-        look = Look(window, self._soak_evidence(), self._uptime(end), interval, side, baseline)
+        look = Look(window, self._soak_evidence(), self._uptime(end), interval, side, baseline, cross)
         st.looks += 1
         if self.spec.evaluation.method == "sequential":
             self._close_tests(window, end)
@@ -508,6 +512,7 @@ class Gate:
         st.soak_bins = sketch.empty()
         st.restarts = {}
         st.baseline.restart()
+        st.cross.restart()
         st.down_counted_until = max(st.down_counted_until, at)
         st.silent_from = max(st.silent_from, at)
 

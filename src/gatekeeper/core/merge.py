@@ -76,6 +76,7 @@ class GateInbox:
     counts: MergeCounts = field(default_factory=MergeCounts)
     alerts: GateAlerts = field(default_factory=GateAlerts)  # burn-rate breach alerts (core/breach_watch.py)
     baseline: regression.BaselineInbox = field(default_factory=regression.BaselineInbox)  # no_regression's
+    cross: regression.BaselineInbox = field(default_factory=regression.BaselineInbox)  # core/cross_region.py
 
 
 class Merger:
@@ -120,9 +121,10 @@ class Merger:
     def on_partial(self, inbox: GateInbox, p: Partial) -> None:
         if p.pane % self.pane:
             raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
-        if p.part == regression.BASELINE:
+        if p.part:  # the baseline's or the cross-region requests' evidence, kept apart from the gate's own
             mark = inbox.sources.get(p.source)
-            regression.on_partial(inbox.baseline, p, inbox.closed_until, mark, self.pane, inbox.counts)
+            box = inbox.baseline if p.part == regression.BASELINE else inbox.cross
+            regression.on_partial(box, p, inbox.closed_until, mark, self.pane, inbox.counts)
             return
         if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
             seen = inbox.merged.get(p.pane, {}).get(p.source)
@@ -195,10 +197,10 @@ class Merger:
         record for comparing re-deliveries: a later partial of them from that source, whose watermark passed
         them, counts as a duplicate; so this is for sources that never re-emit a pane (no ``seal``)."""
         out: list[Decision] = []
-        if batch.slices:  # baseline rows (core/regression.py) go in first, as their source sent them before ``w``
-            is_baseline = np.asarray([s == regression.BASELINE for s in batch.slices], dtype=np.bool_)
-            baseline = np.flatnonzero(is_baseline[batch.gate])
-            for p in batch.rows(baseline):
+        if batch.slices:  # baseline and cross-region rows go in first, as their source sent them before ``w``
+            is_slice = np.asarray([bool(s) for s in batch.slices], dtype=np.bool_)
+            sliced = np.flatnonzero(is_slice[batch.gate])
+            for p in batch.rows(sliced):
                 self.on_partial(inboxes[p.gate], p)
         every: list[Partial] = []  # one Partial per row, built only if a gate needs them
         index = {key: i for i, key in enumerate(batch.keys) if not batch.slices or not batch.slices[i]}
@@ -273,6 +275,7 @@ class Merger:
         made = len(out)
         st = inbox.gate
         regression.close(inbox.baseline, st.baseline, until, self.pane, self.window)
+        regression.close(inbox.cross, st.cross, until, self.pane, self.window)
         if c.bin_pane.size:
             self._add_bins(gate, c.bin_pane // self.window, c.buckets, c.counts)
         # Late records counted with a pane go in after the windows ending at or before its start closed: the

@@ -7,8 +7,9 @@ it idempotently. ``seq`` versions it: a source that emits a pane early (it went 
 records for it emits the pane again, whole, with the next ``seq``; stage 2 keeps the highest. A ``Watermark``
 says how far a source has come: every pane of that source ending at or before it has been emitted. A partial with
 ``slice: "baseline"`` carries the region's baseline-version telemetry for a gate with a ``no_regression``
-criterion (core/regression.py): stage 2 keeps it apart from the gate's own, by (gate, pane, source, slice). A service
-may pre-aggregate at the edge and publish both itself (streams/partial.v1.schema.json,
+criterion (core/regression.py), one with ``slice: "cross_region"`` copies of the gate's requests from clients
+in other regions (core/cross_region.py): stage 2 keeps them apart from the gate's own, by (gate, pane, source,
+slice). A service may pre-aggregate at the edge and publish both itself (streams/partial.v1.schema.json,
 streams/watermark.v1.schema.json).
 """
 
@@ -33,6 +34,20 @@ SourceId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Bucket = Annotated[int, msgspec.Meta(ge=0, lt=sketch.NBINS)]
 
 
+Slice = Literal["baseline", "cross_region"]
+SLICES: tuple[Slice, ...] = ("baseline", "cross_region")
+
+
+def slice_of(part: str) -> Slice | UnsetType:
+    """The ``Partial.slice`` of a slice name ("" for the gate's own evidence: unset)."""
+    for known in SLICES:
+        if part == known:
+            return known
+    if part:
+        raise ValueError(f"unknown partial slice {part!r}")
+    return UNSET
+
+
 class Partial(msgspec.Struct, frozen=True, kw_only=True, tag="partial", tag_field="kind"):
     """One (gate, pane, source) aggregate; ``bins``/``counts``: the non-empty latency sketch buckets,
     ascending (core/sketch.py's mapping), summing to ``requests``."""
@@ -48,8 +63,9 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, tag="partial", tag_fiel
     bins: tuple[Bucket, ...] = ()
     counts: tuple[NonNegative, ...] = ()
     # which evidence of the gate: unset (never encoded) for its own telemetry; "baseline": its region's baseline
-    # version's (core/regression.py), kept apart from its own in stage 2
-    slice: Literal["baseline"] | UnsetType = UNSET
+    # version's (core/regression.py); "cross_region": copies of its requests from clients in another region
+    # (core/cross_region.py); both kept apart from its own in stage 2
+    slice: Slice | UnsetType = UNSET
 
     @property
     def ident(self) -> tuple[str, int, str]:
@@ -155,7 +171,7 @@ class PartialBatch:
                 seq=seq,
                 bins=tuple(bins[lo:hi]),
                 counts=tuple(counts[lo:hi]),
-                slice="baseline" if slices[g] else UNSET,
+                slice=slice_of(slices[g]),
             )
             for g, pane, seq, n, k, late, lo, hi in columns
         ]

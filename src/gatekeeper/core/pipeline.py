@@ -64,14 +64,15 @@ class Pipeline:
         """A decoder for this plan's gates; given the shell's clock, it rejects records timestamped more than the
         plan's ``max_future_skew`` after it."""
         skew = self.plan.evaluation.max_future_skew
-        return TelemetryDecoder(self.keys, None if now_ms is None else now_ms + skew, self.layout.baselines)
+        until = None if now_ms is None else now_ms + skew
+        return TelemetryDecoder(self.keys, until, self.layout.baselines, self.layout.cross)
 
     def ingest(self, batch: EventBatch) -> list[Decision]:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
         if self._flushed:
             raise RuntimeError("flush() ended the input: this pipeline takes no more events")
         self.source, partials, watermark = self.aggregator.fold_columns(self.source, batch)
-        self.stats.events += len(batch)
+        self.stats.events += len(batch) - batch.copies  # cross-region copies are no new requests
         return self._merge(partials, watermark)
 
     def flush(self) -> list[Decision]:

@@ -75,6 +75,8 @@ class LatencyCriterion(_Strict):
     min_requests_to_fail: int = Field(default=100, ge=1)
     false_fail_weight: float = Field(default=1.0, gt=0)  # share of the gate's false_fail, relative to the others
     dry_run: bool = False  # judged and reported, never fails, holds or blocks a pass (core/dry_run.py)
+    # which requests: all of the gate's, or only those from clients in another region (core/cross_region.py)
+    requests: Literal["all", "cross_region"] = "all"
 
     @model_validator(mode="after")
     def _ordered(self) -> LatencyCriterion:
@@ -84,7 +86,8 @@ class LatencyCriterion(_Strict):
 
     @property
     def name(self) -> str:
-        return f"p{self.quantile * 100:g}_latency_ms"
+        scoped = "_cross_region" if self.requests == "cross_region" else ""
+        return f"p{self.quantile * 100:g}_latency_ms{scoped}"
 
 
 class UptimeCriterion(_Strict):
@@ -356,6 +359,7 @@ _LATER_DEFAULTS: tuple[tuple[str, object], ...] = (
     ("approvers", []),
     ("alpha", None),  # lift criteria (an own alpha before the split; their decisions change, so do their ids)
     ("false_fail_weight", None),  # lift criteria (the statistical ones always carry a number)
+    ("requests", "all"),  # latency criteria (cross-region scope)
 )
 
 

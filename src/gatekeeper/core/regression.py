@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import numpy as np
@@ -38,7 +38,7 @@ import numpy.typing as npt
 from gatekeeper.core import sketch, stats
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.partials import Partial, PartialBatch, ragged
-from gatekeeper.core.plan import NoRegressionCriterion, Plan
+from gatekeeper.core.plan import LatencyCriterion, NoRegressionCriterion, Plan
 
 _J = TypeVar("_J")
 
@@ -71,6 +71,16 @@ class _Counts(Protocol):
 BASELINE = "baseline"  # the ``Partial.slice`` of baseline evidence
 
 
+@runtime_checkable
+class _SpendsOwn(Protocol):
+    fail_weight: float
+
+    def with_share(self, alpha: float, planned: int) -> Any: ...
+
+
+CROSS_REGION = "cross_region"  # the ``Partial.slice`` of cross-region evidence (core/cross_region.py)
+
+
 # -- stage 1: the key space ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Layout:
@@ -81,9 +91,11 @@ class Layout:
     keys: list[str]  # per key index: "region/tier", or "region@version" for a slot
     baselines: dict[tuple[str, str], int]  # (region, version) -> slot's key index
     targets: dict[int, list[int]]
+    cross: dict[int, int] = field(default_factory=dict)  # gate -> its cross-region slot (core/cross_region.py)
 
     def fan(self) -> Fan | None:
-        return Fan(self.keys, self.targets) if self.targets else None
+        slices = dict.fromkeys(self.cross.values(), CROSS_REGION)
+        return Fan(self.keys, self.targets, slices) if self.targets else None
 
 
 def layout(plan: Plan) -> Layout:
@@ -97,7 +109,13 @@ def layout(plan: Plan) -> Layout:
             if slot == len(keys):
                 keys.append(f"{region}@{version}")
             targets.setdefault(slot, []).append(g)
-    return Layout(gates, keys, baselines, targets)
+    cross: dict[int, int] = {}
+    for g, (region, _phase, tier) in enumerate(plan.gates()):
+        if any(isinstance(c, LatencyCriterion) and c.requests == CROSS_REGION for c in tier.criteria):
+            cross[g] = len(keys)
+            targets[len(keys)] = [g]
+            keys.append(f"{region}/{tier.name}@{CROSS_REGION}")
+    return Layout(gates, keys, baselines, targets, cross)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +124,7 @@ class Fan:
 
     internal: list[str]
     targets: dict[int, list[int]]
+    slot_slices: dict[int, str] = field(default_factory=dict)  # a slot's slice when not the baseline's
     keys: list[str] = field(init=False)
     slices: list[str] = field(init=False)
     _flat: npt.NDArray[np.int64] = field(init=False)
@@ -121,7 +140,7 @@ class Fan:
             for g in self.targets.get(slot, []):
                 flat.append(len(keys))
                 keys.append(self.internal[g])
-                slices.append(BASELINE)
+                slices.append(self.slot_slices.get(slot, BASELINE))
             count.append(len(self.targets.get(slot, [])))
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "slices", slices)
@@ -390,7 +409,8 @@ class NoRegressionJudge:
 
 
 def share(judge: _J, false_fail: float, total: float, planned: int) -> _J:
-    """``judge`` given its share of the gate's ``false_fail`` when it is a ``NoRegressionJudge``."""
-    if isinstance(judge, NoRegressionJudge):
-        return judge.with_share(false_fail * judge.fail_weight / total, planned)  # type: ignore[return-value]
+    """``judge`` given its share of the gate's ``false_fail`` when it spends it itself over the soak's looks
+    (a ``NoRegressionJudge`` or a cross-region ``CrossRegionJudge``)."""
+    if isinstance(judge, _SpendsOwn):
+        return judge.with_share(false_fail * judge.fail_weight / total, planned)  # type: ignore[no-any-return]
     return judge

@@ -44,6 +44,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     restarts: dict[str, tuple[list[float], int, int, int]] = {}
     side: bytes = b""  # added in place: the side-input ledger (core/side_inputs.py); empty when nothing came
     baseline: bytes = b""  # added in place: the no_regression baseline (core/regression.py); empty when none came
+    cross: bytes = b""  # added in place: the cross-region requests' ledger (core/cross_region.py); empty when none
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -85,6 +86,7 @@ def dump(state: GateState) -> bytes:
             },
             side=side_ledger.dump_ledger(state.side),
             baseline=regression.dump_ledger(state.baseline),
+            cross=regression.dump_ledger(state.cross),
         )
     )
 
@@ -127,4 +129,5 @@ def load(raw: bytes) -> GateState:
         },
         side=side_ledger.load_ledger(snap.side),
         baseline=regression.load_ledger(snap.baseline),
+        cross=regression.load_ledger(snap.cross),
     )

@@ -31,6 +31,7 @@ from gatekeeper.core import breach_watch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
 from gatekeeper.core.partials import Partial
+from gatekeeper.core.regression import CROSS_REGION
 
 FORMAT = 1
 SOURCE_FORMAT = 2  # 2: stage-1 records deflated, buckets as differences (format 1: neither; still read)
@@ -109,7 +110,9 @@ class _Inbox(msgspec.Struct, array_like=True):
     buffered_at: list[tuple[int, list[tuple[int, int]]]] = []
     merged_at: list[tuple[int, list[tuple[int, int]]]] = []
     alerts: bytes = b""  # breach_watch.dump; empty in inboxes snapshotted before alerts existed
-    baseline: list[Partial] = []  # buffered baseline partials (core/regression.py), whole: few, and short-lived
+    # buffered baseline and cross-region partials (core/regression.py, core/cross_region.py; their ``slice`` says
+    # which), whole: few, and short-lived
+    baseline: list[Partial] = []
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -249,7 +252,7 @@ def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
                 refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
                 refs(merged),
                 breach_watch.dump(inbox.alerts),
-                [p for parts in inbox.baseline.panes.values() for p in parts.values()],
+                [p for box in (inbox.baseline, inbox.cross) for parts in box.panes.values() for p in parts.values()],
             )
         )
     )
@@ -271,7 +274,8 @@ def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
     for p in snap.buffered:
         inbox.buffered.setdefault(p.pane, {})[p.source] = p
     for p in snap.baseline:
-        inbox.baseline.panes.setdefault(p.pane, {})[p.source] = p
+        box = inbox.cross if p.part == CROSS_REGION else inbox.baseline
+        box.panes.setdefault(p.pane, {})[p.source] = p
     for pane, source, seq, digest, requests, late in snap.merged:
         inbox.merged.setdefault(pane, {})[source] = (seq, digest, requests, late)
     try:

@@ -8,7 +8,7 @@ A rejection never changes what happens to the valid records around it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Annotated, cast
 
@@ -39,6 +39,7 @@ class Telemetry(msgspec.Struct, frozen=True, gc=False):
     request_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     learner_id: Annotated[str, msgspec.Meta(max_length=256)] | int | None = None
     version: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    client_region: Label | None = None  # where the client is; != region: a cross-region request (core/cross_region.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class EventBatch:
     latency_ms: npt.NDArray[np.float64]
     error: npt.NDArray[np.bool_]
     rejections: list[Rejection] = field(default_factory=list)
+    copies: int = 0  # rows that copy the one before them to a cross-region slot (core/cross_region.py)
 
     def __len__(self) -> int:
         return int(self.ts_ms.size)
@@ -72,6 +74,7 @@ class EventBatch:
             latency_ms=np.concatenate([p.latency_ms for p in parts]),
             error=np.concatenate([p.error for p in parts]),
             rejections=[r for p in parts for r in p.rejections],
+            copies=sum(p.copies for p in parts),
         )
 
     @staticmethod
@@ -159,12 +162,16 @@ class TelemetryDecoder:
         gates: list[tuple[str, str]],
         not_after_ms: int | None = None,
         baselines: Mapping[tuple[str, str], int] | None = None,
+        cross: Mapping[int, int] | None = None,
     ) -> None:
         """``not_after_ms``: records timestamped later are rejected (the shell passes its clock plus the plan's
         ``max_future_skew``), so one far-future record cannot push its gate's watermark ahead of real time.
         ``baselines``: (region, version) -> key of a baseline slot (core/regression.py): a record of that region
-        and version gets that key, whatever its tier."""
+        and version gets that key, whatever its tier. ``cross``: gate key -> key of its cross-region slot
+        (core/cross_region.py): a record of that gate whose ``client_region`` is another region is counted for
+        the gate and, as a copy right after it, for that slot."""
         self._baselines = dict(baselines or {})
+        self._cross = dict(cross or {})
         self.not_after_ms = round(EPOCH_MAX_S * 1000) if not_after_ms is None else not_after_ms
         self._regions = sorted({r for r, _ in gates})
         self._tiers = sorted({t for _, t in gates})
@@ -290,13 +297,20 @@ class TelemetryDecoder:
                 j = i if where is None else where[i]
                 rejections.append(self._reject(records[i], raw_of(j), positions[j], int(keys[i]), bool(outcome[i])))
         rejections.sort(key=lambda r: r.position)
-        return EventBatch(
+        batch = EventBatch(
             ts_ms=np.rint(ts_s[ok] * 1000).astype(np.int64),
             key=keys[ok],
             latency_ms=np.asarray([r.latency_ms for r in records], dtype=np.float64)[ok],
             error=error[ok],
             rejections=rejections,
         )
+        if self._cross:
+            clients = [r.client_region for r in records]
+            if clients.count(None) < len(clients):
+                away = np.fromiter((c is not None and c != r.region for c, r in zip(clients, records, strict=True)),
+                                   np.bool_, len(records))  # fmt: skip
+                batch = with_copies(batch, away[ok], self._cross)
+        return batch
 
     def _keys_of(self, regions: list[str], tiers: list[str]) -> npt.NDArray[np.int64]:
         """Gate index per record (-1 when the plan does not gate that region/tier); C loops in the common case."""
@@ -334,3 +348,25 @@ class TelemetryDecoder:
                 pos, "unknown_tier", f"tier {rec.tier!r} is not in the plan ({', '.join(self._tiers)})", raw
             )
         return Rejection(pos, "unknown_gate", f"tier {rec.tier!r} is not gated in region {rec.region!r}", raw)
+
+
+def with_copies(batch: EventBatch, away: npt.NDArray[np.bool_], slots: Mapping[int, int]) -> EventBatch:
+    """``batch`` with, right after each row whose client is ``away`` and whose gate has a cross-region slot in
+    ``slots`` (gate key -> slot key), a copy keyed to that slot."""
+    slot_of = np.full(max(slots) + 1, -1, np.int64)
+    slot_of[list(slots)] = list(slots.values())
+    gate = batch.key
+    copy = away & (gate < slot_of.size)
+    copy[copy] = slot_of[gate[copy]] >= 0
+    if not copy.any():
+        return batch
+    reps = 1 + copy.astype(np.int64)
+    rows = np.repeat(np.arange(gate.size), reps)
+    second = np.zeros(rows.size, np.bool_)
+    second[np.cumsum(reps)[copy] - 1] = True  # the copy follows its record
+    keys = gate[rows]
+    keys[second] = slot_of[keys[second]]
+    return replace(
+        batch, ts_ms=batch.ts_ms[rows], key=keys, latency_ms=batch.latency_ms[rows], error=batch.error[rows],
+        copies=batch.copies + int(copy.sum()),
+    )  # fmt: skip

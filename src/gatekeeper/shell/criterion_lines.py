@@ -25,7 +25,8 @@ def criterion_line(c: Criterion) -> str:
         return f"{text} [input: telemetry]"
     if isinstance(c, LatencyCriterion):
         text = f"{c.name}: pass < {c.pass_below_ms:g} ms, fail > {c.fail_above_ms:g} ms (min {c.min_requests} requests)"
-        return f"{text} [input: telemetry]"
+        scoped = " whose client_region is another region" if c.requests == "cross_region" else ""
+        return f"{text} [input: telemetry{scoped}]"
     if isinstance(c, NoIncidentsCriterion):
         kinds = "any kind" if c.kinds is None else "/".join(c.kinds)
         return f"{c.name}: zero {'/'.join(c.severities)} incidents ({kinds}) over the {c.scope} [input: incidents]"

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from gatekeeper.core import global_gate
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.pipeline import Pipeline
-from gatekeeper.core.plan import NoRegressionCriterion, Plan
+from gatekeeper.core.plan import LatencyCriterion, NoRegressionCriterion, Plan
 from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.sim.scenario import Episode, Latency, Stream
 from gatekeeper.sim.side_story import InjectedIncident, Revenue, SideStory
@@ -110,6 +110,14 @@ class Rollout:
         criteria = [c for p in self.plan.phases for t in p.tiers if t.name == tier for c in t.criteria]
         return sorted({c.baseline_version for c in criteria if isinstance(c, NoRegressionCriterion)})
 
+    def _away(self, region: str, tier: str) -> str | None:
+        """Another region of the plan whose clients send a tenth of a cross-region-gated tier's requests."""
+        spec = next(t for _r, _p, t in self.engine.plan.gates() if t.name == tier)
+        if not any(isinstance(c, LatencyCriterion) and c.requests == "cross_region" for c in spec.criteria):
+            return None
+        regions = self.engine.plan.regions
+        return regions[(regions.index(region) + 1) % len(regions)] if len(regions) > 1 else None
+
     def _baseline_stream(self, region: str, version: str) -> Stream:
         """The baseline version's traffic: healthy, as much as the tier's."""
         healthy = Health()
@@ -145,6 +153,7 @@ class Rollout:
                         "epoch",
                         self.rng,
                         first_id=self.events + len(lines),
+                        away=self._away(progress.region, progress.tier),
                     )
                     times.append(requests.ts_ms)
                     for version in self._baselines(progress.tier):  # the baseline beside a no_regression tier

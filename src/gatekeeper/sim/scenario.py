@@ -124,6 +124,8 @@ class Stream(_Strict):
     latency: Latency
     episodes: tuple[Episode, ...] = ()
     version: str | None = Field(default=None, min_length=1, max_length=256)  # telemetry's `version`, if any
+    # a tenth of the requests (every tenth) from clients in this region: their `client_region` (cross-region)
+    away_clients: str | None = Field(default=None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _valid(self) -> Stream:

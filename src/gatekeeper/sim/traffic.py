@@ -140,6 +140,7 @@ class _Record(msgspec.Struct, omit_defaults=True):
     request_id: str = ""
     learner_id: int = 0
     version: str | None = None
+    client_region: str | None = None
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -165,13 +166,15 @@ def encode_jsonl(
     first_id: int = 0,
     learners: int = DEFAULT_LEARNERS,
     version: str | None = None,
+    away: str | None = None,
 ) -> list[bytes]:
     """One contract-v1 JSON object (bytes, no newline) per request, in the order given.
 
     ``request_id`` is ``r-<first_id + i>``; ``learner_id`` an integer drawn from ``1..learners``. ``ts`` is
     epoch seconds with milliseconds ("epoch"), RFC 3339 UTC text ("rfc3339"), or a per-record mix of both
     plus RFC 3339 with UTC offsets ("mixed"). Records carry ``status``; in "mixed" a fifth of them carry
-    ``"error": true/false`` instead.
+    ``"error": true/false`` instead. ``away``: every tenth request (by position, no random draw) comes from a
+    client in that region (``client_region``), the others from ``region`` (a cross-region criterion's evidence).
     """
     n = len(requests)
     if n == 0:
@@ -200,6 +203,7 @@ def encode_jsonl(
             ids,
             learner,
             itertools.repeat(version),
+            itertools.repeat(None) if away is None else [away if i % 10 == 9 else region for i in range(n)],
         )
     )
     lines = _ENCODER.encode_lines(records).split(b"\n")

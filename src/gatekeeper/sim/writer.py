@@ -105,7 +105,7 @@ def _run(
             if not len(req):
                 continue
             lines += encode_jsonl(req, stream.region, stream.tier, scenario.ts_format, encode_rng, first_id=next_id,
-                                  version=stream.version)  # fmt: skip
+                                  version=stream.version, away=stream.away_clients)  # fmt: skip
             next_id += len(req)
             times.append(req.ts_ms)
             gate = (stream.region, stream.tier)

@@ -36,6 +36,7 @@ from aiokafka.partitioner import murmur2
 from gatekeeper.core import breach, global_gate, regression, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
+from gatekeeper.core.cross_region import copy_mask
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.gate import GateState
 from gatekeeper.core.merge import GateInbox, Merger
@@ -181,7 +182,7 @@ class Processor:
         self._pane = ev.pane
         self.keys = [f"{region}/{tier.name}".encode() for region, _phase, tier in plan.gates()]
         layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
-        self._decoder = TelemetryDecoder(layout.gates, None, layout.baselines)
+        self._decoder = TelemetryDecoder(layout.gates, None, layout.baselines, layout.cross)
         self._max_future_skew = ev.max_future_skew
         homes = global_gate.home_keys(plan)  # a global tier's regional gates live with its global gate
         self.home = [home_partition(homes.get(k, k).encode(), topics.partitions) for k in map(bytes.decode, self.keys)]
@@ -345,16 +346,20 @@ class Processor:
                 out.rejected[rej.code] += 1
         # The record of each event: one event per valid record, or (OTLP trace batches) many per record.
         record_of = batch.record if isinstance(batch, SpanBatch) else np.flatnonzero(ok)
+        copied = copy_mask(batch.key, self.aggregator.copies) if batch.copies else np.zeros(len(batch), np.bool_)
+        if batch.copies:  # a cross-region copy is of the record before it (core/cross_region.py)
+            record_of = record_of[np.cumsum(~copied) - 1]
         valid_partition, valid_fresh = partition[record_of], fresh[record_of]
         folded = list(dict.fromkeys(partition.tolist()))
         for p in folded:
             source = self._source(p)
             rows = np.flatnonzero((valid_partition == p) & valid_fresh)
-            part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows])
+            copies = int(copied[rows].sum())
+            part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows], [], copies)
             late_before = source.state.late
             reached = max(source.next_offset, int(offset[partition == p].max()) + 1)
             source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
-            out.applied += int(rows.size)
+            out.applied += int(rows.size) - copies
             out.late += source.state.late - late_before
             self._send(partials, out)
             source.next_offset = max(source.next_offset, int(offset[partition == p].max()) + 1)
