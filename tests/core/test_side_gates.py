@@ -106,12 +106,26 @@ def approval(decision: str, minute: int, **fields: Any) -> tuple[Kind, dict[str,
 
 
 def test_a_checkpoint_requiring_approval_waits_for_a_go() -> None:
-    """No GO: at the soak end every automatic criterion passes, so the gate says once that it awaits approval
-    (listing who may give it), then reports the checkpoint pending; never a pass."""
+    """No GO: at the soak end (also the GO/NO-GO checkpoint) every automatic criterion passes, so the gate says
+    once, in ONE pending (reason code ``approval``, no second ``checkpoint:`` pending at the same instant), that
+    all it awaits is approval, listing who may give it; never a pass."""
     decisions = run(approval_plan(["alice", "bob"]))
+    east = [(d.decision, d.reason_code, d.at, d.reasons) for d in decisions if d.region == "us-east"]
+    reasons = ("awaiting approval: GO/NO-GO 'GO/NO-GO' needs a go from alice, bob", "every automatic criterion passes")
+    assert [("pending", "approval", at(60), reasons)] == east
+
+
+def test_a_checkpoint_with_evidence_and_approval_missing_is_one_pending_naming_both() -> None:
+    """At the soak end with too few requests for the error rate AND no GO, one pending (the checkpoint's) names
+    both blockers: the missing evidence and the missing approval."""
+    raw = approval_plan()
+    tier_of(raw)["criteria"][0]["min_requests"] = 10**9
+    decisions = run(raw, end_min=65)
     east = [(d.decision, d.reason_code, d.at) for d in decisions if d.region == "us-east"]
-    assert [("pending", "approval", at(60)), ("pending", "checkpoint:GO/NO-GO", at(60))] == east
-    assert "awaiting approval: GO/NO-GO 'GO/NO-GO' needs a go from alice, bob" == of(decisions, "pending")[0].reasons[0]
+    assert [("pending", "checkpoint:GO/NO-GO", at(60))] == east
+    reasons = of(decisions, "pending", "us-east")[0].reasons
+    expected = ("GO/NO-GO: not enough evidence to pass", True, "awaiting approval: GO/NO-GO 'GO/NO-GO' needs a go")
+    assert expected == (reasons[0], reasons[1].startswith("error rate: "), reasons[2])
 
 
 def test_a_go_releases_the_pending_checkpoint_and_is_audited() -> None:

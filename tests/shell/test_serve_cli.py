@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 import pytest
-from serve_support import board_with, state_for, with_client
+from serve_support import board_with, rollout_plan, state_for, with_client
 
 from gatekeeper.core.controllers import Freshness
 from gatekeeper.errors import UserError
 from gatekeeper.shell.cli import main
 from gatekeeper.shell.serve.cli import configure, serve_options
 from gatekeeper.shell.serve.options import ServeOptions
+from gatekeeper.shell.serve.page import page_data_for
 from gatekeeper.shell.worker.cli import configure as worker_configure
 from gatekeeper.shell.worker.cli import worker_options
 
@@ -93,3 +94,15 @@ def test_status_json_and_page_assets() -> None:
 
     expected = [(200, "html"), (200, "javascript"), (200, "javascript"), (200, "json")]
     assert expected == with_client(state, fetch_all)
+
+
+def test_status_json_outcomes_show_the_pending_awaiting_approval() -> None:
+    """The healthy canary's GO/NO-GO outcomes: at the soak end its one pending (awaiting the GO of the checkpoint
+    'GO/NO-GO Nov 15', standing for the soak-end checkpoint too), then the GO."""
+    board = board_with("healthy-canary")
+    data = page_data_for(rollout_plan(), "plan.yaml")(board, Freshness(caught_up=True, served_at_ms=0))
+    expected = [
+        ("us-east", "canary", "GO/NO-GO Nov 15 (awaiting approval)", "2025-11-09T00:00:00Z", "pending"),
+        ("us-east", "canary", "GO", "2025-11-15T01:00:00Z", "pass"),
+    ]
+    assert expected == [(o["region"], o["tier"], o["name"], o["at"], o["decision"]) for o in data["outcomes"]]

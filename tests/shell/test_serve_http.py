@@ -38,7 +38,7 @@ def get(board: Board, path: str, token: str | None = None, **kw: Any) -> tuple[i
     ("golden_name", "upto", "gate", "expected"),
     [
         ("healthy-canary", 1, "us-east/canary", "Inconclusive"),  # pending: awaiting approval
-        ("healthy-canary", 3, "us-east/canary", "Successful"),  # pass (after the GO)
+        ("healthy-canary", 2, "us-east/canary", "Successful"),  # pass (after the GO)
         ("error-breach", 1, "us-east/ramp-10", "Failed"),  # fail
         ("error-breach", 2, "us-east/ramp-10", "Failed"),  # hold
         ("error-breach", 3, "us-east/ramp-10", "Inconclusive"),  # released, soaking again: pending

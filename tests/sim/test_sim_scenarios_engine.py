@@ -56,12 +56,11 @@ def _run(name: str) -> Run:
 @pytest.mark.slow
 def test_healthy_canary_passes_after_its_three_week_soak() -> None:
     """A healthy canary (revenue +6 % over control) is never failed: when its 3-week soak is complete it is pending
-    twice (awaiting the GO/NO-GO checkpoint's approval; the soak-end checkpoint without a pass), then passes at
-    the first window close after the GO of Nov 15; no false fail in the week after."""
+    once (awaiting the GO/NO-GO checkpoint's approval, which stands for the soak-end checkpoint too), then passes
+    at the first window close after the GO of Nov 15; no false fail in the week after."""
     run = _run("healthy-canary")
     expected = [
         ("pending", "us-east", "canary", "2025-11-09T00:00:00Z", "approval"),
-        ("pending", "us-east", "canary", "2025-11-09T00:00:00Z", "checkpoint:soak end"),
         ("pass", "us-east", "canary", "2025-11-15T01:00:00Z", "go"),
     ]
     assert expected == run.rows

@@ -321,6 +321,7 @@ class Gate:
             waiting = awaiting_approval(results, st.side, st.soak_start)
             if waiting:  # every automatic criterion passes: a person's GO is all that is missing (said once a soak)
                 out.append(self._decision("pending", st.soak_start, end, end, results, waiting, "approval", alpha))
+                return  # it is this instant's checkpoint pending too: one pending naming all that blocks
         checkpoint = self._checkpoints.get(observed)
         if checkpoint is not None:
             alpha = stats.pass_look_alpha(self.spec.false_pass, max(1, st.pass_looks))

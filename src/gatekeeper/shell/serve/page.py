@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gatekeeper.core.approvals import PREFIX
 from gatekeeper.core.board import Board, hold_seconds_left
 from gatekeeper.core.calendar import progress
 from gatekeeper.core.controllers import Freshness, board_document
+from gatekeeper.core.decision import Decision
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_duration
 
@@ -66,13 +68,26 @@ def _series(board: Board) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _outcome_name(d: Decision) -> str | None:
+    """The GO/NO-GO outcome a decision is, if any: a pass (GO), a checkpoint pending (not enough evidence), or the
+    pending awaiting approval (which stands for the checkpoint it falls on: core/gate.py emits one pending)."""
+    if d.reason_code == "go":
+        return "GO"
+    if d.reason_code.startswith("checkpoint:"):
+        return d.reason_code.removeprefix("checkpoint:")
+    if d.reason_code == "approval":
+        awaited = [c.name.removeprefix(PREFIX) for c in d.criteria if c.name.startswith(PREFIX) and c.verdict != "pass"]
+        return f"{', '.join(awaited)} (awaiting approval)"
+    return None
+
+
 def _outcomes(board: Board) -> list[dict[str, Any]]:
-    """GO/NO-GO outcomes decided so far: passes (GO) and checkpoint pendings (not enough evidence)."""
+    """GO/NO-GO outcomes decided so far: passes (GO), checkpoint pendings and pendings awaiting approval."""
     out = []
     for view in board.views():
         for d in view.recent:
-            if d.reason_code == "go" or d.reason_code.startswith("checkpoint:"):
-                name = "GO" if d.reason_code == "go" else d.reason_code.removeprefix("checkpoint:")
+            name = _outcome_name(d)
+            if name is not None:
                 out.append({"region": d.region, "tier": d.tier, "name": name, "at": d.at, "decision": d.decision})
     return sorted(out, key=lambda o: str(o["at"]))
 
