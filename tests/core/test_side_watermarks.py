@@ -103,3 +103,47 @@ def test_an_incident_advances_its_partition_by_its_opening() -> None:
                             b'"opened_at": "2025-10-19T00:25:00Z", "resolved_at": "2025-10-19T00:28:00Z"}')  # fmt: skip
     assert isinstance(incident, Routed)
     assert (T0 + 25 * MINUTE, T0 + 28 * MINUTE) == (record_ms(incident.value), event_ms(incident.value))
+
+
+def test_side_clock_resumed_reports_a_gained_partition_active() -> None:
+    """A partition gained in a rebalance (forgotten, nothing read yet) is reported active with no watermark of its
+    own; after that, nothing new to say until it reads a record (its watermark) or is idle again."""
+    clock = SideClock(2 * MINUTE, MINUTE)
+    clock.saw("incidents:0", T0 + 10 * MINUTE)
+    clock.publish("incidents:0", idle=True)
+    clock.forget(["incidents:0"])
+    assert Watermark(source="incidents:0", watermark=None, idle=False) == clock.resumed("incidents:0")
+    assert None is clock.publish("incidents:0")
+    assert Watermark(source="incidents:0", watermark=None, idle=True) == clock.publish("incidents:0", idle=True)
+    clock.resumed("incidents:0")
+    clock.saw("incidents:0", T0 + 20 * MINUTE)
+    assert Watermark(source="incidents:0", watermark=T0 + 18 * MINUTE) == clock.publish("incidents:0")
+
+
+def test_a_gained_side_partition_holds_its_gates_again_until_idle() -> None:
+    """Telemetry at 10m: a side partition not reported yet holds everything (start-up), at 3m caps the merge at 3m,
+    idle holds nothing (10m). Gained by another worker and reported active by its new owner: the gate holds at the
+    last watermark it heard (3m) however far the telemetry goes (20m), until the new owner reports it idle again."""
+    plan = Plan.model_validate(small_plan("side-gained", "1", [small_tier("canary", 5)]))
+    merger = Merger(plan, ["t:0"])
+    inbox: GateInbox = merger.start()
+    hold(inbox, ["incidents:0"])
+    key = next(iter(merger.specs))
+
+    def merged_after(w: Watermark) -> int | None:
+        merger.on_watermark(key, inbox, w, [])
+        return merge_watermark(inbox.sources.values())
+
+    old_owner, new_owner = SideClock(2 * MINUTE, MINUTE), SideClock(2 * MINUTE, MINUTE)
+    old_owner.saw("incidents:0", 5 * MINUTE)
+    steps = [merged_after(Watermark(source="t:0", watermark=10 * MINUTE))]
+    for w in (old_owner.publish("incidents:0"), old_owner.publish("incidents:0", idle=True)):
+        assert w is not None
+        steps.append(merged_after(w))
+    new_owner.forget(["incidents:0"])
+    steps.append(merged_after(new_owner.resumed("incidents:0")))
+    steps.append(merged_after(Watermark(source="t:0", watermark=20 * MINUTE)))
+    idle = new_owner.publish("incidents:0", idle=True)
+    assert idle is not None
+    steps.append(merged_after(idle))
+    assert [None, 3 * MINUTE, 10 * MINUTE, 3 * MINUTE, 3 * MINUTE, 20 * MINUTE] == steps

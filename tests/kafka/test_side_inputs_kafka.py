@@ -263,3 +263,52 @@ def test_simulate_sends_the_side_inputs_to_their_topics(kafka_bootstrap: str, tm
     assert expected == actual
     # opened + resolved; one GO; 70 learners, each one value an hour from its own phase (the second is after 2h)
     assert (2, 1, 70) == tuple(len(expected[name]) for name in topics)
+
+
+def test_a_side_partition_gained_in_a_rebalance_is_reported_active_again(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """w1 alone reads the first half of the telemetry; its side partitions, empty, are reported idle. w2 joins (a
+    rebalance): before reading them, w2 reports each side partition it gained active again on every partition of
+    ``<app-id>-side``, behind w1's idle reports (so the gates those partitions concern hold, as at start-up, until
+    w2 reports them idle), as w1 did at its start; then the two decide the whole telemetry as replay does (the
+    holds end: no gate waits for ever)."""
+    plan, names = write_plan(tmp_path), h.Names()
+    telemetry = h.scenario(invalid=False)
+    sink = io.BytesIO()
+    replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink)
+    want = [line for line in sink.getvalue().split(b"\n") if line]
+    side_topic = f"{names.app_id}-side"
+    kinds = (names.incidents, names.approvals, names.business)
+
+    def reports(source: str) -> list[tuple[object, bool]]:
+        """What ``<app-id>-side`` partition 0 says of side partition ``source``, in order."""
+        found = []
+        for r in h.read_topic(kafka_bootstrap, side_topic):
+            if r.partition == 0 and r.key == source.encode():
+                message = json.loads(r.value)
+                found.append((message["watermark"], message["idle"]))
+        return found
+
+    h.create_topics(kafka_bootstrap, names)
+    half = len(telemetry) // 2
+    first = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *FAST)
+    second = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w2", *FAST)
+    with h.running(first) as (w1,):
+        w1.wait_assigned()
+        h.produce(kafka_bootstrap, names.telemetry, telemetry[:half], "spread")
+        deadline = time.monotonic() + 60
+        while (None, True) not in reports(f"{names.incidents}:7") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        with h.running(second) as (w2,):
+            split = h.wait_split((w1, w2))
+            gained = [f"{t}:{p}" for t in kinds for p in split[1]]
+            h.produce(kafka_bootstrap, names.telemetry, telemetry[half:], "spread")
+            got = h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(want)), (w1, w2))
+            seen = {source: reports(source) for source in gained}
+            assert [0, 0] == [w2.stop(), w1.stop()]
+
+    assert ids(want) == ids([r.value for r in got])
+    # each partition w2 gained, its reports (repeats dropped): w1's start-up report (active, nothing known), w1's
+    # idle one, then w2's active one (before it read anything) and w2's idle one
+    active, idle = (None, False), (None, True)
+    changes = {source: [s for i, s in enumerate(said) if i == 0 or said[i - 1] != s] for source, said in seen.items()}
+    assert {source: [active, idle, active, idle] for source in gained} == {s: c[:4] for s, c in changes.items()}

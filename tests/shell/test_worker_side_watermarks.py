@@ -90,11 +90,11 @@ class Bus:
         return [v for topic, v in self.out if topic == TOPICS.decisions]
 
 
-def expected(parts: dict[int, list[Record]]) -> dict[str, list[bytes]]:
+def expected(parts: dict[int, list[Record]], incidents: list[bytes] = INCIDENTS) -> dict[str, list[bytes]]:
     # every line starts with its ts, all of one width: sorted, they are in time order
     source = b"\n".join(sorted(r.value or b"" for rs in parts.values() for r in rs))
     sink = io.BytesIO()
-    side = [SideFile("incident", "incidents", io.BytesIO(b"\n".join(INCIDENTS)))]
+    side = [SideFile("incident", "incidents", io.BytesIO(b"\n".join(incidents)))]
     replay(PLAN, io.BytesIO(source + b"\n"), sink, side=side)
     return by_key([line for line in sink.getvalue().splitlines() if line])
 
@@ -162,3 +162,47 @@ def test_side_watermarks_go_to_every_side_partition_behind_the_records() -> None
     bad = b'{"kind":"watermark","v":1,"source":"telemetry:3","watermark":0,"idle":false}'
     dead = processor.flush_polled([(SIDE.forwarded, home, [Record(SIDE.forwarded, home, 0, None, bad)])])
     assert ["invalid_side_record"] == [dict(m.headers)["gk.reason"].decode() for m in dead.messages]
+
+
+def test_a_side_partition_gained_in_a_rebalance_holds_the_gates_until_idle_again() -> None:
+    """Worker A reads the first 30 minutes of telemetry with every side partition idle: the canary gates close
+    their panes to ~00:28. Then incidents:3 moves to worker B (a rebalance), which reports it active before
+    reading it (``SideStage.resumed``, as the runtime does on assignment). A reads the rest of the telemetry (to
+    02:30) before B reads the incident opened at 00:40 that came meanwhile: the canary gates wait for incidents:3
+    rather than pass us-east/canary at 01:00; once B forwarded the incident and reports incidents:3 idle, every
+    decision equals replay's, the incident failing us-east/canary at 00:50."""
+    parts = telemetry()
+    cut = T0_S + 30 * 60
+    first = {p: [r for r in rs if json.loads(r.value or b"")["ts"] < cut] for p, rs in parts.items()}
+    rest = {p: [r for r in rs if json.loads(r.value or b"")["ts"] >= cut] for p, rs in parts.items()}
+    incident = json.dumps({"id": "INC-2", "severity": "critical", "kind": "outage", "region": "us-east",
+                           "tier": "canary", "opened_at": at(40)}).encode()  # fmt: skip
+    bus = Bus()
+    a = Processor(PLAN, TOPICS, NONE.get, NONE.get)
+    a.side = SideStage(PLAN, SIDE, a)
+    bus.apply(a.flush_polled([(TOPICS.telemetry, p, rs) for p, rs in first.items()]))
+    idle = Flush()
+    a.side.mark_idle([(t, p) for t in SIDE.kinds for p in range(SIDE.partitions)], idle)
+    bus.apply(idle)
+    bus.drain(a)
+
+    b = Processor(PLAN, TOPICS, NONE.get, NONE.get)
+    b.side = SideStage(PLAN, SIDE, b)
+    a.side.forget([("incidents", 3)])
+    gained = Flush()
+    b.side.resumed([("incidents", 3)], gained)
+    bus.apply(gained)
+    bus.drain(a)  # B reports it on assignment, before A has read and sent anything more (see docs/reliability.md)
+    bus.apply(a.flush_polled([(TOPICS.telemetry, p, rs) for p, rs in rest.items()]))
+    bus.apply(a.mark_idle(range(TOPICS.partitions)))
+    bus.drain(a)
+    assert [] == by_key(bus.decisions()).get("us-east/canary", [])
+
+    bus.apply(b.flush_polled([("incidents", 3, [Record("incidents", 3, 0, b"INC-2", incident)])]))
+    idle = Flush()
+    b.side.mark_idle([("incidents", 3)], idle)
+    bus.apply(idle)
+    bus.drain(a)
+    want = expected(parts, [incident])
+    assert want == by_key(bus.decisions())
+    assert ("fail", at(50)) in [(d.decision, d.at) for d in map(decisions.decode, want["us-east/canary"])]

@@ -8,7 +8,9 @@ watermark is the newest of its records' times (``record_ms``: an incident's open
 business metric's ts) minus the plan's lateness, and stage 2 closes no pane of such a gate past it while the
 partition is not idle. Unlike a telemetry partition it only *holds* (``SourceMark.holds``): it never carries a
 gate's clock forward. A side partition read to its end and silent for ``idle_after`` is reported idle and holds
-nothing, so mostly-idle side topics delay nothing for longer than that.
+nothing, so mostly-idle side topics delay nothing for longer than that. A side partition gained in a rebalance is
+reported active again by its new owner (``SideClock.resumed``), as a telemetry partition is, so it holds its
+gates as at start-up until it is read and idle again.
 
 Pure: the worker (shell/worker/side.py) feeds it the records' times and sends the watermarks it returns.
 """
@@ -91,3 +93,13 @@ class SideClock:
         """Partitions lost or gained in a rebalance: their next reports start afresh."""
         for source in sources:
             self._parts.pop(source, None)
+
+    def resumed(self, source: str) -> Watermark:
+        """A partition gained in a rebalance: reported active again, as at start-up, before anything is read from
+        it. Its previous owner may have reported it idle, and records produced since (or not yet forwarded) must
+        not be overtaken by the telemetry: the gates it concerns hold at its last watermark they heard (this one
+        is None before this owner has read a record) until this owner reports a newer one, or idle again."""
+        part = self._parts.setdefault(source, _Partition())
+        watermark = None if part.newest is None else part.newest - self.lateness
+        part.published = (None if watermark is None else watermark // self.pane, False)
+        return Watermark(source=source, watermark=watermark, idle=False)

@@ -277,6 +277,11 @@ class Runtime:
                 return
             if gained_sources:
                 await self._guarded(self._deliver(self.processor.resumed(gained_sources), 0, {}))
+            gained_side = [(t, p) for t, p in gained if t in self.side_topics.kinds]
+            if gained_side and self.processor.side is not None:  # they hold their gates again, as at start-up
+                side = Flush()
+                self.processor.side.resumed(gained_side, side)
+                await self._guarded(self._deliver(side, 0, {}))
             self.restored |= gained
             self.owned, self._generation = set(tps), self._generation + 1
         self.log.info(

@@ -15,11 +15,13 @@ the lateness, when it enters a new pane) to every partition of ``<app-id>-side``
 there (one idempotent producer keeps a partition's order), and the runtime reports p idle once it has been read to
 its end for ``idle_after``. Where the gate is, the watermark goes to the gates homed there that the partition
 concerns, which close no pane past it: even reading a backlog, no gate's event time passes a side record before
-the record is applied, so the worker decides what replay decides.
+the record is applied, so the worker decides what replay decides. A member gaining a side partition in a
+rebalance reports it active first (``SideStage.resumed``): its previous owner may have reported it idle.
 
 Hook points in the worker (kept thin on purpose): ``Processor.flush_polled`` calls ``SideStage.flush`` with the
 poll, and ``Processor`` asks ``SideStage.sources_of`` for a gate's side sources; the runtime subscribes to
-``SideTopics.inputs`` and calls ``SideStage.mark_idle``; ``topics.worker_topics`` creates ``side_topics``.
+``SideTopics.inputs`` and calls ``SideStage.mark_idle``, ``SideStage.forget`` and ``SideStage.resumed`` (on a
+rebalance); ``topics.worker_topics`` creates ``side_topics``.
 """
 
 from __future__ import annotations
@@ -121,6 +123,12 @@ class SideStage:
     def forget(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Side partitions lost or gained in a rebalance: what was said of them starts afresh."""
         self.clock.forget(f"{topic}:{p}" for topic, p in partitions)
+
+    def resumed(self, partitions: Sequence[tuple[str, int]], out: Out) -> None:
+        """Side partitions just gained in a rebalance (forgotten first): report each active to its gates before
+        anything is read from it, so they hold until it is read and idle again (core/side_watermarks.py)."""
+        for topic, p in sorted(partitions):
+            self._broadcast(self.clock.resumed(f"{topic}:{p}"), out)
 
     def flush(self, polled: Sequence[tuple[str, int, Sequence[Consumed]]], out: Out) -> None:
         for topic, partition, records in polled:
