@@ -7,7 +7,6 @@ nothing. Crashes: SIGKILL with a backlog produced while down, and one of two wor
 from __future__ import annotations
 
 import json
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -48,11 +47,10 @@ def _values(records: list[h.Consumed]) -> list[bytes]:
     return [r.value for r in records]
 
 
-def _crash_run(bootstrap: str, tmp_path: Path) -> tuple[Path, h.Names, list[bytes], list[bytes]]:
-    """A crash test's plan, its topics (created), the scenario's valid lines and replay's decisions of them."""
+def _crash_run(tmp_path: Path) -> tuple[Path, h.Names, list[bytes], list[bytes]]:
+    """A crash test's plan, its topics' names, the scenario's valid lines and replay's decisions of them."""
     plan, names = h.write_plan(tmp_path), h.Names()
     lines = h.scenario(invalid=False)
-    h.create_topics(bootstrap, names)
     return plan, names, lines, h.expected(plan, lines)
 
 
@@ -115,28 +113,11 @@ def test_gate_process_sigkilled_and_restarted_beside_the_aggregate_process(
     other two thirds of the unkeyed records are produced while no gate process runs, then a new one starts: it
     restores the gate states and reads back the partials they refer to from the panes topic. Deduplicated by id,
     the decisions equal replay's, no id has two contents, no partial conflicts."""
-    plan, names, lines, expected = _crash_run(kafka_bootstrap, tmp_path)
-    cut = len(lines) // 3
-    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *QUICK)
-    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", *QUICK)
-    again = h.Worker(kafka_bootstrap, plan, names, tmp_path, "again", "--role", "gate", *QUICK)
-    with h.running(aggregate, gate) as workers:
-        workers[0].wait_assigned()
-        workers[1].wait_assigned()
-        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
-        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
-        assert -signal.SIGKILL == workers[1].stop(signal.SIGKILL)
-        h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
-        with h.running(again) as (restarted,):
-            done = h.distinct_ids_at_least(len(expected))
-            got = h.wait_for(kafka_bootstrap, names.decisions, done, (workers[0], restarted))
-            assert (0, 0) == (restarted.stop(), workers[0].stop())
-
-    first, conflicts = h.dedupe(_values(got))
-    assert {} == conflicts
-    assert sorted(expected) == sorted(first)
-    (totals,) = again.events("worker totals")
-    assert 0 == totals["conflicts"]
+    plan, names, lines, expected = _crash_run(tmp_path)
+    run = h.crash_and_recover(
+        kafka_bootstrap, plan, names, tmp_path, lines, expected, cut=len(lines) // 3, crash="stages", flags=QUICK
+    )
+    assert 0 == run.totals()["conflicts"]
 
 
 def test_a_partition_without_records_does_not_hold_the_decisions(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -193,24 +174,10 @@ def test_sigkill_with_two_hours_produced_while_down(kafka_bootstrap: str, tmp_pa
     its first decision (in the middle of catching up), the next two hours are produced while it is down, a
     new worker is started: after deduplication by id the decisions equal replay's, no id has two contents,
     no partial conflicts."""
-    plan, names, lines, expected = _crash_run(kafka_bootstrap, tmp_path)
-    cut = len(lines) // 3
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *QUICK)) as workers:
-        workers[0].wait_assigned()
-        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
-        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
-        assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
-    h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *QUICK)) as workers:
-        got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
-        assert 0 == workers[0].stop()
-
-    first, conflicts = h.dedupe(_values(got))
-    assert {} == conflicts
-    assert sorted(expected) == sorted(first)
-    assert h.by_key(expected) == h.by_key(first)
-    (totals,) = workers[0].events("worker totals")
-    assert 0 == totals["conflicts"]
+    plan, names, lines, expected = _crash_run(tmp_path)
+    run = h.crash_and_recover(kafka_bootstrap, plan, names, tmp_path, lines, expected, cut=len(lines) // 3, flags=QUICK)
+    assert h.by_key(expected) == h.by_key(run.unique)
+    assert 0 == run.totals()["conflicts"]
 
 
 def test_one_of_two_workers_killed(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -219,23 +186,9 @@ def test_one_of_two_workers_killed(kafka_bootstrap: str, tmp_path: Path) -> None
     races the other worker's watermarks, see docs/reliability.md); one worker is SIGKILLed after the first
     decision: the other takes its partitions over (restoring both stages' state from the changelogs) and the
     decisions, deduplicated by id, equal replay's."""
-    plan, names = h.write_plan(tmp_path), h.Names()
-    lines = h.scenario(invalid=False)
-    expected = h.expected(plan, lines)
-    h.create_topics(kafka_bootstrap, names)
+    plan, names, lines, expected = _crash_run(tmp_path)
     quick = ("--session-timeout", "8", "--idle-after", "10", "--clock-interval", "0.2")
-    first = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *quick)
-    second = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w2", *quick)
-    with h.running(first, second) as workers:
-        h.wait_split(workers)
-        h.produce(kafka_bootstrap, names.telemetry, lines[: len(lines) // 2], "spread")
-        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
-        assert -signal.SIGKILL == workers[1].stop(signal.SIGKILL)
-        h.produce(kafka_bootstrap, names.telemetry, lines[len(lines) // 2 :], "spread")
-        got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers[:1])
-        assert 0 == workers[0].stop()
-
-    unique, conflicts = h.dedupe(_values(got))
-    assert {} == conflicts
-    assert sorted(expected) == sorted(unique)
-    assert {"pass", "fail", "hold", "release", "pending"} == {decisions.decode(v).decision for v in unique}
+    run = h.crash_and_recover(
+        kafka_bootstrap, plan, names, tmp_path, lines, expected, cut=len(lines) // 2, crash="pair", flags=quick
+    )
+    assert {"pass", "fail", "hold", "release", "pending"} == {decisions.decode(v).decision for v in run.unique}

@@ -6,7 +6,6 @@ changelog). The figures (changelog bytes, decision delay) are printed and measur
 
 from __future__ import annotations
 
-import signal
 from collections import Counter
 from pathlib import Path
 
@@ -68,26 +67,9 @@ def test_faust_gate_sigkilled_mid_run_and_restarted(kafka_bootstrap: str, tmp_pa
     plan, names = h.write_plan(tmp_path), h.Names()
     lines = h.scenario(invalid=False)
     expected = h.expected(plan, lines)
-    h.create_topics(kafka_bootstrap, names)
-    cut = len(lines) // 3
-    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *QUICK)
-    gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", *FAUST, *QUICK)
-    again = h.Worker(kafka_bootstrap, plan, names, tmp_path, "again", *FAUST, *QUICK)
-    with h.running(aggregate, gate) as workers:
-        workers[0].wait_assigned()
-        workers[1].wait_assigned(timeout=120)
-        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "spread")
-        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0, timeout=180)
-        assert -signal.SIGKILL == workers[1].stop(signal.SIGKILL)
-        h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "spread")
-        with h.running(again) as (restarted,):
-            done = h.distinct_ids_at_least(len(expected))
-            got = h.wait_for(kafka_bootstrap, names.decisions, done, (workers[0], restarted), timeout=180)
-            assert (0, 0) == (restarted.stop(), workers[0].stop())
-
-    first, conflicts = h.dedupe(_values(got))
-    assert {} == conflicts
-    assert sorted(expected) == sorted(first)
-    (totals,) = again.events("worker totals")
-    assert 0 == totals["conflicts"]
-    print(f"\nfaust gate restart: {len(got)} decision records for {len(expected)} distinct ids")
+    run = h.crash_and_recover(
+        kafka_bootstrap, plan, names, tmp_path, lines, expected,
+        cut=len(lines) // 3, crash="stages", engine="faust", flags=QUICK, timeout=180,
+    )  # fmt: skip
+    assert 0 == run.totals()["conflicts"]
+    print(f"\nfaust gate restart: {len(run.values)} decision records for {len(expected)} distinct ids")

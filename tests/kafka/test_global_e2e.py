@@ -4,7 +4,6 @@ key), with one worker, with two sharing the partitions, and across a SIGKILL and
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
@@ -66,26 +65,14 @@ def test_sigkill_and_restart_neither_loses_nor_changes_a_global_decision(kafka_b
     plan, names = h.write_plan(tmp_path, h.GLOBAL_PLAN), h.Names()
     lines = h.scenario()
     expected = h.expected(plan, lines)
-    cut = int(len(lines) * 0.6)
-    h.create_topics(kafka_bootstrap, names)
 
     def some_global(values: list[h.Consumed]) -> bool:
         return bool(_global(_values(values)))
 
-    quick = ("--session-timeout", "8")
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *quick)) as workers:
-        workers[0].wait_assigned()
-        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], "region")
-        before = h.wait_for(kafka_bootstrap, names.decisions, some_global, workers, settle=0.0)
-        assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
-    assert GLOBAL_STORY[:1] == _global(_values(before))[:1]
-    h.produce(kafka_bootstrap, names.telemetry, lines[cut:], "region")
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *quick)) as workers:
-        got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
-        assert 0 == workers[0].stop()
-
-    first, conflicts = h.dedupe(_values(got))
-    assert {} == conflicts
-    assert GLOBAL_STORY == _global(first)
-    assert sorted(expected) == sorted(first)
-    assert h.by_key(expected) == h.by_key(first)
+    run = h.crash_and_recover(
+        kafka_bootstrap, plan, names, tmp_path, lines, expected,
+        cut=int(len(lines) * 0.6), mode="region", flags=("--session-timeout", "8"), started=some_global,
+    )  # fmt: skip
+    assert GLOBAL_STORY[:1] == _global(run.before)[:1]
+    assert GLOBAL_STORY == _global(run.unique)
+    assert h.by_key(expected) == h.by_key(run.unique)

@@ -10,8 +10,9 @@ replay computes for the same lines, stops the worker and compares: the set of en
 from __future__ import annotations
 
 import asyncio
-import signal
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -124,29 +125,22 @@ def test_sigkill_and_restart_keeps_decisions_exact(kafka_bootstrap: str, tmp_pat
     plan, names = h.write_plan(tmp_path), h.Names()
     lines = h.scenario()
     expected = h.expected(plan, lines)
-    cut = int(len(lines) * 0.6)
-    h.create_topics(kafka_bootstrap, names)
 
-    quick = ("--session-timeout", "8", "--jobs", "2")  # the group waits 8 s for the killed worker
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "before", *quick)) as workers:
-        workers[0].wait_assigned()
-        h.produce(kafka_bootstrap, names.telemetry, lines[:cut], mode)
-        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, settle=0.0)
-        assert workers[0].proc is not None
-        children = psutil.Process(workers[0].proc.pid).children()
+    @contextlib.contextmanager
+    def decoder_dies_with(worker: h.Worker) -> Iterator[None]:
+        assert worker.proc is not None
+        children = psutil.Process(worker.proc.pid).children()
         assert 1 == len(children)  # the decoding process
-        assert -signal.SIGKILL == workers[0].stop(signal.SIGKILL)
+        yield
         _, alive = psutil.wait_procs(children, timeout=10)
         assert [] == alive  # the decoding process does not outlive its worker
-    h.produce(kafka_bootstrap, names.telemetry, lines[cut:], mode)
-    with h.running(h.Worker(kafka_bootstrap, plan, names, tmp_path, "after", *quick)) as workers:
-        got = h.wait_for(kafka_bootstrap, names.decisions, h.distinct_ids_at_least(len(expected)), workers)
-        assert 0 == workers[0].stop()
 
-    first, conflicts = h.dedupe(_values(got))
-    assert {} == conflicts
-    assert sorted(expected) == sorted(first)
-    assert h.by_key(expected) == h.by_key(first)
+    quick = ("--session-timeout", "8", "--jobs", "2")  # the group waits 8 s for the killed worker
+    run = h.crash_and_recover(
+        kafka_bootstrap, plan, names, tmp_path, lines, expected,
+        cut=int(len(lines) * 0.6), mode=mode, flags=quick, around_kill=decoder_dies_with,
+    )  # fmt: skip
+    assert h.by_key(expected) == h.by_key(run.unique)
 
 
 def test_late_deliveries(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Helpers for the end-to-end worker tests, imported as ``h``: the worker as a subprocess, waiting for what it
-writes, and (re-exported) the Kafka client helpers of ``kafka_io`` and the plan, scenario and replay side of
-``worker_scenario``.
+writes, the flows several tests share (a worker killed mid-run and the group recovering, ``crash_and_recover``;
+replay's story of a scenario, ``replay_story``, to compare a worker with), and (re-exported) the Kafka client
+helpers of ``kafka_io`` and the plan, scenario and replay side of ``worker_scenario``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kafka_io import (
     PARTITIONS,
@@ -38,6 +42,7 @@ from worker_scenario import (
     MINUTE_S,
     T0_S,
     TEST_PLAN,
+    Traffic,
     by_key,
     dedupe,
     expected,
@@ -46,6 +51,7 @@ from worker_scenario import (
     replay_late,
     replay_rejects,
     scenario,
+    traffic,
     without_late_counts,
     write_plan,
 )
@@ -61,11 +67,17 @@ __all__ = [
     "T0_S",
     "TEST_PLAN",
     "Consumed",
+    "Crash",
+    "CrashRun",
+    "Engine",
     "Mode",
     "Names",
+    "Story",
+    "Traffic",
     "Worker",
     "by_key",
     "count_at_least",
+    "crash_and_recover",
     "create_topic",
     "create_topics",
     "dedupe",
@@ -81,10 +93,12 @@ __all__ = [
     "record_key",
     "replay_late",
     "replay_rejects",
+    "replay_story",
     "run_once",
     "running",
     "scenario",
     "topic_names",
+    "traffic",
     "wait_for",
     "wait_split",
     "without_late_counts",
@@ -195,6 +209,111 @@ def assert_decides_like_replay(
     assert sorted(expected) == sorted(values)
     (totals,) = workers[0].events("worker totals")
     assert (len(records), 0, 0) == (totals["applied"], totals["conflicts"], totals["late_partials"])
+
+
+Crash = Literal["alone", "pair", "stages"]
+Engine = Literal["aiokafka", "faust"]
+
+
+@dataclass(frozen=True)
+class CrashRun:
+    """What ``crash_and_recover`` read back (its decisions already checked against replay's)."""
+
+    before: list[bytes]  # the decisions topic when the worker was killed
+    values: list[bytes]  # the decisions topic at the end, re-deliveries included
+    unique: list[bytes]  # the first decision of every id, in order
+    last: Worker  # the worker that took over: the restarted one, or (``"pair"``) the survivor
+
+    def totals(self) -> dict[str, Any]:
+        """The ``worker totals`` the worker that took over logged as it stopped."""
+        (totals,) = self.last.events("worker totals")
+        return totals
+
+
+def crash_and_recover(
+    bootstrap: str,
+    plan: Path,
+    names: Names,
+    workdir: Path,
+    lines: list[bytes],
+    expected: list[bytes],
+    *,
+    cut: int,
+    crash: Crash = "alone",
+    engine: Engine = "aiokafka",
+    mode: Mode = "spread",
+    flags: tuple[str, ...] = (),
+    started: Callable[[list[Consumed]], bool] | None = None,
+    around_kill: Callable[[Worker], AbstractContextManager[object]] | None = None,
+    timeout: float = 90.0,
+) -> CrashRun:
+    """Create the topics and start the group ``crash`` names (``flags`` on every worker); once it has its
+    partitions, produce ``lines[:cut]`` (``mode``) and wait until the decisions topic is ``started`` (default: one
+    decision); SIGKILL one worker (inside ``around_kill(victim)``), produce the rest while it is down, let the
+    group recover, wait until the decisions topic holds as many ids as ``expected`` and stop every live worker
+    (exit 0). Deduplicated by id, the decisions are ``expected`` (replay's) and no id has two contents.
+
+    ``crash``: ``"alone"``, one worker running both stages, killed and restarted; ``"pair"``, two such workers
+    splitting the partitions, the second killed and the first taking its partitions over (no restart);
+    ``"stages"``, a ``--role aggregate`` worker beside a ``--role gate`` one whose stage 2 runs on ``engine``
+    (``--gate-engine``), the gate process killed and restarted while the aggregate one runs on."""
+    if engine != "aiokafka" and crash != "stages":
+        raise ValueError(f"--gate-engine {engine} runs stage 2 only (crash 'stages'), not with crash {crash!r}")
+    create_topics(bootstrap, names)
+    gate = ("--role", "gate", *(("--gate-engine", engine) if engine != "aiokafka" else ()))
+
+    def worker(label: str, *role: str) -> Worker:
+        return Worker(bootstrap, plan, names, workdir, label, *role, *flags)
+
+    group, again = {
+        "alone": ([worker("before")], [worker("after")]),
+        "pair": ([worker("w1"), worker("w2")], []),
+        "stages": ([worker("aggregate", "--role", "aggregate"), worker("gate", *gate)], [worker("again", *gate)]),
+    }[crash]
+    with running(*group) as workers:
+        if crash == "pair":
+            wait_split(workers, timeout)
+        else:
+            for w in workers:
+                w.wait_assigned(timeout)
+        produce(bootstrap, names.telemetry, lines[:cut], mode)
+        before = wait_for(bootstrap, names.decisions, started or count_at_least(1), workers, timeout, settle=0.0)
+        victim, live = workers[-1], workers[:-1]
+        with around_kill(victim) if around_kill is not None else contextlib.nullcontext():
+            assert -signal.SIGKILL == victim.stop(signal.SIGKILL)
+        produce(bootstrap, names.telemetry, lines[cut:], mode)
+        with running(*again) as restarted:
+            done = distinct_ids_at_least(len(expected))
+            got = [r.value for r in wait_for(bootstrap, names.decisions, done, (*live, *restarted), timeout)]
+            assert [0] * (len(restarted) + len(live)) == [w.stop() for w in (*restarted, *live)]
+
+    unique, conflicts = dedupe(got)
+    assert {} == conflicts
+    assert sorted(expected) == sorted(unique)
+    return CrashRun([r.value for r in before], got, unique, (*restarted, *live)[0])
+
+
+@dataclass(frozen=True)
+class Story:
+    """Replay's decisions of a scenario, and what they tell: the count of each (region, decision), the names of
+    the criteria that failed."""
+
+    plan: Path
+    records: list[bytes]
+    expected: list[bytes]
+    kinds: Counter[tuple[str, str]]
+    failed: set[str]
+
+
+def replay_story(workdir: Path, plan: dict[str, Any], records: list[bytes]) -> Story:
+    """``plan`` written to ``workdir`` and replay's story of ``records`` under it (to check before a worker is
+    compared with it, ``assert_decides_like_replay``)."""
+    path = write_plan(workdir, plan)
+    want = expected(path, records)
+    decoded = [decisions.decode(v) for v in want]
+    kinds: Counter[tuple[str, str]] = Counter((d.region, d.decision) for d in decoded)
+    failed = {c.name for d in decoded for c in d.criteria if c.verdict == "fail"}
+    return Story(path, records, want, kinds, failed)
 
 
 def run_once(

@@ -12,6 +12,9 @@ Timeline of the scenario (plan: pane 1m, window 10m, lateness 2m, stall_after 6m
   the stream clock reports, at the end of the input).
 Around 0.2 % of the records are delivered 5 min late (counted late by both replay and worker), the others
 up to 20 s out of order; ``invalid`` malformed or off-plan records are mixed in.
+
+``traffic``: plainer streams (steady error rate, a version, clients in another region) for the tests of one
+criterion (no_regression, cross-region latency).
 """
 
 from __future__ import annotations
@@ -142,6 +145,41 @@ def scenario(
         arrival = np.concatenate([arrival, rng.integers(0, minutes * 60_000, len(INVALID))])
     order = np.argsort(arrival, kind="stable")
     return [lines[i] for i in order.tolist()]
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """One stream of ``traffic``: 40 requests a minute, latency log-normal around 60 ms."""
+
+    region: str
+    tier: str
+    error_rate: float = 0.002
+    version: str | None = None  # the records' ``version`` field, when set
+    away: float | None = None  # when set: that share of the requests from eu-west clients, 300 ms slower
+
+
+def traffic(streams: list[Traffic], *, seed: int, minutes: int = 150) -> list[bytes]:
+    """Telemetry JSON lines of ``streams`` in arrival order (up to 20 s out of order)."""
+    rng = np.random.default_rng(seed)
+    out: list[bytes] = []
+    times = []
+    for s in streams:
+        n = int(rng.poisson(40 * minutes))
+        ts = np.sort(rng.integers(0, minutes * 60_000, n, dtype=np.int64))
+        # drawn only for a stream that has the share, so the other streams' draws stay as they were
+        away = np.zeros(n, dtype=bool) if s.away is None else rng.random(n) < s.away
+        latency = np.round(60 * np.exp(0.4 * rng.standard_normal(n)) + np.where(away, 300, 0), 3)
+        status = np.where(rng.random(n) < s.error_rate, 503, 200)
+        version = "" if s.version is None else f', "version": "{s.version}"'
+        for t, lat, st, far in zip(ts.tolist(), latency.tolist(), status.tolist(), away.tolist(), strict=True):
+            client = ', "client_region": "eu-west"' if far else ""
+            out.append(
+                f'{{"ts": {T0_S + t / 1000:.3f}, "region": "{s.region}", "tier": "{s.tier}", "latency_ms": {lat}, '
+                f'"status": {st}{version}{client}}}'.encode()
+            )
+        times.append(ts)
+    arrival = np.concatenate(times) + rng.integers(0, 20_000, len(out))
+    return [out[i] for i in np.argsort(arrival, kind="stable").tolist()]
 
 
 def expected(plan_path: Path, lines: list[bytes]) -> list[bytes]:
