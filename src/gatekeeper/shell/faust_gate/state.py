@@ -31,23 +31,12 @@ import msgspec
 
 from gatekeeper.core import breach, stage_snapshot
 from gatekeeper.core import partials as contract
-from gatekeeper.core.decision import Decision, encode
+from gatekeeper.core.decision import Decision
 from gatekeeper.core.merge import GateInbox, Merger, SourceMark
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.cloudevents import breach_headers, headers_of
-from gatekeeper.shell.worker.processor import (
-    MAX_MESSAGE_BYTES,
-    MESSAGE_HEADER,
-    REASON_HEADER,
-    SOURCE_HEADER,
-    Outgoing,
-    StateError,
-    Topics,
-    decode_entry,
-    encode_entry,
-    home_partition,
-)
+from gatekeeper.shell.worker.outgoing import Outgoing, dead_letter, verdicts
+from gatekeeper.shell.worker.processor import StateError, Topics, decode_entry, encode_entry, home_partition
 
 _MARKS = msgspec.msgpack.Encoder()
 _MARKS_DECODER = msgspec.msgpack.Decoder(dict[str, tuple[int | None, bool]])
@@ -231,15 +220,10 @@ class GateStage:
         for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
             offset = _offset(k, self.table[k])
             raw = self._pane_values.pop((q, offset), None)
-            where = f"gate {gate}: its buffered partial {k} at offset {offset} of {self.topics.panes} partition {q}"
-            if raw is None:
-                raise StateError(f"{where} could not be read back (past the topic's retention?)")
             try:
-                p = contract.decode(raw)
-            except contract.PartialError as exc:
-                raise StateError(f"{where}: {exc}") from None
-            if not isinstance(p, Partial) or k != partial_key(p.gate, p.pane, p.source):
-                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
+                p = stage_snapshot.read_back(_ident(k), raw, (self.topics.panes, q, offset))
+            except ValueError as exc:
+                raise StateError(str(exc)) from None
             if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
                 self._delete(k)  # merged before a crash that came before its tombstone was written
             else:
@@ -267,28 +251,28 @@ class GateStage:
 
     # -- output -------------------------------------------------------------------------------------------
     def _emit(self, gate: str, decisions: list[Decision], breaches: list[breach.Breach], out: list[Outgoing]) -> None:
-        key, home = gate.encode(), self.home[gate]
-        for d in decisions:
-            out.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
-            self.totals.decided[d.decision] += 1
-        for b in breaches:
-            out.append(Outgoing(self.topics.breaches, home, key, breach.encode(b), breach_headers(b)))
+        out += verdicts(self.topics, self.home[gate], gate.encode(), decisions, breaches)
+        self.totals.decided.update(d.decision for d in decisions)
 
     def _dead_letter(
         self, q: int, offset: int, key: bytes | None, value: bytes | None, code: str, message: str
     ) -> Outgoing:
         self.totals.rejected[code] += 1
-        headers = (
-            (REASON_HEADER, code.encode()),
-            (MESSAGE_HEADER, message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]),
-            (SOURCE_HEADER, f"{self.topics.panes}/{q}/{offset}".encode()),
-        )
-        return Outgoing(self.topics.dlq, q, key, value, headers)
+        return dead_letter((self.topics.dlq, q), (self.topics.panes, q, offset), key, value, (code, message))
 
 
 def _partials_of(gate: str) -> str:
     """The key prefix of a gate's buffered partials."""
     return f"p:{gate}|"
+
+
+def _ident(key: str) -> tuple[str, int, str]:
+    """(gate, pane, source) of a ``partial_key``."""
+    try:
+        gate, pane, source = key[len("p:") :].split("|", 2)
+        return gate, int(pane), source
+    except ValueError:
+        raise StateError(f"state table entry {key}: not a partial's key") from None
 
 
 def _offset(key: str, value: bytes) -> int:
