@@ -6,10 +6,11 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.merge import Merger
-from gatekeeper.core.partials import Message
+from gatekeeper.core.partials import Message, Partial, Watermark
 from gatekeeper.core.stage_snapshot import (
     SourceWriter,
     dump_inbox,
@@ -17,6 +18,7 @@ from gatekeeper.core.stage_snapshot import (
     load_inbox,
     load_source,
     load_source_chain,
+    read_back,
 )
 
 from .helpers import chunks, encoded, make_plan, rich_events, rich_plan
@@ -107,3 +109,23 @@ def test_a_damaged_deflated_source_is_a_clear_error() -> None:
     raw = dump_source(Aggregator(KEYS, 1, 1).start("s"), 0)
     with pytest.raises(ValueError, match="not a stage-1 source state"):
         load_source(raw[:-4])
+
+
+def test_a_partial_read_back_is_checked_against_the_reference() -> None:
+    """``read_back`` returns the referenced partial from its panes record; a record that is missing, not a
+    partial message, a watermark or another partial raises ValueError naming the gate, the partial, the offset and
+    the partition, and why."""
+    ident = ("us-east/canary", 60_000, "t:3")
+    mine = Partial(gate="us-east/canary", pane=60_000, source="t:3", requests=2, errors=1, bins=(5,), counts=(2,))
+    other = Partial(gate="us-east/canary", pane=120_000, source="t:3", requests=1, errors=0, bins=(5,), counts=(1,))
+    where = ("app-panes", 4, 17)
+    assert mine == read_back(ident, contract.encode(mine), where)
+    at = r"gate us-east/canary: its partial \(pane 60000, source t:3\) at offset 17 of app-panes partition 4"
+    for raw, why in [
+        (None, r" could not be read back \(past the topic's retention\?\)"),
+        (b"not json", ": "),
+        (contract.encode(Watermark(source="t:3", watermark=0)), " is another message"),
+        (contract.encode(other), " is another message"),
+    ]:
+        with pytest.raises(ValueError, match=at + why):
+            read_back(ident, raw, where)

@@ -19,6 +19,8 @@ from gatekeeper.core.decision import decode
 
 pytestmark = pytest.mark.kafka
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, labels) -> value
+
 
 def http_get(url: str) -> tuple[int, bytes]:
     try:
@@ -28,7 +30,7 @@ def http_get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(url: str) -> Samples:
     status, body = http_get(url + "/metrics")
     assert 200 == status
     return {
@@ -40,6 +42,16 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def labelled(samples: dict[Any, float], name: str, label: str) -> dict[str, float]:
     return {dict(labels)[label]: v for (n, labels), v in samples.items() if n == name and v}
+
+
+def probe(worker: h.Worker) -> tuple[tuple[int, bytes], Samples, tuple[int, bytes]]:
+    """The worker's /readyz once 200 (or after 30 s), its metrics, its /healthz."""
+    (listening,) = worker.events("metrics listening")
+    url = f"http://127.0.0.1:{listening['port']}"
+    deadline = time.monotonic() + 30
+    while (ready := http_get(url + "/readyz"))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return ready, scrape(url), http_get(url + "/healthz")
 
 
 def test_worker_metrics_port(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -54,13 +66,7 @@ def test_worker_metrics_port(kafka_bootstrap: str, tmp_path: Path) -> None:
     worker = h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", "--metrics-port", "0")
     with h.running(worker) as workers:
         h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(len(expected)), workers, settle=1.0)
-        (listening,) = worker.events("metrics listening")
-        url = f"http://127.0.0.1:{listening['port']}"
-        deadline = time.monotonic() + 30
-        while (ready := http_get(url + "/readyz"))[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        samples = scrape(url)
-        health = http_get(url + "/healthz")
+        ready, samples, health = probe(worker)
         assert 0 == worker.stop()
 
     assert (200, {"status": "ready", "assigned": True, "caught_up": True}) == (ready[0], json.loads(ready[1]))

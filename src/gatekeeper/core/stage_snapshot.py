@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 
 from gatekeeper.core import breach_watch, snapshot
+from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
 from gatekeeper.core.partials import Partial
@@ -289,6 +290,25 @@ def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
 def place(inbox: GateInbox, partial: Partial, merged: bool) -> None:
     """Put a partial read back from the panes topic where the snapshot had it (buffered, or merged)."""
     (inbox.merged if merged else inbox.buffered).setdefault(partial.pane, {})[partial.source] = partial
+
+
+def read_back(ident: tuple[str, int, str], raw: bytes | None, where: tuple[str, int, int]) -> Partial:
+    """The partial ``ident`` (gate, pane, source) a restored inbox holds by reference, from ``raw``: the panes
+    record read back at ``where`` (topic, partition, offset; None: it could not be read). ValueError naming the
+    gate, the partial, the offset and the partition when it is missing, not a partial, or another one: the
+    restore cannot go on without silently losing evidence."""
+    gate, pane, source = ident
+    topic, partition, offset = where
+    at = f"gate {gate}: its partial (pane {pane}, source {source}) at offset {offset} of {topic} partition {partition}"
+    if raw is None:
+        raise ValueError(f"{at} could not be read back (past the topic's retention?)")
+    try:
+        partial = contract.decode(raw)
+    except contract.PartialError as exc:
+        raise ValueError(f"{at}: {exc}") from None
+    if not isinstance(partial, Partial) or partial.ident != ident:
+        raise ValueError(f"{at} is another message: the topic is not the one the state was written with")
+    return partial
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> _T:

@@ -15,17 +15,25 @@ in the changelog already; merging is idempotent and decision ids deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, MutableMapping
+from functools import partial
 from typing import Any
 
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
+from gatekeeper.shell.faust_gate.credentials import broker_credentials
+from gatekeeper.shell.faust_gate.idle import IdleWatch
+from gatekeeper.shell.faust_gate.metrics import FaustMetrics
 from gatekeeper.shell.faust_gate.state import GateStage, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.processor import StateError, Topics
+from gatekeeper.shell.worker.outgoing import Outgoing
+from gatekeeper.shell.worker.processor import Record, StateError, Topics
+from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import panes_topic, read_offsets
 
 HOOK_HEADER = "gk-closed-wall-ms"  # as the aiokafka worker: wall time (epoch ms) the closing message was read
@@ -75,11 +83,6 @@ class _StrKeys(MutableMapping[str, bytes]):
 
 
 def _broker(settings: KafkaSettings) -> list[str]:
-    if settings.security_protocol != "PLAINTEXT":
-        raise UserError(
-            f"--gate-engine faust: security protocol {settings.security_protocol} is not supported yet (PLAINTEXT "
-            "only); use the default engine"
-        )
     return [f"kafka://{part.strip()}" for part in settings.bootstrap.split(",")]
 
 
@@ -91,6 +94,7 @@ def _app(options: WorkerOptions, settings: KafkaSettings, partitions: int) -> An
     return faust.App(
         faust_app_id(options.app_id),
         broker=_broker(settings),
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=1,
@@ -118,17 +122,28 @@ class FaustGate:
         self.settings, self.log = settings, log
         self.app = app = _app(options, settings, names.partitions)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        self.outputs = {name: app.topic(name, **raw) for name in (names.decisions, names.breaches, names.dlq)}
+        self.side_topics = side = SideTopics.of(settings, options.app_id)
+        written = (names.decisions, names.breaches, names.dlq, side.forwarded)
+        self.outputs = {name: app.topic(name, **raw) for name in written}
         table = app.Table(TABLE, default=None, partitions=names.partitions, key_type=bytes, value_type=bytes)
         self.stage = GateStage(plan, self.topics, _StrKeys(table), log.warning)
+        self.stage.side = SideStage(plan, side, self.stage)
+        self.idle = IdleWatch(options.idle_after)
+        self.position: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last handled
         self.failed: list[BaseException] = []
         self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
         self.reader: Any = None  # an aiokafka consumer without a group, started at the first read-back
-        app.agent(app.topic(self.topics.panes, **raw), name="gates")(self.gates)
+        self.options = options
+        self.metrics = FaustMetrics(self.stage.totals)  # --metrics-port
+        app.agent(app.topic(self.topics.panes, *side.inputs, **raw), name="gates")(self.gates)
         app.on_partitions_revoked.connect(self._revoked)
         app.on_partitions_assigned.connect(self._assigned)
         app.on_before_shutdown.connect(self._shutdown)
         app.timer(REPORT_INTERVAL_S)(self._report)
+        if options.metrics_port is not None:
+            app.task(self._serve_metrics)
+            app.timer(options.clock_interval)(self._check_caught_up)
+        app.timer(options.clock_interval)(self._side_clock)
 
     async def gates(self, stream: Any) -> None:
         """The agent: each panes message through ``GateStage``, what it makes sent before the event is acked."""
@@ -138,7 +153,7 @@ class FaustGate:
             try:
                 if message.partition not in self.ready:
                     await self._read_back(message.partition)
-                out = self.stage.on_message(message.partition, message.offset, event.key, event.value)
+                out = self._handle(message.topic, message.partition, message.offset, event.key, event.value)
             except (StateError, TimeoutError) as exc:  # continuing would silently lose or redo state
                 self.failed.append(exc)
                 self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
@@ -147,7 +162,38 @@ class FaustGate:
             hook = (HOOK_HEADER, str(wall_ms).encode())
             for m in out:
                 headers = [*m.headers, hook] if m.topic != self.topics.dlq else list(m.headers)
-                await self.outputs[m.topic].send(key=m.key, value=m.value, partition=m.partition, headers=headers)
+                acked = partial(self.metrics.acked, wall_ms=wall_ms) if m.topic == self.topics.decisions else None
+                await self.outputs[m.topic].send(
+                    key=m.key, value=m.value, partition=m.partition, headers=headers, callback=acked
+                )
+            self.position[message.topic, message.partition] = message.offset + 1
+            self.metrics.read()
+
+    def _handle(self, topic: str, q: int, offset: int, key: bytes | None, value: bytes | None) -> list[Outgoing]:
+        """A panes message through ``GateStage``, a side-input or forwarded side message through ``SideStage``."""
+        if topic == self.topics.panes:
+            return self.stage.on_message(q, offset, key, value)
+        out = _Out(self.stage.totals.rejected)
+        assert self.stage.side is not None
+        self.stage.side.flush([(topic, q, [Record(topic, q, offset, key, value)])], out)
+        if topic == self.side_topics.forwarded:  # a side watermark may have closed regional panes of a global gate
+            self.stage.fold_globals(q, out.messages)
+        return out.messages
+
+    async def _side_clock(self) -> None:
+        """Report the side-input partitions read to their end for ``idle_after`` s as idle to their gates."""
+        consumer = self.app.consumer
+        owned = [tp for tp in consumer.assignment() if tp.topic in self.side_topics.kinds]
+        if not owned:
+            return
+        behind = await self._behind(owned)
+        at_end = {part for part, lag in behind.items() if lag == 0}
+        due = self.idle.due(list(behind), at_end, time.monotonic())
+        if due and self.stage.side is not None:
+            out = _Out(self.stage.totals.rejected)
+            self.stage.side.mark_idle(due, out)
+            for m in out.messages:
+                await self.outputs[m.topic].send(key=m.key, value=m.value, partition=m.partition)
 
     async def _read_back(self, q: int) -> None:
         wanted = self.stage.wanted(q)
@@ -165,21 +211,60 @@ class FaustGate:
         self.ready.add(q)
 
     async def _revoked(self, sender: Any, revoked: Any, **_kwargs: Any) -> None:
-        self.stage.forget()  # the table is the state; the next owner (maybe this one) rebuilds from it
-        self.ready.clear()
+        self._forget()  # the table is the state; the next owner (maybe this one) rebuilds from it
 
     async def _assigned(self, sender: Any, assigned: Any, **_kwargs: Any) -> None:
-        self.stage.forget()
-        self.ready.clear()
+        self._forget()
         owned = sorted(tp.partition for tp in assigned if tp.topic == self.topics.panes)
         self.log.info("partitions assigned", partitions=owned, panes=owned, engine="faust")
 
+    def _forget(self) -> None:
+        self.stage.forget()
+        self.ready.clear()
+        self.idle.forget()
+        self.position.clear()
+        if self.stage.side is not None:  # what was said of every side partition starts afresh
+            parts = range(self.topics.partitions)
+            self.stage.side.forget([(topic, p) for topic in self.side_topics.kinds for p in parts])
+
     async def _shutdown(self, sender: Any, **_kwargs: Any) -> None:
+        await self.metrics.exporter.stop()
         if self.reader is not None:
             await self.reader.stop()
 
+    async def _serve_metrics(self) -> None:
+        host, port = self.options.metrics_host, self.options.metrics_port
+        assert port is not None  # only started with --metrics-port
+        bound = await self.metrics.exporter.start(host, port, self.metrics.readiness)
+        self.log.info("metrics listening", host=host, port=bound, engine="faust")
+
+    async def _behind(self, owned: list[Any]) -> dict[tuple[str, int], int | None]:
+        """How many messages each of the ``owned`` partitions holds after the last one the agent handled (before
+        it handled any: after the consumer's position; None: not known yet)."""
+        ends = await self.app.consumer.highwaters(*owned) if owned else {}
+        out: dict[tuple[str, int], int | None] = {}
+        for tp in owned:
+            at = self.position.get((tp.topic, tp.partition))
+            if at is None:
+                at = await self.app.consumer.position(tp)
+            out[tp.topic, tp.partition] = None if at is None else max(0, ends[tp] - at)
+        return out
+
+    async def _check_caught_up(self) -> None:
+        """--metrics-port: each partition's lag, and whether all are read to their end (/readyz)."""
+        read = (self.topics.panes, *self.side_topics.inputs)
+        self.metrics.behind(await self._behind([tp for tp in self.app.consumer.assignment() if tp.topic in read]))
+
     async def _report(self) -> None:
         _log_totals(self.log, self.stage.totals, final=False)
+
+
+@dataclasses.dataclass(slots=True)
+class _Out:
+    """What ``SideStage`` collects (``worker/side.py``'s ``Out``)."""
+
+    rejected: Counter[str]
+    messages: list[Outgoing] = dataclasses.field(default_factory=list)
 
 
 def run_faust_gate(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log: Any) -> int:

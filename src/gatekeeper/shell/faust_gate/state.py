@@ -10,8 +10,14 @@ every write is a changelog record (a Faust table), so the state is split to be w
 - ``p:<region/tier>|<pane>|<source>``: where a buffered partial is: its offset in the gate's partition of
   ``<app-id>-panes`` (the partial itself is there already), written when it arrives and deleted (a tombstone) once
   its pane is merged. A restored gate reads its buffered partials back from there (``wanted`` / ``supply``).
-- ``m:<q>``: the source watermarks heard on panes partition ``q``, shared by every gate homed at ``q`` (each of
-  them hears the same watermarks in the same order, so their marks are equal): written when one changed.
+- ``x:global/<tier>``: a global gate's fold (``core/global_gate.py``), homed with its regional gates: written when
+  it changed.
+- ``m:<q>``: the telemetry sources' watermarks heard on panes partition ``q``, shared by every gate homed at
+  ``q`` (each of them hears the same watermarks in the same order, so their marks are equal): written when one
+  changed. The side-input partitions' marks (incidents, approvals, business metrics: sources of the gates they
+  concern, ``core/side_watermarks.py``) are in each gate's own inbox, written when one changed; side records go
+  into the gate's ledger, in its inbox too (``worker/side.py`` forwards and applies them, as for the default
+  engine).
 
 Every key of gate g is written from partition q = g's home of ``<app-id>-panes`` (a Faust table writes to the
 changelog partition of the event being processed), so one changelog partition holds one panes partition's
@@ -26,28 +32,29 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import msgspec
 
-from gatekeeper.core import breach, stage_snapshot
+from gatekeeper.core import breach, global_gate, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
-from gatekeeper.core.decision import Decision, encode
+from gatekeeper.core.decision import Decision
+from gatekeeper.core.gate import GateState
 from gatekeeper.core.merge import GateInbox, Merger, SourceMark
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.cloudevents import breach_headers, headers_of
+from gatekeeper.shell.worker.outgoing import Outgoing, dead_letter, verdicts
 from gatekeeper.shell.worker.processor import (
-    MAX_MESSAGE_BYTES,
-    MESSAGE_HEADER,
-    REASON_HEADER,
-    SOURCE_HEADER,
-    Outgoing,
+    GlobalStage,
+    Record,
     StateError,
     Topics,
     decode_entry,
     encode_entry,
     home_partition,
 )
+from gatekeeper.shell.worker.records import Consumed
+from gatekeeper.shell.worker.side import SideStage
 
 _MARKS = msgspec.msgpack.Encoder()
 _MARKS_DECODER = msgspec.msgpack.Decoder(dict[str, tuple[int | None, bool]])
@@ -63,6 +70,11 @@ def partial_key(gate: str, pane: int, source: str) -> str:
 
 def marks_key(q: int) -> str:
     return f"m:{q}"
+
+
+def global_key(key: str) -> str:
+    """A global gate's fold state (``key``: ``global/<tier>``)."""
+    return f"x:{key}"
 
 
 @dataclasses.dataclass(slots=True)
@@ -91,15 +103,21 @@ class GateStage:
         self.plan, self.topics, self.table, self._warn = plan, topics, table, warn
         self.version = plan.plan_version
         self.keys = [f"{region}/{tier.name}" for region, _phase, tier in plan.gates()]
-        self.home = {key: home_partition(key.encode(), topics.partitions) for key in self.keys}
+        homes = global_gate.home_keys(plan)  # a global tier's regional gates live with its global gate
+        self.home = {key: home_partition(homes.get(key, key).encode(), topics.partitions) for key in self.keys}
         self.gates_of: dict[int, list[str]] = {q: [k for k in self.keys if self.home[k] == q] for q in
                                                range(topics.partitions)}  # fmt: skip
         self.merger = Merger(plan, [f"{topics.telemetry}:{p}" for p in range(topics.partitions)])
+        self.globals = GlobalStage(plan, topics.partitions, lambda key: self.table.get(global_key(key.decode())))
+        for key in self.globals.gates.region_keys_all():
+            self.merger.gate(key, self.merger.start()).down_sink = []  # their panes, for the multi-region uptime
+        self._made: list[Decision] = []  # the regional decisions of the message being handled
         self.pane = plan.evaluation.pane
         self._inboxes: dict[str, GateInbox] = {}
         self._marks: dict[int, dict[str, SourceMark]] = {}
         self._pane_values: dict[tuple[int, int], bytes] = {}  # (q, offset) -> partial read back for a restore
         self.totals = Totals()
+        self.side: SideStage | None = None  # incidents, approvals, business metrics (worker/side.py), if read
 
     def forget(self) -> None:
         """Drop what is held in memory (partitions were revoked or assigned): the table is the state, read again
@@ -107,6 +125,7 @@ class GateStage:
         self._inboxes.clear()
         self._marks.clear()
         self._pane_values.clear()
+        self.globals.revoke(set(range(self.topics.partitions)))
 
     def wanted(self, q: int) -> set[int]:
         """The offsets in panes partition ``q`` of the partials its gates hold buffered (by reference), for the
@@ -134,7 +153,20 @@ class GateStage:
             self._on_partial(q, offset, key, value, message, out)
         else:
             self._on_watermark(q, message, out)
+            self.fold_globals(q, out)
         return out
+
+    def fold_globals(self, q: int, out: list[Outgoing]) -> None:
+        """The global gates homed at ``q`` after the regional decisions and closed panes of the message just
+        handled (``core/global_gate.py``, as the default engine's ``GlobalStage``); their states to the table."""
+        made, self._made = self._made, []
+        closed_until = lambda key: self._inbox(key, q).closed_until  # noqa: E731
+        panes = lambda key: global_gate.drain(self.merger.gate(key, self._inbox(key, q)))  # noqa: E731
+        for tier_key, decided in self.globals.fold(q, made, closed_until, panes).items():
+            out += verdicts(self.topics, q, tier_key, decided, ())
+            self.totals.decided.update(d.decision for d in decided)
+        for key, entry in self.globals.checkpoint().items():
+            self._write(global_key(key.decode()), entry)
 
     def _on_partial(
         self, q: int, offset: int, key: bytes | None, value: bytes | None, p: Partial, out: list[Outgoing]
@@ -174,23 +206,60 @@ class GateStage:
             return
         marks_before = self._marks_of(q)
         for gate in gates:
-            inbox = self._inbox(gate, q)
-            closed = inbox.closed_until
-            made: list[Decision] = []
-            alerts: list[breach.Breach] = []
-            merged_before = {pane: set(parts) for pane, parts in inbox.buffered.items()}
-            self.merger.on_watermark(gate, inbox, w, made, alerts)
-            if inbox.closed_until != closed:
-                self._write_inbox(gate, inbox)  # first the inbox, then the tombstones of what it merged
-                for pane, sources in merged_before.items():
-                    if pane not in inbox.buffered:
-                        for source in sorted(sources):
-                            self._delete(partial_key(gate, pane, source))
-            self._emit(gate, made, alerts, out)
-        marks = _plain(self._inboxes[gates[0]].sources)
+            self._close(gate, self._inbox(gate, q), w, out)
+        marks = {s: m for s, m in _plain(self._inboxes[gates[0]].sources).items() if s in self.merger.sources}
         if marks != marks_before:
             self._marks[q] = {s: SourceMark(*m) for s, m in marks.items()}
             self._write(marks_key(q), _MARKS.encode(marks))
+
+    def _close(self, gate: str, inbox: GateInbox, w: Watermark, out: list[Outgoing]) -> bool:
+        """A source's watermark to one gate; True when the inbox was written (it closed panes)."""
+        closed = inbox.closed_until
+        made: list[Decision] = []
+        alerts: list[breach.Breach] = []
+        merged_before = {pane: set(parts) for pane, parts in inbox.buffered.items()}
+        self.merger.on_watermark(gate, inbox, w, made, alerts)
+        if inbox.closed_until != closed:
+            self._write_inbox(gate, inbox)  # first the inbox, then the tombstones of what it merged
+            for pane, sources in merged_before.items():
+                if pane not in inbox.buffered:
+                    for source in sorted(sources):
+                        self._delete(partial_key(gate, pane, source))
+        self._emit(gate, made, alerts, out)
+        return inbox.closed_until != closed
+
+    # -- for the side inputs' stage (worker/side.py's ``Gates``) -------------------------------------------
+    def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Outgoing:
+        return Outgoing(topic, self.home[key], key.encode(), value)
+
+    def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Outgoing:
+        return Outgoing(topic, partition, key, value)
+
+    def watermark_gate(self, key: str, watermark: Watermark, out: Any) -> None:
+        """A side partition's watermark to gate ``key`` (homed at the partition being read). The inbox keeps
+        the side partitions' marks (the shared ``m:<q>`` holds the telemetry sources'), so it is written when
+        one of them changed."""
+        inbox = self._inbox(key, self.home[key])
+        mark = inbox.sources.get(watermark.source)
+        if mark is not None and (mark.watermark, mark.idle) == (watermark.watermark, watermark.idle):
+            return
+        if not self._close(key, inbox, watermark, out.messages):
+            self._write_inbox(key, inbox)
+
+    def owns_gate(self, key: str, q: int) -> bool:
+        return self.home.get(key) == q
+
+    def gate_state(self, key: str) -> GateState:
+        return self._inbox(key, self.home[key]).gate
+
+    def touched(self, key: str) -> None:
+        """A side record went into the gate's ledger: the inbox (which holds it) is written."""
+        self._write_inbox(key, self._inboxes[key])
+
+    def dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
+        where = (record.topic, record.partition, record.offset)
+        dlq = (self.topics.dlq, record.partition % self.topics.partitions)
+        return dead_letter(dlq, where, record.key, record.value, (code, message))
 
     # -- state --------------------------------------------------------------------------------------------
     def _marks_of(self, q: int) -> dict[str, tuple[int | None, bool]]:
@@ -225,21 +294,19 @@ class GateStage:
                     raise StateError(f"gate {gate}: {exc}") from None
         # The inbox keeps the marks it was closed on: a restored table whose m:<q> is older than the inbox (seen
         # after SIGKILLs) must not let partials of panes the inbox closed count as late. The newer of the two wins.
-        own = _plain(inbox.sources)
+        own = _plain(inbox.sources)  # the side partitions' marks are the inbox's own only
         shared = self._marks_of(q)
-        inbox.sources = {s: SourceMark(*_newer(own.get(s), m)) for s, m in shared.items()}
+        inbox.sources = {s: SourceMark(*m) for s, m in own.items() if s not in shared}
+        inbox.sources |= {s: SourceMark(*_newer(own.get(s), m)) for s, m in shared.items()}
+        if self.side is not None:  # its side-input partitions hold its panes too (core/side_watermarks.py)
+            side_watermarks.hold(inbox, self.side.sources_of(gate))
         for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
             offset = _offset(k, self.table[k])
             raw = self._pane_values.pop((q, offset), None)
-            where = f"gate {gate}: its buffered partial {k} at offset {offset} of {self.topics.panes} partition {q}"
-            if raw is None:
-                raise StateError(f"{where} could not be read back (past the topic's retention?)")
             try:
-                p = contract.decode(raw)
-            except contract.PartialError as exc:
-                raise StateError(f"{where}: {exc}") from None
-            if not isinstance(p, Partial) or k != partial_key(p.gate, p.pane, p.source):
-                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
+                p = stage_snapshot.read_back(_ident(k), raw, (self.topics.panes, q, offset))
+            except ValueError as exc:
+                raise StateError(str(exc)) from None
             if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
                 self._delete(k)  # merged before a crash that came before its tombstone was written
             else:
@@ -267,28 +334,29 @@ class GateStage:
 
     # -- output -------------------------------------------------------------------------------------------
     def _emit(self, gate: str, decisions: list[Decision], breaches: list[breach.Breach], out: list[Outgoing]) -> None:
-        key, home = gate.encode(), self.home[gate]
-        for d in decisions:
-            out.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
-            self.totals.decided[d.decision] += 1
-        for b in breaches:
-            out.append(Outgoing(self.topics.breaches, home, key, breach.encode(b), breach_headers(b)))
+        out += verdicts(self.topics, self.home[gate], gate.encode(), decisions, breaches)
+        self._made += decisions
+        self.totals.decided.update(d.decision for d in decisions)
 
     def _dead_letter(
         self, q: int, offset: int, key: bytes | None, value: bytes | None, code: str, message: str
     ) -> Outgoing:
         self.totals.rejected[code] += 1
-        headers = (
-            (REASON_HEADER, code.encode()),
-            (MESSAGE_HEADER, message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]),
-            (SOURCE_HEADER, f"{self.topics.panes}/{q}/{offset}".encode()),
-        )
-        return Outgoing(self.topics.dlq, q, key, value, headers)
+        return self.dead_letter(Record(self.topics.panes, q, offset, key, value), code, message)
 
 
 def _partials_of(gate: str) -> str:
     """The key prefix of a gate's buffered partials."""
     return f"p:{gate}|"
+
+
+def _ident(key: str) -> tuple[str, int, str]:
+    """(gate, pane, source) of a ``partial_key``."""
+    try:
+        gate, pane, source = key[len("p:") :].split("|", 2)
+        return gate, int(pane), source
+    except ValueError:
+        raise StateError(f"state table entry {key}: not a partial's key") from None
 
 
 def _offset(key: str, value: bytes) -> int:

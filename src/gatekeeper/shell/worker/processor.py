@@ -44,16 +44,10 @@ from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
-from gatekeeper.shell.cloudevents import breach_headers, headers_of
+from gatekeeper.shell.cloudevents import headers_of
+from gatekeeper.shell.worker.outgoing import Headers, Outgoing, dead_letter, verdicts
 from gatekeeper.shell.worker.records import Consumed
 from gatekeeper.shell.worker.side import SideStage
-
-Headers = tuple[tuple[str, bytes], ...]
-
-SOURCE_HEADER = "gk.source"  # b"topic/partition/offset" of the original record
-REASON_HEADER = "gk.reason"
-MESSAGE_HEADER = "gk.message"
-MAX_MESSAGE_BYTES = 1024
 
 
 class StateError(RuntimeError):
@@ -86,17 +80,6 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Headers = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message to produce, on an explicit partition."""
-
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes | None  # None: a dead letter of a record without a value
     headers: Headers = ()
 
 
@@ -516,15 +499,10 @@ class Processor:
         key, q = self.keys[g].decode(), self.home[g]
         for (pane, source), offset in located.items():
             raw = self._pane_records(q, offset)
-            where = f"gate {key}: its partial (pane {pane}, source {source}) at offset {offset} of {self.topics.panes}"
-            if raw is None:
-                raise StateError(f"{where} partition {q} could not be read back (past the topic's retention?)")
             try:
-                partial = contract.decode(raw)
-            except contract.PartialError as exc:
-                raise StateError(f"{where}: {exc}") from None
-            if not isinstance(partial, Partial) or partial.ident != (key, pane, source):
-                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
+                partial = stage_snapshot.read_back((key, pane, source), raw, (self.topics.panes, q, offset))
+            except ValueError as exc:
+                raise StateError(str(exc)) from None
             stage_snapshot.place(inbox, partial, merged)
             self._located.setdefault(g, {})[pane, source] = offset
 
@@ -543,11 +521,7 @@ class Processor:
         return self._located[g]
 
     def _emit(self, g: int, decisions: list[Decision], breaches: list[breach.Breach], out: Flush) -> None:
-        key, home = self.keys[g], self.home[g]
-        for d in decisions:
-            out.messages.append(Outgoing(self.topics.decisions, home, key, encode(d), headers_of(d)))
-        for b in breaches:
-            out.messages.append(Outgoing(self.topics.breaches, home, key, breach.encode(b), breach_headers(b)))
+        out.messages += verdicts(self.topics, self.home[g], self.keys[g], decisions, breaches)
         out.decisions += decisions
         out.breaches += breaches
 
@@ -581,12 +555,9 @@ class Processor:
         return self._dead_letter(record, code, message)
 
     def _dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
-        headers = (
-            (REASON_HEADER, code.encode()),
-            (MESSAGE_HEADER, message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]),
-            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
-        )
-        return Outgoing(self.topics.dlq, record.partition % self.topics.partitions, record.key, record.value, headers)
+        dlq = (self.topics.dlq, record.partition % self.topics.partitions)
+        where = (record.topic, record.partition, record.offset)
+        return dead_letter(dlq, where, record.key, record.value, (code, message))
 
 
 def _change_key(key: bytes, seq: int) -> bytes:
