@@ -99,9 +99,8 @@ class Worker:
         by_partition: dict[int, list[bytes]] = {}
         for m in flush.messages:
             if m.topic == "app-panes":
-                self.bytes["partials" if (m.key or b"").count(b"/") else "watermarks"] += len(m.value or b"") + len(
-                    m.key or b""
-                )
+                kind = "watermarks" if (m.value or b"").startswith(b'{"kind":"watermark"') else "partials"
+                self.bytes[kind] += len(m.value or b"") + len(m.key or b"")
                 by_partition.setdefault(m.partition, []).append(m.value or b"")
         back = []
         for q, values in sorted(by_partition.items()):

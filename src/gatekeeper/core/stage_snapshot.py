@@ -15,7 +15,8 @@ Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it,
 closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
 (pane, source, offset), and read back from that topic on restore, rather than written again whole at every
 checkpoint (the changelog would otherwise carry the partials many times over while panes wait for the slowest
-partition).
+partition). The record at that offset may be a batch of many partials (core/panes_batch.py): the gate (the
+entry's key), pane and source name the partial inside it (``read_back``), so the reference needs no more.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 
-from gatekeeper.core import breach_watch, snapshot
+from gatekeeper.core import breach_watch, panes_batch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
-from gatekeeper.core.partials import Partial
+from gatekeeper.core.partials import Partial, PartialError
 from gatekeeper.core.regression import CROSS_REGION
 
 FORMAT = 1
@@ -289,6 +290,27 @@ def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
 def place(inbox: GateInbox, partial: Partial, merged: bool) -> None:
     """Put a partial read back from the panes topic where the snapshot had it (buffered, or merged)."""
     (inbox.merged if merged else inbox.buffered).setdefault(partial.pane, {})[partial.source] = partial
+
+
+def read_back(ident: tuple[str, int, str], raw: bytes | None, where: tuple[str, int, int]) -> Partial:
+    """The partial ``ident`` (gate, pane, source) a restored inbox holds by reference, from ``raw``: the panes
+    record read back at ``where`` (topic, partition, offset; None: it could not be read). The record is a
+    one-partial message or a batch (core/panes_batch.py), in which the reference names its partial by ``ident``
+    (the gate's own evidence: located partials are never a slice's). ValueError naming the gate, the partial, the
+    offset and the partition when it is missing, not a partial, or another one: the restore cannot go on without
+    silently losing evidence."""
+    gate, pane, source = ident
+    topic, partition, offset = where
+    at = f"gate {gate}: its partial (pane {pane}, source {source}) at offset {offset} of {topic} partition {partition}"
+    if raw is None:
+        raise ValueError(f"{at} could not be read back (past the topic's retention?)")
+    try:
+        partial = panes_batch.find(raw, ident)
+    except PartialError as exc:
+        raise ValueError(f"{at}: {exc}") from None
+    if partial is None:
+        raise ValueError(f"{at} is another message: the topic is not the one the state was written with")
+    return partial
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> _T:

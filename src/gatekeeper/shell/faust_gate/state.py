@@ -29,7 +29,7 @@ from collections.abc import Callable, MutableMapping
 
 import msgspec
 
-from gatekeeper.core import breach, stage_snapshot
+from gatekeeper.core import breach, panes_batch, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.merge import GateInbox, Merger, SourceMark
@@ -126,14 +126,15 @@ class GateStage:
         self.totals.messages += 1
         out: list[Outgoing] = []
         try:
-            message = contract.decode(value or b"")
+            messages = panes_batch.read(value or b"")  # a one-partial message, a watermark, or stage 1's batch
         except contract.PartialError as exc:
             out.append(self._dead_letter(q, offset, key, value, "invalid_partial", str(exc)))
             return out
-        if isinstance(message, Partial):
-            self._on_partial(q, offset, key, value, message, out)
-        else:
-            self._on_watermark(q, message, out)
+        for message in messages:
+            if isinstance(message, Partial):
+                self._on_partial(q, offset, key, value, message, out)
+            else:
+                self._on_watermark(q, message, out)
         return out
 
     def _on_partial(
@@ -230,16 +231,11 @@ class GateStage:
         inbox.sources = {s: SourceMark(*_newer(own.get(s), m)) for s, m in shared.items()}
         for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
             offset = _offset(k, self.table[k])
-            raw = self._pane_values.pop((q, offset), None)
-            where = f"gate {gate}: its buffered partial {k} at offset {offset} of {self.topics.panes} partition {q}"
-            if raw is None:
-                raise StateError(f"{where} could not be read back (past the topic's retention?)")
+            raw = self._pane_values.get((q, offset))  # kept until forget(): a batch holds partials of many gates
             try:
-                p = contract.decode(raw)
-            except contract.PartialError as exc:
-                raise StateError(f"{where}: {exc}") from None
-            if not isinstance(p, Partial) or k != partial_key(p.gate, p.pane, p.source):
-                raise StateError(f"{where} is another message: the topic is not the one the state was written with")
+                p = stage_snapshot.read_back(_ident(k), raw, (self.topics.panes, q, offset))
+            except ValueError as exc:
+                raise StateError(str(exc)) from None
             if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
                 self._delete(k)  # merged before a crash that came before its tombstone was written
             else:
@@ -289,6 +285,15 @@ class GateStage:
 def _partials_of(gate: str) -> str:
     """The key prefix of a gate's buffered partials."""
     return f"p:{gate}|"
+
+
+def _ident(key: str) -> tuple[str, int, str]:
+    """(gate, pane, source) of a ``partial_key``."""
+    try:
+        gate, pane, source = key[len("p:") :].split("|", 2)
+        return gate, int(pane), source
+    except ValueError:
+        raise StateError(f"state table entry {key}: not a partial's key") from None
 
 
 def _offset(key: str, value: bytes) -> int:
