@@ -10,7 +10,7 @@ and the public one-partial JSON message, which edge publishers keep using (the b
 change with a new version byte, the JSON contract may not).
 
 Layout (contract: streams/panes-batch.v1.md): ``MAGIC`` (``b"GKB"``, never the start of a JSON text), a version
-byte (1), a flags byte (bit 0: the rest is deflated, zlib), then a msgpack array (``_Batch``): the source, the
+byte (1), a flags byte (bit 0: the rest is deflated, zlib), then a msgpack array (``BatchBody``): the source, the
 gate table (keys and slices), and per row (one partial) its gate-table index, pane, seq, requests, errors, late,
 number of latency buckets; then every row's buckets (first absolute, the others as differences) and counts.
 Decoding gives the same ``Partial`` values as the JSON messages of the same partials (same digest, so a
@@ -47,7 +47,14 @@ class BatchError(PartialError):
     """Bytes that are not a valid panes batch message (the reason names the field, and the row when it is one)."""
 
 
-class _Batch(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+class BatchBody(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """The msgpack array after the 5-byte header (inflated first when flags bit 0 is set), in this order:
+    source; gate table: gates ("region/tier") and their slices (0: the gate's own evidence, 1: baseline,
+    2: cross_region); per row (one partial, n rows): index into the gate table, pane start (ms; the first row's
+    absolute, each later one's difference from the row before), seq, requests, errors, late, number of latency
+    buckets; then every row's buckets in turn (each row's first absolute, the others differences from the one
+    before: > 0) and their counts. Within a batch a (gate, slice, pane) appears once."""
+
     source: SourceId
     gates: list[GateKey]  # gate table: "region/tier" ...
     slices: list[SliceCode]  # ... and its slice (0: the gate's own evidence, then SLICES' order, from 1)
@@ -63,7 +70,7 @@ class _Batch(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 
 
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(_Batch)
+_DECODER = msgspec.msgpack.Decoder(BatchBody)
 
 
 def is_batch(raw: bytes) -> bool:
@@ -103,7 +110,7 @@ def _encode_one(partials: Sequence[Partial]) -> bytes:
             bins.append(b - before)
             before = b
         counts += p.counts
-    batch = _Batch(
+    batch = BatchBody(
         source,
         [gate for gate, _part in table],
         [_SLICE_CODES[part] for _gate, part in table],
@@ -158,7 +165,7 @@ def _inflate(body: bytes) -> bytes:
     return out
 
 
-def _partials(b: _Batch) -> list[Partial]:
+def _partials(b: BatchBody) -> list[Partial]:
     n = len(b.gate)
     columns = {"pane": b.pane, "seq": b.seq, "requests": b.requests, "errors": b.errors, "late": b.late,
                "buckets": b.buckets}  # fmt: skip
