@@ -10,7 +10,19 @@ from collections import Counter
 
 import msgspec
 import numpy as np
-from test_worker_processor import EIGHT, GLOBAL_PLAN, ONE, T0_S, Bus, by_key, expected, lines, records, spread
+from test_worker_processor import (
+    EIGHT,
+    GLOBAL_PLAN,
+    ONE,
+    T0_S,
+    Bus,
+    by_key,
+    expected,
+    lines,
+    read_with_restarts,
+    records,
+    spread,
+)
 
 from gatekeeper.core import panes_batch, sketch, stage_snapshot
 from gatekeeper.core import partials as contract
@@ -69,15 +81,7 @@ def test_a_restore_reads_each_batch_once_for_all_the_partials_it_holds() -> None
     source = lines()
     bus = PoppingBus(EIGHT, GLOBAL_PLAN)
     bus.shared = Counter()
-    parts = spread(source, 8, 4)
-    processor, cursors, polls = bus.processor(), dict.fromkeys(parts, 0), 0
-    while any(cursors[p] < len(parts[p]) for p in parts):
-        bus.poll(processor, [(p, recs[cursors[p] : cursors[p] + 40 * (p + 1)]) for p, recs in parts.items()])
-        for p in parts:
-            cursors[p] += 40 * (p + 1)
-        polls += 1
-        if polls % 3 == 0:
-            processor = bus.processor()
+    read_with_restarts(bus, spread(source, 8, 4))
     assert by_key(expected(source, GLOBAL_PLAN)) == by_key(bus.decisions())
     assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
     assert bus.shared.total() > 0
