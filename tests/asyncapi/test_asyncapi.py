@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from gatekeeper.core import breach, side_inputs
+from gatekeeper.core import breach, panes_batch, side_inputs
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.side_inputs import Kind, Routed, SideRouter
 from gatekeeper.core.telemetry import TelemetryDecoder
@@ -76,7 +76,8 @@ def test_the_reference_parser_accepts_the_document() -> None:
     assert expected_channels == summary["channels"]
     expected_messages = [
         "telemetryV1", "otlpTracesProto", "otlpTracesJson", "decision", "breach", "deadLetter", "partial",
-        "watermark", "gateState", "sourceState", "incident", "approval", "businessMetric", "sideRecord",
+        "watermark", "partialsBatch", "gateState", "sourceState", "incident", "approval", "businessMetric",
+        "sideRecord",
     ]  # fmt: skip
     assert expected_messages == summary["messages"]
     assert 18 == len(summary["operations"])  # 18th: serve reads the gate states
@@ -183,6 +184,16 @@ def test_binary_examples_decode_as_what_they_claim() -> None:
 def _binding_topics() -> dict[str, dict[str, Any]]:
     channels = _document()["channels"]
     return {channel["address"]: channel["bindings"]["kafka"] for channel in channels.values()}
+
+
+def test_the_batch_example_is_what_stage_1_sends() -> None:
+    """The panes batch example decodes to the two partials its summary names, and is exactly the bytes stage 1
+    encodes for them."""
+    raw = base64.b64decode(_example("partialsBatch")["payload"])
+    got = panes_batch.decode(raw)
+    assert [("us-east/canary", 3, 0), ("eu-west/canary", 2, 1)] == [(p.gate, p.requests, p.errors) for p in got]
+    assert {(1760833200000, "telemetry:3")} == {(p.pane, p.source) for p in got}
+    assert [raw] == panes_batch.encode(got)
 
 
 def test_topic_bindings_equal_the_settings_the_worker_creates_topics_with() -> None:

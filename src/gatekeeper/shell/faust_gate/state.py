@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core import breach, global_gate, side_watermarks, stage_snapshot
+from gatekeeper.core import breach, global_gate, panes_batch, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import GateState
@@ -145,15 +145,16 @@ class GateStage:
         self.totals.messages += 1
         out: list[Outgoing] = []
         try:
-            message = contract.decode(value or b"")
+            messages = panes_batch.read(value or b"")  # a one-partial message, a watermark, or stage 1's batch
         except contract.PartialError as exc:
             out.append(self._dead_letter(q, offset, key, value, "invalid_partial", str(exc)))
             return out
-        if isinstance(message, Partial):
-            self._on_partial(q, offset, key, value, message, out)
-        else:
-            self._on_watermark(q, message, out)
-            self.fold_globals(q, out)
+        for message in messages:
+            if isinstance(message, Partial):
+                self._on_partial(q, offset, key, value, message, out)
+            else:
+                self._on_watermark(q, message, out)
+                self.fold_globals(q, out)
         return out
 
     def fold_globals(self, q: int, out: list[Outgoing]) -> None:
@@ -302,7 +303,7 @@ class GateStage:
             side_watermarks.hold(inbox, self.side.sources_of(gate))
         for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
             offset = _offset(k, self.table[k])
-            raw = self._pane_values.pop((q, offset), None)
+            raw = self._pane_values.get((q, offset))  # kept until forget(): a batch holds partials of many gates
             try:
                 p = stage_snapshot.read_back(_ident(k), raw, (self.topics.panes, q, offset))
             except ValueError as exc:

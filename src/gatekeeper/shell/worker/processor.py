@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from gatekeeper.core import breach, global_gate, regression, side_watermarks, stage_snapshot
+from gatekeeper.core import breach, global_gate, panes_batch, regression, side_watermarks, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.cross_region import copy_mask
@@ -160,6 +160,8 @@ class Processor:
         self.plan, self.topics = plan, topics
         self._gate_entries, self._source_entries, self._warn = gates, sources, warn
         self._pane_records = pane_records or (lambda _q, _offset: None)
+        self._refs: Counter[tuple[int, int]] = Counter()  # panes records to read back: references still to come
+        self._held: dict[tuple[int, int], bytes] = {}  # ... a batch's, kept for the other references to it
         self.version = plan.plan_version
         ev = plan.evaluation
         self._pane = ev.pane
@@ -236,6 +238,9 @@ class Processor:
         for g in [g for g in self._inboxes if self.home[g] in gone]:
             del self._inboxes[g]
             self._located.pop(g, None)
+        for at in [at for at in self._refs if at[0] in gone]:
+            del self._refs[at]
+            self._held.pop(at, None)
         self.globals.revoke(gone)
 
     def state_partition(self, key: bytes) -> int:
@@ -259,6 +264,7 @@ class Processor:
             except ValueError as exc:
                 raise StateError(f"gate {key.decode(errors='replace')}: {exc}") from None
             wanted.setdefault(self.home[g], set()).update([*buffered.values(), *merged.values()])
+            self._refs.update((self.home[g], offset) for offset in [*buffered.values(), *merged.values()])
         return wanted
 
     # -- flushing ----------------------------------------------------------------------------------------
@@ -353,10 +359,14 @@ class Processor:
             self._publish(p, self._sources[p], False, out)
 
     def _send(self, partials: list[Partial], out: Flush) -> None:
+        """The partials (of one source) as one batch message per panes partition their gates are homed on, keyed
+        by the source (core/panes_batch.py; edge publishers send the one-partial JSON message instead)."""
         out.partials += len(partials)
+        by_home: dict[tuple[str, int], list[Partial]] = {}
         for partial in partials:
-            g = self._index[partial.gate]
-            out.messages.append(Outgoing(self.topics.panes, self.home[g], self.keys[g], contract.encode(partial)))
+            by_home.setdefault((partial.source, self.home[self._index[partial.gate]]), []).append(partial)
+        for (source, q), group in by_home.items():
+            out.messages += [Outgoing(self.topics.panes, q, source.encode(), v) for v in panes_batch.encode(group)]
 
     def _publish(self, p: int, source: _Source, idle: bool, out: Flush) -> None:
         """Send p's watermark to every partition of the panes topic when it entered a new pane or its idleness
@@ -411,37 +421,50 @@ class Processor:
         touched: set[int] = set()
         for r in records:
             try:
-                message = contract.decode(r.value or b"")
+                messages = panes_batch.read(r.value or b"")  # a one-partial message, a watermark, or a batch
             except contract.PartialError as exc:
                 out.messages.append(self._dead_letter(r, "invalid_partial", str(exc)))
                 out.rejected["invalid_partial"] += 1
                 continue
-            if isinstance(message, Partial):
-                g = self._index.get(message.gate)
-                if g is None or self.home[g] != q:
-                    why = "not a gate of the plan" if g is None else f"its home partition is {self.home[g]}"
-                    out.messages.append(self._dead_letter(r, "partial_elsewhere", f"gate {message.gate}: {why}"))
-                    out.rejected["partial_elsewhere"] += 1
-                    continue
-                inbox = self._inbox(g)
-                before = _counts(inbox)
-                try:
-                    self.merger.on_partial(inbox, message)
-                except ValueError as exc:
-                    out.messages.append(self._dead_letter(r, "invalid_partial", str(exc)))
-                    out.rejected["invalid_partial"] += 1
-                    continue
-                self._count(before, inbox, out)
-                self._locate(g, inbox, message, r.offset)
-                touched.add(g)
-            else:
-                touched.update(g for g in self._gates_of[q] if self._watermark(g, message, out))
+            refused: list[tuple[str, str]] = []  # (code, why) of partials not merged: one dead letter for the record
+            for message in messages:
+                if isinstance(message, Partial):
+                    refusal = self._partial(q, message, r.offset, out)
+                    if refusal is None:
+                        touched.add(self._index[message.gate])
+                    else:
+                        refused.append(refusal)
+                else:
+                    touched.update(g for g in self._gates_of[q] if self._watermark(g, message, out))
+            if refused:
+                code = refused[0][0]
+                why = "; ".join(w for _c, w in refused)
+                if len(messages) > 1:
+                    why = f"{len(refused)} of its {len(messages)} partials not merged: {why}"
+                out.messages.append(self._dead_letter(r, code, why))
+                out.rejected[code] += 1
         self._dirty_gates |= touched
         made = out.decisions[made_from:]
         for tier_key, decided in self.globals.fold(q, made, self._closed_until, self._panes).items():
             for d in decided:
                 out.messages.append(Outgoing(self.topics.decisions, q, tier_key, encode(d), headers_of(d)))
             out.decisions += decided
+
+    def _partial(self, q: int, message: Partial, offset: int, out: Flush) -> tuple[str, str] | None:
+        """Merge a partial read at ``offset`` of panes partition ``q``; (dead-letter code, why) when refused."""
+        g = self._index.get(message.gate)
+        if g is None or self.home[g] != q:
+            why = "not a gate of the plan" if g is None else f"its home partition is {self.home[g]}"
+            return "partial_elsewhere", f"gate {message.gate}: {why}"
+        inbox = self._inbox(g)
+        before = _counts(inbox)
+        try:
+            self.merger.on_partial(inbox, message)
+        except ValueError as exc:
+            return "invalid_partial", str(exc)
+        self._count(before, inbox, out)
+        self._locate(g, inbox, message, offset)
+        return None
 
     def _closed_until(self, key: str) -> int | None:
         return self._inbox(self._index[key]).closed_until
@@ -498,13 +521,29 @@ class Processor:
         """Put the partials a restored inbox holds by reference back in, from the panes records read for it."""
         key, q = self.keys[g].decode(), self.home[g]
         for (pane, source), offset in located.items():
-            raw = self._pane_records(q, offset)
+            raw = self._record(q, offset)
             try:
                 partial = stage_snapshot.read_back((key, pane, source), raw, (self.topics.panes, q, offset))
             except ValueError as exc:
                 raise StateError(str(exc)) from None
             stage_snapshot.place(inbox, partial, merged)
             self._located.setdefault(g, {})[pane, source] = offset
+
+    def _record(self, q: int, offset: int) -> bytes | None:
+        """A panes record read back for a restore. ``pane_records`` gives each record once, and a batch is
+        referred to by several partials, of several gates: kept until its last reference counted by
+        ``located_partials`` is read."""
+        at = (q, offset)
+        raw = self._held.get(at)
+        if raw is None:
+            raw = self._pane_records(q, offset)
+        left = self._refs[at] - 1
+        if left > 0 and raw is not None:
+            self._refs[at], self._held[at] = left, raw
+        else:
+            self._refs.pop(at, None)
+            self._held.pop(at, None)
+        return raw
 
     def _locate(self, g: int, inbox: GateInbox, partial: Partial, offset: int) -> None:
         """Remember where a partial the inbox now holds (buffered, or merged: a newer version of a closed pane)
