@@ -118,3 +118,36 @@ def test_sealing_an_idle_source_emits_its_open_panes_and_a_pane_that_grows_again
     state, out, _ = agg.fold(state, batch([T0 + 150_000, T0 + 6 * MINUTE], EAST))
     assert [(T0 + 2 * MINUTE, 2, 1)] == [(p.pane, p.requests, p.seq) for p in out]
     assert 0 == state.late
+
+
+def test_open_panes_gain_bins_in_one_pass_as_one_at_a_time() -> None:
+    """Merging new latency bins into many open panes at once (one ``np.unique`` over all of them) gives, per pane,
+    the same ascending buckets and summed counts as merging each pane's bins on its own (``_add_sparse``)."""
+    from gatekeeper.core.aggregate import OpenPane, _add_sparse, _add_sparse_all
+
+    rng = np.random.default_rng(3)
+    slots, expected, spans = [], [], []
+    lo = 0
+    new_buckets, new_counts = [], []
+    for i in range(40):
+        old = np.unique(rng.integers(0, sketch.NBINS, rng.integers(0, 12))).astype(np.int64)
+        old_counts = rng.integers(1, 9, old.size).astype(np.int64)
+        add = np.unique(rng.integers(0, sketch.NBINS, rng.integers(1, 12))).astype(np.int64)
+        add_counts = rng.integers(1, 9, add.size).astype(np.int64)
+        if i == 7:  # one pane gaining a bucket at the top of the range
+            add = np.asarray([sketch.NBINS - 1], np.int64)
+            add_counts = np.asarray([5], np.int64)
+        slots.append(OpenPane(1, 0, 0, old, old_counts))
+        expected.append(_add_sparse(old, old_counts, add, add_counts))
+        spans.append((lo, lo + add.size))
+        lo += add.size
+        new_buckets.append(add)
+        new_counts.append(add_counts)
+    _add_sparse_all(
+        [(slot, a, b) for slot, (a, b) in zip(slots, spans, strict=True)],
+        np.concatenate(new_buckets),
+        np.concatenate(new_counts),
+    )
+    actual = [(slot.buckets.tolist(), slot.counts.tolist()) for slot in slots]
+    assert [(b.tolist(), c.tolist()) for b, c in expected] == actual
+    assert all(slot.buckets.dtype == np.int64 and slot.counts.dtype == np.int64 for slot in slots)

@@ -149,6 +149,7 @@ class Aggregator:
         opened = np.fromiter((start // pane * gates + gate for gate, start in state.panes), np.int64, len(state.panes))
         through = (starts + pane <= state.newest - self.lateness) & ~np.isin(groups, opened)
         rows = np.flatnonzero(~through).tolist()
+        updated: list[tuple[OpenPane, int, int]] = []  # open panes that get more bins: merged below in one step
         for group, n, errs, n_late_, lo, hi in zip(groups[rows].tolist(), requests[rows].tolist(),
                                                    errors[rows].tolist(), lates[rows].tolist(), cuts[rows].tolist(),
                                                    cuts[1:][rows].tolist(), strict=True):  # fmt: skip
@@ -163,7 +164,9 @@ class Aggregator:
             slot.late += n_late_
             slot.dirty = True
             if hi > lo:
-                slot.buckets, slot.counts = _add_sparse(slot.buckets, slot.counts, buckets[lo:hi], counts[lo:hi])
+                updated.append((slot, lo, hi))
+        if updated:
+            _add_sparse_all(updated, buckets, counts)
         kept = np.flatnonzero(through)
         sizes = cuts[1:][kept] - cuts[:-1][kept]
         return _Rows(groups[kept], gate_of[kept], starts[kept], requests[kept], errors[kept], lates[kept], sizes,
@@ -258,6 +261,28 @@ def _add_sparse(
         return b_idx, b_cnt.astype(np.int64)
     idx, inverse = np.unique(np.concatenate((a_idx, b_idx)), return_inverse=True)
     return idx.astype(np.int64), np.bincount(inverse, np.concatenate((a_cnt, b_cnt)), idx.size).astype(np.int64)
+
+
+def _add_sparse_all(
+    updated: list[tuple[OpenPane, int, int]], buckets: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]
+) -> None:
+    """``_add_sparse`` of each open pane's bins with ``buckets[lo:hi]`` / ``counts[lo:hi]``, for all of them in one
+    pass: every pane's (index, bucket) as one code, summed by ``np.unique``, split back per pane."""
+    olds = [slot.buckets for slot, _lo, _hi in updated]
+    news = [(lo, hi) for _slot, lo, hi in updated]
+    sizes = np.fromiter((b.size + hi - lo for b, (lo, hi) in zip(olds, news, strict=True)), np.int64, len(updated))
+    at = ragged(np.asarray([lo for lo, _hi in news], np.int64), np.asarray([hi - lo for lo, hi in news], np.int64))
+    pool_buckets = np.concatenate([*olds, buckets[at]])
+    pool_counts = np.concatenate([*(slot.counts for slot, _lo, _hi in updated), counts[at]]).astype(np.int64)
+    old_sizes = np.fromiter((b.size for b in olds), np.int64, len(olds))
+    owner = np.concatenate((np.repeat(np.arange(len(updated)), old_sizes),
+                            np.repeat(np.arange(len(updated)), sizes - old_sizes)))  # fmt: skip
+    codes, inverse = np.unique(owner * sketch.NBINS + pool_buckets, return_inverse=True)
+    summed = np.bincount(inverse.reshape(-1), pool_counts, codes.size).astype(np.int64)
+    cuts = np.searchsorted(codes, np.arange(len(updated) + 1) * sketch.NBINS).tolist()
+    merged_buckets = (codes % sketch.NBINS).astype(np.int64)
+    for (slot, _lo, _hi), lo, hi in zip(updated, cuts[:-1], cuts[1:], strict=True):
+        slot.buckets, slot.counts = merged_buckets[lo:hi], summed[lo:hi]
 
 
 def group_values(index: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

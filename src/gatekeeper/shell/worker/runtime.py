@@ -4,12 +4,14 @@ Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the tele
 ``<app-id>-panes``) -> decode the telemetry values (``decoding``: in a child process with ``--jobs 2``, while
 the previous poll is applied) -> ``Processor.flush_polled`` over the whole poll (stage 1 on the telemetry
 records, stage 2 on the partials and watermarks) -> send the outgoing messages (partials, watermarks, dead
-letters, decisions, breaches) without awaiting their acknowledgements: up to ``IN_FLIGHT_POLLS`` polls'
+letters, decisions, breaches; one record batch per partition and poll) without awaiting their
+acknowledgements: up to ``IN_FLIGHT_POLLS`` polls'
 deliveries travel while the next polls are applied (waiting for each poll's acks cost the worker half its
 throughput); a poll's offsets become committable only once its deliveries and all earlier ones are acknowledged.
 Every ``--checkpoint-interval`` s, on a revoke and at shutdown: write the stage-1 states and gate inboxes changed
-since the last checkpoint to their compacted changelogs (each once, however many polls changed it), await them,
-then commit the offsets applied since. A committed offset never passes what the changelogs hold (at least once;
+since the last checkpoint to their compacted changelogs (each once, however many polls changed it), then, once
+they are acknowledged, commit the offsets applied since (the loop's checkpoints await that in the background, the
+next checkpoint waits for it). A committed offset never passes what the changelogs hold (at least once;
 decision ids are deterministic; stage 1 resumes exactly, stage 2 merges idempotently, so what is read again after
 a crash changes nothing).
 
@@ -56,7 +58,7 @@ from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.processor import Flush, Processor, Topics
+from gatekeeper.shell.worker.processor import Flush, Outgoing, Processor, Topics
 from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import (
     MAX_STATE_BYTES,
@@ -72,6 +74,7 @@ OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
 POLL_TIMEOUT_MS = 100  # an idle loop wakes this often (stop requests, clock checks)
 REPORT_INTERVAL_S = 30.0
 IN_FLIGHT_POLLS = 4  # polls whose messages may await their acknowledgements while the next ones are applied
+PRODUCE_BATCH_BYTES = 1 << 20  # a poll's messages to one partition in one record batch (aiokafka: 16 KiB)
 DELIVERY_TIMEOUT_MS = 120_000  # a send not acknowledged in this time fails the worker (broker gone too long)
 
 
@@ -137,6 +140,7 @@ class Runtime:
         self.caught_up = False  # every owned partition read to its end at the latest clock check
         self._stop = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}  # offsets applied, to commit at the next checkpoint
+        self._committing: asyncio.Future[None] | None = None  # a checkpoint's state acks and commit, under way
         # per poll sent: its deliveries, its decisions' count and wall time, the offsets it covers (oldest first)
         self._in_flight: deque[tuple[asyncio.Future[Any], dict[TopicPartition, int]]] = deque()
         common = settings.aiokafka_kwargs()
@@ -162,6 +166,7 @@ class Runtime:
             enable_idempotence=True,  # retries never reorder a partition: partials stay ahead of their watermark
             request_timeout_ms=DELIVERY_TIMEOUT_MS,
             max_request_size=MAX_STATE_BYTES,
+            max_batch_size=PRODUCE_BATCH_BYTES,
         )
         self.restorer = AIOKafkaConsumer(
             **common, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=MAX_STATE_BYTES
@@ -195,6 +200,8 @@ class Runtime:
                 async with self.lock:
                     await self._guarded(self._checkpoint())
         finally:
+            if self._committing is not None:  # a failure stopped the loop while a checkpoint was under way
+                await asyncio.wait([self._committing])
             await self.exporter.stop()
             await self.consumer.stop()  # leaves the group: the others take over at once
             await self.restorer.stop()
@@ -219,7 +226,7 @@ class Runtime:
                 clock_at = time.monotonic() + self.options.clock_interval
             if now >= checkpoint_at and self.failed is None:
                 async with self.lock:
-                    await self._guarded(self._checkpoint())
+                    await self._guarded(self._checkpoint(wait=False))
                 checkpoint_at = time.monotonic() + self.options.checkpoint_interval
             if now >= report_at:
                 self.report()
@@ -377,10 +384,16 @@ class Runtime:
             if flush.messages:
                 await self._deliver(flush, round(time.time() * 1000), {})
 
-    async def _checkpoint(self) -> None:
-        """Write the states changed since the last checkpoint, await them, then commit the offsets applied since
-        (the caller holds the lock). A committed offset never passes what the changelogs hold; between
-        checkpoints, a crash only makes the next owner read again what both stages absorb idempotently."""
+    async def _checkpoint(self, *, wait: bool = True) -> None:
+        """Write the states changed since the last checkpoint, then, once they are acknowledged, commit the offsets
+        applied since (the caller holds the lock). A committed offset never passes what the changelogs hold; between
+        checkpoints, a crash only makes the next owner read again what both stages absorb idempotently.
+        ``wait=False`` (the loop's periodic checkpoints): the acknowledgements and the commit are awaited in the
+        background while the next polls are applied (a few round trips a checkpoint); the next checkpoint, a revoke
+        and the shutdown await them first, so commits stay in order and none is lost."""
+        await self._committed()
+        if self.failed is not None:  # a state write failed: commit nothing after it
+            return
         await self._acked(0)  # the messages of every applied poll, before the states that follow from them
         saved = self.processor.checkpoint()
         send = self.producer.send
@@ -392,26 +405,34 @@ class Runtime:
             await send(self.aggregate_changelog, value, key=key, partition=p)
             for p, (key, value) in saved.sources.items()
         ]
-        await asyncio.gather(*states)
         offsets, self._uncommitted = self._uncommitted, {}
-        if offsets:
-            try:
+        self._committing = asyncio.ensure_future(self._commit(states, offsets))
+        if wait:
+            await self._committed()
+
+    async def _commit(self, states: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int]) -> None:
+        """Await the states' acknowledgements, then commit ``offsets``; a failure stops the worker."""
+        try:
+            await asyncio.gather(*states)
+            if offsets:
                 await self.consumer.commit(offsets)
-            except CommitFailedError as exc:  # the group moved on: the next owner reads these records again
-                self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
+        except CommitFailedError as exc:  # the group moved on: the next owner reads these records again
+            self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
+        except Exception as exc:  # a state not written: stop rather than commit past it
+            self._fail(exc, "worker failed; stopping")
+
+    async def _committed(self) -> None:
+        """Wait for the last checkpoint's states and commit (``_checkpoint(wait=False)``)."""
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
+            self._committing = None
 
     async def _deliver(self, flush: Flush, wall_ms: int, offsets: dict[TopicPartition, int]) -> None:
         """Send the messages without waiting for their acknowledgements (the caller holds the lock): the next
         poll is applied while they travel. ``offsets`` become committable once this poll's messages and every
         earlier one's are acknowledged (``_acked``), at the latest at the next checkpoint."""
         hook = (HOOK_HEADER, str(wall_ms).encode())
-        send = self.producer.send
-        pending = []
-        for m in flush.messages:
-            headers = [*m.headers, hook] if m.topic in (self.topics.decisions, self.topics.breaches) else m.headers
-            pending.append(
-                await send(m.topic, m.value, key=m.key, partition=m.partition, headers=list(headers) or None)
-            )
+        pending = await self._send_batched(flush.messages, hook)
         acks = asyncio.gather(*pending)
         if flush.decisions:  # the delay is observed when the broker acknowledges, not when the acks are drained
             acks.add_done_callback(partial(self._observe_delay, len(flush.decisions), wall_ms))
@@ -429,6 +450,26 @@ class Runtime:
         self.exporter.sync(self.totals, self.processor.rejected, self.processor.decided)
         for d in flush.decisions:
             self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
+
+    async def _send_batched(self, messages: Sequence[Outgoing], hook: tuple[str, bytes]) -> list[asyncio.Future[Any]]:
+        """Send ``messages`` as one record batch per partition (in their order; a full batch goes and the next one
+        starts): a poll's hundreds of partials and watermarks cost a batch each, not a ``send`` and an
+        acknowledgement future each. Decisions and breaches get the ``hook`` header."""
+        batches: dict[tuple[str, int], Any] = {}
+        sent = []
+        for m in messages:
+            headers = [*m.headers, hook] if m.topic in (self.topics.decisions, self.topics.breaches) else m.headers
+            at = (m.topic, m.partition)
+            batch = batches.get(at)
+            if batch is not None and batch.append(timestamp=None, key=m.key, value=m.value, headers=list(headers)):
+                continue
+            if batch is not None:  # full: it goes, a new one starts (a first record always fits)
+                sent.append(await self.producer.send_batch(batch, m.topic, partition=m.partition))
+            batch = batches[at] = self.producer.create_batch()
+            batch.append(timestamp=None, key=m.key, value=m.value, headers=list(headers))
+        for (topic, partition), batch in batches.items():
+            sent.append(await self.producer.send_batch(batch, topic, partition=partition))
+        return sent
 
     async def _acked(self, keep: int) -> None:
         """Await the oldest polls' deliveries until at most ``keep`` are in flight, and the ones already done;
