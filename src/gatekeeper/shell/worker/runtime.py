@@ -58,7 +58,8 @@ from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.processor import Flush, Outgoing, Processor, Topics
+from gatekeeper.shell.worker.outgoing import Outgoing
+from gatekeeper.shell.worker.processor import Flush, Processor, Topics
 from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import (
     MAX_STATE_BYTES,
