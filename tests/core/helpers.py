@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import regression
+from gatekeeper.core import slot_routing
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.engine import Engine
@@ -233,7 +233,7 @@ def columns(batch: EventBatch) -> tuple[list[int], list[int], list[float], list[
 def per_partial_path(plan: Plan, lines: list[bytes], size: int = 3_000) -> list[Decision]:
     """``lines`` through both stages the worker's way: stage 1 per batch of ``size``, stage 2 fed one ``Partial``
     per message (``Merger.apply``), with the plan's baseline and cross-region slots."""
-    lay = regression.layout(plan)
+    lay = slot_routing.layout(plan)
     aggregator = Aggregator(lay.keys, plan.evaluation.pane, plan.evaluation.lateness, lay.fan())
     decoder = TelemetryDecoder(lay.gates, None, lay.baselines, lay.cross)
     merger = Merger(plan, ("input",))

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core import partials, regression, stage_snapshot
+from gatekeeper.core import partials, slot_routing, stage_snapshot
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.pipeline import Pipeline
@@ -69,7 +69,7 @@ def test_only_records_from_another_region_are_copied_to_the_slot() -> None:
     """A record without ``client_region`` or with its own region is one row; one whose client is in another
     region is its row and, right after it, a copy keyed to its gate's cross-region slot; the copy is counted in
     ``copies``, not as a record."""
-    lay = regression.layout(cross_plan())
+    lay = slot_routing.layout(cross_plan())
     decoder = TelemetryDecoder(lay.gates, None, lay.baselines, lay.cross)
     base = '"ts": 1760832000, "tier": "canary", "latency_ms": 5, "status": 200'
     lines = [f'{{{base}, "region": "us-east"}}', f'{{{base}, "region": "us-east", "client_region": "us-east"}}',
@@ -123,7 +123,7 @@ def test_cross_region_partials_carry_their_slice_and_survive_snapshots() -> None
     an inbox's buffered cross-region partials and a gate's cross-region ledger round-trip through the changelog
     snapshots, kept apart from the baseline's."""
     plan = cross_plan()
-    lay = regression.layout(plan)
+    lay = slot_routing.layout(plan)
     aggregator = Aggregator(lay.keys, plan.evaluation.pane, plan.evaluation.lateness, lay.fan())
     decoder = TelemetryDecoder(lay.gates, None, lay.baselines, lay.cross)
     _, rows, _ = aggregator.fold(aggregator.start("s"), decoder.decode(mixed(5)))

@@ -1,25 +1,21 @@
 """The ``no_regression`` criterion (core/regression.py): the tier's version against the baseline version of its
 region, error rate and P99, failing only when confidently worse by more than the margin; and the baseline's way
-through both stages (decoder slots, ``slice: baseline`` partials, stage 2), the same in replay and per partial."""
+through both stages (decoder slots, ``slice: baseline`` partials, stage 2), the same in replay and per partial.
+Stage 1's routing of the baseline is tested in test_slot_routing.py, stage 2's ledger in test_slice_ledger.py."""
 
 from __future__ import annotations
-
-import json
-from typing import Any
 
 import numpy as np
 import pytest
 
-from gatekeeper.core import partials, regression, sketch, stage_snapshot
-from gatekeeper.core.aggregate import Aggregator
+from gatekeeper.core import sketch
 from gatekeeper.core.criteria import Evidence, Look, UptimeEvidence
-from gatekeeper.core.decision import Decision
-from gatekeeper.core.pipeline import Pipeline
-from gatekeeper.core.plan import NoRegressionCriterion, Plan
-from gatekeeper.core.regression import BaselineLook, NoRegressionJudge, Sample
-from plans_for_tests import no_regression_criteria, small_plan, small_tier
+from gatekeeper.core.plan import NoRegressionCriterion
+from gatekeeper.core.regression import NoRegressionJudge
+from gatekeeper.core.slice_ledger import BaselineLook, Sample
 
-from .helpers import HOUR, MINUTE, T0, by_time, concat, per_partial_path, replay_lines, traffic
+from .baseline_scenario import interleaved, regression_plan, replayed
+from .helpers import HOUR, per_partial_path
 
 ERRORS = NoRegressionCriterion(kind="no_regression", metric="error_rate", baseline_version="1.0", margin=0.0005)
 LATENCY = NoRegressionCriterion(kind="no_regression", metric="latency", baseline_version="1.0", margin_ms=10)
@@ -128,42 +124,6 @@ def test_the_criterion_needs_the_margin_of_its_metric() -> None:
 
 
 # -- through the pipeline --------------------------------------------------------------------------------------
-def regression_plan() -> Plan:
-    """us-east and eu-west, tier ``canary`` with both no_regression criteria against version "1.0"."""
-    return Plan.model_validate(
-        small_plan("regression-test", "1.0", [small_tier("canary", 5, more_criteria=no_regression_criteria())])
-    )
-
-
-def records(events: Any, region: str, tier: str, version: str | None) -> list[bytes]:
-    out = []
-    for ts, latency, error in zip(
-        events.ts_ms.tolist(), events.latency_ms.tolist(), events.error.tolist(), strict=True
-    ):
-        rec: dict[str, Any] = {"ts": ts / 1000, "region": region, "tier": tier, "latency_ms": latency,
-                               "status": 500 if error else 200}  # fmt: skip
-        if version is not None:
-            rec["version"] = version
-        out.append(json.dumps(rec).encode())
-    return out
-
-
-def interleaved() -> list[bytes]:
-    """90 min of us-east: the canary (version 2.0) at 2 % errors, the baseline (1.0, tier label ``baseline``) at
-    0.1 %, both 100 req/min; eu-west's canary without a version, healthy; in time order."""
-    own = traffic(0, T0, T0 + 90 * MINUTE, 100, error_rate=0.02, seed=1)
-    base = traffic(0, T0, T0 + 90 * MINUTE, 100, error_rate=0.001, seed=2)
-    west = traffic(0, T0, T0 + 90 * MINUTE, 100, error_rate=0.001, seed=3)
-    lines = records(own, "us-east", "canary", "2.0") + records(base, "us-east", "baseline", "1.0")
-    lines += records(west, "eu-west", "canary", None)
-    times = np.concatenate([own.ts_ms, base.ts_ms, west.ts_ms])
-    return [lines[i] for i in np.argsort(times, kind="stable")]
-
-
-def replayed(lines: list[bytes], size: int) -> tuple[list[Decision], Pipeline]:
-    return replay_lines(regression_plan(), lines, size)
-
-
 def test_a_regressing_canary_fails_on_its_baseline_and_the_baseline_is_not_its_own() -> None:
     """Replayed, the us-east canary (2 % errors, within its own 5 % ceiling) fails no_regression_error_rate against
     the baseline's 0.1 %; the baseline records (tier label ``baseline``) are accepted and never counted as the
@@ -186,38 +146,3 @@ def test_decisions_do_not_depend_on_batch_cuts_nor_on_the_partial_path() -> None
     per_partial = per_partial_path(regression_plan(), lines)
     assert [d.decision_id for d in small] == [d.decision_id for d in large] == [d.decision_id for d in per_partial]
     assert small == large == per_partial
-
-
-def test_baseline_partials_carry_the_slice_and_plain_ones_stay_byte_identical() -> None:
-    """A baseline pane goes out as a partial of each comparing gate with ``"slice":"baseline"``; a gate's own
-    partial has no ``slice`` member at all, so its bytes are those of before the field existed."""
-    plan = regression_plan()
-    lay = regression.layout(plan)
-    aggregator = Aggregator(lay.keys, plan.evaluation.pane, plan.evaluation.lateness, lay.fan())
-    slot = lay.baselines[("us-east", "1.0")]
-    both = by_time(concat(traffic(0, T0, T0 + 5 * MINUTE, 10), traffic(slot, T0, T0 + 5 * MINUTE, 10)))
-    _, rows, _ = aggregator.fold(aggregator.start("s"), both)
-    own = [p for p in rows if p.part == ""]
-    base = [p for p in rows if p.part == "baseline"]
-    assert {"us-east/canary"} == {p.gate for p in own} == {p.gate for p in base}
-    assert len(own) == len(base) > 0
-    assert b'"slice"' not in partials.encode(own[0])
-    assert b'"slice":"baseline"' in partials.encode(base[0])
-    assert base[0] == partials.decode(partials.encode(base[0]))
-
-
-def test_the_baseline_survives_snapshots() -> None:
-    """A gate's baseline (open windows, soak, looks) and an inbox's buffered baseline partials round-trip through
-    the changelog snapshots; a gate that never saw a baseline writes nothing for it."""
-    _, pipeline = replayed(interleaved()[:12_000], 3_000)
-    inbox = pipeline.inboxes["us-east/canary"]
-    ledger = inbox.gate.baseline
-    assert ledger.looks > 0
-    assert ledger == regression.load_ledger(regression.dump_ledger(ledger))
-    assert b"" == regression.dump_ledger(regression.BaselineLedger())
-    held = partials.Partial(gate="us-east/canary", pane=T0 + 600 * MINUTE, source="input", requests=1, errors=0,
-                            bins=(5,), counts=(1,), slice="baseline")  # fmt: skip
-    inbox.baseline.panes = {held.pane: {"input": held}}
-    restored, _, _ = stage_snapshot.load_inbox(stage_snapshot.dump_inbox(inbox))
-    assert {held.pane: {"input": held}} == restored.baseline.panes
-    assert ledger == restored.gate.baseline

@@ -69,7 +69,7 @@ __all__ = [
     "Consumed",
     "Crash",
     "CrashRun",
-    "Engine",
+    "GateEngine",
     "Mode",
     "Names",
     "Story",
@@ -212,7 +212,7 @@ def assert_decides_like_replay(
 
 
 Crash = Literal["alone", "pair", "stages"]
-Engine = Literal["aiokafka", "faust"]
+GateEngine = Literal["aiokafka", "faust"]  # what runs stage 2 in a `--role gate` process (--gate-engine)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def crash_and_recover(
     *,
     cut: int,
     crash: Crash = "alone",
-    engine: Engine = "aiokafka",
+    engine: GateEngine = "aiokafka",
     mode: Mode = "spread",
     flags: tuple[str, ...] = (),
     started: Callable[[list[Consumed]], bool] | None = None,

@@ -5,13 +5,13 @@ Which requests: a telemetry record with a ``client_region`` that is not its own 
 ``client_region`` is not cross-region (its client's region is unknown). Such a record still counts for its
 gate's ordinary criteria; in addition it is the cross-region evidence of its gate.
 
-Where it flows (the baseline's path, core/regression.py): the decoder puts a copy of each cross-region record
-right after it, keyed to its gate's *cross-region slot* (core/telemetry.py's ``with_copies``); stage 1
-aggregates the slot as a gate and emits its panes as partials of the gate with ``slice: "cross_region"``;
-stage 2 keeps them apart from the gate's own partials and, as panes close, adds them per window to the gate
-state's cross-region ledger, whose window and soak the gate hands to the criterion at each window close
-(``Look.cross``). The copy sits next to its record, so where batches are cut changes nothing (identical
-decision ids).
+Where it flows (the baseline's path, core/slot_routing.py and core/slice_ledger.py): the decoder puts a copy of
+each cross-region record right after it, keyed to its gate's *cross-region slot* (core/telemetry.py's
+``with_copies``); stage 1 aggregates the slot as a gate and emits its panes as partials of the gate with
+``slice: "cross_region"``; stage 2 keeps them apart from the gate's own partials and, as panes close, adds them
+per window to the gate state's cross-region ledger, whose window and soak the gate hands to the criterion at each
+window close (``Look.cross``). The copy sits next to its record, so where batches are cut changes nothing
+(identical decision ids).
 
 The judge: the ordinary latency criterion's statistics (order-statistic bounds of the quantile over the
 cross-region sketch), at each look on the window and on the soak so far; it fails when a lower bound exceeds
@@ -31,7 +31,8 @@ import numpy.typing as npt
 
 from gatekeeper.core import stats
 from gatekeeper.core.decision import CriterionResult
-from gatekeeper.core.regression import CROSS_REGION, BaselineLook, Sample
+from gatekeeper.core.slice_ledger import BaselineLook, Sample
+from gatekeeper.core.slot_routing import CROSS_REGION
 
 __all__ = ["CROSS_REGION", "CrossRegionJudge", "copy_mask"]
 

@@ -4,6 +4,13 @@ Per gate, the watermark is its newest event time minus the allowed lateness. A p
 when the watermark passes its end; an event arriving for a closed pane is *late*: counted, never used.
 Everything a gate decides depends only on its own events (and, for the stall check, the stream's newest
 event time), so a gate decides the same on one process or split across Kafka partitions.
+
+Not what gatekeeper runs: replay, the simulator and the worker run core/pipeline.py (two stages, panes closed on
+the slowest source's watermark rather than on each gate's own). This former per-gate engine is kept as the core
+of bench/kafka_stub_worker.py (``kafka_bench.py --worker stub``, a reference to compare the worker with) and as a
+light driver of ``Gate`` in tests/core/test_engine.py and test_snapshot.py. No test compares it with the
+pipeline, so it is no oracle of it: the two agree on in-step input (the worker tests' scenario, the core tests'
+rich one), but a gate whose events lag the stream's closes its panes at other times under each.
 """
 
 from __future__ import annotations

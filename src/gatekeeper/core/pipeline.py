@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gatekeeper.core import regression
+from gatekeeper.core import slot_routing
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
@@ -39,7 +39,7 @@ class Pipeline:
     def __init__(self, plan: Plan, source: str = SOURCE) -> None:
         self.plan = plan
         ev = plan.evaluation
-        self.layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
+        self.layout = slot_routing.layout(plan)  # the gates' keys, then baseline slots (no_regression)
         self.keys = self.layout.gates
         self.aggregator = Aggregator(self.layout.keys, ev.pane, ev.lateness, self.layout.fan())
         self.merger = Merger(plan, (source,))

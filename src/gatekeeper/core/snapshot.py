@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gatekeeper.core import regression, side_ledger, sketch
+from gatekeeper.core import side_ledger, sketch, slice_ledger
 from gatekeeper.core.gate import GateState
 from gatekeeper.core.sequential import Restarts
 
@@ -43,7 +43,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     # place: an older snapshot restarts its restarted tests empty (only sudden-breach evidence is lost)
     restarts: dict[str, tuple[list[float], int, int, int]] = {}
     side: bytes = b""  # added in place: the side-input ledger (core/side_inputs.py); empty when nothing came
-    baseline: bytes = b""  # added in place: the no_regression baseline (core/regression.py); empty when none came
+    baseline: bytes = b""  # added in place: the no_regression baseline (core/slice_ledger.py); empty when none came
     cross: bytes = b""  # added in place: the cross-region requests' ledger (core/cross_region.py); empty when none
 
 
@@ -85,8 +85,8 @@ def dump(state: GateState) -> bytes:
                 name: (r.log_sums, r.run_start, r.run_requests, r.run_hits) for name, r in state.restarts.items()
             },
             side=side_ledger.dump_ledger(state.side),
-            baseline=regression.dump_ledger(state.baseline),
-            cross=regression.dump_ledger(state.cross),
+            baseline=slice_ledger.dump_ledger(state.baseline),
+            cross=slice_ledger.dump_ledger(state.cross),
         )
     )
 
@@ -128,6 +128,6 @@ def load(raw: bytes) -> GateState:
             for name, (sums, start, requests, hits) in snap.restarts.items()
         },
         side=side_ledger.load_ledger(snap.side),
-        baseline=regression.load_ledger(snap.baseline),
-        cross=regression.load_ledger(snap.cross),
+        baseline=slice_ledger.load_ledger(snap.baseline),
+        cross=slice_ledger.load_ledger(snap.cross),
     )

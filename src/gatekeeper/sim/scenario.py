@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from gatekeeper import planfile, validation
-from gatekeeper.core import regression
+from gatekeeper.core import slot_routing
 from gatekeeper.core.plan import Plan, to_duration_ms
 from gatekeeper.core.telemetry import EPOCH_MAX_S, EPOCH_MIN_S
 from gatekeeper.core.timefmt import format_duration, parse_instant
@@ -259,7 +259,7 @@ def check_gates(scenario: Scenario, plan: Plan, file: str | Path = "<scenario>")
     gates = {(r, t.name) for r, _p, t in plan.gates()}
     regions = sorted({r for r, _ in gates})
     tiers = [t.name for p in plan.phases for t in p.tiers]
-    baselines = regression.layout(plan).baselines  # a baseline version's telemetry may carry any tier label
+    baselines = slot_routing.layout(plan).baselines  # a baseline version's telemetry may carry any tier label
     for i, s in enumerate(scenario.streams):
         if s.region not in regions:
             raise ScenarioError.at(

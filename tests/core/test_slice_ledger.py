@@ -1,0 +1,26 @@
+"""Stage 2's keeping of slice evidence (core/slice_ledger.py): a gate's baseline ledger and an inbox's buffered
+baseline partials through the changelog snapshots."""
+
+from __future__ import annotations
+
+from gatekeeper.core import partials, slice_ledger, stage_snapshot
+
+from .baseline_scenario import interleaved, replayed
+from .helpers import MINUTE, T0
+
+
+def test_the_baseline_survives_snapshots() -> None:
+    """A gate's baseline (open windows, soak, looks) and an inbox's buffered baseline partials round-trip through
+    the changelog snapshots; a gate that never saw a baseline writes nothing for it."""
+    _, pipeline = replayed(interleaved()[:12_000], 3_000)
+    inbox = pipeline.inboxes["us-east/canary"]
+    ledger = inbox.gate.baseline
+    assert ledger.looks > 0
+    assert ledger == slice_ledger.load_ledger(slice_ledger.dump_ledger(ledger))
+    assert b"" == slice_ledger.dump_ledger(slice_ledger.BaselineLedger())
+    held = partials.Partial(gate="us-east/canary", pane=T0 + 600 * MINUTE, source="input", requests=1, errors=0,
+                            bins=(5,), counts=(1,), slice="baseline")  # fmt: skip
+    inbox.baseline.panes = {held.pane: {"input": held}}
+    restored, _, _ = stage_snapshot.load_inbox(stage_snapshot.dump_inbox(inbox))
+    assert {held.pane: {"input": held}} == restored.baseline.panes
+    assert ledger == restored.gate.baseline
