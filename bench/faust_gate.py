@@ -7,7 +7,8 @@ Per engine (fresh app id and topics each): the scenario of the broker tests (tes
 ``--minutes`` of event time, unkeyed on random partitions) is produced before the workers start. Printed:
 
 - decisions equal to replay's (by id and content; late counts compared in total, as in the tests);
-- seconds from the workers' start to the last decision (start-up included);
+- seconds from the workers' start to the last decision (start-up included), the gate process's CPU seconds by
+  then, and the 1-minute load average (the machine is shared: compare the engines within one round);
 - decision delay: each decision record's broker timestamp minus its ``gk-closed-wall-ms`` header (the wall time the
   gate process read the panes message that closed it), P50 / P99 / max;
 - gate-state changelog bytes (keys + values, tombstones counted by key): ``<app-id>-gate-state-changelog`` for
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import tempfile
@@ -53,6 +55,14 @@ def broker(bootstrap: str | None) -> Iterator[str]:
         yield str(local.start())
     finally:
         local.stop()
+
+
+def _cpu_s(worker: h.Worker) -> float:
+    """CPU seconds (user + system) the gate process has used so far (Linux ``/proc``): on shared cores a
+    fairer measure than wall time."""
+    assert worker.proc is not None
+    fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def _bytes(bootstrap: str, topic: str) -> int:
@@ -101,6 +111,7 @@ def backlog(bootstrap: str, engine: str, minutes: int, workdir: Path) -> dict[st
     with h.running(aggregate, gate) as workers:
         got = h.wait_for(bootstrap, names.decisions, h.count_at_least(len(expected)), workers, timeout=600, settle=0)
         seconds = time.monotonic() - began
+        cpu = _cpu_s(gate)
         time.sleep(3)
         for w in workers:
             w.stop()
@@ -114,6 +125,8 @@ def backlog(bootstrap: str, engine: str, minutes: int, workdir: Path) -> dict[st
         "decisions": len(values),
         "equal_to_replay": equal,
         "seconds_to_last_decision": round(seconds, 1),
+        "gate_cpu_s": cpu,
+        "load_avg_1m": round(os.getloadavg()[0], 1),
         "delay_ms_p50_p99_max": [round(float(np.percentile(delays, q)), 1) for q in (50, 99, 100)] if delays else [],
         "gate_changelog_bytes": _bytes(bootstrap, changelog),
         "panes_bytes": _bytes(bootstrap, f"{names.app_id}-panes"),

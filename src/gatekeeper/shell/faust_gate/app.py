@@ -181,15 +181,17 @@ class FaustGate:
         return out.messages
 
     async def _side_clock(self) -> None:
-        """Report the side-input partitions read to their end for ``idle_after`` s as idle to their gates."""
-        consumer = self.app.consumer
-        owned = [tp for tp in consumer.assignment() if tp.topic in self.side_topics.kinds]
+        """Report the side-input partitions read to their end for ``idle_after`` s as idle to their gates (only
+        those of kinds some gate waits for: the others' watermarks reach no gate)."""
+        assert self.stage.side is not None
+        kinds, concerned = self.side_topics.kinds, self.stage.side.concerned
+        owned = [tp for tp in self.app.consumer.assignment() if tp.topic in kinds and concerned[kinds[tp.topic]]]
         if not owned:
             return
         behind = await self._behind(owned)
         at_end = {part for part, lag in behind.items() if lag == 0}
         due = self.idle.due(list(behind), at_end, time.monotonic())
-        if due and self.stage.side is not None:
+        if due:
             out = _Out(self.stage.totals.rejected)
             self.stage.side.mark_idle(due, out)
             for m in out.messages:

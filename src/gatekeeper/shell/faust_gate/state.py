@@ -125,6 +125,7 @@ class GateStage:
         self._inboxes.clear()
         self._marks.clear()
         self._pane_values.clear()
+        self._made.clear()
         self.globals.revoke(set(range(self.topics.partitions)))
 
     def wanted(self, q: int) -> set[int]:
