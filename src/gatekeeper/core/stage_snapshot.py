@@ -7,9 +7,12 @@ those emitted) since the previous write, each record under its own key, so a che
 open pane of every gate when a few of them got records. Format 2 writes a pane's latency buckets as differences
 from the one before (ascending: mostly 1-byte numbers) and deflates each record (zlib level 6: ~10 % smaller
 than level 1): unkeyed, every partition holds an open pane of every gate and its changes were most of the bytes
-the worker wrote to its internal topics (docs/benchmarks.md). Format 1 records (absolute buckets, not
-deflated) are still read. Gate inboxes are deflated too (their dense window sketches are mostly zeros); inboxes
-written before that (msgpack as it is) are still read.
+the worker wrote to its internal topics (docs/benchmarks.md). Format 3 writes a pane that was open at the
+previous write and only grew as what it gained (its sums, and the buckets whose counts grew with the increments):
+a live worker checkpoints every 2 s, and on thin input a pane gains a few records between two checkpoints.
+Format 1 and 2 records (absolute buckets, not deflated; panes always whole) are still read. Gate inboxes are
+deflated too (their dense window sketches are mostly zeros); inboxes written before that (msgpack as it is) are
+still read.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
 ``breach_watch.dump`` does. The partials it holds (buffered for open panes, and those merged into recently
 closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
@@ -35,7 +38,7 @@ from gatekeeper.core.partials import Partial, PartialError
 from gatekeeper.core.regression import CROSS_REGION
 
 FORMAT = 1
-SOURCE_FORMAT = 2  # 2: stage-1 records deflated, buckets as differences (format 1: neither; still read)
+SOURCE_FORMAT = 3  # 3: changes may add to a pane; 2: records deflated, buckets as differences (1, 2: still read)
 INBOX_FORMAT = 2  # 2: partials located in the panes topic (format 1 had them all inline; still read)
 _T = TypeVar("_T")
 Located = dict[tuple[int, str], int]  # (pane, source) -> offset of the partial in its gate's panes partition
@@ -76,6 +79,9 @@ class _Changes(msgspec.Struct, array_like=True):
     late: int
     panes: list[_Pane]  # open panes new or changed since the previous write
     gone: list[tuple[int, int]]  # (gate, start) of the panes emitted since
+    # format 3: open panes changed since the previous write as what they gained: their sums, seq and dirty as they
+    # are, the latency buckets whose counts grew with how much (buckets as differences, as in ``panes``)
+    added: list[_Pane] = []
 
 
 class _ChangesOut(msgspec.Struct, array_like=True):
@@ -90,6 +96,7 @@ class _ChangesOut(msgspec.Struct, array_like=True):
     late: int
     panes: list[msgspec.Raw]
     gone: list[tuple[int, int]]
+    added: list[msgspec.Raw]
 
 
 class _Mark(msgspec.Struct, array_like=True):
@@ -120,7 +127,7 @@ _ENCODER = msgspec.msgpack.Encoder()
 _SOURCE = msgspec.msgpack.Decoder(_Source)
 _CHANGES = msgspec.msgpack.Decoder(_Changes)
 _INBOX = msgspec.msgpack.Decoder(_Inbox)
-_SOURCE_FORMATS = (FORMAT, SOURCE_FORMAT)
+_SOURCE_FORMATS = (FORMAT, 2, SOURCE_FORMAT)
 
 
 def _pane(gate: int, start: int, p: OpenPane) -> _Pane:
@@ -187,9 +194,37 @@ def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tup
         for key in change.gone:
             state.panes.pop(key, None)
         state.panes.update({(p.gate, p.start): _open(p, change.format) for p in change.panes})
+        for p in change.added:
+            held = state.panes.get((p.gate, p.start))
+            if held is None:
+                raise ValueError(f"{what} {seq}: adds to pane ({p.gate}, {p.start}), which the state does not hold")
+            state.panes[p.gate, p.start] = _add(held, _open(p, change.format))
         state.newest, state.events, state.late = change.newest, change.events, change.late
         next_offset, seq = change.next_offset, seq + 1
     return state, next_offset, snap.epoch
+
+
+def _add(held: OpenPane, gained: OpenPane) -> OpenPane:
+    """``held`` with the latency counts ``gained`` added; sums, seq and dirty are ``gained``'s."""
+    buckets, where = np.unique(np.concatenate([held.buckets, gained.buckets]), return_inverse=True)
+    counts = np.zeros(buckets.size, np.int64)
+    np.add.at(counts, where, np.concatenate([held.counts, gained.counts]))
+    return OpenPane(gained.requests, gained.errors, gained.late, buckets, counts, gained.seq, gained.dirty)
+
+
+def _gained(gate: int, start: int, p: OpenPane, before: tuple[np.ndarray, np.ndarray]) -> _Pane | None:
+    """Pane ``p`` as what it gained since ``before`` (its buckets and counts then); None when it is not a
+    growth of it (a bucket gone or a count down: written whole instead)."""
+    old_buckets, old_counts = before
+    at = np.searchsorted(p.buckets, old_buckets)
+    if at.size and (at[-1] >= p.buckets.size or (p.buckets[at] != old_buckets).any()):
+        return None
+    grown = p.counts.copy()
+    grown[at] -= old_counts
+    if (grown < 0).any():
+        return None
+    keep = grown > 0
+    return _pane(gate, start, OpenPane(p.requests, p.errors, p.late, p.buckets[keep], grown[keep], p.seq, p.dirty))
 
 
 class SourceWriter:
@@ -198,31 +233,46 @@ class SourceWriter:
     panes changed since the previous write. ``epoch``: that of the snapshot restored (the next one is numbered
     after it). A restore reads at most one whole snapshot and ``rewrite_after`` times its size of changes."""
 
-    def __init__(self, epoch: int = 0, chain: int = 100, rewrite_after: int = 4) -> None:
-        self.epoch, self.chain, self.rewrite_after = epoch, chain, rewrite_after
+    def __init__(self, epoch: int = 0, chain: int = 100, rewrite_after: int = 4, *, grown: bool = True) -> None:
+        """``grown``: write a pane that grew as what it gained (format 3); False: whole (format 2's way)."""
+        self.epoch, self.chain, self.rewrite_after, self.grown = epoch, chain, rewrite_after, grown
         self.seq = 0
         self._written: dict[tuple[int, int], bytes] | None = None  # panes as of the previous write, encoded
+        self._bins: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # ... and their buckets, counts
         self._full_bytes = self._chain_bytes = 0
 
     def write(self, state: SourceState, next_offset: int) -> tuple[int, bytes]:
         """(0 and a whole snapshot, or the change's seq and the change)."""
         encoded = {key: _ENCODER.encode(_pane(*key, p)) for key, p in state.panes.items()}
         long = self.seq >= self.chain or self._chain_bytes >= self.rewrite_after * self._full_bytes
+        bins = {key: (p.buckets.copy(), p.counts.copy()) for key, p in state.panes.items()}
         if self._written is None or long:
             self.epoch, self.seq = self.epoch + 1, 0
             raw = dump_source(state, next_offset, self.epoch)
-            self._full_bytes, self._chain_bytes, self._written = len(raw), 0, encoded
+            self._full_bytes, self._chain_bytes, self._written, self._bins = len(raw), 0, encoded, bins
             return 0, raw
         before = self._written
-        changed = [msgspec.Raw(v) for key, v in sorted(encoded.items()) if before.get(key) != v]
+        changed: list[msgspec.Raw] = []
+        added: list[msgspec.Raw] = []
+        for key, value in sorted(encoded.items()):
+            if before.get(key) == value:
+                continue
+            # A pane open across checkpoints gains a few records between two of them (thin input): what it gained
+            # is much shorter than the pane whole, most of a live worker's changelog bytes otherwise
+            gained = _gained(*key, state.panes[key], self._bins[key]) if key in before and self.grown else None
+            if gained is None:
+                changed.append(msgspec.Raw(value))
+            else:
+                added.append(msgspec.Raw(_ENCODER.encode(gained)))
         gone = sorted(key for key in before if key not in encoded)
         self.seq += 1
         change = _ChangesOut(
-            SOURCE_FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone
-        )
+            SOURCE_FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone,
+            added,
+        )  # fmt: skip
         raw = _deflate(_ENCODER.encode(change))
         self._chain_bytes += len(raw)
-        self._written = encoded
+        self._written, self._bins = encoded, bins
         return self.seq, raw
 
 
