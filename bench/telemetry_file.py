@@ -4,6 +4,7 @@ plan's gates, in time order, contract v1 (epoch-seconds ts, status). Determinist
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,14 @@ def write_file(path: Path, events: int, span_s: int, gates: list[tuple[str, str]
             out.write(data)
             written += len(data)
     return written
+
+
+def lines_of(events: int, days: float, gates: list[tuple[str, str]]) -> list[bytes]:
+    """The file's lines (``write_file`` through a temporary file), for benches that feed records by hand."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "telemetry.jsonl"
+        write_file(path, events, int(days * 86_400), gates)
+        return path.read_bytes().splitlines()
 
 
 def main() -> None:

@@ -23,13 +23,12 @@ import argparse
 import cProfile
 import pstats
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.internal_bytes import PARTITIONS, PLAN, POLL, Worker, spread
-from bench.telemetry_file import write_file
+from bench.telemetry_file import lines_of
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.worker.processor import Record
 
@@ -94,14 +93,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--profile", choices=("keyed", "unkeyed"), help="also profile one mode (cProfile)")
     args = parser.parse_args()
-    plan = load_plan(PLAN)
-    gates = [(region, tier.name) for region, _phase, tier in plan.gates()]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "telemetry.jsonl"
-        write_file(path, args.events, int(args.days * 86_400), gates)
-        lines = path.read_bytes().splitlines()
-    print(f"{len(lines):,} events over {args.days:g} days, {len(gates)} gates, {PARTITIONS} partitions, "
-          f"polls of {POLL}")  # fmt: skip
+    gates = [(region, tier.name) for region, _phase, tier in load_plan(PLAN).gates()]
+    lines = lines_of(args.events, args.days, gates)
+    print(f"{len(lines):,} events over {args.days:g} days, {len(gates)} gates, polls of {POLL}")
     for _round in range(args.rounds):
         for mode in args.modes.split(","):
             polls = polls_of(lines, mode)
