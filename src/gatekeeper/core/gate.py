@@ -33,7 +33,7 @@ from gatekeeper.core.criteria import (
 from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, Scope, decision_id
 from gatekeeper.core.plan import Evaluation, Phase, Tier
 from gatekeeper.core.sequential import FailTest, Restarts
-from gatekeeper.core.side_judging import awaiting_approval
+from gatekeeper.core.side_judging import awaiting_approval, pass_results
 from gatekeeper.core.side_ledger import SideLedger, SideView
 from gatekeeper.core.timefmt import format_duration, format_ms
 
@@ -310,8 +310,9 @@ class Gate:
         if observed >= self.spec.tier.soak:
             st.pass_looks += 1
             alpha = stats.pass_look_alpha(self.spec.false_pass, st.pass_looks)
-            results = tuple(j.pass_check(look, alpha) for j in self.spec.judges)
-            if dry_run.all_pass(results, self.spec.dry):
+            judged = pass_results(self.spec.judges, self.spec.dry, look, alpha, st.side, st.soak_start)
+            results = () if judged is None else judged
+            if judged is not None and dry_run.all_pass(results, self.spec.dry):
                 st.status = "passed"
                 reasons = ("GO: soak complete and every criterion passed", *(r.reason for r in results))
                 if st.stalled_ms:
@@ -387,19 +388,26 @@ class Gate:
         st = self.state
         if self.spec.evaluation.method != "sequential" or st.status not in ("soaking", "passed"):
             return None
-        window_n = st.window_requests + np.cumsum(requests)
-        window_k = st.window_errors + np.cumsum(errors)
-        soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
-        first: tuple[int, int] | None = None  # (pane, judge)
+        # the screen first, on the window's totals: almost every window of a healthy soak stops here, before
+        # any per-pane array is built
+        k_end = st.window_errors + int(errors.sum())
+        n0, k1 = st.soak_requests + st.window_requests, st.soak_errors + k_end
+        reachable = []
         for index, (judge, test) in enumerate(zip(self.spec.judges, self.spec.tests, strict=True)):
             if test is None or not isinstance(judge, StatisticalJudge) or not judge.per_pane:
                 continue
             if judge.name in self.spec.dry:
                 continue  # judged for the report when another criterion fails, never failing by itself
             restarts = self._restarts(judge.name)
-            n0, k1 = st.soak_requests + st.window_requests, int(soak_k[-1])
-            if not test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, int(window_k[-1])):
-                continue
+            if test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, k_end):
+                reachable.append((index, judge, test, restarts))
+        if not reachable:
+            return None
+        window_n = st.window_requests + np.cumsum(requests)
+        window_k = st.window_errors + np.cumsum(errors)
+        soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
+        first: tuple[int, int] | None = None  # (pane, judge)
+        for index, judge, test, restarts in reachable:
             total, _ = test.log_evidence(soak_n, soak_k, restarts, st.looks + 1, window_n, window_k)
             hit = np.flatnonzero((total >= test.log_threshold) & (soak_n >= judge.min_requests_to_fail))
             if hit.size and (first is None or int(hit[0]) < first[0]):

@@ -37,6 +37,52 @@ class _Costs(dict[float, list[float]]):
 
 
 _COSTS = _Costs()
+_LOG_TERMS = math.log(2 * len(stats.FAIL_ODDS))  # may_reach sums two terms per alternative
+
+
+class _Screen(dict[tuple[float, float], list[tuple[float, float, float]]]):
+    """Per (null rate, restart share), each alternative's (log weight + log(1 - share), log odds, cost): the
+    constant parts of ``may_reach``'s soak terms, added in the order it adds them."""
+
+    def __missing__(self, key: tuple[float, float]) -> list[tuple[float, float, float]]:
+        p0, share = key
+        log_prior = math.log(1 - share)
+        terms = [(w + log_prior, o, c) for w, o, c in zip(_LOG_WEIGHTS, _LOG_ODDS, _COSTS[p0], strict=True)]
+        self[key] = terms
+        return terms
+
+
+_SCREEN = _Screen()
+
+# The exact per-alternative constants of ``stats.log_lrs`` (computed by numpy, as there), for the scalar path of
+# ``close_window``: ``log_lrs`` is ``k * log_odds - n * cost`` element by element, and the same IEEE operations on
+# these same doubles in Python give the same bits.
+_EXACT_LOG_ODDS: list[float] = stats.log_odds_list()
+
+
+class _ExactCosts(dict[float, list[float]]):
+    """Per null rate, ``np.log1p(np.expm1(log_odds) * p0)`` exactly as ``stats.log_lrs`` computes it."""
+
+    def __missing__(self, p0: float) -> list[float]:
+        costs = self[p0] = stats.log_lr_costs(p0)
+        return costs
+
+
+_EXACT_COSTS = _ExactCosts()
+_LOG2 = float(np.log(2.0))
+
+
+def _np_logaddexp(x: float, y: float) -> float:
+    """numpy's ``logaddexp`` of two doubles, step for step (npy_logaddexp: equal arguments give x + log 2, else the
+    larger plus log1p(exp(-difference))), so that state folded here has the bits the numpy path gave."""
+    if x == y:
+        return x + _LOG2
+    tmp = x - y
+    if tmp > 0:
+        return x + math.log1p(math.exp(-tmp))
+    if tmp <= 0:
+        return y + math.log1p(math.exp(tmp))
+    return tmp  # nan
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -107,32 +153,55 @@ class FailTest:
         and falls with n (r > 1), so the ratios at (fewest requests, most hits) bound every pane's. Scalar Python
         (no numpy call): almost every pane of a healthy soak is screened out here."""
         weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
-        log_prior = math.log(1 - self.restart_share)
-        terms = []
-        for log_odds, cost, log_weight, log_sum in zip(
-            _LOG_ODDS, _COSTS[self.null_rate], _LOG_WEIGHTS, restarts.log_sums, strict=True
-        ):
-            terms.append(log_weight + log_prior + soak_hits * log_odds - soak_requests * cost)
-            terms.append(log_weight + _logaddexp(log_sum, weight) + window_hits * log_odds - window_requests * cost)
+        limit = self.log_threshold - 1e-9  # the margin absorbs rounding: never screens out a crossing
+        costs = _COSTS[self.null_rate]
+        soak = [
+            weighted + soak_hits * log_odds - soak_requests * cost
+            for weighted, log_odds, cost in _SCREEN[(self.null_rate, self.restart_share)]
+        ]
+        # first a looser bound without a logaddexp (log(e^a + e^b) <= max(a, b) + log 2), which rules out most
+        # calls; the sum of the terms is at most their number times the largest
+        restart = max(
+            log_weight + max(log_sum, weight) + window_hits * log_odds - window_requests * cost
+            for log_weight, log_odds, cost, log_sum in zip(
+                _LOG_WEIGHTS, _LOG_ODDS, costs, restarts.log_sums, strict=True
+            )
+        )
+        loose = max(*soak, restart + _LOG2)
+        if loose == -math.inf or loose + _LOG_TERMS < limit - 1e-6:  # slack: its additions round differently
+            return False
+        terms = soak + [
+            log_weight + _logaddexp(log_sum, weight) + window_hits * log_odds - window_requests * cost
+            for log_weight, log_odds, cost, log_sum in zip(
+                _LOG_WEIGHTS, _LOG_ODDS, costs, restarts.log_sums, strict=True
+            )
+        ]
         top = max(terms)
         if top == -math.inf:
             return False
         bound = top + math.log(sum(math.exp(t - top) for t in terms))
-        return bound >= self.log_threshold - 1e-9  # the margin absorbs rounding: never screens out a crossing
+        return bound >= limit
 
     def close_window(
         self, restarts: Restarts, window: int, requests: int, hits: int, window_start: int, window_end: int
     ) -> None:
-        """Fold a closed window (1-based index ``window``) into the restarted tests."""
-        window_lrs = stats.log_lrs(requests, hits, self.null_rate)
+        """Fold a closed window (1-based index ``window``) into the restarted tests. Scalar Python with the very
+        operations of ``stats.log_lrs`` and ``change_detect.restart_update`` (bit-identical: tests/core/
+        test_sequential.py), because numpy's per-call cost was ~10x the arithmetic on four alternatives."""
         weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
-        restarts.log_sums = change_detect.restart_update(np.asarray(restarts.log_sums), weight, window_lrs).tolist()
+        costs = _EXACT_COSTS[self.null_rate]
+        n, k = float(requests), float(hits)
+        restarts.log_sums = [
+            _np_logaddexp(log_sum, weight) + (k * log_odds - n * cost)
+            for log_sum, log_odds, cost in zip(restarts.log_sums, _EXACT_LOG_ODDS, costs, strict=True)
+        ]
         if restarts.run_requests == 0:
             restarts.run_start = window_start
         restarts.run_requests += requests
         restarts.run_hits += hits
-        run = stats.log_lrs(restarts.run_requests, restarts.run_hits, self.null_rate)
-        if float(np.max(run)) <= 0.0:  # no alternative is favoured since the run began: begin anew
+        n, k = float(restarts.run_requests), float(restarts.run_hits)
+        if max(k * log_odds - n * cost for log_odds, cost in zip(_EXACT_LOG_ODDS, costs, strict=True)) <= 0.0:
+            # no alternative is favoured since the run began: begin anew
             restarts.run_start, restarts.run_requests, restarts.run_hits = window_end, 0, 0
 
     def lower_bound(self, requests: int, hits: int) -> float:

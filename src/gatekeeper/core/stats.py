@@ -162,6 +162,18 @@ def log_lrs(
     return result
 
 
+def log_odds_list() -> list[float]:
+    """``log_lrs``'s default log odds ratios as Python floats (the same doubles)."""
+    result: list[float] = _LOG_FAIL_ODDS.tolist()
+    return result
+
+
+def log_lr_costs(p0: float) -> list[float]:
+    """``log_lrs``'s per-request cost of each default alternative at rate ``p0``, computed as it does."""
+    result: list[float] = np.log1p(np.expm1(_LOG_FAIL_ODDS) * p0).tolist()
+    return result
+
+
 def log_mixture(per_alternative: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """log of the weighted mixture (``FAIL_WEIGHTS``) of per-alternative log likelihood ratios, over the last axis
     (numpy's logaddexp.reduce: exact at all -inf, and ~10x cheaper than scipy's logsumexp, read after every pane)."""

@@ -148,10 +148,13 @@ def _decode_joined(joined: bytes, count: int) -> list[Telemetry] | None:
     return out if len(out) == count else None
 
 
-def _longest_line(block: bytes) -> int:
+def _line_stats(block: bytes) -> tuple[int, int]:
+    """(lines, bytes of the longest) of newline-separated ``block``, in one pass (a short block: no pass)."""
+    if len(block) <= MAX_RECORD_BYTES:
+        return block.count(b"\n") + 1, len(block)
     ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
     bounds = np.concatenate(([-1], ends, [len(block)]))
-    return int(np.diff(bounds).max()) - 1
+    return ends.size + 1, int(np.diff(bounds).max()) - 1
 
 
 class TelemetryDecoder:
@@ -215,20 +218,22 @@ class TelemetryDecoder:
         while start <= len(block):
             cut = block.find(b"\n", start + SUB_BLOCK_BYTES)
             piece = block[start:] if cut < 0 else block[start:cut]
-            parts.append(self._decode_piece(piece, position))
-            position += piece.count(b"\n") + 1
+            batch, lines = self._decode_piece(piece, position)
+            parts.append(batch)
+            position += lines
             if cut < 0:
                 break
             start = cut + 1
         return parts[0] if len(parts) == 1 else EventBatch.concat(parts)
 
-    def _decode_piece(self, block: bytes, first_position: int) -> EventBatch:
-        count = block.count(b"\n") + 1
-        if len(block) > MAX_RECORD_BYTES and _longest_line(block) > MAX_RECORD_BYTES:
-            return self.decode(block.split(b"\n"), first_position)
+    def _decode_piece(self, block: bytes, first_position: int) -> tuple[EventBatch, int]:
+        """The piece's batch and its number of lines (counted once, with the longest line's length)."""
+        count, longest = _line_stats(block)
+        if longest > MAX_RECORD_BYTES:
+            return self.decode(block.split(b"\n"), first_position), count
         out = _decode_joined(block.replace(b"\n", b"],["), count)
         if out is None:
-            return self.decode(block.split(b"\n"), first_position)
+            return self.decode(block.split(b"\n"), first_position), count
         lines: list[bytes] = []
 
         def raw_of(i: int) -> bytes:  # only for the rare rejections after decoding
@@ -237,7 +242,7 @@ class TelemetryDecoder:
             return lines[i]
 
         positions = range(first_position, first_position + count)
-        return self._to_columns(out, raw_of, positions, [])
+        return self._to_columns(out, raw_of, positions, []), count
 
     @staticmethod
     def _decode_one(pos: int, raw: bytes, rejections: list[Rejection]) -> Telemetry | None:
