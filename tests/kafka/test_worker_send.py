@@ -15,7 +15,7 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
 from gatekeeper.shell.worker.decoding import InlineDecoding
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.processor import Outgoing
+from gatekeeper.shell.worker.outgoing import Outgoing
 from gatekeeper.shell.worker.runtime import HOOK_HEADER, PRODUCE_BATCH_BYTES, Runtime
 
 pytestmark = pytest.mark.kafka
