@@ -12,7 +12,7 @@ when it gains p, so no record is ever folded twice and a re-emitted partial is i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +29,7 @@ from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.outgoing import Outgoing
 from gatekeeper.shell.worker.records import Consumed
 from gatekeeper.shell.worker.routing import Homes, Topics
-from gatekeeper.shell.worker.state_entry import StateError, decode_entry, encode_entry
+from gatekeeper.shell.worker.state_entry import Lookup, StateError, Warn, decode_entry, encode_entry
 
 
 @dataclass(slots=True)
@@ -43,14 +43,7 @@ class _Source:
 class PartitionStage:
     """Stage 1 for the owned telemetry partitions; ``entries``: the restored stage-1 table entries."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        topics: Topics,
-        homes: Homes,
-        entries: Callable[[bytes], bytes | None],
-        warn: Callable[[str], None] | None,
-    ) -> None:
+    def __init__(self, plan: Plan, topics: Topics, homes: Homes, entries: Lookup, warn: Warn) -> None:
         self.topics, self._homes, self._entries, self._warn = topics, homes, entries, warn
         self.version = plan.plan_version
         ev = plan.evaluation

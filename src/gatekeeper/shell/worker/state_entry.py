@@ -3,7 +3,12 @@ snapshot, msgpack-encoded; an entry that cannot be read is a ``StateError``, nev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
+
+Lookup = Callable[[bytes], bytes | None]  # a restored state table: the entry under a key, if any
+Warn = Callable[[str], None] | None  # where a state that cannot be used is reported
 
 
 class StateError(RuntimeError):
