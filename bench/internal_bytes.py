@@ -35,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.telemetry_file import write_file
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.faust_gate.state import GateStage
-from gatekeeper.shell.worker.processor import Flush, Processor, Record, Topics
+from gatekeeper.shell.worker.flush import Flush
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics
 
 PLAN = Path(__file__).resolve().parent.parent / "config" / "rollout-plan.yaml"
 PARTITIONS = 8

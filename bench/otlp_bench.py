@@ -51,7 +51,9 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.kafka_admin import ensure_topics, gatekeeper_topics
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.replay import Format, replay
-from gatekeeper.shell.worker.processor import Processor, Record, Topics
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics
 
 WORKER_CMD = (
     "{python} -m gatekeeper.shell.cli worker --plan {plan} --bootstrap {bootstrap} --telemetry-topic {telemetry} "

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.internal_bytes import PARTITIONS, PLAN, POLL, Worker, spread
 from bench.telemetry_file import lines_of
 from gatekeeper.planfile import load_plan
-from gatekeeper.shell.worker.processor import Record
+from gatekeeper.shell.worker.records import Record
 
 Runs = list[tuple[str, int, list[Record]]]
 
@@ -53,7 +53,7 @@ def polls_of(lines: list[bytes], mode: str) -> list[Runs]:
 
 def decode_only(polls: list[Runs]) -> float:
     """CPU seconds of the worker's decoder over every poll's values, nothing else."""
-    decoder = Worker(False).processor._decoder
+    decoder = Worker(False).processor.partitions.decoder
     began = time.process_time()
     for runs in polls:
         decoder.decode([r.value or b"" for _t, _p, run in runs for r in run], first_position=0)
@@ -67,7 +67,9 @@ def worker_pass(polls: list[Runs], checkpoint_polls: int) -> dict[str, float]:
     spent = dict.fromkeys(("decode", "telemetry polls", "panes polls", "checkpoints"), 0.0)
     for n, runs in enumerate(polls, 1):
         t0 = time.process_time()
-        decoded = processor._decoder.decode([r.value or b"" for _t, _p, run in runs for r in run], first_position=0)
+        decoded = processor.partitions.decoder.decode(
+            [r.value or b"" for _t, _p, run in runs for r in run], first_position=0
+        )
         t1 = time.process_time()
         flush = processor.flush_polled(runs, decoded=decoded)
         t2 = time.process_time()

@@ -31,7 +31,7 @@ from gatekeeper.core.telemetry import TelemetryDecoder
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
 from gatekeeper.shell.kafka_settings import KafkaSettings
-from gatekeeper.shell.worker.processor import decode_entry
+from gatekeeper.shell.worker.state_entry import decode_entry
 from gatekeeper.shell.worker.topics import worker_topics
 
 HERE = Path(__file__).resolve().parent

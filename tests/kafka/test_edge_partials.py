@@ -15,7 +15,7 @@ import worker_harness as h
 from gatekeeper.core import panes_batch, sketch
 from gatekeeper.core import partials as contract
 from gatekeeper.planfile import load_plan
-from gatekeeper.shell.worker.processor import home_partition
+from gatekeeper.shell.worker.routing import home_partition
 
 pytestmark = pytest.mark.kafka
 

@@ -35,7 +35,7 @@ from gatekeeper.core import decision as decisions
 from gatekeeper.core.plan import Plan
 from gatekeeper.planfile import load_plan
 from gatekeeper.shell.replay import replay
-from gatekeeper.shell.worker.processor import home_partition
+from gatekeeper.shell.worker.routing import home_partition
 from plans_for_tests import small_plan, small_tier
 
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z

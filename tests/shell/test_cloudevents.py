@@ -13,7 +13,9 @@ from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
-from gatekeeper.shell.worker.processor import Processor, Record, Topics
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics
 from plans_for_tests import small_plan, small_tier
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "error-breach.decisions.jsonl"

@@ -22,7 +22,7 @@ from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.errors import UserError
 from gatekeeper.shell.serve.cli import configure, serve_options
 from gatekeeper.shell.serve.gate_states import observe_entry
-from gatekeeper.shell.worker.processor import encode_entry
+from gatekeeper.shell.worker.state_entry import encode_entry
 
 DAY = 86_400_000
 OCT_19 = parse_instant("2025-10-19T00:00:00Z")

@@ -15,7 +15,10 @@ from gatekeeper.core.otlp import OtlpDecoder, SpanBatch
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.replay import replay
-from gatekeeper.shell.worker.processor import Flush, Processor, Record, Topics
+from gatekeeper.shell.worker.flush import Flush
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics
 from otlp_batches import Encoding, batches, telemetry_lines
 from plans_for_tests import small_plan, small_tier
 

@@ -27,7 +27,9 @@ from test_worker_processor import (
 from gatekeeper.core import panes_batch, sketch, stage_snapshot
 from gatekeeper.core import partials as contract
 from gatekeeper.core.partials import Partial
-from gatekeeper.shell.worker.processor import Processor, decode_entry, home_partition
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.routing import home_partition
+from gatekeeper.shell.worker.state_entry import decode_entry
 
 MINUTE = 60_000
 

@@ -22,16 +22,11 @@ from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.replay import replay
 from gatekeeper.shell.worker.cli import configure, worker_options
-from gatekeeper.shell.worker.processor import (
-    Flush,
-    Processor,
-    Record,
-    StateError,
-    Topics,
-    decode_entry,
-    encode_entry,
-    home_partition,
-)
+from gatekeeper.shell.worker.flush import Flush
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics, home_partition
+from gatekeeper.shell.worker.state_entry import StateError, decode_entry, encode_entry
 from plans_for_tests import small_plan, small_tier
 
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z

@@ -16,8 +16,12 @@ from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_ms
 from gatekeeper.shell.replay import replay
 from gatekeeper.shell.side_files import SideFile
-from gatekeeper.shell.worker.processor import Flush, Processor, Record, Topics, decode_entry
+from gatekeeper.shell.worker.flush import Flush
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics
 from gatekeeper.shell.worker.side import SideStage, SideTopics
+from gatekeeper.shell.worker.state_entry import decode_entry
 from plans_for_tests import small_plan, small_tier
 
 T0_S = 1_760_832_000  # 2025-10-19T00:00:00Z
@@ -116,7 +120,7 @@ def test_a_backlog_read_telemetry_first_decides_as_replay() -> None:
     parts = telemetry()
     bus = Bus()
     processor = Processor(PLAN, TOPICS, NONE.get, NONE.get)
-    processor.side = SideStage(PLAN, SIDE, processor)
+    processor.side = SideStage(PLAN, SIDE, processor.gates)
     bus.apply(processor.flush_polled([(TOPICS.telemetry, p, rs) for p, rs in parts.items()]))
     bus.apply(processor.mark_idle(range(TOPICS.partitions)))
     bus.drain(processor)
@@ -149,7 +153,7 @@ def test_side_watermarks_go_to_every_side_partition_behind_the_records() -> None
     watermark sends none; a message on the side topic that is neither a side record nor a side partition's
     watermark goes to the DLQ."""
     processor = Processor(PLAN, TOPICS, NONE.get, NONE.get)
-    processor.side = SideStage(PLAN, SIDE, processor)
+    processor.side = SideStage(PLAN, SIDE, processor.gates)
     flush = processor.flush_polled([("incidents", 3, [Record("incidents", 3, 0, None, INCIDENTS[0])])])
     home = processor.home[processor.keys.index(b"us-east/canary")]
     mark = b'{"kind":"watermark","v":1,"source":"incidents:3","watermark":%d,"idle":false}' % ((T0_S + 23 * 60) * 1000)
@@ -179,7 +183,7 @@ def test_a_side_partition_gained_in_a_rebalance_holds_the_gates_until_idle_again
                            "tier": "canary", "opened_at": at(40)}).encode()  # fmt: skip
     bus = Bus()
     a = Processor(PLAN, TOPICS, NONE.get, NONE.get)
-    a.side = SideStage(PLAN, SIDE, a)
+    a.side = SideStage(PLAN, SIDE, a.gates)
     bus.apply(a.flush_polled([(TOPICS.telemetry, p, rs) for p, rs in first.items()]))
     idle = Flush()
     a.side.mark_idle([(t, p) for t in SIDE.kinds for p in range(SIDE.partitions)], idle)
@@ -187,7 +191,7 @@ def test_a_side_partition_gained_in_a_rebalance_holds_the_gates_until_idle_again
     bus.drain(a)
 
     b = Processor(PLAN, TOPICS, NONE.get, NONE.get)
-    b.side = SideStage(PLAN, SIDE, b)
+    b.side = SideStage(PLAN, SIDE, b.gates)
     a.side.forget([("incidents", 3)])
     gained = Flush()
     b.side.resumed([("incidents", 3)], gained)

@@ -32,8 +32,10 @@ from gatekeeper.shell.faust_gate.state import GateStage, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.outgoing import Outgoing
-from gatekeeper.shell.worker.processor import Record, StateError, Topics
+from gatekeeper.shell.worker.records import Record
+from gatekeeper.shell.worker.routing import Topics
 from gatekeeper.shell.worker.side import SideStage, SideTopics
+from gatekeeper.shell.worker.state_entry import StateError
 from gatekeeper.shell.worker.topics import panes_topic, read_offsets
 
 HOOK_HEADER = "gk-closed-wall-ms"  # as the aiokafka worker: wall time (epoch ms) the closing message was read

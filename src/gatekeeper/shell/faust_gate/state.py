@@ -43,18 +43,12 @@ from gatekeeper.core.gate import GateState
 from gatekeeper.core.merge import GateInbox, Merger, SourceMark
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
+from gatekeeper.shell.worker.global_stage import GlobalStage
 from gatekeeper.shell.worker.outgoing import Outgoing, dead_letter, verdicts
-from gatekeeper.shell.worker.processor import (
-    GlobalStage,
-    Record,
-    StateError,
-    Topics,
-    decode_entry,
-    encode_entry,
-    home_partition,
-)
-from gatekeeper.shell.worker.records import Consumed
+from gatekeeper.shell.worker.records import Consumed, Record
+from gatekeeper.shell.worker.routing import Topics, home_partition
 from gatekeeper.shell.worker.side import SideStage
+from gatekeeper.shell.worker.state_entry import StateError, decode_entry, encode_entry
 
 _MARKS = msgspec.msgpack.Encoder()
 _MARKS_DECODER = msgspec.msgpack.Decoder(dict[str, tuple[int | None, bool]])

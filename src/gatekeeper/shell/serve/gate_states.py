@@ -17,7 +17,7 @@ from gatekeeper.core.board import Board
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.serve.promserve import ServeMetrics
 from gatekeeper.shell.serve.reader import TopicReader
-from gatekeeper.shell.worker.processor import StateError, decode_entry
+from gatekeeper.shell.worker.state_entry import StateError, decode_entry
 from gatekeeper.shell.worker.topics import changelog_topic
 
 

@@ -1,5 +1,5 @@
 """What stage 2 produces, as messages on explicit partitions: one gate's decisions and breach alert events, and
-dead letters. Shared by both gate engines (``processor.py``, ``faust_gate/state.py``), so they send the same
+dead letters. Shared by both gate engines (``gate_stage.py``, ``faust_gate/state.py``), so they send the same
 bytes and headers."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Outgoing:
 
 
 class Outputs(Protocol):
-    """Where a gate's verdicts go (``processor.Topics``)."""
+    """Where a gate's verdicts go (``routing.Topics``)."""
 
     @property
     def decisions(self) -> str: ...

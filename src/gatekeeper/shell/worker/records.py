@@ -1,9 +1,12 @@
-"""A consumed Kafka record as the worker's stages read it: aiokafka's ``ConsumerRecord`` or ``processor.Record``."""
+"""A consumed Kafka record as the worker's stages read it: aiokafka's ``ConsumerRecord`` or ``Record``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+from gatekeeper.shell.worker.outgoing import Headers
 
 
 class Consumed(Protocol):
@@ -21,3 +24,15 @@ class Consumed(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record built by hand (tests, tools)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()

@@ -57,9 +57,11 @@ from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
+from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.outgoing import Outgoing
-from gatekeeper.shell.worker.processor import Flush, Processor, Topics
+from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.routing import Topics
 from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import (
     MAX_STATE_BYTES,
@@ -126,7 +128,7 @@ class Runtime:
             pane_records=lambda q, offset: self._pane_values.pop((q, offset), None),
         )
         self.side_topics = SideTopics.of(settings, options.app_id)
-        self.processor.side = SideStage(plan, self.side_topics, self.processor)
+        self.processor.side = SideStage(plan, self.side_topics, self.processor.gates)
         # telemetry and side-input partitions: since when each is seen read to its end, when last reported idle
         self._at_end_since: dict[tuple[str, int], float] = {}
         self._idle_said: dict[tuple[str, int], float] = {}

@@ -43,14 +43,14 @@ from gatekeeper.shell.worker.records import Consumed
 
 
 class Out(Protocol):
-    """What a flush collects (``processor.Flush``)."""
+    """What a flush collects (``flush.Flush``)."""
 
     messages: list[Any]
     rejected: Counter[str]
 
 
 class Gates(Protocol):
-    """The processor's side of the hook: its gates, their states and its message builders."""
+    """Stage 2's side of the hook (``gate_stage.GateStage``): its gates, their states and its message builders."""
 
     def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Any: ...
     def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Any: ...

@@ -1,0 +1,224 @@
+"""Stage 1 of the worker (``core/aggregate.py``), per owned partition p of the telemetry topic (source
+``<topic>:<p>``): the poll's valid records of p, in p's order, are folded into p's source state; the partials it
+closes go to ``<app-id>-panes`` on their gate's home partition (``routing.Homes``, key ``region/tier``), followed
+by p's watermark to *every* partition of that topic (whenever it enters a new pane or its idleness changes), so
+every gate hears how far p has come even when p holds none of its records. Nothing is forwarded and no record
+needs re-keying. Invalid records go to the DLQ with their original key and bytes and ``gk.reason`` /
+``gk.message`` / ``gk.source`` headers. p's state, with the offset of the next record to fold, goes to
+``<app-id>-aggregate-changelog`` (partition p): whole under key ``<topic>:<p>``, and between two whole ones only
+what changed, under ``<topic>:<p>/<seq>`` (``stage_snapshot.SourceWriter``); the runtime seeks p to that offset
+when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gatekeeper.core import panes_batch, regression, stage_snapshot
+from gatekeeper.core import partials as contract
+from gatekeeper.core.aggregate import Aggregator, SourceState
+from gatekeeper.core.cross_region import copy_mask
+from gatekeeper.core.otlp import SpanBatch
+from gatekeeper.core.partials import Partial, Watermark
+from gatekeeper.core.plan import Plan
+from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
+from gatekeeper.shell.worker.flush import Flush
+from gatekeeper.shell.worker.outgoing import Outgoing
+from gatekeeper.shell.worker.records import Consumed
+from gatekeeper.shell.worker.routing import Homes, Topics
+from gatekeeper.shell.worker.state_entry import Lookup, StateError, Warn, decode_entry, encode_entry
+
+
+@dataclass(slots=True)
+class _Source:
+    state: SourceState
+    next_offset: int
+    published: tuple[int | None, bool] | None = None  # (pane of the watermark, idle) last sent
+    writer: stage_snapshot.SourceWriter = field(default_factory=stage_snapshot.SourceWriter)
+
+
+class PartitionStage:
+    """Stage 1 for the owned telemetry partitions; ``entries``: the restored stage-1 table entries."""
+
+    def __init__(self, plan: Plan, topics: Topics, homes: Homes, entries: Lookup, warn: Warn) -> None:
+        self.topics, self._homes, self._entries, self._warn = topics, homes, entries, warn
+        self.version = plan.plan_version
+        ev = plan.evaluation
+        self._pane = ev.pane
+        layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
+        self.decoder = TelemetryDecoder(layout.gates, None, layout.baselines, layout.cross)
+        self._max_future_skew = ev.max_future_skew
+        self.aggregator = Aggregator(layout.keys, ev.pane, ev.lateness, layout.fan())
+        self._sources: dict[int, _Source] = {}
+        self._dirty: set[int] = set()
+
+    def open_panes(self) -> int:
+        """How many (gate, pane) partials stage 1 holds open over the owned partitions (its memory)."""
+        return sum(len(source.state.panes) for source in self._sources.values())
+
+    def not_after(self, now_ms: int) -> int:
+        """The newest event time accepted when the wall clock reads ``now_ms``."""
+        return now_ms + self._max_future_skew
+
+    def resume(self, partition: int) -> int | None:
+        """Restore telemetry partition ``partition``'s stage-1 state; the offset to read it from (None: from
+        the committed offset, there being no state)."""
+        source = self._source(partition)
+        return source.next_offset if source.next_offset >= 0 else None
+
+    def resumed(self, partitions: Iterable[int]) -> Flush:
+        """Telemetry partitions just gained: report each as not idle, at its restored watermark, before anything
+        else is read from them. Otherwise a partition that was idle before the move would stay excluded while the
+        first of the others to report closes panes ahead of it."""
+        out = Flush()
+        for p in sorted(set(partitions)):
+            source = self._source(p)
+            source.published = None
+            self._publish(p, source, False, out)
+        return out
+
+    def checkpoint(self) -> dict[int, tuple[bytes, bytes]]:
+        """The changelog (key, value) of each partition's state changed since the last checkpoint."""
+        out = {p: self._source_entry(p, self._sources[p]) for p in sorted(self._dirty & set(self._sources))}
+        self._dirty.clear()
+        return out
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Forget the stage-1 state of ``partitions`` (their next owner restores it from the table)."""
+        for p in set(partitions) & set(self._sources):
+            del self._sources[p]
+
+    def mark_idle(self, partitions: Iterable[int], *, again: bool = False) -> Flush:
+        """Telemetry partitions read to their end and silent for ``idle_after``: seal their open panes (emit them
+        now: a record for one of them that comes later is late) and say so to every gate, once."""
+        out = Flush()
+        for p in partitions:
+            source = self._source(p)
+            if source.published is not None and source.published[1]:
+                if again:  # a gate may have stopped counting it idle (another partition woke up): say it again
+                    source.published = None
+                    self._publish(p, source, True, out)
+                continue
+            source.state, partials = self.aggregator.seal(source.state, max(0, source.next_offset))
+            self._send(partials, out)
+            self._publish(p, source, True, out)
+            if source.state.newest is not None and source.next_offset >= 0:
+                self._dirty.add(p)
+        return out
+
+    def fold(
+        self,
+        runs: Sequence[tuple[str, int, Sequence[Consumed]]],
+        now_ms: int | None,
+        decoded: EventBatch | None,
+        out: Flush,
+    ) -> None:
+        """A poll's telemetry runs (``decoded``: their values decoded already, in run order)."""
+        records = [r for _t, _p, run in runs for r in run]
+        batch = decoded
+        if batch is None:
+            if now_ms is not None:
+                self.decoder.not_after_ms = self.not_after(now_ms)
+            batch = self.decoder.decode([r.value or b"" for r in records], first_position=0)
+        sizes = [len(run) for _t, _p, run in runs]
+        partition = np.repeat(np.asarray([p for _t, p, _r in runs], dtype=np.int64), sizes)
+        offset = np.fromiter((r.offset for r in records), np.int64, len(records))
+        first = {p: self._source(p).next_offset for p in set(partition.tolist())}
+        fresh = offset >= np.asarray([first[p] for p in partition.tolist()], dtype=np.int64)
+        out.skipped += int(fresh.size - fresh.sum())
+        ok = np.ones(len(records), dtype=np.bool_)
+        for rej in batch.rejections:
+            ok[rej.position] = False
+            if fresh[rej.position]:
+                out.messages.append(self.topics.rejected(records[rej.position], rej.code, rej.message))
+                out.rejected[rej.code] += 1
+        # The record of each event: one event per valid record, or (OTLP trace batches) many per record.
+        record_of = batch.record if isinstance(batch, SpanBatch) else np.flatnonzero(ok)
+        copied = copy_mask(batch.key, self.aggregator.copies) if batch.copies else np.zeros(len(batch), np.bool_)
+        if batch.copies:  # a cross-region copy is of the record before it (core/cross_region.py)
+            record_of = record_of[np.cumsum(~copied) - 1]
+        valid_partition, valid_fresh = partition[record_of], fresh[record_of]
+        folded = list(dict.fromkeys(partition.tolist()))
+        for p in folded:
+            source = self._source(p)
+            rows = np.flatnonzero((valid_partition == p) & valid_fresh)
+            copies = int(copied[rows].sum())
+            part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows], [], copies)
+            late_before = source.state.late
+            reached = max(source.next_offset, int(offset[partition == p].max()) + 1)
+            source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
+            out.applied += int(rows.size) - copies
+            out.late += source.state.late - late_before
+            self._send(partials, out)
+            source.next_offset = max(source.next_offset, int(offset[partition == p].max()) + 1)
+            self._dirty.add(p)
+        # Every partial of the poll before any of its watermarks: a partition that wakes up from idleness in
+        # this poll then has its partials in before another partition's watermark can close their panes.
+        for p in folded:
+            self._publish(p, self._sources[p], False, out)
+
+    def _send(self, partials: list[Partial], out: Flush) -> None:
+        """The partials (of one source) as one batch message per panes partition their gates are homed on, keyed
+        by the source (core/panes_batch.py; edge publishers send the one-partial JSON message instead)."""
+        out.partials += len(partials)
+        by_home: dict[tuple[str, int], list[Partial]] = {}
+        homes = self._homes
+        for partial in partials:
+            by_home.setdefault((partial.source, homes.home[homes.index[partial.gate]]), []).append(partial)
+        for (source, q), group in by_home.items():
+            out.messages += [Outgoing(self.topics.panes, q, source.encode(), v) for v in panes_batch.encode(group)]
+
+    def _publish(self, p: int, source: _Source, idle: bool, out: Flush) -> None:
+        """Send p's watermark to every partition of the panes topic when it entered a new pane or its idleness
+        changed (stage 2 only acts on pane boundaries; fewer messages)."""
+        newest = source.state.newest
+        watermark = None if newest is None else newest - self.aggregator.lateness
+        published = (None if watermark is None else watermark // self._pane, idle)
+        if published == source.published:
+            return
+        source.published = published
+        value = contract.encode(Watermark(source=self.topics.source_id(p), watermark=watermark, idle=idle))
+        key = self.topics.source_id(p).encode()
+        out.messages += [Outgoing(self.topics.panes, q, key, value) for q in range(self.topics.partitions)]
+
+    def _source(self, p: int) -> _Source:
+        source = self._sources.get(p)
+        if source is not None:
+            return source
+        source = _Source(self.aggregator.start(self.topics.source_id(p)), -1)
+        key = self.topics.source_id(p).encode()
+        raw = self._entries(key)
+        if raw is not None:
+            version, snap = decode_entry(raw)
+            if version == self.version:
+
+                def change(seq: int) -> bytes | None:
+                    entry = self._entries(_change_key(key, seq))
+                    return None if entry is None or (found := decode_entry(entry))[0] != version else found[1]
+
+                try:
+                    state, next_offset, epoch = stage_snapshot.load_source_chain(snap, change)
+                except ValueError as exc:
+                    raise StateError(f"telemetry partition {p}: {exc}") from None
+                source = _Source(state, next_offset, writer=stage_snapshot.SourceWriter(epoch))
+            elif self._warn is not None:
+                self._warn(
+                    f"telemetry partition {p}: stored stage-1 state is from plan version {version}, this is "
+                    f"{self.version}; it starts afresh from the committed offset"
+                )
+        self._sources[p] = source
+        return source
+
+    def _source_entry(self, p: int, source: _Source) -> tuple[bytes, bytes]:
+        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or what changed."""
+        seq, raw = source.writer.write(source.state, source.next_offset)
+        key = self.topics.source_id(p).encode()
+        return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
+
+
+def _change_key(key: bytes, seq: int) -> bytes:
+    """The changelog key of a stage-1 change (``<topic>:<p>/<seq>``; the whole state is under ``<topic>:<p>``)."""
+    return b"%s/%d" % (key, seq)
