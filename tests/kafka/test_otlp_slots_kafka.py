@@ -9,24 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_cross_region_e2e as cross_region
+import test_regression_e2e as regression
 import worker_harness as h
 
 from otlp_batches import batches
-from plans_for_tests import no_regression_criteria, small_plan, small_tier
 
 pytestmark = pytest.mark.kafka
 
-REGRESSION = small_plan("otlp-regression", "1.0", [small_tier("canary", 5, more_criteria=no_regression_criteria())])
-REGRESSION_STREAMS = [
-    h.Traffic("us-east", "canary", 0.03, version="2.0"),
-    h.Traffic("us-east", "baseline", version="1.0"),
-    h.Traffic("eu-west", "canary", version="2.0"),
-    h.Traffic("eu-west", "baseline", version="1.0"),
-]
-CROSS = {"kind": "latency", "quantile": 0.99, "pass_below_ms": 200, "fail_above_ms": 200,
-         "requests": "cross_region", "min_requests_to_fail": 30, "min_requests": 100}  # fmt: skip
-CROSS_REGION = small_plan("otlp-cross-region", "1.0", [small_tier("canary", 5, more_criteria=[CROSS])])
-CROSS_STREAMS = [h.Traffic("us-east", "canary", away=0.2), h.Traffic("eu-west", "canary", away=0.0)]
+# the scenarios of the contract-v1 broker tests (test_regression_e2e.py, test_cross_region_e2e.py)
+REGRESSION, REGRESSION_STREAMS = regression.PLAN, regression.STREAMS
+CROSS_REGION, CROSS_STREAMS = cross_region.PLAN, cross_region.STREAMS
 
 
 def decide_on_batches(
