@@ -4,7 +4,9 @@ so that a test can compare what gatekeeper decides on the batches with what it d
 Each line becomes one SERVER span ending at its ``ts`` and lasting its ``latency_ms``, in a resource with
 ``cloud.region`` and ``rollout.tier``; a 5xx is ``http.response.status_code`` (and, every other one, span status
 ERROR too, so both ways of saying "error" are exercised). ``client_spans`` adds that many CLIENT spans per batch
-(to be ignored). Batches hold ``per_batch`` consecutive lines, grouped by resource in order of first appearance,
+(to be ignored). A record's ``version`` is its resource's ``service.version``, its ``client_region`` its span's
+``client.region``; ``tierless``: records of that tier get no ``rollout.tier`` (baseline fleets often have none).
+Batches hold ``per_batch`` consecutive lines, grouped by resource in order of first appearance,
 so each gate's spans keep their order.
 """
 
@@ -43,27 +45,31 @@ def span_of(record: dict[str, object], n: int) -> Span:
         end_time_unix_nano=end,
         attributes=[attribute("http.request.method", "POST"), attribute("http.response.status_code", code)],
     )
+    if "client_region" in record:
+        span.attributes.append(attribute("client.region", str(record["client_region"])))
     if code >= 500 and n % 2:
         span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="upstream failed"))
     return span
 
 
-def request_of(lines: list[bytes], first: int = 0, client_spans: int = 0) -> ExportTraceServiceRequest:
+def request_of(
+    lines: list[bytes], first: int = 0, client_spans: int = 0, tierless: str | None = None
+) -> ExportTraceServiceRequest:
     """One ExportTraceServiceRequest holding the spans of ``lines`` (numbered from ``first``)."""
     request = ExportTraceServiceRequest()
-    by_resource: dict[tuple[str, str], ResourceSpans] = {}
+    by_resource: dict[tuple[str, str, str | None], ResourceSpans] = {}
     for i, line in enumerate(lines):
         record = json.loads(line)
-        resource = (str(record["region"]), str(record["tier"]))
+        resource = (str(record["region"]), str(record["tier"]), record.get("version"))
         if resource not in by_resource:
             rs = request.resource_spans.add()
             rs.resource.attributes.extend(
-                [
-                    attribute("service.name", "learner-analyzer"),
-                    attribute("cloud.region", resource[0]),
-                    attribute("rollout.tier", resource[1]),
-                ]
+                [attribute("service.name", "learner-analyzer"), attribute("cloud.region", resource[0])]
             )
+            if resource[1] != tierless:
+                rs.resource.attributes.append(attribute("rollout.tier", resource[1]))
+            if resource[2] is not None:
+                rs.resource.attributes.append(attribute("service.version", str(resource[2])))
             rs.scope_spans.add().scope.name = "opentelemetry.instrumentation.flask"
             by_resource[resource] = rs
         by_resource[resource].scope_spans[0].spans.append(span_of(record, first + i))
@@ -98,10 +104,13 @@ def encode(request: ExportTraceServiceRequest, encoding: Encoding) -> bytes:
     return request.SerializeToString() if encoding == "proto" else otlp_json(request)
 
 
-def batches(lines: list[bytes], per_batch: int, encoding: Encoding, client_spans: int = 0) -> list[bytes]:
+def batches(
+    lines: list[bytes], per_batch: int, encoding: Encoding, client_spans: int = 0, tierless: str | None = None
+) -> list[bytes]:
     """``lines`` as encoded trace batches of ``per_batch`` spans each (the last one may hold fewer)."""
     return [
-        encode(request_of(lines[i : i + per_batch], i, client_spans), encoding) for i in range(0, len(lines), per_batch)
+        encode(request_of(lines[i : i + per_batch], i, client_spans, tierless), encoding)
+        for i in range(0, len(lines), per_batch)
     ]
 
 

@@ -7,10 +7,20 @@ Each SERVER span is one request:
 - region: the attribute ``cloud.region`` (``OtlpMapping.region_attribute``), tier: ``rollout.tier``
   (``OtlpMapping.tier_attribute``), each looked up on the span first, then on its resource, and translated
   through ``OtlpMapping.regions`` / ``tiers`` when the value is listed there (e.g. ``us-east-1 -> us-east``, or
-  ``service.version`` values -> tiers).
+  ``service.version`` values -> tiers);
+- version: the resource attribute ``service.version`` (``OtlpMapping.version_attribute``), the telemetry
+  ``version``: a span whose region and version are a ``no_regression`` criterion's ``baseline_version`` there is
+  baseline evidence (core/regression.py), whatever its tier, and needs no tier attribute (baseline fleets often
+  carry none);
+- client region (opt-in, ``OtlpMapping.client_region_attribute``, off by default: OpenTelemetry has no stable
+  convention for it, and ``cloud.region`` names the server's region): looked up on the span, then on its
+  resource, translated through ``OtlpMapping.regions``; a span whose client region differs from its region is
+  also cross-region evidence of its gate (core/cross_region.py). A value that is not a string of 1..64
+  characters makes the span unused (``invalid_client_region``), as contract v1 rejects such a record.
 
 Spans that are not used are counted by reason in ``SpanBatch.ignored`` and never reject their batch: other kinds
-(``not_server``), server spans without a region or tier (``no_region``, ``no_tier``, e.g. other services in the
+(``not_server``), server spans without a region or tier (``no_region``, ``no_tier``: a tierless span that is not
+baseline evidence, e.g. other services in the
 same Collector pipeline), with a region/tier the plan does not gate (``unknown_region``, ``unknown_tier``,
 ``unknown_gate``), with a negative or over-a-day duration (``invalid_duration``) or an event time outside
 2000..2100 or beyond the rejection clock (``invalid_time``). A record that is not a trace batch at all
@@ -26,7 +36,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -34,13 +44,23 @@ import numpy.typing as npt
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gatekeeper.core.telemetry import EPOCH_MAX_S, EPOCH_MIN_S, MAX_LATENCY_MS, EventBatch, Rejection, TelemetryDecoder
+from gatekeeper.core.cross_region import copy_mask
+from gatekeeper.core.telemetry import (
+    EPOCH_MAX_S,
+    EPOCH_MIN_S,
+    MAX_LATENCY_MS,
+    EventBatch,
+    Rejection,
+    TelemetryDecoder,
+    with_copies,
+)
 
 SPAN_KIND_SERVER = 2
 STATUS_CODE_ERROR = 2
 STATUS_KEYS = ("http.response.status_code", "http.status_code")
 MALFORMED = "otlp:malformed"
 _NS_PER_MS = 1_000_000
+MAX_LABEL = 64  # a label's longest (core/telemetry.py ``Label``)
 _JSON_KINDS = {2: 2, "2": 2, "SPAN_KIND_SERVER": 2}
 _JSON_ERRORS = {2: True, "2": True, "STATUS_CODE_ERROR": True}
 
@@ -53,6 +73,8 @@ class OtlpMapping:
     tier_attribute: str = "rollout.tier"
     regions: Mapping[str, str] = field(default_factory=dict)  # attribute value -> plan region (others as they are)
     tiers: Mapping[str, str] = field(default_factory=dict)  # attribute value -> plan tier (others as they are)
+    version_attribute: str = "service.version"  # the resource's version: baseline evidence when it is the baseline
+    client_region_attribute: str | None = None  # opt-in: no stable OpenTelemetry convention names the client's region
 
 
 @dataclass(slots=True)
@@ -126,7 +148,9 @@ class _Columns:
     start: list[int] = field(default_factory=list)
     end: list[int] = field(default_factory=list)
     error: list[bool] = field(default_factory=list)
-    runs: list[tuple[str, str, int, int]] = field(default_factory=list)  # region, tier, record, spans: a resource
+    runs: list[tuple[str, str, str | None, int, int]] = field(default_factory=list)  # region, tier ("" none),
+    # version, record, spans: a resource
+    client: list[str | None] = field(default_factory=list)  # per span, only with a client-region attribute
 
 
 class OtlpDecoder(TelemetryDecoder):
@@ -135,10 +159,17 @@ class OtlpDecoder(TelemetryDecoder):
     ``SpanBatch``), so the worker's decoding and replay use either."""
 
     def __init__(
-        self, gates: list[tuple[str, str]], mapping: OtlpMapping | None = None, not_after_ms: int | None = None
+        self,
+        gates: list[tuple[str, str]],
+        mapping: OtlpMapping | None = None,
+        not_after_ms: int | None = None,
+        baselines: Mapping[tuple[str, str], int] | None = None,
+        cross: Mapping[int, int] | None = None,
     ) -> None:
-        super().__init__(gates, not_after_ms)
+        """``baselines`` and ``cross``: the plan's baseline and cross-region slots, as ``TelemetryDecoder``."""
+        super().__init__(gates, not_after_ms, baselines, cross)
         self.mapping = mapping or OtlpMapping()
+        self._copy_slots = frozenset(self._cross.values())
 
     def decode(
         self, records: list[bytes], first_position: int = 1, positions: Sequence[int] | None = None
@@ -171,9 +202,15 @@ class OtlpDecoder(TelemetryDecoder):
         v1 = super().decode([records[i] for i in plain], positions=[positions[i] for i in plain])
         rejected = {r.position for r in v1.rejections}
         used = np.asarray([i for i in plain if positions[i] not in rejected], dtype=np.int64)
-        merged = _merge(spans, v1, used)
+        merged = _merge(spans, v1, used, self._copy_slots)
         merged.rejections = sorted([*rejections, *v1.rejections], key=lambda r: r.position)
         return merged
+
+    def _labels(self, values: list[str | None]) -> tuple[str | None, str | None, str | None, bool]:
+        """Region, tier, version of a resource and whether its server spans are used: with a region and a tier,
+        or (baseline fleets often have no tier attribute) a version when the plan compares with baselines."""
+        region, tier, version = values[0], values[1], values[2]
+        return region, tier, version, bool(region and (tier or (version and self._baselines)))
 
     def _proto_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = ExportTraceServiceRequest.FromString(raw)
@@ -181,35 +218,41 @@ class OtlpDecoder(TelemetryDecoder):
         # status-code attributes >= 500 are found in the bytes instead, and mapped to their spans only in a
         # batch that has one at all.
         five_xx = _five_xx_spans(raw)
-        region_key, tier_key = self.mapping.region_attribute, self.mapping.tier_attribute
+        m = self.mapping
+        keys = (m.region_attribute, m.tier_attribute, m.version_attribute, m.client_region_attribute or "")
+        client_key = m.client_region_attribute
         starts, ends, errors = cols.start.append, cols.end.append, cols.error.append
         n = -1  # index of the span among all spans of the batch, in wire order
         for resource_spans in request.resource_spans:
-            region, tier = _resource_labels(resource_spans.resource.attributes, region_key, tier_key)
-            labelled = bool(region and tier)
+            values = _resource_labels(resource_spans.resource.attributes, keys)
+            region, tier, version, labelled = self._labels(values)
             used = other = 0
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
                     n += 1
                     if span.kind != SPAN_KIND_SERVER:
                         other += 1
-                    elif labelled:
+                    elif not labelled:
+                        used -= 1  # counted as unlabelled below
+                    elif client_key and not _client(cols, ignored, _span_label(span.attributes, client_key, values[3])):
+                        continue
+                    else:
                         starts(span.start_time_unix_nano)
                         ends(span.end_time_unix_nano)
                         errors(span.status.code == STATUS_CODE_ERROR or n in five_xx)
                         used += 1
-                    else:
-                        used -= 1  # counted as unlabelled below
-            self._run(cols, ignored, index, region, tier, used, other)
+            self._run(cols, ignored, index, (region, tier, version), used, other)
 
     def _json_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = _JSON_REQUEST.decode(raw)
         scan = _JSON_5XX.search(raw) is not None  # else no span can be a 5xx: skip reading attributes
-        region_key, tier_key = self.mapping.region_attribute, self.mapping.tier_attribute
+        m = self.mapping
+        keys = (m.region_attribute, m.tier_attribute, m.version_attribute, m.client_region_attribute or "")
+        client_key = m.client_region_attribute
         for resource_spans in request.resourceSpans:
             attributes = resource_spans.resource.attributes if resource_spans.resource else []
-            region, tier = _text_attributes(attributes, region_key, tier_key)
-            labelled = bool(region and tier)
+            values = _text_attributes(attributes, keys)
+            region, tier, version, labelled = self._labels(values)
             used = other = 0
             for scope in resource_spans.scopeSpans:
                 for span in scope.spans:
@@ -218,6 +261,8 @@ class OtlpDecoder(TelemetryDecoder):
                         continue
                     if not labelled:
                         used -= 1
+                        continue
+                    if client_key and not _client(cols, ignored, _text_label(span.attributes, client_key, values[3])):
                         continue
                     error = span.status is not None and _JSON_ERRORS.get(span.status.code, False)
                     if not error and scan:
@@ -229,28 +274,39 @@ class OtlpDecoder(TelemetryDecoder):
                     cols.end.append(span.endTimeUnixNano)
                     cols.error.append(error)
                     used += 1
-            self._run(cols, ignored, index, region, tier, used, other)
+            self._run(cols, ignored, index, (region, tier, version), used, other)
 
     @staticmethod
     def _run(
-        cols: _Columns, ignored: Counter[str], index: int, region: str | None, tier: str | None, used: int, other: int
+        cols: _Columns,
+        ignored: Counter[str],
+        index: int,
+        labels: tuple[str | None, str | None, str | None],
+        used: int,
+        other: int,
     ) -> None:
         """Close one resource's spans: ``used`` labelled server spans (negative: that many unlabelled ones)."""
+        region, tier, version = labels
         if other:
             ignored["not_server"] += other
         if used < 0:
             ignored["no_region" if not region else "no_tier"] += -used
-        elif used and region and tier:
-            cols.runs.append((region, tier, index, used))
+        elif used and region:
+            cols.runs.append((region, tier or "", version, index, used))
 
     def _span_columns(self, cols: _Columns, ignored: Counter[str]) -> SpanBatch:
         """Columns of the labelled server spans; those the plan does not gate or with impossible times are
         counted in ``ignored``."""
         regions = [self.mapping.regions.get(run[0], run[0]) for run in cols.runs]
         tiers = [self.mapping.tiers.get(run[1], run[1]) for run in cols.runs]
-        sizes = np.asarray([run[3] for run in cols.runs], dtype=np.int64)
+        sizes = np.asarray([run[4] for run in cols.runs], dtype=np.int64)
         run_of = np.repeat(np.arange(len(cols.runs)), sizes)
-        keys = self._keys_of(regions, tiers)[run_of]
+        run_keys = self._keys_of(regions, tiers)
+        if self._baselines:  # a baseline version's spans are its region's baseline evidence, whatever their tier
+            for i, (_region, _tier, version, _record, _size) in enumerate(cols.runs):
+                slot = self._baselines.get((regions[i], version)) if version is not None else None
+                run_keys[i] = run_keys[i] if slot is None else slot
+        keys = run_keys[run_of]
         start = np.asarray(cols.start, dtype=np.int64)
         end = np.asarray(cols.end, dtype=np.int64)
         latency_ms = (end - start) / _NS_PER_MS
@@ -263,8 +319,8 @@ class OtlpDecoder(TelemetryDecoder):
             for i in np.flatnonzero(~ok).tolist():
                 run = int(run_of[i])
                 ignored[self._why(regions[run], tiers[run], int(keys[i]), bool(good_duration[i]))] += 1
-        record = np.repeat(np.asarray([run[2] for run in cols.runs], dtype=np.int64), sizes)[ok]
-        return SpanBatch(
+        record = np.repeat(np.asarray([run[3] for run in cols.runs], dtype=np.int64), sizes)[ok]
+        batch = SpanBatch(
             ts_ms=ts_ms[ok],
             key=keys[ok],
             latency_ms=latency_ms[ok],
@@ -273,8 +329,17 @@ class OtlpDecoder(TelemetryDecoder):
             span=_ranks(record),
             ignored=ignored,
         )
+        if not (self._cross and cols.client):
+            return batch
+        # A cross-region span gets a copy keyed to its gate's slot; ``record`` and ``span`` stay one per span.
+        clients = [c if c is None else self.mapping.regions.get(c, c) for c in cols.client]
+        away = np.fromiter((c is not None and c != regions[r] for c, r in zip(clients, run_of.tolist(), strict=True)),
+                           np.bool_, len(clients))  # fmt: skip
+        return cast("SpanBatch", with_copies(batch, away[ok], self._cross))  # ``replace``: the same class
 
     def _why(self, region: str, tier: str, key: int, good_duration: bool) -> str:
+        if key < 0 and not tier:
+            return "no_tier" if region in self._region_code else "unknown_region"
         if key < 0:
             if region not in self._region_code:
                 return "unknown_region"
@@ -286,25 +351,54 @@ class OtlpDecoder(TelemetryDecoder):
         return self.decode(block.split(b"\n"), first_position)
 
 
-def _text_attributes(attributes: Iterable[_KeyValue], region_key: str, tier_key: str) -> tuple[str | None, str | None]:
-    region = tier = None
+def _text_attributes(attributes: Iterable[_KeyValue], keys: Sequence[str]) -> list[str | None]:
+    """String values of the attributes named ``keys`` (None: absent or not a string) of an OTLP/JSON resource."""
+    out: list[str | None] = [None] * len(keys)
     for kv in attributes:
-        if kv.value is not None and kv.key == region_key:
-            region = kv.value.stringValue
-        elif kv.value is not None and kv.key == tier_key:
-            tier = kv.value.stringValue
-    return region, tier
+        if kv.value is not None and kv.key in keys:
+            out[keys.index(kv.key)] = kv.value.stringValue
+    return out
 
 
-def _resource_labels(attributes: Iterable[Any], region_key: str, tier_key: str) -> tuple[str | None, str | None]:
-    """Region and tier attribute values of a protobuf resource."""
-    region = tier = None
+def _resource_labels(attributes: Iterable[Any], keys: Sequence[str]) -> list[str | None]:
+    """String values of the attributes named ``keys`` (None: absent or not a string) of a protobuf resource."""
+    out: list[str | None] = [None] * len(keys)
     for kv in attributes:
-        if kv.key == region_key:
-            region = kv.value.string_value
-        elif kv.key == tier_key:
-            tier = kv.value.string_value
-    return region, tier
+        if kv.key in keys:
+            out[keys.index(kv.key)] = kv.value.string_value if kv.value.HasField("string_value") else None
+    return out
+
+
+_ABSENT = object()  # no client-region attribute on the span or its resource
+_INVALID = object()  # one that is not a string
+
+
+def _span_label(attributes: Iterable[Any], key: str, resource: str | None) -> object:
+    """A protobuf span's ``key`` attribute: its string, ``_INVALID`` when not a string, else the resource's."""
+    for kv in attributes:
+        if kv.key == key:
+            return kv.value.string_value if kv.value.HasField("string_value") else _INVALID
+    return _ABSENT if resource is None else resource
+
+
+def _text_label(attributes: Iterable[_KeyValue], key: str, resource: str | None) -> object:
+    """An OTLP/JSON span's ``key`` attribute, as ``_span_label``."""
+    for kv in attributes:
+        if kv.key == key:
+            return kv.value.stringValue if kv.value is not None and kv.value.stringValue is not None else _INVALID
+    return _ABSENT if resource is None else resource
+
+
+def _client(cols: _Columns, ignored: Counter[str], value: object) -> bool:
+    """Record a used span's client region; False (the span is not used) when the value is not a label."""
+    if value is _ABSENT:
+        cols.client.append(None)
+        return True
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL:
+        ignored["invalid_client_region"] += 1
+        return False
+    cols.client.append(value)
+    return True
 
 
 # A KeyValue on the wire: field 1 (key, tag 0x0a) with its length, then field 2 (value, tag 0x12) holding an
@@ -371,8 +465,8 @@ def _span_starts(raw: bytes) -> list[int]:
 
 def _truncate(cols: _Columns, start: int, record: int) -> None:
     """Drop the spans of a record that turned out to be malformed half-way (a batch is used whole or not)."""
-    del cols.start[start:], cols.end[start:], cols.error[start:]
-    while cols.runs and cols.runs[-1][2] == record:
+    del cols.start[start:], cols.end[start:], cols.error[start:], cols.client[start:]
+    while cols.runs and cols.runs[-1][3] == record:
         cols.runs.pop()
 
 
@@ -385,19 +479,34 @@ def _ranks(record: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return np.arange(record.size, dtype=np.int64) - first
 
 
-def _merge(spans: SpanBatch, v1: EventBatch, v1_records: npt.NDArray[np.int64]) -> SpanBatch:
-    """Span events and contract-v1 events in record order (each v1 record is one event of rank 0)."""
+def _merge(spans: SpanBatch, v1: EventBatch, v1_records: npt.NDArray[np.int64], slots: frozenset[int]) -> SpanBatch:
+    """Span events and contract-v1 events in record order (each v1 record is one event of rank 0); a
+    cross-region copy stays right after its event, and ``record`` / ``span`` stay one per event (no copies)."""
+    rank = np.concatenate((spans.span, np.zeros(len(v1_records), np.int64)))
     record = np.concatenate((spans.record, v1_records))
+    if spans.copies or v1.copies:  # the copies' rows take their events' record and rank, to sort with them
+        at = np.concatenate((_event_of(spans.key, slots), len(spans.record) + _event_of(v1.key, slots)))
+        record, rank = record[at], rank[at]
     order = np.argsort(record, kind="stable")
+    key = np.concatenate((spans.key, v1.key))[order]
+    event = ~copy_mask(key, slots) if spans.copies or v1.copies else slice(None)
     return SpanBatch(
         ts_ms=np.concatenate((spans.ts_ms, v1.ts_ms))[order],
-        key=np.concatenate((spans.key, v1.key))[order],
+        key=key,
         latency_ms=np.concatenate((spans.latency_ms, v1.latency_ms))[order],
         error=np.concatenate((spans.error, v1.error))[order],
-        record=record[order],
-        span=np.concatenate((spans.span, np.zeros(len(v1), np.int64)))[order],
+        copies=spans.copies + v1.copies,
+        record=record[order][event],
+        span=rank[order][event],
         ignored=spans.ignored,
     )
+
+
+def _event_of(key: npt.NDArray[np.int64], slots: frozenset[int]) -> npt.NDArray[np.int64]:
+    """Per row, the index of its event among the rows that are not copies (a copy follows its event)."""
+    if not slots:
+        return np.arange(key.size, dtype=np.int64)
+    return np.cumsum(~copy_mask(key, slots)) - 1
 
 
 def frames(data: bytes) -> Iterator[bytes]:

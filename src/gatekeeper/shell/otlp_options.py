@@ -1,5 +1,5 @@
-"""Flags (and GATEKEEPER_OTLP_* variables) that say where OTLP spans' region and tier come from, shared by
-``gatekeeper replay`` and ``gatekeeper worker``."""
+"""Flags (and GATEKEEPER_OTLP_* variables) that say where OTLP spans' region, tier, version and client region
+come from, shared by ``gatekeeper replay`` and ``gatekeeper worker``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ _FLAGS = {  # dest -> environment variable
     "otlp_tier_attribute": "GATEKEEPER_OTLP_TIER_ATTRIBUTE",
     "otlp_region_map": "GATEKEEPER_OTLP_REGION_MAP",
     "otlp_tier_map": "GATEKEEPER_OTLP_TIER_MAP",
+    "otlp_version_attribute": "GATEKEEPER_OTLP_VERSION_ATTRIBUTE",
+    "otlp_client_region_attribute": "GATEKEEPER_OTLP_CLIENT_REGION_ATTRIBUTE",
 }
 
 
@@ -30,6 +32,16 @@ def add_otlp_arguments(parser: argparse.ArgumentParser) -> None:
         "--otlp-region-map", help="attribute values to plan regions, e.g. us-east-1=us-east,eu-west-1=eu-west"
     )
     group.add_argument("--otlp-tier-map", help="attribute values to plan tiers, e.g. 2.4.0-canary=canary")
+    group.add_argument(
+        "--otlp-version-attribute",
+        help="resource attribute naming the version, compared with no_regression's baseline_version "
+        "(default service.version)",
+    )
+    group.add_argument(
+        "--otlp-client-region-attribute",
+        help="span (else resource) attribute naming the client's region, for cross-region latency; values "
+        "translated by --otlp-region-map (default: none, no span is cross-region)",
+    )
 
 
 def parse_map(text: str, flag: str) -> dict[str, str]:
@@ -57,4 +69,6 @@ def otlp_mapping(args: argparse.Namespace, environ: dict[str, str] | None = None
         tier_attribute=values["otlp_tier_attribute"] or base.tier_attribute,
         regions=parse_map(values["otlp_region_map"] or "", "--otlp-region-map"),
         tiers=parse_map(values["otlp_tier_map"] or "", "--otlp-tier-map"),
+        version_attribute=values["otlp_version_attribute"] or base.version_attribute,
+        client_region_attribute=values["otlp_client_region_attribute"] or None,
     )

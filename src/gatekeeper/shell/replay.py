@@ -173,7 +173,7 @@ def replay(
     engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     if input_format != "json":
-        decoder = OtlpDecoder(engine.keys, mapping, decoder.not_after_ms)
+        decoder = OtlpDecoder(engine.keys, mapping, decoder.not_after_ms, engine.layout.baselines, engine.layout.cross)
     summary = ReplaySummary(unit="batches" if input_format == "otlp-proto" else "lines")
     reject_writer = _RejectWriter(rejects)
     if side:

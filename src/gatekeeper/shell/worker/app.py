@@ -46,7 +46,9 @@ def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log:
     """Run until SIGTERM / SIGINT (exit 0) or a failure (exit 1)."""
     log_client_errors(options.log_level)
     pipeline = Pipeline(plan)
-    telemetry = OtlpDecoder(pipeline.keys, options.otlp) if options.telemetry_format == "otlp" else pipeline.decoder()
+    telemetry = pipeline.decoder()
+    if options.telemetry_format == "otlp":
+        telemetry = OtlpDecoder(pipeline.keys, options.otlp, None, pipeline.layout.baselines, pipeline.layout.cross)
     decoder = decoding(telemetry, options.jobs)  # forks now, before any client or loop exists
     try:
         return asyncio.run(_serve(plan, settings, options, log, decoder))
