@@ -13,8 +13,9 @@ a live worker checkpoints every 2 s, and on thin input a pane gains a few record
 Format 4 writes those gains as columns (gates, starts as differences from the first, sums, buckets, counts), which
 deflate ~15 % shorter than one array per pane (docs/benchmarks.md). Format 3 changes are still read.
 Format 1 and 2 records (absolute buckets, not deflated; panes always whole) are still read. Gate inboxes are
-deflated too (their dense window sketches are mostly zeros); inboxes written before that (msgpack as it is) are
-still read.
+deflated too (their dense window sketches are mostly zeros), with a preset dictionary (core/inbox_dictionary.py:
+~70 % shorter on thin input, where an inbox is a few hundred bytes mostly of field and source names); inboxes
+deflated without one, and those written before deflating (msgpack as it is), are still read.
 Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
 ``breach_watch.dump`` does. The partials it holds (buffered for open panes, and those merged into recently
 closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
@@ -33,7 +34,7 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 
-from gatekeeper.core import breach_watch, panes_batch, snapshot
+from gatekeeper.core import breach_watch, inbox_dictionary, panes_batch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
 from gatekeeper.core.partials import Partial, PartialError
@@ -197,11 +198,14 @@ def _open(p: _Pane, fmt: int) -> OpenPane:
     return OpenPane(p.requests, p.errors, p.late, buckets, counts, p.seq, p.dirty)
 
 
-def _deflate(raw: bytes) -> bytes:
+def _deflate(raw: bytes, zdict: bytes | None = None) -> bytes:
     # level 6: ~10 % fewer changelog bytes than level 1 on thin unkeyed input, where the changelogs became most
     # of the internal bytes once partials were batched (docs/benchmarks.md); records are a few KB, written per
     # checkpoint, so the extra CPU is small
-    return zlib.compress(raw, 6)
+    if zdict is None:
+        return zlib.compress(raw, 6)
+    out = zlib.compressobj(6, zdict=zdict)
+    return out.compress(raw) + out.flush()
 
 
 def _inflate(raw: bytes, what: str) -> bytes:
@@ -210,6 +214,12 @@ def _inflate(raw: bytes, what: str) -> bytes:
     if raw[:1] != b"\x78":
         return raw
     try:
+        if len(raw) > 6 and raw[1] & 0x20:  # FDICT: deflated with the preset dictionary whose adler32 follows
+            zdict = inbox_dictionary.DICTIONARIES.get(int.from_bytes(raw[2:6], "big"))
+            if zdict is None:
+                raise ValueError(f"not a {what}: deflated with an unknown dictionary {raw[2:6].hex()}")
+            out = zlib.decompressobj(zdict=zdict)
+            return out.decompress(raw) + out.flush()
         return zlib.decompress(raw)
     except zlib.error as exc:
         raise ValueError(f"not a {what}: {exc}") from None
@@ -362,7 +372,8 @@ def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
                 breach_watch.dump(inbox.alerts),
                 [p for box in (inbox.baseline, inbox.cross) for parts in box.panes.values() for p in parts.values()],
             )
-        )
+        ),
+        inbox_dictionary.INBOX_V1,
     )
 
 
