@@ -10,6 +10,7 @@ import pytest
 
 from gatekeeper.core import sketch
 from gatekeeper.core.criteria import Evidence, Look, UptimeEvidence
+from gatekeeper.core.look_share import LookShare
 from gatekeeper.core.plan import NoRegressionCriterion
 from gatekeeper.core.regression import NoRegressionJudge
 from gatekeeper.core.slice_ledger import BaselineLook, Sample
@@ -22,7 +23,7 @@ LATENCY = NoRegressionCriterion(kind="no_regression", metric="latency", baseline
 
 
 def judge(spec: NoRegressionCriterion = ERRORS, alpha: float = 0.001) -> NoRegressionJudge:
-    return NoRegressionJudge(spec).with_share(alpha, planned=6)
+    return NoRegressionJudge(spec, LookShare(alpha, planned=6))
 
 
 def look(own: Evidence, base: Sample, looks: int = 1) -> Look:

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from gatekeeper.core import sketch
 from gatekeeper.core.cross_region import copy_mask
 from gatekeeper.core.partials import Partial, PartialBatch, Watermark, ragged, slice_of
-from gatekeeper.core.regression import CROSS_REGION, Fan
+from gatekeeper.core.slot_routing import CROSS_REGION, Fan
 from gatekeeper.core.telemetry import EventBatch
 
 _NEVER = -(1 << 62)  # a watermark below every event time
@@ -59,7 +59,7 @@ class SourceState:
 
 class Aggregator:
     """Stage 1 for a plan: ``keys`` are the decoder's gate keys ("region/tier", by gate index); ``fan``: how
-    baseline slots (keys after the gates') are emitted, once per gate comparing with them (core/regression.py)."""
+    baseline slots (keys after the gates') are emitted, once per gate comparing with them (core/slot_routing.py)."""
 
     def __init__(self, keys: list[str], pane: int, lateness: int, fan: Fan | None = None) -> None:
         self.keys, self.pane, self.lateness, self.fan = keys, pane, lateness, fan

@@ -16,21 +16,21 @@ window close (``Look.cross``). The copy sits next to its record, so where batche
 The judge: the ordinary latency criterion's statistics (order-statistic bounds of the quantile over the
 cross-region sketch), at each look on the window and on the soak so far; it fails when a lower bound exceeds
 ``fail_above_ms``. Having no sequential test of its own, it spends its share of the gate's ``false_fail`` over
-the soak's looks as ``no_regression`` does (``stats.look_alpha``, half to each of the two checks), so by the
+the soak's looks as ``no_regression`` does (core/look_share.py, half to each of the two checks), so by the
 union bound its chance of a false fail stays within that share. It passes on the soak's upper bound at the pass
 look's alpha; it needs ``min_requests`` cross-region requests to pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import stats
 from gatekeeper.core.decision import CriterionResult
+from gatekeeper.core.look_share import LookShare
 from gatekeeper.core.slice_ledger import BaselineLook, Sample
 from gatekeeper.core.slot_routing import CROSS_REGION
 
@@ -72,21 +72,17 @@ class _Sides:
 
 @dataclass(frozen=True, slots=True)
 class CrossRegionJudge:
-    """``latency``: the ordinary latency judge of the criterion; ``alpha``, ``planned``: its share of the gate's
-    ``false_fail`` and the soak's planned looks, set by ``GateSpec.of`` (``with_share``)."""
+    """``latency``: the ordinary latency judge of the criterion; ``spend``: its share of the gate's ``false_fail``
+    over the soak's planned looks, set by ``GateSpec.of`` (core/look_share.py)."""
 
     name: str
     latency: _Latency
-    alpha: float = 0.0
-    planned: int = 1
+    spend: LookShare = field(default_factory=LookShare)
     statistical: bool = True
 
     @property
     def fail_weight(self) -> float:
         return self.latency.fail_weight
-
-    def with_share(self, alpha: float, planned: int) -> CrossRegionJudge:
-        return replace(self, alpha=alpha, planned=max(1, planned))
 
     @staticmethod
     def _evidence(look: _Look) -> BaselineLook:
@@ -99,7 +95,7 @@ class CrossRegionJudge:
     def fail_checks(self, look: _Look, alpha: float) -> list[CriterionResult]:
         """The gate's ``alpha`` is not used: the criterion spends its own share over the soak's looks."""
         cross = self._evidence(look)
-        spent = stats.look_alpha(self.alpha, max(1, cross.looks), self.planned) / 2
+        spent = self.spend.at(cross.looks) / 2
         return [
             self.latency.check(cross.window, "window", spent, look.method, True),
             self.latency.check(cross.soak, "soak", spent, look.method, True),

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import dry_run, lift, regression, sketch, stats
+from gatekeeper.core import dry_run, lift, look_share, regression, sketch, stats
 from gatekeeper.core.criteria import (
     Evidence,
     Judge,
@@ -66,7 +66,7 @@ class GateSpec:
         judges = lift.share_alpha(judges_for(tier, evaluation), false_fail, false_pass)
         total = sum(j.fail_weight for j in judges)  # the statistical criteria's and lift's (the others weigh 0)
         planned = max(1, tier.soak // evaluation.window)
-        judges = tuple(regression.share(j, false_fail, total, planned) for j in judges)
+        judges = tuple(look_share.share(j, false_fail, total, planned) for j in judges)
         tests = tuple(
             FailTest(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)
             if isinstance(j, StatisticalJudge)

@@ -143,7 +143,7 @@ class PartialBatch:
     offsets: npt.NDArray[np.int64]
     bins: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]
-    slices: Sequence[str] = ()  # gate index -> slice ("" or none: the gate's own; core/regression.py)
+    slices: Sequence[str] = ()  # gate index -> slice ("" or none: the gate's own; core/slot_routing.py)
 
     def __len__(self) -> int:
         return int(self.gate.size)

@@ -28,45 +28,31 @@ at the pass look's alpha (split in two the same way). Each side needs ``min_requ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from gatekeeper.core import sketch, stats
 from gatekeeper.core.decision import CriterionResult, Verdict
+from gatekeeper.core.look_share import LookShare
 from gatekeeper.core.plan import NoRegressionCriterion
+from gatekeeper.core.slice_ledger import BaselineInbox, BaselineLedger, BaselineLook, Sample, close, on_partial
+from gatekeeper.core.slot_routing import BASELINE, CROSS_REGION, layout
 
-# Stage 1's routing and stage 2's ledger, re-exported for the callers that import them from here.
-from gatekeeper.core.slice_ledger import (
-    BaselineInbox,
-    BaselineLedger,
-    BaselineLook,
-    Sample,
-    close,
-    dump_ledger,
-    load_ledger,
-    on_partial,
-)
-from gatekeeper.core.slot_routing import BASELINE, CROSS_REGION, Fan, Layout, layout
-
+# All but the judge are re-exported only for the modules that still import them from here (core/gate.py,
+# merge.py, criteria.py, stage_snapshot.py, shell/worker/partition_stage.py): their homes are
+# core/slot_routing.py (stage 1's routing) and core/slice_ledger.py (stage 2's ledger); new code imports those.
 __all__ = [
     "BASELINE",
     "CROSS_REGION",
     "BaselineInbox",
     "BaselineLedger",
     "BaselineLook",
-    "Fan",
-    "Layout",
     "NoRegressionJudge",
     "Sample",
     "close",
-    "dump_ledger",
     "layout",
-    "load_ledger",
     "on_partial",
-    "share",
 ]
-
-_J = TypeVar("_J")
 
 
 # What this module reads of its callers' types (structural, so it imports none of criteria, gate or merge).
@@ -82,13 +68,6 @@ class _Look(Protocol):
 
     @property
     def baseline(self) -> BaselineLook | None: ...
-
-
-@runtime_checkable
-class _SpendsOwn(Protocol):
-    fail_weight: float
-
-    def with_share(self, alpha: float, planned: int) -> Any: ...
 
 
 # -- the judge ----------------------------------------------------------------------------------------------
@@ -107,12 +86,11 @@ def _ms(x: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class NoRegressionJudge:
-    """``alpha``: the criterion's share of the gate's ``false_fail`` and ``planned`` looks of a soak, set by
-    ``GateSpec.of`` (``with_share``)."""
+    """``spend``: the criterion's share of the gate's ``false_fail`` over a soak's planned looks, set by
+    ``GateSpec.of`` (core/look_share.py)."""
 
     spec: NoRegressionCriterion
-    alpha: float = 0.0
-    planned: int = 1
+    spend: LookShare = field(default_factory=LookShare)
     statistical: bool = True
 
     @property
@@ -122,9 +100,6 @@ class NoRegressionJudge:
     @property
     def fail_weight(self) -> float:
         return self.spec.false_fail_weight
-
-    def with_share(self, alpha: float, planned: int) -> NoRegressionJudge:
-        return replace(self, alpha=alpha, planned=max(1, planned))
 
     @property
     def _margin(self) -> float:
@@ -155,7 +130,7 @@ class NoRegressionJudge:
     def fail_checks(self, look: _Look, alpha: float) -> list[CriterionResult]:
         """The gate's ``alpha`` is not used: the criterion spends its own share over the soak's looks."""
         looks = 1 if look.baseline is None else max(1, look.baseline.looks)
-        return [self._judge(look, stats.look_alpha(self.alpha, looks, self.planned), failing=True)]
+        return [self._judge(look, self.spend.at(looks), failing=True)]
 
     def pass_check(self, look: _Look, alpha: float) -> CriterionResult:
         return self._judge(look, alpha, failing=False)
@@ -191,11 +166,3 @@ class NoRegressionJudge:
             lower=None if math.isinf(lower) else lower, upper=None if math.isinf(upper) else upper,
             requests=own.requests, reason=why,
         )  # fmt: skip
-
-
-def share(judge: _J, false_fail: float, total: float, planned: int) -> _J:
-    """``judge`` given its share of the gate's ``false_fail`` when it spends it itself over the soak's looks
-    (a ``NoRegressionJudge`` or a cross-region ``CrossRegionJudge``)."""
-    if isinstance(judge, _SpendsOwn):
-        return judge.with_share(false_fail * judge.fail_weight / total, planned)  # type: ignore[no-any-return]
-    return judge

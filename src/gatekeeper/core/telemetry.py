@@ -169,7 +169,7 @@ class TelemetryDecoder:
     ) -> None:
         """``not_after_ms``: records timestamped later are rejected (the shell passes its clock plus the plan's
         ``max_future_skew``), so one far-future record cannot push its gate's watermark ahead of real time.
-        ``baselines``: (region, version) -> key of a baseline slot (core/regression.py): a record of that region
+        ``baselines``: (region, version) -> key of a baseline slot (core/slot_routing.py): a record of that region
         and version gets that key, whatever its tier. ``cross``: gate key -> key of its cross-region slot
         (core/cross_region.py): a record of that gate whose ``client_region`` is another region is counted for
         the gate and, as a copy right after it, for that slot."""
