@@ -34,7 +34,7 @@ from aiokafka.partitioner import murmur2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.telemetry_file import write_file
 from gatekeeper.planfile import load_plan
-from gatekeeper.shell.faust_gate.state import GateStage
+from gatekeeper.shell.faust_gate.state import FaustGateState
 from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.processor import Processor
 from gatekeeper.shell.worker.records import Record
@@ -68,7 +68,7 @@ class Worker:
         self.processor = Processor(load_plan(PLAN), TOPICS, nothing.get, nothing.get)
         self.per_message = per_message
         # faust-table: stage 2 is the Faust gate agent's (shell/faust_gate/state.py) over a dict as its table
-        self.faust = GateStage(load_plan(PLAN), TOPICS, {}, print) if faust else None
+        self.faust = FaustGateState(load_plan(PLAN), TOPICS, {}, print) if faust else None
         self.offsets: dict[int, int] = {}  # panes partition -> records in it (the offsets stage 2 refers to)
         self.bytes = dict.fromkeys(("telemetry", "partials", "watermarks", "gate_changelog", "source_changelog"), 0)
         self.sources_due: dict[bytes, bytes] = {}  # stage-1 states changed since the last checkpoint

@@ -32,7 +32,9 @@ PLAN = Plan.model_validate(
     ])
 )  # fmt: skip
 TOPICS = Topics("telemetry", "app-panes", "decisions", "breaches", "dlq", partitions=8)
-SIDE = SideTopics({"incidents": "incident", "approvals": "approval", "business-metrics": "business"}, "app-side", 8)
+SIDE = SideTopics(
+    {"incidents": "incident", "approvals": "approval", "business-metrics": "business"}, "app-side", 8, "dlq"
+)
 INTERNAL = (TOPICS.panes, SIDE.forwarded)
 NONE: dict[bytes, bytes] = {}  # no stored state
 

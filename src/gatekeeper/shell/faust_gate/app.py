@@ -3,7 +3,7 @@
 One agent on ``<app-id>-panes`` (keyed ``region/tier``; watermarks to every partition), in its own consumer
 group ``<app-id>-faust-gate`` (Faust's assignor cannot share the aiokafka group of ``--role aggregate``), over one
 Faust table ``gate-state`` (changelog ``<app-id>-faust-gate-gate-state-changelog``, co-partitioned with the panes
-topic) holding what ``state.GateStage`` writes. The agent runs the same core as replay and the aiokafka gate
+topic) holding what ``state.FaustGateState`` writes. The agent runs the same core as replay and the aiokafka gate
 role; panes close on the sources' watermarks (event time), never on Faust's window expiry (a wall-clock timer
 that misses windows restored from a changelog: ``shared/notes/faust-pitfalls.md``), so the table is a plain,
 non-windowed one.
@@ -28,7 +28,7 @@ from gatekeeper.errors import UserError
 from gatekeeper.shell.faust_gate.credentials import broker_credentials
 from gatekeeper.shell.faust_gate.idle import IdleWatch
 from gatekeeper.shell.faust_gate.metrics import FaustMetrics
-from gatekeeper.shell.faust_gate.state import GateStage, Totals
+from gatekeeper.shell.faust_gate.state import FaustGateState, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.outgoing import Outgoing
@@ -53,7 +53,7 @@ def state_changelog_topic(app_id: str) -> str:
 
 
 class _StrKeys(MutableMapping[str, bytes]):
-    """The Faust table (bytes keys, raw) as the str-keyed mapping ``GateStage`` writes."""
+    """The Faust table (bytes keys, raw) as the str-keyed mapping ``FaustGateState`` writes."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -128,7 +128,7 @@ class FaustGate:
         written = (names.decisions, names.breaches, names.dlq, side.forwarded)
         self.outputs = {name: app.topic(name, **raw) for name in written}
         table = app.Table(TABLE, default=None, partitions=names.partitions, key_type=bytes, value_type=bytes)
-        self.stage = GateStage(plan, self.topics, _StrKeys(table), log.warning)
+        self.stage = FaustGateState(plan, self.topics, _StrKeys(table), log.warning)
         self.stage.side = SideStage(plan, side, self.stage)
         self.idle = IdleWatch(options.idle_after)
         self.position: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last handled
@@ -148,7 +148,7 @@ class FaustGate:
         app.timer(options.clock_interval)(self._side_clock)
 
     async def gates(self, stream: Any) -> None:
-        """The agent: each panes message through ``GateStage``, what it makes sent before the event is acked."""
+        """The agent: each panes message through ``FaustGateState``, what it makes sent before the event is acked."""
         async for event in stream.events():
             message = event.message
             wall_ms = round(time.time() * 1000)
@@ -172,7 +172,7 @@ class FaustGate:
             self.metrics.read()
 
     def _handle(self, topic: str, q: int, offset: int, key: bytes | None, value: bytes | None) -> list[Outgoing]:
-        """A panes message through ``GateStage``, a side-input or forwarded side message through ``SideStage``."""
+        """A panes message through ``FaustGateState``, a side-input or forwarded side message through ``SideStage``."""
         if topic == self.topics.panes:
             return self.stage.on_message(q, offset, key, value)
         out = _Out(self.stage.totals.rejected)

@@ -44,8 +44,8 @@ from gatekeeper.core.merge import GateInbox, Merger, SourceMark
 from gatekeeper.core.partials import Partial, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.worker.global_stage import GlobalStage
-from gatekeeper.shell.worker.outgoing import Outgoing, dead_letter, verdicts
-from gatekeeper.shell.worker.records import Consumed, Record
+from gatekeeper.shell.worker.outgoing import Outgoing, verdicts
+from gatekeeper.shell.worker.records import Record
 from gatekeeper.shell.worker.routing import Topics, home_partition
 from gatekeeper.shell.worker.side import SideStage
 from gatekeeper.shell.worker.state_entry import StateError, decode_entry, encode_entry
@@ -88,7 +88,7 @@ class Totals:
     rejected: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
-class GateStage:
+class FaustGateState:
     """Stage 2 for the gates homed at the panes partitions this process is given, over ``table``."""
 
     def __init__(
@@ -228,9 +228,6 @@ class GateStage:
     def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Outgoing:
         return Outgoing(topic, self.home[key], key.encode(), value)
 
-    def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Outgoing:
-        return Outgoing(topic, partition, key, value)
-
     def watermark_gate(self, key: str, watermark: Watermark, out: Any) -> None:
         """A side partition's watermark to gate ``key`` (homed at the partition being read). The inbox keeps
         the side partitions' marks (the shared ``m:<q>`` holds the telemetry sources'), so it is written when
@@ -251,11 +248,6 @@ class GateStage:
     def touched(self, key: str) -> None:
         """A side record went into the gate's ledger: the inbox (which holds it) is written."""
         self._write_inbox(key, self._inboxes[key])
-
-    def dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
-        where = (record.topic, record.partition, record.offset)
-        dlq = (self.topics.dlq, record.partition % self.topics.partitions)
-        return dead_letter(dlq, where, record.key, record.value, (code, message))
 
     # -- state --------------------------------------------------------------------------------------------
     def _marks_of(self, q: int) -> dict[str, tuple[int | None, bool]]:
@@ -338,7 +330,7 @@ class GateStage:
         self, q: int, offset: int, key: bytes | None, value: bytes | None, code: str, message: str
     ) -> Outgoing:
         self.totals.rejected[code] += 1
-        return self.dead_letter(Record(self.topics.panes, q, offset, key, value), code, message)
+        return self.topics.rejected(Record(self.topics.panes, q, offset, key, value), code, message)
 
 
 def _partials_of(gate: str) -> str:

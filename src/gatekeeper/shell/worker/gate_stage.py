@@ -253,9 +253,6 @@ class GateStage:
         g = self._index[key]
         return Outgoing(topic, self.home[g], self.keys[g], value)
 
-    def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Outgoing:
-        return Outgoing(topic, partition, key, value)
-
     def watermark_gate(self, key: str, watermark: Watermark, out: Flush) -> None:
         """A side partition's watermark to gate ``key`` (owned here)."""
         g = self._index[key]
@@ -272,9 +269,6 @@ class GateStage:
     def touched(self, key: str) -> None:
         """The gate's state changed: it is written at the next checkpoint."""
         self._dirty.add(self._index[key])
-
-    def dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
-        return self.topics.rejected(record, code, message)
 
 
 def _counts(inbox: GateInbox) -> tuple[int, int, int]:

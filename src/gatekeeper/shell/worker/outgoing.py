@@ -1,16 +1,19 @@
 """What stage 2 produces, as messages on explicit partitions: one gate's decisions and breach alert events, and
-dead letters. Shared by both gate engines (``gate_stage.py``, ``faust_gate/state.py``), so they send the same
-bytes and headers."""
+dead letters. Shared by both gate engines (``gate_stage.py``, ``faust_gate/state.py``) and the side inputs'
+stage (``side.py``), so they send the same bytes and headers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gatekeeper.core import breach
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
+
+if TYPE_CHECKING:  # records.py imports Headers from here
+    from gatekeeper.shell.worker.records import Consumed
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -63,3 +66,10 @@ def dead_letter(
         (SOURCE_HEADER, f"{topic}/{partition}/{offset}".encode()),
     )
     return Outgoing(dlq[0], dlq[1], key, value, headers)
+
+
+def rejected(dlq: str, partitions: int, record: Consumed, code: str, message: str) -> Outgoing:
+    """``record`` as a dead letter on topic ``dlq``, on the partition of its own partition number (of
+    ``partitions``, the worker's common count), with ``code`` and ``message`` saying why."""
+    where = (record.topic, record.partition, record.offset)
+    return dead_letter((dlq, record.partition % partitions), where, record.key, record.value, (code, message))

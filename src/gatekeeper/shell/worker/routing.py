@@ -9,7 +9,7 @@ from aiokafka.partitioner import murmur2
 
 from gatekeeper.core import global_gate
 from gatekeeper.core.plan import Plan
-from gatekeeper.shell.worker.outgoing import Outgoing, dead_letter
+from gatekeeper.shell.worker.outgoing import Outgoing, rejected
 from gatekeeper.shell.worker.records import Consumed
 
 
@@ -35,9 +35,7 @@ class Topics:
 
     def rejected(self, record: Consumed, code: str, message: str) -> Outgoing:
         """``record`` as a dead letter, on the DLQ partition of its own partition number."""
-        dlq = (self.dlq, record.partition % self.partitions)
-        where = (record.topic, record.partition, record.offset)
-        return dead_letter(dlq, where, record.key, record.value, (code, message))
+        return rejected(self.dlq, self.partitions, record, code, message)
 
 
 class Homes:

@@ -39,6 +39,8 @@ from gatekeeper.core.side_inputs import Kind, SideRecord, SideRouter
 from gatekeeper.core.side_records import Refused
 from gatekeeper.core.side_watermarks import SideClock
 from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.worker import outgoing
+from gatekeeper.shell.worker.outgoing import Outgoing
 from gatekeeper.shell.worker.records import Consumed
 
 
@@ -50,15 +52,14 @@ class Out(Protocol):
 
 
 class Gates(Protocol):
-    """Stage 2's side of the hook (``gate_stage.GateStage``): its gates, their states and its message builders."""
+    """Stage 2's side of the hook, what only it knows (``gate_stage.GateStage``, ``faust_gate.state.FaustGateState``):
+    where its gates are homed, their states, and how it keeps them."""
 
-    def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Any: ...
-    def outgoing_to_partition(self, topic: str, partition: int, key: bytes, value: bytes) -> Any: ...
+    def outgoing_to_gate(self, topic: str, key: str, value: bytes) -> Outgoing: ...
     def watermark_gate(self, key: str, watermark: Watermark, out: Any) -> None: ...
     def owns_gate(self, key: str, q: int) -> bool: ...
     def gate_state(self, key: str) -> GateState: ...
     def touched(self, key: str) -> None: ...
-    def dead_letter(self, record: Any, code: str, message: str) -> Any: ...
 
 
 def side_topic(app_id: str) -> str:
@@ -71,6 +72,7 @@ class SideTopics:
     kinds: dict[str, Kind]  # input topic -> what its records are
     forwarded: str  # <app-id>-side
     partitions: int  # of every topic (the worker's topics share one partition count)
+    dlq: str  # where bad side records go (the worker's dead-letter topic)
 
     @staticmethod
     def of(settings: KafkaSettings, app_id: str) -> SideTopics:
@@ -80,7 +82,7 @@ class SideTopics:
             names.approvals: "approval",
             names.business_metrics: "business",
         }
-        return SideTopics(kinds, side_topic(app_id), names.partitions)
+        return SideTopics(kinds, side_topic(app_id), names.partitions, names.dlq)
 
     @property
     def inputs(self) -> list[str]:
@@ -95,11 +97,11 @@ def side_topics(settings: KafkaSettings, app_id: str) -> dict[str, dict[str, str
 class SideStage:
     """Forwards valid side records to their gates and applies forwarded ones to the owned gates' ledgers."""
 
-    def __init__(self, plan: Plan, topics: SideTopics, processor: Gates) -> None:
+    def __init__(self, plan: Plan, topics: SideTopics, gates: Gates) -> None:
         self.topics = topics
         self.router = SideRouter(plan)
         self.window = plan.evaluation.window
-        self.processor = processor
+        self.gates = gates
         self.applied = 0
         ev = plan.evaluation
         self.clock = SideClock(ev.lateness, ev.pane)
@@ -150,7 +152,7 @@ class SideStage:
             return
         value, key = partials.encode(watermark), watermark.source.encode()
         for q in range(self.topics.partitions):
-            out.messages.append(self.processor.outgoing_to_partition(self.topics.forwarded, q, key, value))
+            out.messages.append(Outgoing(self.topics.forwarded, q, key, value))
 
     def _watermark(self, q: int, r: Consumed, out: Out) -> None:
         """A side partition's watermark: to the gates homed at ``q`` that the partition concerns."""
@@ -164,24 +166,27 @@ class SideStage:
             self._refuse(r, f"not the watermark of a side partition: {(r.value or b'')[:200]!r}", out)
             return
         for key in self.concerned[kind]:
-            if self.processor.owns_gate(key, q):
-                self.processor.watermark_gate(key, message, out)
+            if self.gates.owns_gate(key, q):
+                self.gates.watermark_gate(key, message, out)
 
     def _refuse(self, r: Consumed, why: str, out: Out) -> None:
-        out.messages.append(self.processor.dead_letter(r, "invalid_side_record", why))
+        out.messages.append(self._dead_letter(r, "invalid_side_record", why))
         out.rejected["invalid_side_record"] += 1
+
+    def _dead_letter(self, r: Consumed, code: str, why: str) -> Outgoing:
+        return outgoing.rejected(self.topics.dlq, self.topics.partitions, r, code, why)
 
     def _forward(self, kind: Kind, r: Consumed, out: Out) -> None:
         routed = self.router.route(kind, r.value or b"")
         if isinstance(routed, Refused):
-            out.messages.append(self.processor.dead_letter(r, routed.code, routed.message))
+            out.messages.append(self._dead_letter(r, routed.code, routed.message))
             out.rejected[routed.code] += 1
             return
         self.clock.saw(f"{r.topic}:{r.partition}", side_watermarks.record_ms(routed.value))
         record = SideRecord(f"{r.topic}:{r.partition}", r.offset, kind, r.value or b"")
         value = side_inputs.encode_record(record)
         for key in routed.gates:
-            out.messages.append(self.processor.outgoing_to_gate(self.topics.forwarded, key, value))
+            out.messages.append(self.gates.outgoing_to_gate(self.topics.forwarded, key, value))
 
     def _apply(self, q: int, r: Consumed, out: Out) -> None:
         try:
@@ -191,11 +196,11 @@ class SideStage:
             return
         key = (r.key or b"").decode("utf-8", "replace")
         routed = self.router.route(record.kind, record.value)
-        if isinstance(routed, Refused) or key not in routed.gates or not self.processor.owns_gate(key, q):
+        if isinstance(routed, Refused) or key not in routed.gates or not self.gates.owns_gate(key, q):
             why = routed.message if isinstance(routed, Refused) else f"not for gate {key!r} at partition {q}"
             self._refuse(r, why, out)
             return
-        ledger = self.processor.gate_state(key).side
+        ledger = self.gates.gate_state(key).side
         if side_inputs.apply(ledger, routed.value, record.source, record.position, self.window):
             self.applied += 1
-            self.processor.touched(key)
+            self.gates.touched(key)
