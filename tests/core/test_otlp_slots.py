@@ -27,7 +27,11 @@ def server(latency_ns: int = 10_000_000, client: str | int | None = None) -> Spa
 
 
 def resource(
-    out: ExportTraceServiceRequest, *spans: Span, region: str = "us-east", tier: str | None = "canary", **attrs: str
+    out: ExportTraceServiceRequest,
+    *spans: Span,
+    region: str = "us-east",
+    tier: str | None = "canary",
+    **attrs: str | int,
 ) -> None:
     rs = out.resource_spans.add()
     rs.resource.attributes.append(attribute("cloud.region", region))
@@ -64,6 +68,48 @@ def test_version_attribute_is_configurable() -> None:
     mapping = OtlpMapping(version_attribute="deployment.version")
 
     assert [2] == decoder(mapping).decode([out.SerializeToString()]).key.tolist()
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_version_values_are_translated_through_the_version_map(encoding: Encoding) -> None:
+    """``versions`` maps version values as ``regions`` / ``tiers`` map theirs: a build of the baseline listed
+    there is baseline evidence; one not listed is its own version (tierless, so ``no_tier``)."""
+    out = ExportTraceServiceRequest()
+    resource(out, server(), tier=None, service_version="2.3.0+b7")  # listed: the baseline
+    resource(out, server(), tier=None, service_version="2.3.0+b8")  # not listed: another version
+    resource(out, server(), tier="canary", service_version="2.4.0")  # the canary, unmapped
+
+    batch = decoder(OtlpMapping(versions={"2.3.0+b7": "2.3.0"})).decode([encode(out, encoding)])
+
+    assert ([2, 0], {"no_tier": 1}) == (batch.key.tolist(), dict(batch.ignored))
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_a_version_that_is_not_a_string_makes_its_resources_spans_unused(encoding: Encoding) -> None:
+    """An integer ``service.version``: whether the spans are baseline evidence cannot be told, so each server
+    span of that resource is counted ``invalid_version`` (as contract v1 rejects such a record), tier or not;
+    the batch's other resources are used."""
+    out = ExportTraceServiceRequest()
+    resource(out, server(), server(), tier="canary", service_version=230)
+    resource(out, server(), tier="canary", service_version="2.4.0")
+
+    batch = decoder().decode([encode(out, encoding)])
+
+    assert ([0], {"invalid_version": 2}) == (batch.key.tolist(), dict(batch.ignored))
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_tier_and_version_from_the_same_attribute(encoding: Encoding) -> None:
+    """Tiers mapped from ``service.version`` (the tier attribute is the version attribute): the attribute is
+    both, so the baseline version's spans are still baseline evidence and the canary's are the canary's."""
+    out = ExportTraceServiceRequest()
+    resource(out, server(), tier=None, service_version="2.3.0")
+    resource(out, server(), tier=None, service_version="2.4.0")
+    mapping = OtlpMapping(tier_attribute="service.version", tiers={"2.4.0": "canary"})
+
+    batch = decoder(mapping).decode([encode(out, encoding)])
+
+    assert ([2, 0], {}) == (batch.key.tolist(), dict(batch.ignored))
 
 
 @pytest.mark.parametrize("encoding", ["proto", "json"])
@@ -104,6 +150,20 @@ def test_a_client_region_that_is_not_a_label_makes_the_span_unused(encoding: Enc
 
     assert ([0, 3], {"invalid_client_region": 3}) == (batch.key.tolist(), dict(batch.ignored))
     assert ([0], [0]) == (batch.record.tolist(), batch.span.tolist())
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_a_resource_client_region_that_is_not_a_string_makes_its_spans_without_their_own_unused(
+    encoding: Encoding,
+) -> None:
+    """An integer client region on the resource is not taken as absent: a span without its own client region
+    is counted ``invalid_client_region``, as with the same value on the span; a span with its own is used."""
+    out = ExportTraceServiceRequest()
+    resource(out, server(client="eu-west-1"), server(), client_region=7)
+
+    batch = decoder(CLIENT).decode([encode(out, encoding)])
+
+    assert ([0, 3], {"invalid_client_region": 1}) == (batch.key.tolist(), dict(batch.ignored))
 
 
 def test_contract_v1_records_among_batches_keep_their_copies_next_to_them() -> None:

@@ -28,3 +28,14 @@ def test_flags_win_over_variables() -> None:
     mapping = otlp_mapping(parse("--otlp-client-region-attribute", "client.region"), env)
 
     assert ("app.version", "client.region") == (mapping.version_attribute, mapping.client_region_attribute)
+
+
+def test_version_map_from_flag_or_variable() -> None:
+    """``--otlp-version-map`` (else GATEKEEPER_OTLP_VERSION_MAP) maps version values as the region and tier maps
+    do; none given: no version is translated."""
+    env = {"GATEKEEPER_OTLP_VERSION_MAP": "2.3.0+b7=2.3.0"}
+
+    flagged = otlp_mapping(parse("--otlp-version-map", "2.3.0-rc.1=2.3.0, 2.3.0+b9=2.3.0"), env)
+
+    expected: tuple[dict[str, str], ...] = ({"2.3.0-rc.1": "2.3.0", "2.3.0+b9": "2.3.0"}, {"2.3.0+b7": "2.3.0"}, {})
+    assert expected == (flagged.versions, otlp_mapping(parse(), env).versions, otlp_mapping(parse(), {}).versions)

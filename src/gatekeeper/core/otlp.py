@@ -4,19 +4,22 @@ as the OpenTelemetry Collector's kafkaexporter writes them) decoded into the sam
 Each SERVER span is one request:
 - latency: ``end_time_unix_nano - start_time_unix_nano``; event time: the span's end (when its outcome is known);
 - error: span status ERROR, or ``http.response.status_code`` (``http.status_code`` in older conventions) >= 500;
-- region: the attribute ``cloud.region`` (``OtlpMapping.region_attribute``), tier: ``rollout.tier``
-  (``OtlpMapping.tier_attribute``), each looked up on the span first, then on its resource, and translated
-  through ``OtlpMapping.regions`` / ``tiers`` when the value is listed there (e.g. ``us-east-1 -> us-east``, or
-  ``service.version`` values -> tiers);
-- version: the resource attribute ``service.version`` (``OtlpMapping.version_attribute``), the telemetry
-  ``version``: a span whose region and version are a ``no_regression`` criterion's ``baseline_version`` there is
-  baseline evidence (core/regression.py), whatever its tier, and needs no tier attribute (baseline fleets often
-  carry none);
+- region: the resource attribute ``cloud.region`` (``OtlpMapping.region_attribute``), tier: ``rollout.tier``
+  (``OtlpMapping.tier_attribute``), each translated through ``OtlpMapping.regions`` / ``tiers`` when the value
+  is listed there (e.g. ``us-east-1 -> us-east``, or ``service.version`` values -> tiers); a value that is not a
+  string counts as none (``no_region`` / ``no_tier``);
+- version: the resource attribute ``service.version`` (``OtlpMapping.version_attribute``), translated through
+  ``OtlpMapping.versions`` when listed there (e.g. ``2.3.0+build.7 -> 2.3.0``), the telemetry ``version``: a span
+  whose region and version are a ``no_regression`` criterion's ``baseline_version`` there is baseline evidence
+  (core/regression.py), whatever its tier, and needs no tier attribute (baseline fleets often carry none). A
+  version attribute whose value is not a string makes its resource's server spans unused (``invalid_version``),
+  as contract v1 rejects such a record: whether they are baseline evidence cannot be told;
 - client region (opt-in, ``OtlpMapping.client_region_attribute``, off by default: OpenTelemetry has no stable
   convention for it, and ``cloud.region`` names the server's region): looked up on the span, then on its
   resource, translated through ``OtlpMapping.regions``; a span whose client region differs from its region is
   also cross-region evidence of its gate (core/cross_region.py). A value that is not a string of 1..64
-  characters makes the span unused (``invalid_client_region``), as contract v1 rejects such a record.
+  characters, on the span or (for a span without its own) on the resource, makes the span unused
+  (``invalid_client_region``), as contract v1 rejects such a record.
 
 Spans that are not used are counted by reason in ``SpanBatch.ignored`` and never reject their batch: other kinds
 (``not_server``), server spans without a region or tier (``no_region``, ``no_tier``: a tierless span that is not
@@ -74,6 +77,7 @@ class OtlpMapping:
     regions: Mapping[str, str] = field(default_factory=dict)  # attribute value -> plan region (others as they are)
     tiers: Mapping[str, str] = field(default_factory=dict)  # attribute value -> plan tier (others as they are)
     version_attribute: str = "service.version"  # the resource's version: baseline evidence when it is the baseline
+    versions: Mapping[str, str] = field(default_factory=dict)  # attribute value -> telemetry version (others as are)
     client_region_attribute: str | None = None  # opt-in: no stable OpenTelemetry convention names the client's region
 
 
@@ -206,11 +210,17 @@ class OtlpDecoder(TelemetryDecoder):
         merged.rejections = sorted([*rejections, *v1.rejections], key=lambda r: r.position)
         return merged
 
-    def _labels(self, values: list[str | None]) -> tuple[str | None, str | None, str | None, bool]:
-        """Region, tier, version of a resource and whether its server spans are used: with a region and a tier,
-        or (baseline fleets often have no tier attribute) a version when the plan compares with baselines."""
-        region, tier, version = values[0], values[1], values[2]
-        return region, tier, version, bool(region and (tier or (version and self._baselines)))
+    def _labels(self, values: list[object]) -> tuple[str | None, str | None, str | None, str | None]:
+        """Region, tier, version of a resource and why its server spans are not used (None: they are): they are
+        with a region and a tier, or (baseline fleets often have no tier attribute) a version when the plan
+        compares with baselines, unless the version is not a string."""
+        region, tier, version = _text(values[0]), _text(values[1]), values[2]
+        if version is _INVALID:
+            return region, tier, None, "invalid_version"
+        text = _text(version)
+        if not region:
+            return region, tier, text, "no_region"
+        return region, tier, text, None if tier or (text and self._baselines) else "no_tier"
 
     def _proto_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = ExportTraceServiceRequest.FromString(raw)
@@ -225,15 +235,15 @@ class OtlpDecoder(TelemetryDecoder):
         n = -1  # index of the span among all spans of the batch, in wire order
         for resource_spans in request.resource_spans:
             values = _resource_labels(resource_spans.resource.attributes, keys)
-            region, tier, version, labelled = self._labels(values)
+            region, tier, version, unused = self._labels(values)
             used = other = 0
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
                     n += 1
                     if span.kind != SPAN_KIND_SERVER:
                         other += 1
-                    elif not labelled:
-                        used -= 1  # counted as unlabelled below
+                    elif unused:
+                        used -= 1  # counted as ``unused`` below
                     elif client_key and not _client(cols, ignored, _span_label(span.attributes, client_key, values[3])):
                         continue
                     else:
@@ -241,7 +251,7 @@ class OtlpDecoder(TelemetryDecoder):
                         ends(span.end_time_unix_nano)
                         errors(span.status.code == STATUS_CODE_ERROR or n in five_xx)
                         used += 1
-            self._run(cols, ignored, index, (region, tier, version), used, other)
+            self._run(cols, ignored, index, (region, tier, version), used, other, unused)
 
     def _json_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = _JSON_REQUEST.decode(raw)
@@ -252,14 +262,14 @@ class OtlpDecoder(TelemetryDecoder):
         for resource_spans in request.resourceSpans:
             attributes = resource_spans.resource.attributes if resource_spans.resource else []
             values = _text_attributes(attributes, keys)
-            region, tier, version, labelled = self._labels(values)
+            region, tier, version, unused = self._labels(values)
             used = other = 0
             for scope in resource_spans.scopeSpans:
                 for span in scope.spans:
                     if _JSON_KINDS.get(span.kind) != SPAN_KIND_SERVER:
                         other += 1
                         continue
-                    if not labelled:
+                    if unused:
                         used -= 1
                         continue
                     if client_key and not _client(cols, ignored, _text_label(span.attributes, client_key, values[3])):
@@ -274,7 +284,7 @@ class OtlpDecoder(TelemetryDecoder):
                     cols.end.append(span.endTimeUnixNano)
                     cols.error.append(error)
                     used += 1
-            self._run(cols, ignored, index, (region, tier, version), used, other)
+            self._run(cols, ignored, index, (region, tier, version), used, other, unused)
 
     @staticmethod
     def _run(
@@ -284,13 +294,15 @@ class OtlpDecoder(TelemetryDecoder):
         labels: tuple[str | None, str | None, str | None],
         used: int,
         other: int,
+        unused: str | None,
     ) -> None:
-        """Close one resource's spans: ``used`` labelled server spans (negative: that many unlabelled ones)."""
+        """Close one resource's spans: ``used`` labelled server spans (negative: that many not used, for the
+        reason ``unused``)."""
         region, tier, version = labels
         if other:
             ignored["not_server"] += other
         if used < 0:
-            ignored["no_region" if not region else "no_tier"] += -used
+            ignored[unused or "no_region"] += -used
         elif used and region:
             cols.runs.append((region, tier or "", version, index, used))
 
@@ -303,8 +315,9 @@ class OtlpDecoder(TelemetryDecoder):
         run_of = np.repeat(np.arange(len(cols.runs)), sizes)
         run_keys = self._keys_of(regions, tiers)
         if self._baselines:  # a baseline version's spans are its region's baseline evidence, whatever their tier
+            versions = self.mapping.versions
             for i, (_region, _tier, version, _record, _size) in enumerate(cols.runs):
-                slot = self._baselines.get((regions[i], version)) if version is not None else None
+                slot = self._baselines.get((regions[i], versions.get(version, version))) if version else None
                 run_keys[i] = run_keys[i] if slot is None else slot
         keys = run_keys[run_of]
         start = np.asarray(cols.start, dtype=np.int64)
@@ -351,29 +364,44 @@ class OtlpDecoder(TelemetryDecoder):
         return self.decode(block.split(b"\n"), first_position)
 
 
-def _text_attributes(attributes: Iterable[_KeyValue], keys: Sequence[str]) -> list[str | None]:
-    """String values of the attributes named ``keys`` (None: absent or not a string) of an OTLP/JSON resource."""
-    out: list[str | None] = [None] * len(keys)
-    for kv in attributes:
-        if kv.value is not None and kv.key in keys:
-            out[keys.index(kv.key)] = kv.value.stringValue
-    return out
+_ABSENT = object()  # no client-region attribute on the span or its resource
+_INVALID = object()  # an attribute whose value is not a string
 
 
-def _resource_labels(attributes: Iterable[Any], keys: Sequence[str]) -> list[str | None]:
-    """String values of the attributes named ``keys`` (None: absent or not a string) of a protobuf resource."""
-    out: list[str | None] = [None] * len(keys)
+def _text(value: object) -> str | None:
+    """A resource attribute's string (None: absent or ``_INVALID``, as for region and tier)."""
+    return value if isinstance(value, str) else None
+
+
+def _text_attributes(attributes: Iterable[_KeyValue], keys: Sequence[str]) -> list[object]:
+    """The attributes named ``keys`` of an OTLP/JSON resource: a string, ``_INVALID`` (present, not a string) or
+    None (absent)."""
+    out: list[object] = [None] * len(keys)
     for kv in attributes:
         if kv.key in keys:
-            out[keys.index(kv.key)] = kv.value.string_value if kv.value.HasField("string_value") else None
+            text = kv.value.stringValue if kv.value is not None else None
+            _put(out, keys, kv.key, _INVALID if text is None else text)
     return out
 
 
-_ABSENT = object()  # no client-region attribute on the span or its resource
-_INVALID = object()  # one that is not a string
+def _resource_labels(attributes: Iterable[Any], keys: Sequence[str]) -> list[object]:
+    """The attributes named ``keys`` of a protobuf resource, as ``_text_attributes``."""
+    out: list[object] = [None] * len(keys)
+    for kv in attributes:
+        if kv.key in keys:
+            _put(out, keys, kv.key, kv.value.string_value if kv.value.HasField("string_value") else _INVALID)
+    return out
 
 
-def _span_label(attributes: Iterable[Any], key: str, resource: str | None) -> object:
+def _put(out: list[object], keys: Sequence[str], key: str, value: object) -> None:
+    """``value`` for every role ``key`` names (one attribute may be both the tier and the version, e.g. tiers
+    mapped from ``service.version``)."""
+    for i, k in enumerate(keys):
+        if k == key:
+            out[i] = value
+
+
+def _span_label(attributes: Iterable[Any], key: str, resource: object) -> object:
     """A protobuf span's ``key`` attribute: its string, ``_INVALID`` when not a string, else the resource's."""
     for kv in attributes:
         if kv.key == key:
@@ -381,7 +409,7 @@ def _span_label(attributes: Iterable[Any], key: str, resource: str | None) -> ob
     return _ABSENT if resource is None else resource
 
 
-def _text_label(attributes: Iterable[_KeyValue], key: str, resource: str | None) -> object:
+def _text_label(attributes: Iterable[_KeyValue], key: str, resource: object) -> object:
     """An OTLP/JSON span's ``key`` attribute, as ``_span_label``."""
     for kv in attributes:
         if kv.key == key:

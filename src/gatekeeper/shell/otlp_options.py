@@ -20,6 +20,7 @@ _FLAGS = {  # dest -> environment variable
     "otlp_region_map": "GATEKEEPER_OTLP_REGION_MAP",
     "otlp_tier_map": "GATEKEEPER_OTLP_TIER_MAP",
     "otlp_version_attribute": "GATEKEEPER_OTLP_VERSION_ATTRIBUTE",
+    "otlp_version_map": "GATEKEEPER_OTLP_VERSION_MAP",
     "otlp_client_region_attribute": "GATEKEEPER_OTLP_CLIENT_REGION_ATTRIBUTE",
 }
 
@@ -36,6 +37,10 @@ def add_otlp_arguments(parser: argparse.ArgumentParser) -> None:
         "--otlp-version-attribute",
         help="resource attribute naming the version, compared with no_regression's baseline_version "
         "(default service.version)",
+    )
+    group.add_argument(
+        "--otlp-version-map",
+        help="version attribute values to telemetry versions, e.g. 2.3.0+build.7=2.3.0 (others as they are)",
     )
     group.add_argument(
         "--otlp-client-region-attribute",
@@ -70,5 +75,6 @@ def otlp_mapping(args: argparse.Namespace, environ: dict[str, str] | None = None
         regions=parse_map(values["otlp_region_map"] or "", "--otlp-region-map"),
         tiers=parse_map(values["otlp_tier_map"] or "", "--otlp-tier-map"),
         version_attribute=values["otlp_version_attribute"] or base.version_attribute,
+        versions=parse_map(values["otlp_version_map"] or "", "--otlp-version-map"),
         client_region_attribute=values["otlp_client_region_attribute"] or None,
     )
