@@ -209,6 +209,7 @@ class Consumed:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
+    timestamp: int = -1  # ms: the record's CreateTime, the producer's wall clock when it sent the record
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Consumed]:
@@ -232,7 +233,7 @@ def read_topic(bootstrap: str, topic: str) -> list[Consumed]:
                 batch = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, records in batch.items():
                     out += [
-                        Consumed(tp.partition, r.offset, r.key, r.value, tuple(r.headers))
+                        Consumed(tp.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp)
                         for r in records
                         if r.offset < ends[tp]
                     ]
