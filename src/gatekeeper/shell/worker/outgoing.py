@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from gatekeeper.core import breach
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.shell.cloudevents import breach_headers, headers_of
-
-if TYPE_CHECKING:  # records.py imports Headers from here
-    from gatekeeper.shell.worker.records import Consumed
-
-Headers = tuple[tuple[str, bytes], ...]
+from gatekeeper.shell.worker.records import Consumed, Headers
 
 SOURCE_HEADER = "gk.source"  # b"topic/partition/offset" of the original record
 REASON_HEADER = "gk.reason"

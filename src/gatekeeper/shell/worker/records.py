@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gatekeeper.shell.worker.outgoing import Headers
+Headers = tuple[tuple[str, bytes], ...]
 
 
 class Consumed(Protocol):
