@@ -86,16 +86,20 @@ def test_version_values_are_translated_through_the_version_map(encoding: Encodin
 
 @pytest.mark.parametrize("encoding", ["proto", "json"])
 def test_a_version_that_is_not_a_string_makes_its_resources_spans_unused(encoding: Encoding) -> None:
-    """An integer ``service.version``: whether the spans are baseline evidence cannot be told, so each server
-    span of that resource is counted ``invalid_version`` (as contract v1 rejects such a record), tier or not;
-    the batch's other resources are used."""
+    """An integer ``service.version`` where the plan compares with baselines: whether the spans are baseline
+    evidence cannot be told, so each server span of that resource is counted ``invalid_version`` (as contract v1
+    rejects such a record), tier or not; the batch's other resources are used. Without baselines the version is
+    not read, so the same spans count for their tier."""
     out = ExportTraceServiceRequest()
     resource(out, server(), server(), tier="canary", service_version=230)
     resource(out, server(), tier="canary", service_version="2.4.0")
+    resource(out, server(), region="", tier="canary", service_version=230)  # no region: not ours at all
 
     batch = decoder().decode([encode(out, encoding)])
+    plain = OtlpDecoder(GATES).decode([encode(out, encoding)])
 
-    assert ([0], {"invalid_version": 2}) == (batch.key.tolist(), dict(batch.ignored))
+    assert ([0], {"invalid_version": 2, "no_region": 1}) == (batch.key.tolist(), dict(batch.ignored))
+    assert ([0, 0, 0], {"no_region": 1}) == (plain.key.tolist(), dict(plain.ignored))
 
 
 @pytest.mark.parametrize("encoding", ["proto", "json"])

@@ -11,9 +11,10 @@ Each SERVER span is one request:
 - version: the resource attribute ``service.version`` (``OtlpMapping.version_attribute``), translated through
   ``OtlpMapping.versions`` when listed there (e.g. ``2.3.0+build.7 -> 2.3.0``), the telemetry ``version``: a span
   whose region and version are a ``no_regression`` criterion's ``baseline_version`` there is baseline evidence
-  (core/regression.py), whatever its tier, and needs no tier attribute (baseline fleets often carry none). A
-  version attribute whose value is not a string makes its resource's server spans unused (``invalid_version``),
-  as contract v1 rejects such a record: whether they are baseline evidence cannot be told;
+  (core/regression.py), whatever its tier, and needs no tier attribute (baseline fleets often carry none). When
+  the plan compares with baselines, a version attribute whose value is not a string makes its resource's server
+  spans unused (``invalid_version``), as contract v1 rejects such a record: whether they are baseline evidence
+  cannot be told (without baselines the version is not read);
 - client region (opt-in, ``OtlpMapping.client_region_attribute``, off by default: OpenTelemetry has no stable
   convention for it, and ``cloud.region`` names the server's region): looked up on the span, then on its
   resource, translated through ``OtlpMapping.regions``; a span whose client region differs from its region is
@@ -213,14 +214,13 @@ class OtlpDecoder(TelemetryDecoder):
     def _labels(self, values: list[object]) -> tuple[str | None, str | None, str | None, str | None]:
         """Region, tier, version of a resource and why its server spans are not used (None: they are): they are
         with a region and a tier, or (baseline fleets often have no tier attribute) a version when the plan
-        compares with baselines, unless the version is not a string."""
-        region, tier, version = _text(values[0]), _text(values[1]), values[2]
-        if version is _INVALID:
-            return region, tier, None, "invalid_version"
-        text = _text(version)
+        compares with baselines; when it does, not with a version that is not a string (baseline or not?)."""
+        region, tier, version = _text(values[0]), _text(values[1]), _text(values[2])
         if not region:
-            return region, tier, text, "no_region"
-        return region, tier, text, None if tier or (text and self._baselines) else "no_tier"
+            return region, tier, version, "no_region"
+        if values[2] is _INVALID and self._baselines:
+            return region, tier, None, "invalid_version"
+        return region, tier, version, None if tier or (version and self._baselines) else "no_tier"
 
     def _proto_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = ExportTraceServiceRequest.FromString(raw)
