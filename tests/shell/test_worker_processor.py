@@ -16,8 +16,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from gatekeeper.core import decision as decisions
+from gatekeeper.core import inbox_snapshot
 from gatekeeper.core import partials as contract
-from gatekeeper.core import stage_snapshot
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.replay import replay
@@ -204,7 +204,7 @@ def test_restarts_restore_partials_held_by_reference_from_the_panes_topic() -> N
             cursors[p] += 40 * (p + 1)
         bus.poll(processor, polled)
         for raw in bus.gate_table.values():
-            inbox, buffered, merged = stage_snapshot.load_inbox(decode_entry(raw)[1])
+            inbox, buffered, merged = inbox_snapshot.load_inbox(decode_entry(raw)[1])
             held.update(inline=sum(map(len, inbox.buffered.values())), buffered=len(buffered), merged=len(merged))
         polls += 1
         if polls % 3 == 0:

@@ -6,7 +6,7 @@ every gate hears how far p has come even when p holds none of its records. Nothi
 needs re-keying. Invalid records go to the DLQ with their original key and bytes and ``gk.reason`` /
 ``gk.message`` / ``gk.source`` headers. p's state, with the offset of the next record to fold, goes to
 ``<app-id>-aggregate-changelog`` (partition p): whole under key ``<topic>:<p>``, and between two whole ones only
-what changed, under ``<topic>:<p>/<seq>`` (``stage_snapshot.SourceWriter``); the runtime seeks p to that offset
+what changed, under ``<topic>:<p>/<seq>`` (``source_changelog.SourceWriter``); the runtime seeks p to that offset
 when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gatekeeper.core import panes_batch, regression, stage_snapshot
+from gatekeeper.core import panes_batch, regression, source_changelog
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.cross_region import copy_mask
@@ -37,7 +37,7 @@ class _Source:
     state: SourceState
     next_offset: int
     published: tuple[int | None, bool] | None = None  # (pane of the watermark, idle) last sent
-    writer: stage_snapshot.SourceWriter = field(default_factory=stage_snapshot.SourceWriter)
+    writer: source_changelog.SourceWriter = field(default_factory=source_changelog.SourceWriter)
 
 
 class PartitionStage:
@@ -200,10 +200,10 @@ class PartitionStage:
                     return None if entry is None or (found := decode_entry(entry))[0] != version else found[1]
 
                 try:
-                    state, next_offset, epoch = stage_snapshot.load_source_chain(snap, change)
+                    state, next_offset, epoch = source_changelog.load_source_chain(snap, change)
                 except ValueError as exc:
                     raise StateError(f"telemetry partition {p}: {exc}") from None
-                source = _Source(state, next_offset, writer=stage_snapshot.SourceWriter(epoch))
+                source = _Source(state, next_offset, writer=source_changelog.SourceWriter(epoch))
             elif self._warn is not None:
                 self._warn(
                     f"telemetry partition {p}: stored stage-1 state is from plan version {version}, this is "

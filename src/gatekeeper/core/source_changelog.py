@@ -1,6 +1,6 @@
-"""The two stages' state <-> bytes, for changelog-backed tables (msgpack, exact).
+"""Stage 1's changelog: a source's state <-> bytes (msgpack, exact; records as core/changelog_record.py writes them).
 
-Stage 1: a source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
+A source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
 exactly after the last record folded into it (re-folding a record would change a partial, a conflict). Written
 by a ``SourceWriter``: a whole snapshot now and then, and between them only the open panes that changed (and
 those emitted) since the previous write, each record under its own key, so a checkpoint does not rewrite every
@@ -12,41 +12,25 @@ previous write and only grew as what it gained (its sums, and the buckets whose 
 a live worker checkpoints every 2 s, and on thin input a pane gains a few records between two checkpoints.
 Format 4 writes those gains as columns (gates, starts as differences from the first, sums, buckets, counts), which
 deflate ~15 % shorter than one array per pane (docs/benchmarks.md). Format 3 changes are still read.
-Format 1 and 2 records (absolute buckets, not deflated; panes always whole) are still read. Gate inboxes are
-deflated too (their dense window sketches are mostly zeros), with a preset dictionary (core/inbox_dictionary.py:
-~70 % shorter on thin input, where an inbox is a few hundred bytes mostly of field and source names); inboxes
-deflated without one, and those written before deflating (msgpack as it is), are still read.
-Stage 2: a gate's ``GateInbox``, the gate's own state as ``snapshot`` writes it, its alert state as
-``breach_watch.dump`` does. The partials it holds (buffered for open panes, and those merged into recently
-closed ones) are already in the panes topic: those whose offset there is given (``located``) are written as
-(pane, source, offset), and read back from that topic on restore, rather than written again whole at every
-checkpoint (the changelog would otherwise carry the partials many times over while panes wait for the slowest
-partition). The record at that offset may be a batch of many partials (core/panes_batch.py): the gate (the
-entry's key), pane and source name the partial inside it (``read_back``), so the reference needs no more.
+Format 1 and 2 records (absolute buckets, not deflated; panes always whole) are still read.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
-from typing import TypeVar
 
 import msgspec
 import numpy as np
 
-from gatekeeper.core import breach_watch, inbox_dictionary, panes_batch, snapshot
 from gatekeeper.core.aggregate import OpenPane, SourceState
-from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
-from gatekeeper.core.partials import Partial, PartialError
-from gatekeeper.core.regression import CROSS_REGION
+from gatekeeper.core.changelog_record import ENCODER as _ENCODER
+from gatekeeper.core.changelog_record import FORMAT, decode, deflate, inflate
 
-FORMAT = 1
+__all__ = ["FORMAT", "SOURCE_FORMAT", "SourceWriter", "dump_source", "load_source", "load_source_chain"]
+
 # 4: what panes gained as columns; 3: changes may add to a pane; 2: records deflated, buckets as differences (1, 2, 3:
 # still read)
 SOURCE_FORMAT = 4
-INBOX_FORMAT = 2  # 2: partials located in the panes topic (format 1 had them all inline; still read)
-_T = TypeVar("_T")
-Located = dict[tuple[int, str], int]  # (pane, source) -> offset of the partial in its gate's panes partition
 
 
 class _Pane(msgspec.Struct, array_like=True):
@@ -154,34 +138,8 @@ class _ChangesOut(msgspec.Struct, array_like=True):
     grown: _Grown | None
 
 
-class _Mark(msgspec.Struct, array_like=True):
-    watermark: int | None
-    idle: bool
-
-
-class _Inbox(msgspec.Struct, array_like=True):
-    format: int
-    gate: bytes
-    sources: dict[str, _Mark]
-    buffered: list[Partial]
-    merged: list[tuple[int, str, int, bytes, int, int]]  # (pane, source, seq, digest, requests, late)
-    closed_until: int | None
-    counts: tuple[int, int, int, int]
-    # partials held by reference: per pane, (index into ``names``, offset in the panes topic); compact because
-    # every checkpoint writes them again (about 7 bytes each; a source name alone is 12)
-    names: list[str] = []
-    buffered_at: list[tuple[int, list[tuple[int, int]]]] = []
-    merged_at: list[tuple[int, list[tuple[int, int]]]] = []
-    alerts: bytes = b""  # breach_watch.dump; empty in inboxes snapshotted before alerts existed
-    # buffered baseline and cross-region partials (core/regression.py, core/cross_region.py; their ``slice`` says
-    # which), whole: few, and short-lived
-    baseline: list[Partial] = []
-
-
-_ENCODER = msgspec.msgpack.Encoder()
 _SOURCE = msgspec.msgpack.Decoder(_Source)
 _CHANGES = msgspec.msgpack.Decoder(_Changes)
-_INBOX = msgspec.msgpack.Decoder(_Inbox)
 _SOURCE_FORMATS = (FORMAT, 2, 3, SOURCE_FORMAT)
 
 
@@ -198,36 +156,9 @@ def _open(p: _Pane, fmt: int) -> OpenPane:
     return OpenPane(p.requests, p.errors, p.late, buckets, counts, p.seq, p.dirty)
 
 
-def _deflate(raw: bytes, zdict: bytes | None = None) -> bytes:
-    # level 6: ~10 % fewer changelog bytes than level 1 on thin unkeyed input, where the changelogs became most
-    # of the internal bytes once partials were batched (docs/benchmarks.md); records are a few KB, written per
-    # checkpoint, so the extra CPU is small
-    if zdict is None:
-        return zlib.compress(raw, 6)
-    out = zlib.compressobj(6, zdict=zdict)
-    return out.compress(raw) + out.flush()
-
-
-def _inflate(raw: bytes, what: str) -> bytes:
-    """A deflated record's msgpack; records written before deflating (a msgpack array: never zlib's first byte
-    0x78) as they are."""
-    if raw[:1] != b"\x78":
-        return raw
-    try:
-        if len(raw) > 6 and raw[1] & 0x20:  # FDICT: deflated with the preset dictionary whose adler32 follows
-            zdict = inbox_dictionary.DICTIONARIES.get(int.from_bytes(raw[2:6], "big"))
-            if zdict is None:
-                raise ValueError(f"not a {what}: deflated with an unknown dictionary {raw[2:6].hex()}")
-            out = zlib.decompressobj(zdict=zdict)
-            return out.decompress(raw) + out.flush()
-        return zlib.decompress(raw)
-    except zlib.error as exc:
-        raise ValueError(f"not a {what}: {exc}") from None
-
-
 def dump_source(state: SourceState, next_offset: int, epoch: int = 0) -> bytes:
     panes = [_pane(gate, start, p) for (gate, start), p in sorted(state.panes.items())]
-    return _deflate(
+    return deflate(
         _ENCODER.encode(
             _Source(SOURCE_FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch)
         )
@@ -246,13 +177,13 @@ def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tup
     Changes written after an older snapshot (left behind under their keys) are not part of the chain.
     ValueError on bytes that are not a snapshot or changes."""
     what = "stage-1 source state"
-    snap = _decode(_SOURCE, _inflate(raw, what), what, _SOURCE_FORMATS)
+    snap = decode(_SOURCE, inflate(raw, what), what, _SOURCE_FORMATS)
     panes = {(p.gate, p.start): _open(p, snap.format) for p in snap.panes}
     state = SourceState(snap.source, snap.newest, panes, snap.events, snap.late)
     next_offset, seq = snap.next_offset, 1
     while (more := changes(seq)) is not None:
         what = "stage-1 source change"
-        change = _decode(_CHANGES, _inflate(more, what), what, _SOURCE_FORMATS)
+        change = decode(_CHANGES, inflate(more, what), what, _SOURCE_FORMATS)
         if change.base != snap.epoch or change.seq != seq:
             break  # left from an older chain: this one ends here
         for key in change.gone:
@@ -334,109 +265,7 @@ class SourceWriter:
             SOURCE_FORMAT, self.epoch, self.seq, next_offset, state.newest, state.events, state.late, changed, gone,
             [], _Grown.of(added),
         )  # fmt: skip
-        raw = _deflate(_ENCODER.encode(change))
+        raw = deflate(_ENCODER.encode(change))
         self._chain_bytes += len(raw)
         self._written, self._bins = encoded, bins
         return self.seq, raw
-
-
-def dump_inbox(inbox: GateInbox, located: Located | None = None) -> bytes:
-    """``located``: the panes-topic offsets of partials ``inbox`` holds (written as references; others whole)."""
-    at = located or {}
-    c = inbox.counts
-    buffered = [(pane, s, p) for pane, parts in inbox.buffered.items() for s, p in parts.items()]
-    merged = [(pane, s, m) for pane, parts in inbox.merged.items() for s, m in parts.items()]
-    names = sorted({s for pane, s, _m in [*buffered, *merged] if (pane, s) in at})
-    index = {name: i for i, name in enumerate(names)}
-
-    def refs(held: list[tuple[int, str, Partial | Seen]]) -> list[tuple[int, list[tuple[int, int]]]]:
-        by_pane: dict[int, list[tuple[int, int]]] = {}
-        for pane, s, m in held:
-            if (pane, s) in at and isinstance(m, Partial):
-                by_pane.setdefault(pane, []).append((index[s], at[pane, s]))
-        return sorted(by_pane.items())
-
-    return _deflate(
-        _ENCODER.encode(
-            _Inbox(
-                INBOX_FORMAT,
-                snapshot.dump(inbox.gate),
-                {s: _Mark(m.watermark, m.idle) for s, m in inbox.sources.items()},
-                [p for pane, s, p in buffered if (pane, s) not in at],
-                [(pane, s, *seen_of(m)) for pane, s, m in merged if (pane, s) not in at or not isinstance(m, Partial)],
-                inbox.closed_until,
-                (c.duplicates, c.conflicts, c.late_partials, c.late),
-                names,
-                refs(buffered),  # type: ignore[arg-type]  # buffered holds partials only
-                refs(merged),
-                breach_watch.dump(inbox.alerts),
-                [p for box in (inbox.baseline, inbox.cross) for parts in box.panes.values() for p in parts.values()],
-            )
-        ),
-        inbox_dictionary.INBOX_V1,
-    )
-
-
-def load_inbox(raw: bytes) -> tuple[GateInbox, Located, Located]:
-    """The inbox ``dump_inbox`` wrote, and where the partials it holds by reference are: (buffered ones,
-    merged ones), each (pane, source) -> offset; put each in with ``place`` once read. ValueError on bytes that
-    are not an inbox."""
-    what = "stage-2 gate inbox"
-    snap = _decode(_INBOX, _inflate(raw, what), what, (FORMAT, INBOX_FORMAT))
-    inbox = GateInbox(
-        gate=snapshot.load(snap.gate),
-        sources={s: SourceMark(m.watermark, m.idle) for s, m in snap.sources.items()},
-        closed_until=snap.closed_until,
-        counts=MergeCounts(*snap.counts),
-        alerts=breach_watch.load(snap.alerts),
-    )
-    for p in snap.buffered:
-        inbox.buffered.setdefault(p.pane, {})[p.source] = p
-    for p in snap.baseline:
-        box = inbox.cross if p.part == CROSS_REGION else inbox.baseline
-        box.panes.setdefault(p.pane, {})[p.source] = p
-    for pane, source, seq, digest, requests, late in snap.merged:
-        inbox.merged.setdefault(pane, {})[source] = (seq, digest, requests, late)
-    try:
-        buffered = {(pane, snap.names[i]): offset for pane, refs in snap.buffered_at for i, offset in refs}
-        merged = {(pane, snap.names[i]): offset for pane, refs in snap.merged_at for i, offset in refs}
-    except IndexError:
-        raise ValueError("not a stage-2 gate inbox: a partial refers to a source it does not name") from None
-    return inbox, buffered, merged
-
-
-def place(inbox: GateInbox, partial: Partial, merged: bool) -> None:
-    """Put a partial read back from the panes topic where the snapshot had it (buffered, or merged)."""
-    (inbox.merged if merged else inbox.buffered).setdefault(partial.pane, {})[partial.source] = partial
-
-
-def read_back(ident: tuple[str, int, str], raw: bytes | None, where: tuple[str, int, int]) -> Partial:
-    """The partial ``ident`` (gate, pane, source) a restored inbox holds by reference, from ``raw``: the panes
-    record read back at ``where`` (topic, partition, offset; None: it could not be read). The record is a
-    one-partial message or a batch (core/panes_batch.py), in which the reference names its partial by ``ident``
-    (the gate's own evidence: located partials are never a slice's). ValueError naming the gate, the partial, the
-    offset and the partition when it is missing, not a partial, or another one: the restore cannot go on without
-    silently losing evidence."""
-    gate, pane, source = ident
-    topic, partition, offset = where
-    at = f"gate {gate}: its partial (pane {pane}, source {source}) at offset {offset} of {topic} partition {partition}"
-    if raw is None:
-        raise ValueError(f"{at} could not be read back (past the topic's retention?)")
-    try:
-        partial = panes_batch.find(raw, ident)
-    except PartialError as exc:
-        raise ValueError(f"{at}: {exc}") from None
-    if partial is None:
-        raise ValueError(f"{at} is another message: the topic is not the one the state was written with")
-    return partial
-
-
-def _decode(decoder: msgspec.msgpack.Decoder[_T], raw: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> _T:
-    try:
-        snap = decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"not a {what}: {exc}") from None
-    if getattr(snap, "format", None) not in formats:
-        readable = " and ".join(map(str, formats))
-        raise ValueError(f"{what} format {getattr(snap, 'format', None)}; this version reads format {readable}")
-    return snap

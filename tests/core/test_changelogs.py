@@ -1,5 +1,5 @@
-"""Snapshots of both stages' state (core/stage_snapshot.py): restoring a snapshot mid-stream and going on
-gives exactly what going on without it gives."""
+"""Snapshots of both stages' state (core/source_changelog.py, core/inbox_snapshot.py): restoring a snapshot
+mid-stream and going on gives exactly what going on without it gives."""
 
 from __future__ import annotations
 
@@ -9,21 +9,14 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from gatekeeper.core import inbox_dictionary, stage_snapshot
+from gatekeeper.core import changelog_record, inbox_dictionary, source_changelog
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
+from gatekeeper.core.inbox_snapshot import dump_inbox, load_inbox, read_back
 from gatekeeper.core.merge import Merger
 from gatekeeper.core.partials import Message, Partial, Watermark
-from gatekeeper.core.stage_snapshot import (
-    SourceWriter,
-    dump_inbox,
-    dump_source,
-    load_inbox,
-    load_source,
-    load_source_chain,
-    read_back,
-)
+from gatekeeper.core.source_changelog import SourceWriter, dump_source, load_source, load_source_chain
 
 from .helpers import chunks, encoded, make_plan, rich_events, rich_plan, take
 
@@ -81,7 +74,7 @@ def test_an_inbox_deflated_without_the_dictionary_still_restores() -> None:
         merger.apply(inboxes, [*partials, mark])
         for inbox in inboxes.values():
             raw = dump_inbox(inbox)
-            legacy = zlib.compress(stage_snapshot._inflate(raw, "inbox"), 6)
+            legacy = zlib.compress(changelog_record.inflate(raw, "inbox"), 6)
             assert raw != legacy
             assert raw == dump_inbox(load_inbox(legacy)[0])
             with_dict, without = with_dict + len(raw), without + len(legacy)
@@ -181,7 +174,7 @@ def test_a_pane_open_across_writes_is_written_as_what_it_gained() -> None:
             seq, raw = writer.write(source, i)
             table["full" if seq == 0 else f"change/{seq}"] = raw
             if seq:
-                grew = stage_snapshot._CHANGES.decode(zlib.decompress(raw)).grown
+                grew = source_changelog._CHANGES.decode(zlib.decompress(raw)).grown
                 added += len(grew.gates) if grew else 0
             restored, offset, _epoch = load_source_chain(table["full"], table_changes(table))
             assert (dump_source(source, i), i) == (dump_source(restored, offset), offset)
@@ -206,7 +199,7 @@ def test_a_chain_of_format_3_changes_still_restores() -> None:
         key = "full" if seq == 0 else f"change/{seq}"
         table[key] = legacy[key] = raw
         if seq:
-            change = stage_snapshot._CHANGES.decode(zlib.decompress(raw))
+            change = source_changelog._CHANGES.decode(zlib.decompress(raw))
             added = change.grown.panes("change") if change.grown else []
             converted += len(added)
             old = [3, change.base, change.seq, change.next_offset, change.newest, change.events, change.late]
@@ -214,7 +207,7 @@ def test_a_chain_of_format_3_changes_still_restores() -> None:
         restored, offset, _epoch = load_source_chain(legacy["full"], table_changes(legacy))
         assert (dump_source(source, i), i) == (dump_source(restored, offset), offset)
     assert converted > 0  # the legacy chain did add to panes
-    last = stage_snapshot._CHANGES.decode(zlib.decompress(table[f"change/{writer.seq}"]))
+    last = source_changelog._CHANGES.decode(zlib.decompress(table[f"change/{writer.seq}"]))
     assert last.grown is not None
     last.grown.counts.append(1)
     table[f"change/{writer.seq}"] = msgspec.msgpack.encode(last)
