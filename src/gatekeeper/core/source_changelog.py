@@ -18,6 +18,7 @@ Format 1 and 2 records (absolute buckets, not deflated; panes always whole) are 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -26,11 +27,15 @@ from gatekeeper.core.aggregate import OpenPane, SourceState
 from gatekeeper.core.changelog_record import ENCODER as _ENCODER
 from gatekeeper.core.changelog_record import FORMAT, decode, deflate, inflate
 
-__all__ = ["FORMAT", "SOURCE_FORMAT", "SourceWriter", "dump_source", "load_source", "load_source_chain"]
+__all__ = [
+    "FORMAT", "READ_FORMAT", "SOURCE_FORMAT", "ReadWriter", "Restored", "SourceWriter", "dump_source", "load_source",
+    "load_source_chain", "restore_source",
+]  # fmt: skip
 
 # 4: what panes gained as columns; 3: changes may add to a pane; 2: records deflated, buckets as differences (1, 2, 3:
 # still read)
 SOURCE_FORMAT = 4
+READ_FORMAT = 5  # between whole snapshots only how far the source was read (``ReadWriter``)
 
 
 class _Pane(msgspec.Struct, array_like=True):
@@ -54,6 +59,7 @@ class _Source(msgspec.Struct, array_like=True):
     late: int
     panes: list[_Pane]
     epoch: int = 0  # which whole snapshot this is: the changes written after it name it
+    read: int = -1  # format 5: records before this offset were read already (a restore folds them again quietly)
 
 
 class _Grown(msgspec.Struct, array_like=True):
@@ -138,9 +144,30 @@ class _ChangesOut(msgspec.Struct, array_like=True):
     grown: _Grown | None
 
 
+class _Read(msgspec.Struct, array_like=True):
+    """Format 5: how far the source was read (``next_offset``) since the whole snapshot ``base``. Also the head of
+    every change record (msgspec skips an array's further items), to tell a format-5 record from older ones."""
+
+    format: int
+    base: int
+    seq: int
+    next_offset: int
+
+
+class Restored(NamedTuple):
+    """A source's state as restored: fold it on from ``next_offset``; records before ``read`` were read (and their
+    dead letters sent) before: fold them again without sending or counting anything but partials."""
+
+    state: SourceState
+    next_offset: int
+    epoch: int
+    read: int
+
+
 _SOURCE = msgspec.msgpack.Decoder(_Source)
+_READ = msgspec.msgpack.Decoder(_Read)
 _CHANGES = msgspec.msgpack.Decoder(_Changes)
-_SOURCE_FORMATS = (FORMAT, 2, 3, SOURCE_FORMAT)
+_SOURCE_FORMATS = (FORMAT, 2, 3, SOURCE_FORMAT, READ_FORMAT)
 
 
 def _pane(gate: int, start: int, p: OpenPane) -> _Pane:
@@ -156,11 +183,13 @@ def _open(p: _Pane, fmt: int) -> OpenPane:
     return OpenPane(p.requests, p.errors, p.late, buckets, counts, p.seq, p.dirty)
 
 
-def dump_source(state: SourceState, next_offset: int, epoch: int = 0) -> bytes:
+def dump_source(state: SourceState, next_offset: int, epoch: int = 0, read: int = -1) -> bytes:
     panes = [_pane(gate, start, p) for (gate, start), p in sorted(state.panes.items())]
     return deflate(
         _ENCODER.encode(
-            _Source(SOURCE_FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch)
+            _Source(
+                SOURCE_FORMAT, state.source, next_offset, state.newest, state.events, state.late, panes, epoch, read
+            )
         )
     )
 
@@ -172,31 +201,43 @@ def load_source(raw: bytes) -> tuple[SourceState, int]:
 
 
 def load_source_chain(raw: bytes, changes: Callable[[int], bytes | None]) -> tuple[SourceState, int, int]:
+    """``restore_source`` as (the state, the offset of the next record to fold, the snapshot's epoch)."""
+    state, next_offset, epoch, _read = restore_source(raw, changes)
+    return state, next_offset, epoch
+
+
+def restore_source(raw: bytes, changes: Callable[[int], bytes | None]) -> Restored:
     """A whole snapshot and the changes written after it (``changes(seq)``: the record of change ``seq``, 1, 2,
-    ..., None when there is none): (the state, the offset of the next record to fold, the snapshot's epoch).
-    Changes written after an older snapshot (left behind under their keys) are not part of the chain.
-    ValueError on bytes that are not a snapshot or changes."""
+    ..., None when there is none). Changes written after an older snapshot (left behind under their keys) are not
+    part of the chain. ValueError on bytes that are not a snapshot or changes, naming the change."""
     what = "stage-1 source state"
     snap = decode(_SOURCE, inflate(raw, what), what, _SOURCE_FORMATS)
     panes = {(p.gate, p.start): _open(p, snap.format) for p in snap.panes}
     state = SourceState(snap.source, snap.newest, panes, snap.events, snap.late)
     next_offset, seq = snap.next_offset, 1
+    read = max(next_offset, snap.read)
     while (more := changes(seq)) is not None:
-        what = "stage-1 source change"
-        change = decode(_CHANGES, inflate(more, what), what, _SOURCE_FORMATS)
-        if change.base != snap.epoch or change.seq != seq:
+        what = f"stage-1 source change {seq}"
+        body = inflate(more, what)
+        head = decode(_READ, body, what, _SOURCE_FORMATS)
+        if head.base != snap.epoch or head.seq != seq:
             break  # left from an older chain: this one ends here
+        seq += 1
+        if head.format == READ_FORMAT:
+            read = max(read, head.next_offset)
+            continue
+        change = decode(_CHANGES, body, what, _SOURCE_FORMATS)
         for key in change.gone:
             state.panes.pop(key, None)
         state.panes.update({(p.gate, p.start): _open(p, change.format) for p in change.panes})
         for p in change.added + (change.grown.panes(what) if change.grown else []):
             held = state.panes.get((p.gate, p.start))
             if held is None:
-                raise ValueError(f"{what} {seq}: adds to pane ({p.gate}, {p.start}), which the state does not hold")
+                raise ValueError(f"{what}: adds to pane ({p.gate}, {p.start}), which the state does not hold")
             state.panes[p.gate, p.start] = _add(held, _open(p, change.format))
         state.newest, state.events, state.late = change.newest, change.events, change.late
-        next_offset, seq = change.next_offset, seq + 1
-    return state, next_offset, snap.epoch
+        next_offset = read = change.next_offset
+    return Restored(state, next_offset, snap.epoch, read)
 
 
 def _add(held: OpenPane, gained: OpenPane) -> OpenPane:
@@ -269,3 +310,35 @@ class SourceWriter:
         self._chain_bytes += len(raw)
         self._written, self._bins = encoded, bins
         return self.seq, raw
+
+
+class ReadWriter:
+    """What to write for one source at a checkpoint (format 5): a whole snapshot now and then, and between two of
+    them only how far the source was read. A restore folds the records read since the snapshot again: folding is
+    exact (a record's lateness and pane follow from the records before it, in the partition's order, not from how
+    polls cut them), so open panes, whose growth was most of what a live worker wrote (docs/benchmarks.md), need
+    not be written at every checkpoint. What folding cannot reproduce (``whole``: an idle partition's panes
+    sealed, a record rejected by the wall clock) is written whole at once.
+
+    A snapshot is due when the records read since the last one reach ``per_byte`` times its size in bytes, at
+    least ``least`` and at most ``most`` records: its bytes stay a small share of what was read (~1/(``per_byte``
+    x the record size), ~0.2 % for ~115-byte records), and a restart folds at most ``most`` records again."""
+
+    def __init__(self, epoch: int = 0, *, per_byte: int = 4, least: int = 2_000, most: int = 100_000) -> None:
+        self.epoch, self.per_byte, self.least, self.most = epoch, per_byte, least, most
+        self.seq = 0
+        self._since: int | None = None  # the offset the last whole snapshot holds the state at
+        self._full_bytes = 0
+
+    def write(self, state: SourceState, next_offset: int, *, read: int = -1, whole: bool = False) -> tuple[int, bytes]:
+        """(0 and a whole snapshot, or the change's seq and how far the source was read: ``next_offset``, or
+        ``read`` when a restore's folding again has not reached that yet)."""
+        due = min(self.most, max(self.least, self.per_byte * self._full_bytes))
+        if whole or self._since is None or next_offset - self._since >= due:
+            self.epoch, self.seq, self._since = self.epoch + 1, 0, next_offset
+            raw = dump_source(state, next_offset, self.epoch, read)
+            self._full_bytes = len(raw)
+            return 0, raw
+        self.seq += 1
+        # not deflated: four small numbers, shorter as they are
+        return self.seq, _ENCODER.encode(_Read(READ_FORMAT, self.epoch, self.seq, max(next_offset, read)))
