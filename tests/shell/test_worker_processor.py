@@ -395,6 +395,20 @@ def test_an_idle_partitions_sealed_panes_are_written_whole() -> None:
     assert [b"telemetry:0"] == [key for key, _v in processor.checkpoint().sources.values()]
 
 
+def test_records_rejected_by_the_clock_make_the_state_written_whole() -> None:
+    """Records rejected for a timestamp in the future of the wall clock would be accepted when folded again later:
+    the next checkpoint writes the state whole (key ``telemetry:0``), not how far it was read."""
+    bus = Bus(ONE)
+    processor = bus.processor()
+    recs = records(lines(30))
+    bus.poll(processor, [(0, recs[:10])])
+    ts = json.loads(recs[15].value or b"")["ts"]
+    now_ms = round(ts * 1000) - PLAN.evaluation.max_future_skew - 1  # the 16th record and later are in the future
+    bus.apply(processor.flush_polled([("telemetry", 0, recs[10:20])], now_ms))
+    assert 0 < processor.rejected["invalid_field:ts"]
+    assert [b"telemetry:0"] == [key for key, _v in processor.checkpoint().sources.values()]
+
+
 def test_revoke_forgets_the_state_of_the_revoked_partitions() -> None:
     """After a revoke the processor reads a partition's state from the table again (here empty: afresh)."""
     processor = Processor(PLAN, ONE, NO_ENTRIES.get, NO_ENTRIES.get)

@@ -138,8 +138,6 @@ class PartitionStage:
         loud = offset >= read  # not read before a restart (else its dead letter was sent, its counts counted)
         for rej in batch.rejections:
             ok[rej.position] = False
-            if rej.code == "invalid_field:ts" and fresh[rej.position]:  # may be the wall clock's: not reproducible
-                self._sources[int(partition[rej.position])].whole = True
             if fresh[rej.position] and loud[rej.position]:
                 out.messages.append(self.topics.rejected(records[rej.position], rej.code, rej.message))
                 out.rejected[rej.code] += 1
@@ -150,6 +148,7 @@ class PartitionStage:
             record_of = record_of[np.cumsum(~copied) - 1]
         valid_partition, valid_fresh, valid_loud = partition[record_of], fresh[record_of], loud[record_of]
         folded = list(dict.fromkeys(partition.tolist()))
+        self._clock_dropped(batch, partition)
         for p in folded:
             source = self._source(p)
             reached = max(source.next_offset, int(offset[partition == p].max()) + 1)
@@ -172,6 +171,16 @@ class PartitionStage:
         # this poll then has its partials in before another partition's watermark can close their panes.
         for p in folded:
             self._publish(p, self._sources[p], False, out)
+
+    def _clock_dropped(self, batch: EventBatch, partition: np.ndarray) -> None:
+        """Write whole at the next checkpoint the partitions of records rejected for their time: the wall clock
+        (``not_after``) may have dropped them, and folding them again later would not."""
+        if isinstance(batch, SpanBatch):  # spans are dropped and counted, not rejected: which partition is not known
+            dropped = set(partition.tolist()) if batch.ignored.get("invalid_time") else set()
+        else:
+            dropped = {int(partition[r.position]) for r in batch.rejections if r.code == "invalid_field:ts"}
+        for p in dropped:
+            self._sources[p].whole = True
 
     def _send(self, partials: list[Partial], out: Flush) -> None:
         """The partials (of one source) as one batch message per panes partition their gates are homed on, keyed
