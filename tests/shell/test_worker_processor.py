@@ -345,6 +345,29 @@ def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
     assert (skipped, 0, len(source)) == (bus.totals["skipped"], bus.totals["conflicts"], bus.totals["applied"])
 
 
+def test_records_folded_again_after_a_restart_send_no_dead_letter_again() -> None:
+    """Invalid records among those read since the last whole snapshot went to the DLQ before the restart: folded
+    again after it they are not sent again, nor counted; each invalid record is dead-lettered exactly once and
+    every valid one counted applied once."""
+    source = lines()
+    source = [b"not json" if i % 50 == 7 else line for i, line in enumerate(source)]
+    recs = records(source)
+    cut = int(len(recs) * 0.6)
+    bus = Bus(ONE)
+    before = bus.processor()
+    for i in range(0, cut, 300):
+        bus.poll(before, [(0, recs[i : min(i + 300, cut)])])
+    after = bus.processor()
+    resume = after.resume(0)
+    assert resume is not None
+    assert resume < cut  # records read since the snapshot are folded again
+    for i in range(resume, len(recs), 300):
+        bus.poll(after, [(0, recs[i : i + 300])])
+    invalid = sum(1 for line in source if line == b"not json")
+    dead = [v for topic, _p, _k, v in bus.out if topic == "dlq"]
+    assert (invalid, len(source) - invalid) == (len(dead), bus.totals["applied"])
+
+
 def test_state_of_another_plan_version_is_not_restored() -> None:
     """Table entries written under another plan version are ignored with a warning: the gate and the
     partition start afresh."""
