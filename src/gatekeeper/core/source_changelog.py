@@ -1,18 +1,20 @@
 """Stage 1's changelog: a source's state <-> bytes (msgpack, exact; records as core/changelog_record.py writes them).
 
 A source's ``SourceState`` with the offset of the next record to read from it, so a restart resumes
-exactly after the last record folded into it (re-folding a record would change a partial, a conflict). Written
-by a ``SourceWriter``: a whole snapshot now and then, and between them only the open panes that changed (and
-those emitted) since the previous write, each record under its own key, so a checkpoint does not rewrite every
-open pane of every gate when a few of them got records. Format 2 writes a pane's latency buckets as differences
-from the one before (ascending: mostly 1-byte numbers) and deflates each record (zlib level 6: ~10 % smaller
-than level 1): unkeyed, every partition holds an open pane of every gate and its changes were most of the bytes
-the worker wrote to its internal topics (docs/benchmarks.md). Format 3 writes a pane that was open at the
-previous write and only grew as what it gained (its sums, and the buckets whose counts grew with the increments):
-a live worker checkpoints every 2 s, and on thin input a pane gains a few records between two checkpoints.
-Format 4 writes those gains as columns (gates, starts as differences from the first, sums, buckets, counts), which
-deflate ~15 % shorter than one array per pane (docs/benchmarks.md). Format 3 changes are still read.
-Format 1 and 2 records (absolute buckets, not deflated; panes always whole) are still read.
+exactly after the last record folded into it. Written by a ``ReadWriter`` (format 5): a whole snapshot now and
+then, and between two of them only how far the source was read; a restore folds the records read since the
+snapshot again, without dead letters or counts (re-folding is exact; what the wall clock decided, sealed panes and
+records rejected for their time, is written whole at once). A live worker checkpoints every 2 s, and on thin
+unkeyed input every partition holds an open pane of every gate that grows by a few records between two
+checkpoints: writing that growth was most of the bytes it wrote to its internal topics (docs/benchmarks.md).
+
+Older formats are still read (docs/reliability.md lists them). Format 1: panes with absolute latency buckets, not
+deflated. Format 2 writes a pane's latency buckets as differences from the one before (ascending: mostly 1-byte
+numbers), deflates each record (zlib level 6), and between whole snapshots writes the open panes that changed (and
+those emitted), each record under its own key. Format 3 writes a pane that was open at the previous write and only
+grew as what it gained (its sums, and the buckets whose counts grew with the increments); format 4 those gains as
+columns (gates, starts as differences from the first, sums, buckets, counts). ``SourceWriter`` still writes format
+4 changes (for tests of reading them).
 """
 
 from __future__ import annotations
