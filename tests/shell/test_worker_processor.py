@@ -322,13 +322,9 @@ def test_invalid_records_and_partials_become_dead_letters() -> None:
     assert {"malformed_json": 1, "invalid_partial": 1, "partial_elsewhere": 1} == processor.rejected
 
 
-def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
-    """Stop after 60 % of the records, start a new processor on the tables as they were written, and give it
-    the records again from well before the stop (as after a crash before a commit): records before its last whole
-    snapshot are skipped, those read since are folded again without being counted, the rest continue; all
-    decisions equal replay's, with no conflicting partial, and every record is counted applied once."""
-    source = lines()
-    recs = records(source)
+def stopped_at_60_percent(recs: list[Record]) -> tuple[Bus, int, Processor, int]:
+    """Partition 0 read in polls of 300 up to 60 % of ``recs`` (the cut), then a new processor restored from the
+    tables: (the bus, the cut, the new processor, the offset it resumes from)."""
     cut = int(len(recs) * 0.6)
     bus = Bus(ONE)
     before = bus.processor()
@@ -337,6 +333,17 @@ def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
     after = bus.processor()
     resume = after.resume(0)
     assert resume is not None
+    return bus, cut, after, resume
+
+
+def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
+    """Stop after 60 % of the records, start a new processor on the tables as they were written, and give it
+    the records again from well before the stop (as after a crash before a commit): records before its last whole
+    snapshot are skipped, those read since are folded again without being counted, the rest continue; all
+    decisions equal replay's, with no conflicting partial, and every record is counted applied once."""
+    source = lines()
+    recs = records(source)
+    bus, cut, after, resume = stopped_at_60_percent(recs)
     assert cut - 1000 <= resume < cut  # the last whole snapshot: the table holds how far it was read after it
     for i in range(cut - 1000, len(recs), 300):
         bus.poll(after, [(0, recs[i : i + 300])])
@@ -352,14 +359,7 @@ def test_records_folded_again_after_a_restart_send_no_dead_letter_again() -> Non
     source = lines()
     source = [b"not json" if i % 50 == 7 else line for i, line in enumerate(source)]
     recs = records(source)
-    cut = int(len(recs) * 0.6)
-    bus = Bus(ONE)
-    before = bus.processor()
-    for i in range(0, cut, 300):
-        bus.poll(before, [(0, recs[i : min(i + 300, cut)])])
-    after = bus.processor()
-    resume = after.resume(0)
-    assert resume is not None
+    bus, cut, after, resume = stopped_at_60_percent(recs)
     assert resume < cut  # records read since the snapshot are folded again
     for i in range(resume, len(recs), 300):
         bus.poll(after, [(0, recs[i : i + 300])])

@@ -324,9 +324,9 @@ class ReadWriter:
 
     A snapshot is due when the records read since the last one reach ``per_byte`` times its size in bytes, at
     least ``least`` and at most ``most`` records: its bytes stay a small share of what was read (~1/(``per_byte``
-    x the record size), ~0.2 % for ~115-byte records), and a restart folds at most ``most`` records again."""
+    x the record size), ~0.1 % for ~115-byte records), and a restart folds at most ``most`` records again."""
 
-    def __init__(self, epoch: int = 0, *, per_byte: int = 4, least: int = 2_000, most: int = 100_000) -> None:
+    def __init__(self, epoch: int = 0, *, per_byte: int = 8, least: int = 2_000, most: int = 100_000) -> None:
         self.epoch, self.per_byte, self.least, self.most = epoch, per_byte, least, most
         self.seq = 0
         self._since: int | None = None  # the offset the last whole snapshot holds the state at
