@@ -134,7 +134,7 @@ class PartitionStage:
         fresh = offset >= np.asarray([first[p] for p in partition.tolist()], dtype=np.int64)
         out.skipped += int(fresh.size - fresh.sum())
         ok = np.ones(len(records), dtype=np.bool_)
-        read = np.asarray([self._sources[p].read for p in partition.tolist()], dtype=np.int64)
+        read = np.repeat(np.asarray([self._sources[p].read for _t, p, _r in runs], dtype=np.int64), sizes)
         loud = offset >= read  # not read before a restart (else its dead letter was sent, its counts counted)
         for rej in batch.rejections:
             ok[rej.position] = False
@@ -235,7 +235,7 @@ class PartitionStage:
         return source
 
     def _source_entry(self, p: int, source: _Source) -> tuple[bytes, bytes]:
-        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or what changed."""
+        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or how far p was read."""
         seq, raw = source.writer.write(source.state, source.next_offset, read=source.read, whole=source.whole)
         source.whole = False
         key = self.topics.source_id(p).encode()
