@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core import breach, stage_snapshot
+from gatekeeper.core import breach, changelog_record, inbox_snapshot
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.telemetry import EventBatch
@@ -137,7 +137,7 @@ def test_the_alert_state_survives_a_snapshot() -> None:
     engine.ingest(first)
     got = engine.take_breaches()
     assert ["opened"] == [b.change for b in got]
-    engine.inboxes = {k: stage_snapshot.load_inbox(stage_snapshot.dump_inbox(v))[0] for k, v in engine.inboxes.items()}
+    engine.inboxes = {k: inbox_snapshot.load_inbox(inbox_snapshot.dump_inbox(v))[0] for k, v in engine.inboxes.items()}
     for part in rest:
         engine.ingest(part)
         got += engine.take_breaches()
@@ -150,8 +150,8 @@ def test_an_inbox_snapshotted_before_alerts_loads_with_a_fresh_alert_state() -> 
     engine = pipeline()
     engine.ingest(west_healthy(30))
     inbox = engine.inboxes["eu-west/canary"]
-    raw = stage_snapshot.dump_inbox(inbox)
-    fields = msgspec.msgpack.decode(stage_snapshot._inflate(raw, "inbox"))  # deflated; the legacy one was not
-    legacy = msgspec.msgpack.encode([stage_snapshot.FORMAT, *fields[1:-4]])  # format 1: the first 7 fields
-    restored, _, _ = stage_snapshot.load_inbox(legacy)
+    raw = inbox_snapshot.dump_inbox(inbox)
+    fields = msgspec.msgpack.decode(changelog_record.inflate(raw, "inbox"))  # deflated; the legacy one was not
+    legacy = msgspec.msgpack.encode([inbox_snapshot.FORMAT, *fields[1:-4]])  # format 1: the first 7 fields
+    restored, _, _ = inbox_snapshot.load_inbox(legacy)
     assert ({}, None, inbox.closed_until) == (restored.alerts.burn, restored.alerts.last_fail, restored.closed_until)

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core import partials, slot_routing, stage_snapshot
+from gatekeeper.core import inbox_snapshot, partials, slot_routing
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.pipeline import Pipeline
@@ -139,7 +139,7 @@ def test_cross_region_partials_carry_their_slice_and_survive_snapshots() -> None
         inbox, partials.Partial(**{**msgspec.structs.asdict(cross[0]), "pane": T0 + 60 * MINUTE})
     )
     assert inbox.cross.panes
-    restored, _, _ = stage_snapshot.load_inbox(stage_snapshot.dump_inbox(inbox))
+    restored, _, _ = inbox_snapshot.load_inbox(inbox_snapshot.dump_inbox(inbox))
     assert (inbox.gate.cross, inbox.cross.panes, {}) == (restored.gate.cross, restored.cross.panes,
                                                          restored.baseline.panes)  # fmt: skip
 

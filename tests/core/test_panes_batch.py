@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gatekeeper.core import panes_batch, stage_snapshot
+from gatekeeper.core import inbox_snapshot, panes_batch
 from gatekeeper.core import partials as contract
 from gatekeeper.core.partials import Partial, PartialError, Watermark
 
@@ -96,19 +96,19 @@ def test_find_names_the_gates_own_partial_inside_either_kind() -> None:
 
 
 def test_read_back_finds_a_partial_in_a_batch_or_names_what_is_wrong() -> None:
-    """Restoring a gate: ``stage_snapshot.read_back`` takes its partial out of the batch record at the offset the
+    """Restoring a gate: ``inbox_snapshot.read_back`` takes its partial out of the batch record at the offset the
     snapshot gives; a batch without it, or bytes that are no panes message, give a ValueError naming the gate,
     pane, source, offset and partition."""
     partials = thin(gates=3, panes=1)
     (raw,) = panes_batch.encode(partials)
     where = ("app-panes", 2, 17)
-    assert partials[1] == stage_snapshot.read_back(partials[1].ident, raw, where)
+    assert partials[1] == inbox_snapshot.read_back(partials[1].ident, raw, where)
     gate, pane, _source = partials[1].ident
     with pytest.raises(ValueError, match=rf"gate {gate}: its partial \(pane {pane}, source edge\) at offset 17 of "
                        r"app-panes partition 2 is another message"):  # fmt: skip
-        stage_snapshot.read_back((gate, pane, "edge"), raw, where)
+        inbox_snapshot.read_back((gate, pane, "edge"), raw, where)
     with pytest.raises(ValueError, match=r"at offset 17 of app-panes partition 2: panes batch message version 9"):
-        stage_snapshot.read_back(partials[1].ident, panes_batch.MAGIC + b"\x09\x00", where)
+        inbox_snapshot.read_back(partials[1].ident, panes_batch.MAGIC + b"\x09\x00", where)
 
 
 def body(**change: Any) -> bytes:

@@ -3,7 +3,7 @@ baseline partials through the changelog snapshots."""
 
 from __future__ import annotations
 
-from gatekeeper.core import partials, slice_ledger, stage_snapshot
+from gatekeeper.core import inbox_snapshot, partials, slice_ledger
 
 from .baseline_scenario import interleaved, replayed
 from .helpers import MINUTE, T0
@@ -21,6 +21,6 @@ def test_the_baseline_survives_snapshots() -> None:
     held = partials.Partial(gate="us-east/canary", pane=T0 + 600 * MINUTE, source="input", requests=1, errors=0,
                             bins=(5,), counts=(1,), slice="baseline")  # fmt: skip
     inbox.baseline.panes = {held.pane: {"input": held}}
-    restored, _, _ = stage_snapshot.load_inbox(stage_snapshot.dump_inbox(inbox))
+    restored, _, _ = inbox_snapshot.load_inbox(inbox_snapshot.dump_inbox(inbox))
     assert {held.pane: {"input": held}} == restored.baseline.panes
     assert ledger == restored.gate.baseline

@@ -16,8 +16,8 @@ from serve_support import board_with, state_for, with_client
 
 from gatekeeper.core import global_gate
 from gatekeeper.core.gate import GateState
+from gatekeeper.core.inbox_snapshot import dump_inbox
 from gatekeeper.core.merge import GateInbox
-from gatekeeper.core.stage_snapshot import dump_inbox
 from gatekeeper.core.timefmt import parse_instant
 from gatekeeper.errors import UserError
 from gatekeeper.shell.serve.cli import configure, serve_options

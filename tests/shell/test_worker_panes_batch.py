@@ -24,7 +24,7 @@ from test_worker_processor import (
     spread,
 )
 
-from gatekeeper.core import panes_batch, sketch, stage_snapshot
+from gatekeeper.core import inbox_snapshot, panes_batch, sketch
 from gatekeeper.core import partials as contract
 from gatekeeper.core.partials import Partial
 from gatekeeper.shell.worker.processor import Processor
@@ -69,7 +69,7 @@ class PoppingBus(Bus):
         refs = Counter[tuple[int, int]]()
         for key, raw in self.gate_table.items():
             if key.count(b"/") and not key.startswith(b"global/"):
-                _inbox, buffered, merged = stage_snapshot.load_inbox(decode_entry(raw)[1])
+                _inbox, buffered, merged = inbox_snapshot.load_inbox(decode_entry(raw)[1])
                 refs.update((0, o) for o in [*buffered.values(), *merged.values()])
         self.shared.update(n for n in refs.values() if n > 1)  # records referred to by more than one partial
         return processor
@@ -106,7 +106,7 @@ def test_a_batch_with_a_partial_it_cannot_merge_merges_the_others() -> None:
     why = "1 of its 2 partials not merged: gate mars/canary: not a gate of the plan"
     assert why == headers["gk.message"].decode()
     entry = processor.checkpoint().gates[b"us-east/canary"]
-    _inbox, buffered, _merged = stage_snapshot.load_inbox(decode_entry(entry)[1])
+    _inbox, buffered, _merged = inbox_snapshot.load_inbox(decode_entry(entry)[1])
     assert {(ours.pane, ours.source): 41} == buffered
 
 

@@ -16,8 +16,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from gatekeeper.core import decision as decisions
+from gatekeeper.core import inbox_snapshot
 from gatekeeper.core import partials as contract
-from gatekeeper.core import stage_snapshot
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.replay import replay
@@ -204,15 +204,25 @@ def test_restarts_restore_partials_held_by_reference_from_the_panes_topic() -> N
             cursors[p] += 40 * (p + 1)
         bus.poll(processor, polled)
         for raw in bus.gate_table.values():
-            inbox, buffered, merged = stage_snapshot.load_inbox(decode_entry(raw)[1])
+            inbox, buffered, merged = inbox_snapshot.load_inbox(decode_entry(raw)[1])
             held.update(inline=sum(map(len, inbox.buffered.values())), buffered=len(buffered), merged=len(merged))
         polls += 1
         if polls % 3 == 0:
-            processor = bus.processor()
+            processor = restart(bus, cursors)
     assert by_key(expected(source)) == by_key(bus.decisions())
     assert (len(source), 0, 0) == (bus.totals["applied"], bus.totals["late"], bus.totals["conflicts"])
     assert 0 == held["inline"]
     assert 0 < min(held["buffered"], held["merged"])
+
+
+def restart(bus: Bus, cursors: dict[int, int]) -> Processor:
+    """A new processor restored from the tables, each partition's cursor moved where it resumes (as the runtime
+    seeks the consumer there): stage 1 folds the records read since its last whole snapshot again."""
+    processor = bus.processor()
+    for p, cursor in list(cursors.items()):
+        resume = processor.resume(p)
+        cursors[p] = cursor if resume is None else resume
+    return processor
 
 
 def read_with_restarts(bus: Bus, parts: dict[int, list[Record]]) -> None:
@@ -227,7 +237,7 @@ def read_with_restarts(bus: Bus, parts: dict[int, list[Record]]) -> None:
             cursors[p] += 40 * (p + 1)
         polls += 1
         if polls % 3 == 0:
-            processor = bus.processor()
+            processor = restart(bus, cursors)
 
 
 @pytest.mark.parametrize("seed", [4, 5])
@@ -312,12 +322,9 @@ def test_invalid_records_and_partials_become_dead_letters() -> None:
     assert {"malformed_json": 1, "invalid_partial": 1, "partial_elsewhere": 1} == processor.rejected
 
 
-def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
-    """Stop after 60 % of the records, start a new processor on the tables as they were written, and give it
-    the records again from well before the stop (as after a crash before a commit): records already folded
-    are skipped, the rest continue; all decisions equal replay's, with no conflicting partial."""
-    source = lines()
-    recs = records(source)
+def stopped_at_60_percent(recs: list[Record]) -> tuple[Bus, int, Processor, int]:
+    """Partition 0 read in polls of 300 up to 60 % of ``recs`` (the cut), then a new processor restored from the
+    tables: (the bus, the cut, the new processor, the offset it resumes from)."""
     cut = int(len(recs) * 0.6)
     bus = Bus(ONE)
     before = bus.processor()
@@ -325,11 +332,40 @@ def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
         bus.poll(before, [(0, recs[i : min(i + 300, cut)])])
     after = bus.processor()
     resume = after.resume(0)
-    assert cut == resume
+    assert resume is not None
+    return bus, cut, after, resume
+
+
+def test_restart_from_the_tables_reproduces_the_same_decisions() -> None:
+    """Stop after 60 % of the records, start a new processor on the tables as they were written, and give it
+    the records again from well before the stop (as after a crash before a commit): records before its last whole
+    snapshot are skipped, those read since are folded again without being counted, the rest continue; all
+    decisions equal replay's, with no conflicting partial, and every record is counted applied once."""
+    source = lines()
+    recs = records(source)
+    bus, cut, after, resume = stopped_at_60_percent(recs)
+    assert cut - 1000 <= resume < cut  # the last whole snapshot: the table holds how far it was read after it
     for i in range(cut - 1000, len(recs), 300):
         bus.poll(after, [(0, recs[i : i + 300])])
     assert by_key(expected(source)) == by_key(bus.decisions())
-    assert (1000, 0, len(source)) == (bus.totals["skipped"], bus.totals["conflicts"], bus.totals["applied"])
+    skipped = resume - (cut - 1000)
+    assert (skipped, 0, len(source)) == (bus.totals["skipped"], bus.totals["conflicts"], bus.totals["applied"])
+
+
+def test_records_folded_again_after_a_restart_send_no_dead_letter_again() -> None:
+    """Invalid records among those read since the last whole snapshot went to the DLQ before the restart: folded
+    again after it they are not sent again, nor counted; each invalid record is dead-lettered exactly once and
+    every valid one counted applied once."""
+    source = lines()
+    source = [b"not json" if i % 50 == 7 else line for i, line in enumerate(source)]
+    recs = records(source)
+    bus, cut, after, resume = stopped_at_60_percent(recs)
+    assert resume < cut  # records read since the snapshot are folded again
+    for i in range(resume, len(recs), 300):
+        bus.poll(after, [(0, recs[i : i + 300])])
+    invalid = sum(1 for line in source if line == b"not json")
+    dead = [v for topic, _p, _k, v in bus.out if topic == "dlq"]
+    assert (invalid, len(source) - invalid) == (len(dead), bus.totals["applied"])
 
 
 def test_state_of_another_plan_version_is_not_restored() -> None:
@@ -356,6 +392,44 @@ def test_unreadable_state_stops_the_worker() -> None:
     processor = Processor(PLAN, ONE, NO_ENTRIES.get, {b"telemetry:0": encode_entry(PLAN.plan_version, b"\x00")}.get)
     with pytest.raises(StateError, match="telemetry partition 0"):
         processor.resume(0)
+
+
+def test_a_damaged_stage_1_change_names_the_partition_and_key() -> None:
+    """A stage-1 change record that cannot be read stops the restore with a StateError naming the telemetry
+    partition, the changelog key and the change."""
+    bus = Bus(ONE)
+    bus.poll(bus.processor(), [(0, records(lines(30)))])
+    table = dict(bus.source_table) | {b"telemetry:0/1": encode_entry(PLAN.plan_version, b"\x94\x05")}
+    processor = Processor(PLAN, ONE, NO_ENTRIES.get, table.get)
+    with pytest.raises(StateError, match=r"telemetry partition 0 \(changelog key telemetry:0\).*change 1"):
+        processor.resume(0)
+
+
+def test_an_idle_partitions_sealed_panes_are_written_whole() -> None:
+    """Sealing an idle partition's panes depends on the wall clock, so folding again cannot reproduce it: the
+    next checkpoint writes the state whole (key ``telemetry:0``), not how far it was read."""
+    bus = Bus(ONE)
+    processor = bus.processor()
+    recs = records(lines(30))
+    bus.poll(processor, [(0, recs[:10])])
+    bus.poll(processor, [(0, recs[10:20])])
+    assert {b"telemetry:0", b"telemetry:0/1"} == set(bus.source_table)  # a whole state, then how far it was read
+    bus.apply(processor.mark_idle([0]))
+    assert [b"telemetry:0"] == [key for key, _v in processor.checkpoint().sources.values()]
+
+
+def test_records_rejected_by_the_clock_make_the_state_written_whole() -> None:
+    """Records rejected for a timestamp in the future of the wall clock would be accepted when folded again later:
+    the next checkpoint writes the state whole (key ``telemetry:0``), not how far it was read."""
+    bus = Bus(ONE)
+    processor = bus.processor()
+    recs = records(lines(30))
+    bus.poll(processor, [(0, recs[:10])])
+    ts = json.loads(recs[15].value or b"")["ts"]
+    now_ms = round(ts * 1000) - PLAN.evaluation.max_future_skew - 1  # the 16th record and later are in the future
+    bus.apply(processor.flush_polled([("telemetry", 0, recs[10:20])], now_ms))
+    assert 0 < processor.rejected["invalid_field:ts"]
+    assert [b"telemetry:0"] == [key for key, _v in processor.checkpoint().sources.values()]
 
 
 def test_revoke_forgets_the_state_of_the_revoked_partitions() -> None:

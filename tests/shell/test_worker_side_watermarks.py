@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gatekeeper.core import decision as decisions
-from gatekeeper.core import stage_snapshot
+from gatekeeper.core import inbox_snapshot
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.timefmt import format_ms
 from gatekeeper.shell.replay import replay
@@ -135,7 +135,7 @@ def test_a_backlog_read_telemetry_first_decides_as_replay() -> None:
     processor.side.mark_idle(others, idle)
     bus.apply(idle)
     bus.drain(processor)
-    closed = {key.decode(): stage_snapshot.load_inbox(decode_entry(raw)[1])[0].closed_until
+    closed = {key.decode(): inbox_snapshot.load_inbox(decode_entry(raw)[1])[0].closed_until
               for key, raw in processor.checkpoint().gates.items()}  # fmt: skip
     assert (T0_S + 23 * 60) * 1000 == closed["us-east/canary"] == closed["eu-west/canary"]
     assert (T0_S + 147 * 60) * 1000 <= (closed["us-east/plain"] or 0)  # the newest record (~02:30) - 2m

@@ -1,4 +1,4 @@
-"""The preset deflate dictionary of stage-2 gate inboxes (core/stage_snapshot.py), frozen.
+"""The preset deflate dictionary of stage-2 gate inboxes (core/inbox_snapshot.py), frozen.
 
 A gate inbox deflates to ~250 bytes on thin input and is written per checkpoint; alone, deflate cannot refer to
 anything before a record's first byte, so the names of the alert state's fields (``breach_watch.dump`` writes

@@ -39,7 +39,7 @@ from gatekeeper.core.slice_ledger import BaselineInbox, BaselineLedger, Baseline
 from gatekeeper.core.slot_routing import BASELINE, CROSS_REGION, layout
 
 # All but the judge are re-exported only for the modules that still import them from here (core/gate.py,
-# merge.py, criteria.py, stage_snapshot.py, shell/worker/partition_stage.py): their homes are
+# merge.py, criteria.py, source_changelog.py, shell/worker/partition_stage.py): their homes are
 # core/slot_routing.py (stage 1's routing) and core/slice_ledger.py (stage 2's ledger); new code imports those.
 __all__ = [
     "BASELINE",

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from gatekeeper.core import breach, global_gate, panes_batch, side_watermarks, stage_snapshot
+from gatekeeper.core import breach, global_gate, inbox_snapshot, panes_batch, side_watermarks
 from gatekeeper.core import partials as contract
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import GateState
@@ -277,7 +277,7 @@ class FaustGateState:
                            "the gate starts afresh")  # fmt: skip
             else:
                 try:
-                    inbox, _buffered, _merged = stage_snapshot.load_inbox(snap)
+                    inbox, _buffered, _merged = inbox_snapshot.load_inbox(snap)
                 except ValueError as exc:
                     raise StateError(f"gate {gate}: {exc}") from None
         # The inbox keeps the marks it was closed on: a restored table whose m:<q> is older than the inbox (seen
@@ -292,19 +292,19 @@ class FaustGateState:
             offset = _offset(k, self.table[k])
             raw = self._pane_values.get((q, offset))  # kept until forget(): a batch holds partials of many gates
             try:
-                p = stage_snapshot.read_back(_ident(k), raw, (self.topics.panes, q, offset))
+                p = inbox_snapshot.read_back(_ident(k), raw, (self.topics.panes, q, offset))
             except ValueError as exc:
                 raise StateError(str(exc)) from None
             if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
                 self._delete(k)  # merged before a crash that came before its tombstone was written
             else:
-                stage_snapshot.place(inbox, p, merged=False)
+                inbox_snapshot.place(inbox, p, merged=False)
         self._inboxes[gate] = inbox
         return inbox
 
     def _write_inbox(self, gate: str, inbox: GateInbox) -> None:
         bare = dataclasses.replace(inbox, buffered={})
-        self._write(inbox_key(gate), encode_entry(self.version, stage_snapshot.dump_inbox(bare)))
+        self._write(inbox_key(gate), encode_entry(self.version, inbox_snapshot.dump_inbox(bare)))
 
     def _write(self, key: str, value: bytes) -> None:
         self.table[key] = value

@@ -1,7 +1,7 @@
 """Reads the worker's gate states into the board: a gate soaking before its first decision shows ``soaking``.
 
 The worker's stage 2 writes every touched gate's state to the compacted ``<app-id>-gate-state-changelog`` at
-each checkpoint (key ``region/tier``; value: the plan version and ``stage_snapshot.dump_inbox``). Serving it
+each checkpoint (key ``region/tier``; value: the plan version and ``inbox_snapshot.dump_inbox``). Serving it
 is Kafka Streams' "interactive queries over the changelog": ``gatekeeper serve`` reads that topic too, from
 the beginning and without a consumer group, and folds each gate's status and soak progress in with
 ``Board.observe``. The decisions topic stays the source of truth for verdicts (see ``core.board``). The topic
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatekeeper.core import global_gate, stage_snapshot
+from gatekeeper.core import global_gate, inbox_snapshot
 from gatekeeper.core.board import Board
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.serve.promserve import ServeMetrics
@@ -33,7 +33,7 @@ def observe_entry(board: Board, key: bytes, value: bytes) -> str:
         return "other-plan"
     if key.startswith(f"{global_gate.REGION}/".encode()):
         return "stale"  # a global gate's fold (core/global_gate.py): its decisions tell the board all it has
-    gate = stage_snapshot.load_inbox(raw)[0].gate
+    gate = inbox_snapshot.load_inbox(raw)[0].gate
     # windows closed up to ``window_start``: the state's event time, and the soak time observed so far
     observed = board.observe(
         key.decode(errors="replace"),

@@ -2,7 +2,7 @@
 gate's inbox, watermarks to the inbox of every gate homed at q; decisions go to ``decisions`` and burn-rate breach
 alert events (contract v2, ``core/breach_watch.py``) to ``breaches``, both key ``region/tier``; each touched inbox
 goes to ``<app-id>-gate-state-changelog`` (key ``region/tier``, partition q), the partials it holds as their
-offsets in partition q of the panes topic (``stage_snapshot``), read back from there on restore
+offsets in partition q of the panes topic (``inbox_snapshot``), read back from there on restore
 (``pane_records``). Merging is idempotent, so partials and watermarks read again after a crash change nothing.
 The global gates of q (``global_stage.py``) follow each run of q's records; the side inputs' stage
 (``side.py``) reaches the gates through the hook methods at the end.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from gatekeeper.core import breach, global_gate, panes_batch, side_watermarks, stage_snapshot
+from gatekeeper.core import breach, global_gate, inbox_snapshot, panes_batch, side_watermarks
 from gatekeeper.core import partials as contract
 from gatekeeper.core.decision import Decision, encode
 from gatekeeper.core.gate import GateState
@@ -54,7 +54,7 @@ class GateStage:
         for key in self.globals.gates.region_keys_all():
             self.merger.gate(key, self.merger.start()).down_sink = []  # their panes, for the multi-region uptime
         self._inboxes: dict[int, GateInbox] = {}
-        self._located: dict[int, stage_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
+        self._located: dict[int, inbox_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
         self._dirty: set[int] = set()
         self.side: SideStage | None = None  # incidents, approvals, business metrics (worker/side.py), if read
 
@@ -63,7 +63,7 @@ class GateStage:
         out: dict[bytes, bytes] = {}
         for g in sorted(self._dirty & set(self._inboxes)):
             located = self._located_in(g)
-            out[self.keys[g]] = encode_entry(self.version, stage_snapshot.dump_inbox(self._inboxes[g], located))
+            out[self.keys[g]] = encode_entry(self.version, inbox_snapshot.dump_inbox(self._inboxes[g], located))
         self._dirty.clear()
         return out | self.globals.checkpoint()
 
@@ -91,7 +91,7 @@ class GateStage:
             if version != self.version:
                 continue
             try:
-                _inbox, buffered, merged = stage_snapshot.load_inbox(snap)
+                _inbox, buffered, merged = inbox_snapshot.load_inbox(snap)
             except ValueError as exc:
                 raise StateError(f"gate {key.decode(errors='replace')}: {exc}") from None
             wanted.setdefault(self.home[g], set()).update([*buffered.values(), *merged.values()])
@@ -190,7 +190,7 @@ class GateStage:
                     )
             else:
                 try:
-                    inbox, buffered, merged = stage_snapshot.load_inbox(snap)
+                    inbox, buffered, merged = inbox_snapshot.load_inbox(snap)
                 except ValueError as exc:
                     raise StateError(f"gate {self.keys[g].decode()}: {exc}") from None
                 self._read_back(g, inbox, buffered, merged=False)
@@ -200,16 +200,16 @@ class GateStage:
         self._inboxes[g] = inbox
         return inbox
 
-    def _read_back(self, g: int, inbox: GateInbox, located: stage_snapshot.Located, *, merged: bool) -> None:
+    def _read_back(self, g: int, inbox: GateInbox, located: inbox_snapshot.Located, *, merged: bool) -> None:
         """Put the partials a restored inbox holds by reference back in, from the panes records read for it."""
         key, q = self.keys[g].decode(), self.home[g]
         for (pane, source), offset in located.items():
             raw = self._record(q, offset)
             try:
-                partial = stage_snapshot.read_back((key, pane, source), raw, (self.topics.panes, q, offset))
+                partial = inbox_snapshot.read_back((key, pane, source), raw, (self.topics.panes, q, offset))
             except ValueError as exc:
                 raise StateError(str(exc)) from None
-            stage_snapshot.place(inbox, partial, merged)
+            inbox_snapshot.place(inbox, partial, merged)
             self._located.setdefault(g, {})[pane, source] = offset
 
     def _record(self, q: int, offset: int) -> bytes | None:
@@ -235,7 +235,7 @@ class GateStage:
         if buffered is partial or inbox.merged.get(partial.pane, {}).get(partial.source) is partial:
             self._located.setdefault(g, {})[partial.pane, partial.source] = offset
 
-    def _located_in(self, g: int) -> stage_snapshot.Located:
+    def _located_in(self, g: int) -> inbox_snapshot.Located:
         """The offsets of the partials gate ``g``'s inbox still holds (the others are forgotten)."""
         inbox, located = self._inboxes[g], self._located.get(g, {})
         held = {(pane, s) for parts in (inbox.buffered, inbox.merged) for pane, ss in parts.items() for s in ss}

@@ -6,8 +6,9 @@ every gate hears how far p has come even when p holds none of its records. Nothi
 needs re-keying. Invalid records go to the DLQ with their original key and bytes and ``gk.reason`` /
 ``gk.message`` / ``gk.source`` headers. p's state, with the offset of the next record to fold, goes to
 ``<app-id>-aggregate-changelog`` (partition p): whole under key ``<topic>:<p>``, and between two whole ones only
-what changed, under ``<topic>:<p>/<seq>`` (``stage_snapshot.SourceWriter``); the runtime seeks p to that offset
-when it gains p, so no record is ever folded twice and a re-emitted partial is identical.
+how far p was read, under ``<topic>:<p>/<seq>`` (``source_changelog.ReadWriter``); the runtime seeks p to the
+snapshot's offset when it gains p, and the records read since are folded again without dead letters or counts, so no
+record is ever counted twice and a re-emitted partial is identical.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gatekeeper.core import panes_batch, regression, stage_snapshot
+from gatekeeper.core import panes_batch, regression, source_changelog
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.cross_region import copy_mask
@@ -37,7 +38,9 @@ class _Source:
     state: SourceState
     next_offset: int
     published: tuple[int | None, bool] | None = None  # (pane of the watermark, idle) last sent
-    writer: stage_snapshot.SourceWriter = field(default_factory=stage_snapshot.SourceWriter)
+    writer: source_changelog.ReadWriter = field(default_factory=source_changelog.ReadWriter)
+    read: int = -1  # records before this offset were read before a restart: folded again quietly
+    whole: bool = False  # write the state whole at the next checkpoint (folding again cannot reproduce it)
 
 
 class PartitionStage:
@@ -103,6 +106,7 @@ class PartitionStage:
                     self._publish(p, source, True, out)
                 continue
             source.state, partials = self.aggregator.seal(source.state, max(0, source.next_offset))
+            source.whole = True
             self._send(partials, out)
             self._publish(p, source, True, out)
             if source.state.newest is not None and source.next_offset >= 0:
@@ -130,9 +134,11 @@ class PartitionStage:
         fresh = offset >= np.asarray([first[p] for p in partition.tolist()], dtype=np.int64)
         out.skipped += int(fresh.size - fresh.sum())
         ok = np.ones(len(records), dtype=np.bool_)
+        read = np.repeat(np.asarray([self._sources[p].read for _t, p, _r in runs], dtype=np.int64), sizes)
+        loud = offset >= read  # not read before a restart (else its dead letter was sent, its counts counted)
         for rej in batch.rejections:
             ok[rej.position] = False
-            if fresh[rej.position]:
+            if fresh[rej.position] and loud[rej.position]:
                 out.messages.append(self.topics.rejected(records[rej.position], rej.code, rej.message))
                 out.rejected[rej.code] += 1
         # The record of each event: one event per valid record, or (OTLP trace batches) many per record.
@@ -140,25 +146,41 @@ class PartitionStage:
         copied = copy_mask(batch.key, self.aggregator.copies) if batch.copies else np.zeros(len(batch), np.bool_)
         if batch.copies:  # a cross-region copy is of the record before it (core/cross_region.py)
             record_of = record_of[np.cumsum(~copied) - 1]
-        valid_partition, valid_fresh = partition[record_of], fresh[record_of]
+        valid_partition, valid_fresh, valid_loud = partition[record_of], fresh[record_of], loud[record_of]
         folded = list(dict.fromkeys(partition.tolist()))
+        self._clock_dropped(batch, partition)
         for p in folded:
             source = self._source(p)
-            rows = np.flatnonzero((valid_partition == p) & valid_fresh)
-            copies = int(copied[rows].sum())
-            part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows], [], copies)
-            late_before = source.state.late
             reached = max(source.next_offset, int(offset[partition == p].max()) + 1)
-            source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
-            out.applied += int(rows.size) - copies
-            out.late += source.state.late - late_before
-            self._send(partials, out)
+            for quiet in (True, False):  # those read before a restart first (their order), not counted
+                rows = np.flatnonzero((valid_partition == p) & valid_fresh & (valid_loud != quiet))
+                if quiet and not rows.size:
+                    continue
+                copies = int(copied[rows].sum())
+                part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows], [],
+                                  copies)  # fmt: skip
+                late_before = source.state.late
+                source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
+                if not quiet:
+                    out.applied += int(rows.size) - copies
+                    out.late += source.state.late - late_before
+                self._send(partials, out)
             source.next_offset = max(source.next_offset, int(offset[partition == p].max()) + 1)
             self._dirty.add(p)
         # Every partial of the poll before any of its watermarks: a partition that wakes up from idleness in
         # this poll then has its partials in before another partition's watermark can close their panes.
         for p in folded:
             self._publish(p, self._sources[p], False, out)
+
+    def _clock_dropped(self, batch: EventBatch, partition: np.ndarray) -> None:
+        """Write whole at the next checkpoint the partitions of records rejected for their time: the wall clock
+        (``not_after``) may have dropped them, and folding them again later would not."""
+        if isinstance(batch, SpanBatch):  # spans are dropped and counted, not rejected: which partition is not known
+            dropped = set(partition.tolist()) if batch.ignored.get("invalid_time") else set()
+        else:
+            dropped = {int(partition[r.position]) for r in batch.rejections if r.code == "invalid_field:ts"}
+        for p in dropped:
+            self._sources[p].whole = True
 
     def _send(self, partials: list[Partial], out: Flush) -> None:
         """The partials (of one source) as one batch message per panes partition their gates are homed on, keyed
@@ -200,10 +222,10 @@ class PartitionStage:
                     return None if entry is None or (found := decode_entry(entry))[0] != version else found[1]
 
                 try:
-                    state, next_offset, epoch = stage_snapshot.load_source_chain(snap, change)
+                    state, next_offset, epoch, read = source_changelog.restore_source(snap, change)
                 except ValueError as exc:
-                    raise StateError(f"telemetry partition {p}: {exc}") from None
-                source = _Source(state, next_offset, writer=stage_snapshot.SourceWriter(epoch))
+                    raise StateError(f"telemetry partition {p} (changelog key {key.decode()}): {exc}") from None
+                source = _Source(state, next_offset, writer=source_changelog.ReadWriter(epoch), read=read)
             elif self._warn is not None:
                 self._warn(
                     f"telemetry partition {p}: stored stage-1 state is from plan version {version}, this is "
@@ -213,8 +235,9 @@ class PartitionStage:
         return source
 
     def _source_entry(self, p: int, source: _Source) -> tuple[bytes, bytes]:
-        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or what changed."""
-        seq, raw = source.writer.write(source.state, source.next_offset)
+        """(key, value) of partition ``p``'s state as it goes to the changelog: whole, or how far p was read."""
+        seq, raw = source.writer.write(source.state, source.next_offset, read=source.read, whole=source.whole)
+        source.whole = False
         key = self.topics.source_id(p).encode()
         return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
 
