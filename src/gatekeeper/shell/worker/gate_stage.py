@@ -56,6 +56,9 @@ class GateStage:
         self._inboxes: dict[int, GateInbox] = {}
         self._located: dict[int, stage_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
         self._dirty: set[int] = set()
+        # gate -> the merge watermark its panes close up to at the end of the run of records being merged: a
+        # poll's watermarks of 8 sources advance a gate's merge watermark several times, closed once
+        self._deferred: dict[int, int] = {}
         self.side: SideStage | None = None  # incidents, approvals, business metrics (worker/side.py), if read
 
     def checkpoint(self) -> dict[bytes, bytes]:
@@ -102,6 +105,7 @@ class GateStage:
         """A run of records of panes partition ``q``."""
         made_from = len(out.decisions)
         touched: set[int] = set()
+        self._deferred.clear()
         for r in records:
             try:
                 messages = panes_batch.read(r.value or b"")  # a one-partial message, a watermark, or a batch
@@ -118,7 +122,7 @@ class GateStage:
                     else:
                         refused.append(refusal)
                 else:
-                    touched.update(g for g in self._homes.gates_of[q] if self._watermark(g, message, out))
+                    touched.update(g for g in self._homes.gates_of[q] if self._watermark(g, message, out, defer=True))
             if refused:
                 code = refused[0][0]
                 why = "; ".join(w for _c, w in refused)
@@ -126,6 +130,8 @@ class GateStage:
                     why = f"{len(refused)} of its {len(messages)} partials not merged: {why}"
                 out.messages.append(self.topics.rejected(r, code, why))
                 out.rejected[code] += 1
+        for g in list(self._deferred):
+            self._close_deferred(g, out)
         self._dirty |= touched
         made = out.decisions[made_from:]
         for tier_key, decided in self.globals.fold(q, made, self._closed_until, self._panes).items():
@@ -140,6 +146,9 @@ class GateStage:
             why = "not a gate of the plan" if g is None else f"its home partition is {self.home[g]}"
             return "partial_elsewhere", f"gate {message.gate}: {why}"
         inbox = self._inbox(g)
+        deferred = self._deferred.get(g)
+        if deferred is not None and (message.part or message.pane + self.merger.pane <= deferred):
+            self._close_deferred(g, out)  # it may fall in a pane that close ends: as if closed on time
         before = _counts(inbox)
         try:
             self.merger.on_partial(inbox, message)
@@ -155,17 +164,26 @@ class GateStage:
     def _panes(self, key: str) -> list[tuple[int, list[int]]]:
         return global_gate.drain(self.merger.gate(key, self._inbox(self._index[key])))
 
-    def _watermark(self, g: int, message: Watermark, out: Flush) -> bool:
-        """A source's watermark to gate ``g``; False when it is a re-delivery (nothing to do, nothing to write)."""
+    def _watermark(self, g: int, message: Watermark, out: Flush, *, defer: bool = False) -> bool:
+        """A source's watermark to gate ``g``; False when it is a re-delivery (nothing to do, nothing to write).
+        ``defer``: the panes it releases close at the end of the run (``merge``), or before a partial that
+        falls in them: the same closes, in one pass per gate and run."""
         inbox = self._inbox(g)
         mark = inbox.sources.get(message.source)
         if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
             return False
+        until = self.merger.advance(inbox, message, self._deferred.get(g, inbox.closed_until))
+        if until is not None:
+            self._deferred[g] = until
+            if not defer:
+                self._close_deferred(g, out)
+        return True
+
+    def _close_deferred(self, g: int, out: Flush) -> None:
         made: list[Decision] = []
         alerts: list[breach.Breach] = []
-        self.merger.on_watermark(self.keys[g].decode(), inbox, message, made, alerts)
+        self.merger.close(self.keys[g].decode(), self._inboxes[g], self._deferred.pop(g), made, alerts)
         self._emit(g, made, alerts, out)
-        return True
 
     def _count(self, before: tuple[int, int, int], inbox: GateInbox, out: Flush) -> None:
         duplicates, conflicts, late = (a - b for a, b in zip(_counts(inbox), before, strict=True))
