@@ -4,6 +4,9 @@ alert events (contract v2, ``core/breach_watch.py``) to ``breaches``, both key `
 goes to ``<app-id>-gate-state-changelog`` (key ``region/tier``, partition q), the partials it holds as their
 offsets in partition q of the panes topic (``stage_snapshot``), read back from there on restore
 (``pane_records``). Merging is idempotent, so partials and watermarks read again after a crash change nothing.
+Within a run of records, the panes a watermark releases close once per gate at the run's end (a poll's 8
+source watermarks would otherwise close each gate several times), or at once when a partial arrives for a pane
+that close ends: what is merged, late or a duplicate is as if each watermark had closed on arrival.
 The global gates of q (``global_stage.py``) follow each run of q's records; the side inputs' stage
 (``side.py``) reaches the gates through the hook methods at the end.
 """
