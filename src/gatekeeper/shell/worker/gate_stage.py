@@ -152,12 +152,15 @@ class GateStage:
         deferred = self._deferred.get(g)
         if deferred is not None and (message.part or message.pane + self.merger.pane <= deferred):
             self._close_deferred(g, out)  # it may fall in a pane that close ends: as if closed on time
-        before = _counts(inbox)
+        c = inbox.counts
+        duplicates, conflicts, late = c.duplicates, c.conflicts, c.late_partials
         try:
             self.merger.on_partial(inbox, message)
         except ValueError as exc:
             return "invalid_partial", str(exc)
-        self._count(before, inbox, out)
+        out.duplicates += c.duplicates - duplicates
+        out.conflicts += c.conflicts - conflicts
+        out.late_partials += c.late_partials - late
         self._locate(g, inbox, message, offset)
         return None
 
@@ -187,12 +190,6 @@ class GateStage:
         alerts: list[breach.Breach] = []
         self.merger.close(self.keys[g].decode(), self._inboxes[g], self._deferred.pop(g), made, alerts)
         self._emit(g, made, alerts, out)
-
-    def _count(self, before: tuple[int, int, int], inbox: GateInbox, out: Flush) -> None:
-        duplicates, conflicts, late = (a - b for a, b in zip(_counts(inbox), before, strict=True))
-        out.duplicates += duplicates
-        out.conflicts += conflicts
-        out.late_partials += late
 
     def _inbox(self, g: int) -> GateInbox:
         """Gate ``g``'s inbox, restored from the table the first time it is needed after a (re)start."""
@@ -296,8 +293,3 @@ class GateStage:
 
     def dead_letter(self, record: Consumed, code: str, message: str) -> Outgoing:
         return self.topics.rejected(record, code, message)
-
-
-def _counts(inbox: GateInbox) -> tuple[int, int, int]:
-    c = inbox.counts
-    return c.duplicates, c.conflicts, c.late_partials
