@@ -499,3 +499,31 @@ def test_cross_region_requests_decide_like_replay_across_partitions_and_restarts
     assert "p99_latency_ms_cross_region" in {c.name for c in fails[0].criteria if c.verdict == "fail"}
     assert want == by_key(bus.decisions())
     assert (len(source), 0) == (bus.totals["applied"], bus.totals["conflicts"])
+
+
+def test_a_run_of_panes_records_merges_as_record_by_record() -> None:
+    """In one run of panes records, the watermarks of all 8 sources pass pane P0 (its close waits for the run's
+    end), then partials of P0 come, from an edge publisher (late, as if P0 had closed on arrival) and again from
+    a source whose watermark passed it (a duplicate), and one of the next pane (buffered): the same counts,
+    decisions and gate state as when each record is a run of its own."""
+    pane = PLAN.evaluation.pane
+    p0 = T0_S * 1000 // pane * pane
+    key = b"us-east/canary"
+    q = home_partition(key, 8)
+
+    def partial(start: int, source: int | str) -> bytes:
+        name = source if isinstance(source, str) else f"telemetry:{source}"
+        return contract.encode(contract.Partial(gate=key.decode(), pane=start, source=name, requests=3, errors=1,
+                                                bins=(10,), counts=(3,)))  # fmt: skip
+
+    marks = [contract.encode(contract.Watermark(source=f"telemetry:{s}", watermark=p0 + pane)) for s in range(8)]
+    values = [partial(p0, 0), partial(p0 - pane, 2), *marks, partial(p0, "edge"), partial(p0, 0), partial(p0 + pane, 1)]
+    records = [Record("app-panes", q, offset, key, v) for offset, v in enumerate(values)]
+    together, apart = Bus(EIGHT).processor(), Bus(EIGHT).processor()
+    one = together.flush_polled([("app-panes", q, records)])
+    each = [apart.flush_polled([("app-panes", q, [r])]) for r in records]
+    counts = [(f.partials, f.late_partials, f.duplicates, f.conflicts, len(f.decisions)) for f in (one, *each)]
+    summed = tuple(sum(c[i] for c in counts[1:]) for i in range(5))
+    assert (1, 1, 0) == counts[0][1:4]  # the edge's P0 partial is late, source 0's again a duplicate
+    assert counts[0] == summed
+    assert together.checkpoint().gates == apart.checkpoint().gates

@@ -165,9 +165,17 @@ class Merger:
     def on_watermark(
         self, key: str, inbox: GateInbox, w: Watermark, out: list[Decision], breaches: list[Breach] | None = None
     ) -> None:
+        until = self.advance(inbox, w, inbox.closed_until)
+        if until is not None:
+            self.close(key, inbox, until, out, [] if breaches is None else breaches)
+
+    def advance(self, inbox: GateInbox, w: Watermark, closed: int | None) -> int | None:
+        """``on_watermark`` without the closing: the source's mark updated, and the merge watermark to close up
+        to when it passes ``closed`` (the inbox's ``closed_until``, or a close deferred to it: ``close``
+        later, before anything else reads or changes the inbox's panes), else None."""
         mark = inbox.sources.setdefault(w.source, SourceMark())
         if w.watermark is not None and mark.watermark is not None and w.watermark < mark.watermark:
-            return  # an older report (re-delivered): it says nothing new
+            return None  # an older report (re-delivered): it says nothing new
         if w.watermark is not None:
             mark.watermark = w.watermark
         if mark.idle and not w.idle and not mark.holds:
@@ -178,9 +186,9 @@ class Merger:
                 other.idle = False
         mark.idle = w.idle
         until = merge_watermark(inbox.sources.values())
-        if until is None or (inbox.closed_until is not None and until <= inbox.closed_until):
-            return
-        self._close(key, inbox, until, out, [] if breaches is None else breaches)
+        if until is None or (closed is not None and until <= closed):
+            return None
+        return until
 
     def gate(self, key: str, inbox: GateInbox) -> Gate:
         """The core gate of ``key`` over ``inbox``'s gate state."""
@@ -248,7 +256,9 @@ class Merger:
             return None
         return w.watermark
 
-    def _close(self, key: str, inbox: GateInbox, until: int, out: list[Decision], breaches: list[Breach]) -> None:
+    def close(self, key: str, inbox: GateInbox, until: int, out: list[Decision], breaches: list[Breach]) -> None:
+        """Close the buffered panes ending at or before ``until`` and the gate's windows up to it (``until``:
+        what ``advance`` returned, the latest of several when closes were deferred)."""
         closing = sorted(p for p in inbox.buffered if p + self.pane <= until)
         groups = [inbox.buffered.pop(pane) for pane in closing]
         for pane, group in zip(closing, groups, strict=True):

@@ -4,6 +4,9 @@ alert events (contract v2, ``core/breach_watch.py``) to ``breaches``, both key `
 goes to ``<app-id>-gate-state-changelog`` (key ``region/tier``, partition q), the partials it holds as their
 offsets in partition q of the panes topic (``inbox_snapshot``), read back from there on restore
 (``pane_records``). Merging is idempotent, so partials and watermarks read again after a crash change nothing.
+Within a run of records, the panes a watermark releases close once per gate at the run's end (a poll's 8
+source watermarks would otherwise close each gate several times), or at once when a partial arrives for a pane
+that close ends: what is merged, late or a duplicate is as if each watermark had closed on arrival.
 The global gates of q (``global_stage.py``) follow each run of q's records; the side inputs' stage
 (``side.py``) reaches the gates through the hook methods at the end.
 """
@@ -56,6 +59,9 @@ class GateStage:
         self._inboxes: dict[int, GateInbox] = {}
         self._located: dict[int, inbox_snapshot.Located] = {}  # gate -> panes-topic offsets of its partials
         self._dirty: set[int] = set()
+        # gate -> the merge watermark its panes close up to at the end of the run of records being merged: a
+        # poll's watermarks of 8 sources advance a gate's merge watermark several times, closed once
+        self._deferred: dict[int, int] = {}
         self.side: SideStage | None = None  # incidents, approvals, business metrics (worker/side.py), if read
 
     def checkpoint(self) -> dict[bytes, bytes]:
@@ -102,6 +108,7 @@ class GateStage:
         """A run of records of panes partition ``q``."""
         made_from = len(out.decisions)
         touched: set[int] = set()
+        self._deferred.clear()
         for r in records:
             try:
                 messages = panes_batch.read(r.value or b"")  # a one-partial message, a watermark, or a batch
@@ -118,7 +125,7 @@ class GateStage:
                     else:
                         refused.append(refusal)
                 else:
-                    touched.update(g for g in self._homes.gates_of[q] if self._watermark(g, message, out))
+                    touched.update(g for g in self._homes.gates_of[q] if self._watermark(g, message, out, defer=True))
             if refused:
                 code = refused[0][0]
                 why = "; ".join(w for _c, w in refused)
@@ -126,6 +133,8 @@ class GateStage:
                     why = f"{len(refused)} of its {len(messages)} partials not merged: {why}"
                 out.messages.append(self.topics.rejected(r, code, why))
                 out.rejected[code] += 1
+        for g in list(self._deferred):
+            self._close_deferred(g, out)
         self._dirty |= touched
         made = out.decisions[made_from:]
         for tier_key, decided in self.globals.fold(q, made, self._closed_until, self._panes).items():
@@ -140,12 +149,18 @@ class GateStage:
             why = "not a gate of the plan" if g is None else f"its home partition is {self.home[g]}"
             return "partial_elsewhere", f"gate {message.gate}: {why}"
         inbox = self._inbox(g)
-        before = _counts(inbox)
+        deferred = self._deferred.get(g)
+        if deferred is not None and (message.part or message.pane + self.merger.pane <= deferred):
+            self._close_deferred(g, out)  # it may fall in a pane that close ends: as if closed on time
+        c = inbox.counts
+        duplicates, conflicts, late = c.duplicates, c.conflicts, c.late_partials
         try:
             self.merger.on_partial(inbox, message)
         except ValueError as exc:
             return "invalid_partial", str(exc)
-        self._count(before, inbox, out)
+        out.duplicates += c.duplicates - duplicates
+        out.conflicts += c.conflicts - conflicts
+        out.late_partials += c.late_partials - late
         self._locate(g, inbox, message, offset)
         return None
 
@@ -155,23 +170,26 @@ class GateStage:
     def _panes(self, key: str) -> list[tuple[int, list[int]]]:
         return global_gate.drain(self.merger.gate(key, self._inbox(self._index[key])))
 
-    def _watermark(self, g: int, message: Watermark, out: Flush) -> bool:
-        """A source's watermark to gate ``g``; False when it is a re-delivery (nothing to do, nothing to write)."""
+    def _watermark(self, g: int, message: Watermark, out: Flush, *, defer: bool = False) -> bool:
+        """A source's watermark to gate ``g``; False when it is a re-delivery (nothing to do, nothing to write).
+        ``defer``: the panes it releases close at the end of the run (``merge``), or before a partial that
+        falls in them: the same closes, in one pass per gate and run."""
         inbox = self._inbox(g)
         mark = inbox.sources.get(message.source)
         if mark is not None and (mark.watermark, mark.idle) == (message.watermark, message.idle):
             return False
-        made: list[Decision] = []
-        alerts: list[breach.Breach] = []
-        self.merger.on_watermark(self.keys[g].decode(), inbox, message, made, alerts)
-        self._emit(g, made, alerts, out)
+        until = self.merger.advance(inbox, message, self._deferred.get(g, inbox.closed_until))
+        if until is not None:
+            self._deferred[g] = until
+            if not defer:
+                self._close_deferred(g, out)
         return True
 
-    def _count(self, before: tuple[int, int, int], inbox: GateInbox, out: Flush) -> None:
-        duplicates, conflicts, late = (a - b for a, b in zip(_counts(inbox), before, strict=True))
-        out.duplicates += duplicates
-        out.conflicts += conflicts
-        out.late_partials += late
+    def _close_deferred(self, g: int, out: Flush) -> None:
+        made: list[Decision] = []
+        alerts: list[breach.Breach] = []
+        self.merger.close(self.keys[g].decode(), self._inboxes[g], self._deferred.pop(g), made, alerts)
+        self._emit(g, made, alerts, out)
 
     def _inbox(self, g: int) -> GateInbox:
         """Gate ``g``'s inbox, restored from the table the first time it is needed after a (re)start."""
@@ -269,8 +287,3 @@ class GateStage:
     def touched(self, key: str) -> None:
         """The gate's state changed: it is written at the next checkpoint."""
         self._dirty.add(self._index[key])
-
-
-def _counts(inbox: GateInbox) -> tuple[int, int, int]:
-    c = inbox.counts
-    return c.duplicates, c.conflicts, c.late_partials

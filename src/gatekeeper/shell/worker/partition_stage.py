@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 import numpy as np
 
@@ -121,7 +123,7 @@ class PartitionStage:
         out: Flush,
     ) -> None:
         """A poll's telemetry runs (``decoded``: their values decoded already, in run order)."""
-        records = [r for _t, _p, run in runs for r in run]
+        records = list(chain.from_iterable(run for _t, _p, run in runs))
         batch = decoded
         if batch is None:
             if now_ms is not None:
@@ -129,9 +131,9 @@ class PartitionStage:
             batch = self.decoder.decode([r.value or b"" for r in records], first_position=0)
         sizes = [len(run) for _t, _p, run in runs]
         partition = np.repeat(np.asarray([p for _t, p, _r in runs], dtype=np.int64), sizes)
-        offset = np.fromiter((r.offset for r in records), np.int64, len(records))
-        first = {p: self._source(p).next_offset for p in set(partition.tolist())}
-        fresh = offset >= np.asarray([first[p] for p in partition.tolist()], dtype=np.int64)
+        offset = np.fromiter(map(attrgetter("offset"), records), np.int64, len(records))
+        first = {p: self._source(p).next_offset for _t, p, _r in runs}
+        fresh = offset >= np.repeat(np.asarray([first[p] for _t, p, _r in runs], dtype=np.int64), sizes)
         out.skipped += int(fresh.size - fresh.sum())
         ok = np.ones(len(records), dtype=np.bool_)
         read = np.repeat(np.asarray([self._sources[p].read for _t, p, _r in runs], dtype=np.int64), sizes)
@@ -165,7 +167,7 @@ class PartitionStage:
                     out.applied += int(rows.size) - copies
                     out.late += source.state.late - late_before
                 self._send(partials, out)
-            source.next_offset = max(source.next_offset, int(offset[partition == p].max()) + 1)
+            source.next_offset = reached
             self._dirty.add(p)
         # Every partial of the poll before any of its watermarks: a partition that wakes up from idleness in
         # this poll then has its partials in before another partition's watermark can close their panes.

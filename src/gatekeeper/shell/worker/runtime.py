@@ -10,8 +10,8 @@ deliveries travel while the next polls are applied (waiting for each poll's acks
 throughput); a poll's offsets become committable only once its deliveries and all earlier ones are acknowledged.
 Every ``--checkpoint-interval`` s, on a revoke and at shutdown: write the stage-1 states and gate inboxes changed
 since the last checkpoint to their compacted changelogs (each once, however many polls changed it), then, once
-they are acknowledged, commit the offsets applied since (the loop's checkpoints await that in the background, the
-next checkpoint waits for it). A committed offset never passes what the changelogs hold (at least once;
+they are acknowledged, commit the offsets applied since (``checkpoints``: that order, and the loop's checkpoints
+awaited in the background). A committed offset never passes what the changelogs hold (at least once;
 decision ids are deterministic; stage 1 resumes exactly, stage 2 merges idempotently, so what is read again after
 a crash changes nothing).
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -48,13 +48,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker import metrics
+from gatekeeper.shell.worker.checkpoints import Checkpoints
 from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.flush import Flush
@@ -142,10 +143,6 @@ class Runtime:
         self.exporter = WorkerExporter()  # --metrics-port: what happened is reported to it, it serves it
         self.caught_up = False  # every owned partition read to its end at the latest clock check
         self._stop = asyncio.Event()
-        self._uncommitted: dict[TopicPartition, int] = {}  # offsets applied, to commit at the next checkpoint
-        self._committing: asyncio.Future[None] | None = None  # a checkpoint's state acks and commit, under way
-        # per poll sent: its deliveries, its decisions' count and wall time, the offsets it covers (oldest first)
-        self._in_flight: deque[tuple[asyncio.Future[Any], dict[TopicPartition, int]]] = deque()
         common = settings.aiokafka_kwargs()
         session_ms = round(options.session_timeout * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -174,6 +171,11 @@ class Runtime:
         self.restorer = AIOKafkaConsumer(
             **common, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=MAX_STATE_BYTES
         )
+        changelogs = (self.changelog, self.aggregate_changelog)
+        stopping = lambda: self.failed is not None  # noqa: E731
+        self.checkpoints = Checkpoints(
+            self.producer, self.consumer, self.processor, changelogs, log, self._fail, stopping
+        )
 
     def _inputs(self) -> list[str]:
         """The topics this process reads: both stages by default, one with ``--role``."""
@@ -201,10 +203,9 @@ class Runtime:
             await self._loop()
             if self.failed is None:
                 async with self.lock:
-                    await self._guarded(self._checkpoint())
+                    await self._guarded(self.checkpoints.checkpoint())
         finally:
-            if self._committing is not None:  # a failure stopped the loop while a checkpoint was under way
-                await asyncio.wait([self._committing])
+            await self.checkpoints.settled()  # a failure may have stopped the loop while a checkpoint was under way
             await self.exporter.stop()
             await self.consumer.stop()  # leaves the group: the others take over at once
             await self.restorer.stop()
@@ -229,7 +230,7 @@ class Runtime:
                 clock_at = time.monotonic() + self.options.clock_interval
             if now >= checkpoint_at and self.failed is None:
                 async with self.lock:
-                    await self._guarded(self._checkpoint(wait=False))
+                    await self._guarded(self.checkpoints.checkpoint(wait=False))
                 checkpoint_at = time.monotonic() + self.options.checkpoint_interval
             if now >= report_at:
                 self.report()
@@ -242,7 +243,7 @@ class Runtime:
         """Wait for the poll in progress (its offsets and states get into Kafka), then stop processing."""
         async with self.lock:
             self.owned, self._generation = set(), self._generation + 1
-            await self._guarded(self._checkpoint())  # the next owner restores what was applied here
+            await self._guarded(self.checkpoints.checkpoint())  # the next owner restores what was applied here
 
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """Forget the state of partitions lost; restore that of partitions gained from the changelogs (stage 1:
@@ -387,60 +388,17 @@ class Runtime:
             if flush.messages:
                 await self._deliver(flush, round(time.time() * 1000), {})
 
-    async def _checkpoint(self, *, wait: bool = True) -> None:
-        """Write the states changed since the last checkpoint, then, once they are acknowledged, commit the offsets
-        applied since (the caller holds the lock). A committed offset never passes what the changelogs hold; between
-        checkpoints, a crash only makes the next owner read again what both stages absorb idempotently.
-        ``wait=False`` (the loop's periodic checkpoints): the acknowledgements and the commit are awaited in the
-        background while the next polls are applied (a few round trips a checkpoint); the next checkpoint, a revoke
-        and the shutdown await them first, so commits stay in order and none is lost."""
-        await self._committed()
-        if self.failed is not None:  # a state write failed: commit nothing after it
-            return
-        await self._acked(0)  # the messages of every applied poll, before the states that follow from them
-        saved = self.processor.checkpoint()
-        send = self.producer.send
-        states = [
-            await send(self.changelog, value, key=key, partition=self.processor.state_partition(key))
-            for key, value in saved.gates.items()
-        ]
-        states += [
-            await send(self.aggregate_changelog, value, key=key, partition=p)
-            for p, (key, value) in saved.sources.items()
-        ]
-        offsets, self._uncommitted = self._uncommitted, {}
-        self._committing = asyncio.ensure_future(self._commit(states, offsets))
-        if wait:
-            await self._committed()
-
-    async def _commit(self, states: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int]) -> None:
-        """Await the states' acknowledgements, then commit ``offsets``; a failure stops the worker."""
-        try:
-            await asyncio.gather(*states)
-            if offsets:
-                await self.consumer.commit(offsets)
-        except CommitFailedError as exc:  # the group moved on: the next owner reads these records again
-            self.log.warning("commit failed; the partitions' next owner reads these records again", error=str(exc))
-        except Exception as exc:  # a state not written: stop rather than commit past it
-            self._fail(exc, "worker failed; stopping")
-
-    async def _committed(self) -> None:
-        """Wait for the last checkpoint's states and commit (``_checkpoint(wait=False)``)."""
-        if self._committing is not None:
-            await asyncio.shield(self._committing)
-            self._committing = None
-
     async def _deliver(self, flush: Flush, wall_ms: int, offsets: dict[TopicPartition, int]) -> None:
         """Send the messages without waiting for their acknowledgements (the caller holds the lock): the next
         poll is applied while they travel. ``offsets`` become committable once this poll's messages and every
-        earlier one's are acknowledged (``_acked``), at the latest at the next checkpoint."""
+        earlier one's are acknowledged (``Checkpoints.acked``), at the latest at the next checkpoint."""
         hook = (HOOK_HEADER, str(wall_ms).encode())
         pending = await self._send_batched(flush.messages, hook)
         acks = asyncio.gather(*pending)
         if flush.decisions:  # the delay is observed when the broker acknowledges, not when the acks are drained
             acks.add_done_callback(partial(self._observe_delay, len(flush.decisions), wall_ms))
-        self._in_flight.append((acks, offsets))
-        await self._acked(IN_FLIGHT_POLLS)
+        self.checkpoints.sent(acks, offsets)
+        await self.checkpoints.acked(IN_FLIGHT_POLLS)
         self.totals.update(
             applied=flush.applied,
             skipped=flush.skipped,
@@ -473,16 +431,6 @@ class Runtime:
         for (topic, partition), batch in batches.items():
             sent.append(await self.producer.send_batch(batch, topic, partition=partition))
         return sent
-
-    async def _acked(self, keep: int) -> None:
-        """Await the oldest polls' deliveries until at most ``keep`` are in flight, and the ones already done;
-        in order, so an offset is committable only when everything sent before it is acknowledged. A failed
-        delivery raises here (the worker stops, nothing after it committed)."""
-        while self._in_flight and (len(self._in_flight) > keep or self._in_flight[0][0].done()):
-            acks, offsets = self._in_flight[0]
-            await acks
-            self._in_flight.popleft()
-            self._uncommitted.update(offsets)
 
     def _observe_delay(self, decided: int, wall_ms: int, acks: asyncio.Future[Any]) -> None:
         if not acks.cancelled() and acks.exception() is None:
