@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from gatekeeper.core import dry_run, sketch, stats
 from gatekeeper.core.criteria import Evidence, Look
-from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind
+from gatekeeper.core.decision import CriterionResult, Decision
 from gatekeeper.core.gate_decisions import NOTHING, decision, soak_evidence, uptime
 from gatekeeper.core.gate_sequential import close_tests, pane_fail, restarts_of, window_fail
 from gatekeeper.core.gate_spec import GateSpec, GateState, Status
@@ -201,7 +201,9 @@ class Gate:
         at = silent_from + threshold
         silence = format_duration(at - silent_from)
         why = f"no telemetry since {format_ms(silent_from)} ({silence}): not judged on old data"
-        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled", evidence=NOTHING, look=0))
+        out.append(
+            decision(self.spec, st, "pending", silent_from, at, at, (), (why,), "stalled", evidence=NOTHING, look=0)
+        )
 
     def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
         st = self.state
@@ -243,11 +245,13 @@ class Gate:
                 reasons = ("GO: soak complete and every criterion passed", *(r.reason for r in results))
                 if st.stalled_ms:
                     reasons += (f"soak extended by {format_duration(st.stalled_ms)} of stalled telemetry",)
-                out.append(self._decision("pass", st.soak_start, end, end, results, reasons, "go", alpha))
+                out.append(decision(self.spec, st, "pass", st.soak_start, end, end, results, reasons, "go", alpha))
                 return
             waiting = awaiting_approval(results, st.side, st.soak_start)
             if waiting:  # every automatic criterion passes: a person's GO is all that is missing (said once a soak)
-                out.append(self._decision("pending", st.soak_start, end, end, results, waiting, "approval", alpha))
+                out.append(
+                    decision(self.spec, st, "pending", st.soak_start, end, end, results, waiting, "approval", alpha)
+                )
                 return  # it is this instant's checkpoint pending too: one pending naming all that blocks
         checkpoint = self._checkpoints.get(observed)
         if checkpoint is not None:
@@ -257,7 +261,9 @@ class Gate:
             done = observed >= self.spec.tier.soak
             head = f"{checkpoint}: not enough evidence to pass" if done else f"{checkpoint}: soak not complete"
             out.append(
-                self._decision(
+                decision(
+                    self.spec,
+                    st,
                     "pending",
                     st.soak_start,
                     end,
@@ -283,12 +289,14 @@ class Gate:
         st.status, st.hold_until = "held", end + hold
         reasons = tuple(r.reason for r in failed)
         evidence = look.window if failed[0].scope == "window" else look.soak
-        out.append(self._decision("fail", scope_start, end, end, results, reasons, "breach", alpha, evidence))
+        out.append(decision(self.spec, st, "fail", scope_start, end, end, results, reasons, "breach", alpha, evidence))
         tier, phase = self.spec.tier.name, self.spec.phase.name
         why = (
             f"hold {format_duration(hold)} after a failed {tier} tier (phase {phase}), until {format_ms(st.hold_until)}"
         )
-        out.append(self._decision("hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence))
+        out.append(
+            decision(self.spec, st, "hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence)
+        )
         return True
 
     def _fail(self, judged: list[tuple[CriterionResult, Evidence]], at: int, out: list[Decision]) -> None:
@@ -304,12 +312,14 @@ class Gate:
         hold = self.spec.phase.hold_on_fail
         st.status, st.hold_until = "held", window_end + hold
         reasons = tuple(r.reason for r in dry_run.failing(results, self.spec.dry))
-        out.append(self._decision("fail", scope_start, at, at, results, reasons, "breach", alpha, evidence))
+        out.append(decision(self.spec, st, "fail", scope_start, at, at, results, reasons, "breach", alpha, evidence))
         tier, phase = self.spec.tier.name, self.spec.phase.name
         why = (
             f"hold {format_duration(hold)} after a failed {tier} tier (phase {phase}), until {format_ms(st.hold_until)}"
         )
-        out.append(self._decision("hold", scope_start, at, at, results, (why, *reasons), "hold", alpha, evidence))
+        out.append(
+            decision(self.spec, st, "hold", scope_start, at, at, results, (why, *reasons), "hold", alpha, evidence)
+        )
 
     def _release(self, out: list[Decision]) -> None:
         st = self.state
@@ -331,21 +341,6 @@ class Gate:
         st.release_reported_for = at = st.hold_until
         why = f"hold ended at {format_ms(at)}; the soak restarts with fresh evidence"
         hold = self.spec.phase.hold_on_fail
-        out.append(self._decision("release", at - hold, at, at, (), (why,), "release", evidence=NOTHING, look=0))
-
-    # -- helpers -----------------------------------------------------------------------------------------
-    def _decision(
-        self,
-        kind: DecisionKind,
-        start: int,
-        end: int,
-        at: int,
-        results: tuple[CriterionResult, ...],
-        reasons: tuple[str, ...],
-        code: str,
-        alpha: float = 0.05,
-        evidence: Evidence | None = None,
-        look: int | None = None,
-    ) -> Decision:
-        """A decision of this gate (core/gate_decisions.py)."""
-        return decision(self.spec, self.state, kind, start, end, at, results, reasons, code, alpha, evidence, look)
+        out.append(
+            decision(self.spec, st, "release", at - hold, at, at, (), (why,), "release", evidence=NOTHING, look=0)
+        )
