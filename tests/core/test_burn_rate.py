@@ -271,7 +271,8 @@ def test_several_inputs_for_one_pane_add_up_in_numpy_runs_as_when_stepping(monke
         monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)
         state, out = BurnState(), []
         for i in range(0, panes[0].size, 500):
-            out += advance(SPEC, state, *(column[i : i + 500] for column in panes))
+            part_starts, part_requests, part_bad = (column[i : i + 500] for column in panes)
+            out += advance(SPEC, state, part_starts, part_requests, part_bad)
         state.hour, state.before = None, []  # recomputed on entering the next hour either way
         return out, msgspec.msgpack.encode(state)
 
