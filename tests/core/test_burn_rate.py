@@ -249,3 +249,35 @@ def test_numpy_window_sums_equal_the_stepped_ones(monkeypatch: pytest.MonkeyPatc
     numpy_sums = [[*(int(w[0, i]) for w in got[:fine]), *(int(w[1, i]) for w in got[:fine]),
                    *(int(c) for w in got[fine:] for c in w[:, i])] for i in range(starts.size)]  # fmt: skip
     assert stepped == numpy_sums
+
+
+def test_several_inputs_for_one_pane_add_up_in_numpy_runs_as_when_stepping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A numpy run fills its panes by direct assignment when each pane has one input; inputs split over several
+    rows for one pane (and runs starting off the hour and off the ring's slot 0) give the events and state of
+    stepping every pane, and of the same panes summed before the call."""
+    starts, requests, bad = traffic([(30, 0.0006), (2, 0.05), (20, 0.0009)], per_minute=400, seed=7)
+    starts = starts + 23 * MINUTE  # off the hour
+    split = np.arange(starts.size) % 3 == 0  # every third pane arrives as two rows
+    first_requests = np.where(split, requests // 2, requests)
+    first_bad = np.where(split, bad // 2, bad)
+    order = np.argsort(np.concatenate((starts, starts[split])), kind="stable")
+    doubled = tuple(
+        np.concatenate(pair)[order]
+        for pair in ((starts, starts[split]), (first_requests, (requests - first_requests)[split]),
+                     (first_bad, (bad - first_bad)[split]))
+    )  # fmt: skip
+
+    def fed(panes: tuple[npt.NDArray[np.int64], ...], bulk: int) -> tuple[list[Breach], bytes]:
+        monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)
+        state, out = BurnState(), []
+        for i in range(0, panes[0].size, 500):
+            part_starts, part_requests, part_bad = (column[i : i + 500] for column in panes)
+            out += advance(SPEC, state, part_starts, part_requests, part_bad)
+        state.hour, state.before = None, []  # recomputed on entering the next hour either way
+        return out, msgspec.msgpack.encode(state)
+
+    bulk = burn_rate.BULK_PANES
+    expected = fed((starts, requests, bad), 1 << 40)
+    assert {"opened"} <= {e.change for e in expected[0]}
+    assert expected == fed(doubled, bulk)
+    assert expected == fed((starts, requests, bad), bulk)

@@ -28,6 +28,7 @@ cost ~20 us a pane and objective, most of a long replay's time (docs/benchmarks.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -228,8 +229,11 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
         k_end = k + int(np.searchsorted(index[k:], end))
         size = end - p
         at = index[k:k_end] - p
-        dense = np.stack([np.bincount(at, col[k:k_end], size) for col in (req_in, bad_in)])
-        dense = dense.astype(np.int64)  # [requests, bad] per pane of [p, end)
+        dense = np.zeros((2, size), np.int64)  # [requests, bad] per pane of [p, end)
+        if at.size < 2 or bool((at[1:] != at[:-1]).all()):  # one input per pane, the usual case
+            dense[0, at], dense[1, at] = req_in[k:k_end], bad_in[k:k_end]
+        else:  # several inputs for one pane add up
+            dense[0], dense[1] = (np.bincount(at, col[k:k_end], size) for col in (req_in, bad_in))
         windows = _windows(spec, state, p, dense)
         screened = np.zeros(size, np.bool_)
         for _rank, _rate, screen, long, short in spec.slots:
@@ -249,13 +253,19 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
 
 def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
     """[requests, bad] of every window (in ``lengths`` order) ending at each pane of ``dense`` (panes p, p + 1, ...,
-    [requests, bad] each), the state holding the panes before p."""
+    [requests, bad] each), the state holding the panes before p. Few numpy calls: a call's fixed cost, not its
+    arithmetic, is what a replay block of a gate pays here."""
     fine, per_hour, size = spec.fine_panes, HOUR_MS // spec.pane, dense.shape[1]
-    # every window's [requests, bad] ending at each pane: pane-exact ones from the ring's last panes on
-    ring = np.asarray([state.ring_requests, state.ring_bad], np.int64).reshape(2, fine)
-    history = ring[:, (p - fine + np.arange(fine)) % fine] if fine else ring
+    # every window's [requests, bad] ending at each pane: pane-exact ones from the ring's last panes on (the ring
+    # read from its oldest pane, p - fine, at slot p % fine)
     run = np.zeros((2, fine + size + 1), np.int64)
-    np.cumsum(np.concatenate((history, dense), axis=1), axis=1, out=run[:, 1:])
+    if fine:
+        at = p % fine
+        req, bad = state.ring_requests, state.ring_bad
+        history = np.array(req[at:] + req[:at] + bad[at:] + bad[:at], np.int64).reshape(2, fine)
+        np.cumsum(np.concatenate((history, dense), axis=1), axis=1, out=run[:, 1:])
+    else:
+        np.cumsum(dense, axis=1, out=run[:, 1:])
     end = fine + 1  # run[:, end + i]: the sums through pane p + i
     windows = [run[:, end : end + size] - run[:, end - length : end - length + size] for length in spec.fine_lengths]
     if spec.hour_wholes:  # the hour so far plus whole hours before it
@@ -263,12 +273,13 @@ def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int
         hour_of = (p + np.arange(size)) // per_hour - first_hour
         hours = int(hour_of[-1]) + 1
         base = np.zeros((2, hours), np.int64)
-        for h, (r, b) in state.hours.items():
-            if 0 <= h - first_hour < hours:
-                base[:, h - first_hour] = (r, b)
-        totals = base + np.stack([np.bincount(hour_of, row.astype(np.float64), hours) for row in dense]).astype(
-            np.int64
-        )
+        kept = [h - first_hour for h in state.hours if 0 <= h - first_hour < hours]
+        if kept:
+            cells = np.fromiter(itertools.chain.from_iterable(state.hours[h + first_hour] for h in kept), np.int64)
+            base[:, kept] = cells.reshape(-1, 2).T
+        totals = base.copy()
+        firsts = _hour_firsts(p, size, per_hour)  # each hour's first pane in ``dense``
+        totals[:, hour_of[firsts]] += np.add.reduceat(dense, firsts, axis=1)
         before = np.zeros((2, hours + 1), np.int64)
         np.cumsum(totals, axis=1, out=before[:, 1:])
         in_pane = np.zeros((2, size + 1), np.int64)
@@ -279,6 +290,11 @@ def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int
     return windows
 
 
+def _hour_firsts(p: int, size: int, per_hour: int) -> npt.NDArray[np.int64]:
+    """Offsets in panes p, p + 1, ..., p + size - 1 of each hour's first one there (0 for the hour of p)."""
+    return np.concatenate(([0], np.arange(-p % per_hour or per_hour, size, per_hour))).astype(np.int64)
+
+
 def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt.NDArray[np.int64],
                  fine_windows: list[npt.NDArray[np.int64]], win_req: list[int],
                  win_bad: list[int]) -> None:  # fmt: skip
@@ -287,18 +303,21 @@ def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt
     for i, window in enumerate(fine_windows):
         win_req[i], win_bad[i] = int(window[0, done - 1]), int(window[1, done - 1])
     last = p + done
-    if fine:  # in place: ``advance`` holds the two lists
-        ring = np.asarray([state.ring_requests, state.ring_bad], np.int64)
+    if fine:  # in place (``advance`` holds the two lists): the last ``fine`` panes, at most two runs of slots
         first = max(p, last - fine)
-        ring[:, np.arange(first, last) % fine] = dense[:, first - p : done]
-        state.ring_requests[:], state.ring_bad[:] = ring.tolist()
+        slot, count = first % fine, last - first
+        head = min(count, fine - slot)
+        for ring, row in ((state.ring_requests, 0), (state.ring_bad, 1)):
+            values = dense[row, first - p : done].tolist()
+            ring[slot : slot + head] = values[:head]
+            ring[: count - head] = values[head:]
     totals = dense[:, :done].sum(axis=1).tolist()
     state.total_requests += totals[0]
     state.total_bad += totals[1]
     if spec.hour_wholes:
-        hour_of = (p + np.arange(done)) // per_hour
-        first = int(hour_of[0])
-        sums = [np.bincount(hour_of - first, row[:done].astype(np.float64)).astype(np.int64).tolist() for row in dense]
+        firsts = _hour_firsts(p, done, per_hour)
+        first = p // per_hour
+        sums = np.add.reduceat(dense[:, :done], firsts, axis=1).tolist()
         for h, (r, b) in enumerate(zip(*sums, strict=True)):
             cell = state.hours.setdefault(first + h, [0, 0])
             cell[0] += r

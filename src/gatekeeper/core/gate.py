@@ -8,104 +8,30 @@ A gate keeps watching after it passed: a later breach still fails and holds it.
 Soak time is observed time: a window that carried no data and closed inside a stall (see ``_stall_after``)
 does not count toward the soak or its checkpoints, so a tier whose telemetry stopped for days cannot pass on
 the days before and after ("error rate < 0.1 % for full 3 weeks", the seed's canary criterion).
+
+This module is the state machine; the spec and state are plain data in core/gate_spec.py, the sequential
+tests' bookkeeping is core/gate_sequential.py, and building a decision record core/gate_decisions.py.
 """
 
 from __future__ import annotations
 
 import fractions
 import math
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import dry_run, lift, look_share, regression, sketch, stats
-from gatekeeper.core.criteria import (
-    Evidence,
-    Judge,
-    Look,
-    SequentialReading,
-    StatisticalJudge,
-    UptimeEvidence,
-    judges_for,
-)
-from gatekeeper.core.decision import CriterionResult, Decision, DecisionKind, Metrics, Scope, decision_id
-from gatekeeper.core.plan import Evaluation, Phase, Tier
-from gatekeeper.core.sequential import FailTest, Restarts
+from gatekeeper.core import dry_run, sketch, stats
+from gatekeeper.core.criteria import Evidence, Look
+from gatekeeper.core.decision import CriterionResult, Decision
+from gatekeeper.core.gate_decisions import NOTHING, decision, soak_evidence, uptime
+from gatekeeper.core.gate_sequential import close_tests, pane_fail, restarts_of, window_fail
+from gatekeeper.core.gate_spec import GateSpec, GateState, Status
 from gatekeeper.core.side_judging import awaiting_approval, pass_results
-from gatekeeper.core.side_ledger import SideLedger, SideView
+from gatekeeper.core.side_ledger import SideView
 from gatekeeper.core.timefmt import format_duration, format_ms
 
-Status = Literal["waiting", "soaking", "passed", "held"]
-
-
-@dataclass(frozen=True, slots=True)
-class GateSpec:
-    """Everything a gate needs from the plan."""
-
-    region: str
-    phase: Phase
-    tier: Tier
-    evaluation: Evaluation
-    plan_version: str
-    judges: tuple[Judge, ...]
-    false_fail: float  # this gate's share of the plan's false_fail (all of it with ``confidence.scope: gate``)
-    false_pass: float
-    tests: tuple[FailTest | None, ...]  # sequential: each statistical judge's test (its share of ``false_fail``)
-    dry: frozenset[str] = frozenset()  # criteria in dry run: judged and reported, never fail nor block (dry_run.py)
-
-    @staticmethod
-    def of(region: str, phase: Phase, tier: Tier, evaluation: Evaluation, plan_version: str, gates: int) -> GateSpec:
-        """``gates``: how many gates the plan has; with ``confidence.scope: rollout`` each gets an even share of
-        the plan's error probabilities, so by the union bound they hold for the whole rollout. Required: a
-        default of 1 silently gave a per-gate bound where the plan asked for one per rollout."""
-        conf = evaluation.confidence
-        split = max(1, gates) if conf.scope == "rollout" else 1
-        false_fail, false_pass = conf.false_fail / split, conf.false_pass / split
-        judges = lift.share_alpha(judges_for(tier, evaluation), false_fail, false_pass)
-        total = sum(j.fail_weight for j in judges)  # the statistical criteria's and lift's (the others weigh 0)
-        planned = max(1, tier.soak // evaluation.window)
-        judges = tuple(look_share.share(j, false_fail, total, planned) for j in judges)
-        tests = tuple(
-            FailTest(j.null_rate, false_fail * j.fail_weight / total, conf.restart_share, planned)
-            if isinstance(j, StatisticalJudge)
-            else None
-            for j in judges
-        )
-        dry = dry_run.dry_names(tier)
-        return GateSpec(region, phase, tier, evaluation, plan_version, judges, false_fail, false_pass, tests, dry)
-
-
-@dataclass(slots=True)
-class GateState:
-    """All of a gate's mutable state; plain data, so it can be snapshotted to a changelog."""
-
-    status: Status = "waiting"
-    soak_start: int = 0
-    window_start: int = 0
-    window_requests: int = 0
-    window_errors: int = 0
-    soak_requests: int = 0
-    soak_errors: int = 0
-    soak_bins: sketch.Bins = field(default_factory=sketch.empty)
-    open_bins: dict[int, sketch.Bins] = field(default_factory=dict)  # window start -> latency sketch
-    looks: int = 0
-    pass_looks: int = 0
-    hold_until: int = 0
-    down_ms: int = 0
-    silent_from: int = 0  # end of the last pane that carried data
-    down_counted_until: int = 0
-    stall_reported_for: int = -1  # the ``silent_from`` a stall was already reported for
-    release_reported_for: int = -1  # the ``hold_until`` a release was already reported for
-    late_events: int = 0
-    max_ts: int | None = None  # newest event time seen (not late)
-    open_panes: dict[int, list[int]] = field(default_factory=dict)  # pane start -> [requests, errors]
-    stalled_ms: int = 0  # soak time not counted: windows without data closed inside a stall
-    restarts: dict[str, Restarts] = field(default_factory=dict)  # sequential: criterion name -> restarted tests
-    side: SideLedger = field(default_factory=SideLedger)  # incidents, approvals, business metrics received
-    baseline: regression.BaselineLedger = field(default_factory=regression.BaselineLedger)  # no_regression's
-    cross: regression.BaselineLedger = field(default_factory=regression.BaselineLedger)  # core/cross_region.py
+__all__ = ["Gate", "GateSpec", "GateState", "Status"]  # the spec and state live in core/gate_spec.py
 
 
 class Gate:
@@ -176,7 +102,7 @@ class Gate:
         )
         for lo, hi, window_requests, window_errors, down_panes in per_window:
             self.close_windows_until(int(starts[lo]), out)
-            failing = self._pane_fail(requests[lo : hi + 1], errors[lo : hi + 1])
+            failing = pane_fail(self.spec, st, requests[lo : hi + 1], errors[lo : hi + 1])
             last = hi if failing is None else lo + failing[0]
             for i in sorted(g for g in long_gaps if lo <= g <= last):
                 if i > lo:
@@ -275,7 +201,9 @@ class Gate:
         at = silent_from + threshold
         silence = format_duration(at - silent_from)
         why = f"no telemetry since {format_ms(silent_from)} ({silence}): not judged on old data"
-        out.append(self._decision("pending", silent_from, at, at, (), (why,), "stalled", evidence=_NOTHING, look=0))
+        out.append(
+            decision(self.spec, st, "pending", silent_from, at, at, (), (why,), "stalled", evidence=NOTHING, look=0)
+        )
 
     def _close_window(self, end: int, bins: sketch.Bins, out: list[Decision]) -> None:
         st = self.state
@@ -292,11 +220,11 @@ class Gate:
         st.soak_bins += bins
         side = SideView(st.side, st.soak_start, end - self._window, end)
         interval = self.spec.evaluation.confidence.interval
-        look = Look(window, self._soak_evidence(), self._uptime(end), interval, side, baseline, cross)
+        look = Look(window, soak_evidence(st), uptime(self.spec, st, end), interval, side, baseline, cross)
         st.looks += 1
         if self.spec.evaluation.method == "sequential":
-            self._close_tests(window, end)
-            failing = self._window_fail(look)
+            close_tests(self.spec, st, window, end)
+            failing = window_fail(self.spec, st, look)
             if failing:
                 self._fail(failing, end, out)
         elif self._fail_look(look, end, out):
@@ -317,11 +245,13 @@ class Gate:
                 reasons = ("GO: soak complete and every criterion passed", *(r.reason for r in results))
                 if st.stalled_ms:
                     reasons += (f"soak extended by {format_duration(st.stalled_ms)} of stalled telemetry",)
-                out.append(self._decision("pass", st.soak_start, end, end, results, reasons, "go", alpha))
+                out.append(decision(self.spec, st, "pass", st.soak_start, end, end, results, reasons, "go", alpha))
                 return
             waiting = awaiting_approval(results, st.side, st.soak_start)
             if waiting:  # every automatic criterion passes: a person's GO is all that is missing (said once a soak)
-                out.append(self._decision("pending", st.soak_start, end, end, results, waiting, "approval", alpha))
+                out.append(
+                    decision(self.spec, st, "pending", st.soak_start, end, end, results, waiting, "approval", alpha)
+                )
                 return  # it is this instant's checkpoint pending too: one pending naming all that blocks
         checkpoint = self._checkpoints.get(observed)
         if checkpoint is not None:
@@ -331,7 +261,9 @@ class Gate:
             done = observed >= self.spec.tier.soak
             head = f"{checkpoint}: not enough evidence to pass" if done else f"{checkpoint}: soak not complete"
             out.append(
-                self._decision(
+                decision(
+                    self.spec,
+                    st,
                     "pending",
                     st.soak_start,
                     end,
@@ -357,140 +289,15 @@ class Gate:
         st.status, st.hold_until = "held", end + hold
         reasons = tuple(r.reason for r in failed)
         evidence = look.window if failed[0].scope == "window" else look.soak
-        out.append(self._decision("fail", scope_start, end, end, results, reasons, "breach", alpha, evidence))
+        out.append(decision(self.spec, st, "fail", scope_start, end, end, results, reasons, "breach", alpha, evidence))
         tier, phase = self.spec.tier.name, self.spec.phase.name
         why = (
             f"hold {format_duration(hold)} after a failed {tier} tier (phase {phase}), until {format_ms(st.hold_until)}"
         )
-        out.append(self._decision("hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence))
+        out.append(
+            decision(self.spec, st, "hold", scope_start, end, end, results, (why, *reasons), "hold", alpha, evidence)
+        )
         return True
-
-    # -- the sequential method (core/sequential.py) -----------------------------------------------------
-    def _restarts(self, name: str) -> Restarts:
-        restarts = self.state.restarts.get(name)
-        if restarts is None:
-            restarts = self.state.restarts[name] = Restarts(run_start=self.state.soak_start)
-        return restarts
-
-    def _close_tests(self, window: Evidence, end: int) -> None:
-        """Fold the closed window into every statistical criterion's restarted tests."""
-        st = self.state
-        for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
-            if test is not None and isinstance(judge, StatisticalJudge):
-                restarts = self._restarts(judge.name)
-                test.close_window(restarts, st.looks, window.requests, judge.hits(window), end - self._window, end)
-
-    def _pane_fail(
-        self, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64]
-    ) -> tuple[int, list[tuple[CriterionResult, Evidence]]] | None:
-        """The first of these panes (of the open window) after which a per-pane criterion's test reaches its
-        threshold, with the results; None if none does. Sequential method only; not while held."""
-        st = self.state
-        if self.spec.evaluation.method != "sequential" or st.status not in ("soaking", "passed"):
-            return None
-        # the screen first, on the window's totals: almost every window of a healthy soak stops here, before
-        # any per-pane array is built
-        k_end = st.window_errors + int(errors.sum())
-        n0, k1 = st.soak_requests + st.window_requests, st.soak_errors + k_end
-        reachable = []
-        for index, (judge, test) in enumerate(zip(self.spec.judges, self.spec.tests, strict=True)):
-            if test is None or not isinstance(judge, StatisticalJudge) or not judge.per_pane:
-                continue
-            if judge.name in self.spec.dry:
-                continue  # judged for the report when another criterion fails, never failing by itself
-            restarts = self._restarts(judge.name)
-            if test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, k_end):
-                reachable.append((index, judge, test, restarts))
-        if not reachable:
-            return None
-        window_n = st.window_requests + np.cumsum(requests)
-        window_k = st.window_errors + np.cumsum(errors)
-        soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
-        first: tuple[int, int] | None = None  # (pane, judge)
-        for index, judge, test, restarts in reachable:
-            total, _ = test.log_evidence(soak_n, soak_k, restarts, st.looks + 1, window_n, window_k)
-            hit = np.flatnonzero((total >= test.log_threshold) & (soak_n >= judge.min_requests_to_fail))
-            if hit.size and (first is None or int(hit[0]) < first[0]):
-                first = (int(hit[0]), index)
-        if first is None:
-            return None
-        pane = first[0]
-        part = Evidence(int(window_n[pane]), int(window_k[pane]), sketch.empty())
-        soak = Evidence(int(soak_n[pane]), int(soak_k[pane]), st.soak_bins)
-        results = [
-            self._sequential_result(judge, test, soak, part)
-            for judge, test in zip(self.spec.judges, self.spec.tests, strict=True)
-            if test is not None and isinstance(judge, StatisticalJudge) and judge.per_pane
-        ]
-        return pane, results
-
-    def _window_fail(self, look: Look) -> list[tuple[CriterionResult, Evidence]]:
-        """At a window's close: every criterion's results if one of them fails, else nothing."""
-        results: list[tuple[CriterionResult, Evidence]] = []
-        empty = Evidence(0, 0, sketch.empty())
-        live = [(j, t) for j, t in zip(self.spec.judges, self.spec.tests, strict=True) if j.name not in self.spec.dry]
-        if not any(self._crossed(j, t, look) for j, t in live):
-            return results  # the common case: no words needed
-        for judge, test in zip(self.spec.judges, self.spec.tests, strict=True):
-            if test is not None and isinstance(judge, StatisticalJudge):
-                results.append(self._sequential_result(judge, test, look.soak, empty, look.window))
-            elif judge.may_fail(look):
-                results.extend((r, look.soak) for r in judge.fail_checks(look, 0.0))
-        return results if dry_run.failing((r for r, _ in results), self.spec.dry) else []
-
-    def _crossed(self, judge: Judge, test: FailTest | None, look: Look) -> bool:
-        """Whether ``judge`` may fail at a window's close (sequential tests on the soak so far; uptime as before)."""
-        if test is None or not isinstance(judge, StatisticalJudge):
-            return judge.may_fail(look)
-        soak = look.soak
-        if soak.requests < judge.min_requests_to_fail:
-            return False
-        restarts, hits, window = self._restarts(judge.name), judge.hits(soak), self.state.looks + 1
-        if not test.may_reach(soak.requests, hits, restarts, window, 0, 0):
-            return False
-        total, _ = test.log_evidence(soak.requests, hits, restarts, window, 0, 0)
-        return bool(total >= test.log_threshold)
-
-    def _sequential_result(
-        self,
-        judge: StatisticalJudge,
-        test: FailTest,
-        soak: Evidence,
-        part: Evidence,
-        closed: Evidence | None = None,
-    ) -> tuple[CriterionResult, Evidence]:
-        """The verdict of ``judge``'s test with the soak so far (``soak``, including ``part``, the open window's
-        counts since the last close; ``closed``: the window just closed, at a window's close) and the evidence
-        for the decision's metrics. The scope is the term carrying most of the evidence: the soak, or the
-        restarted run (the metrics then show the run's counts; for latency, whose run has no sketch nor error
-        count, the closed window when the run is that window, else the soak).
-        The open window's restart weight is counted even before it has data (a future term is worth its weight)."""
-        st = self.state
-        restarts = self._restarts(judge.name)
-        soak_hits, part_hits = judge.hits(soak), judge.hits(part)
-        total, start = test.log_evidence(soak.requests, soak_hits, restarts, st.looks + 1, part.requests, part_hits)
-        log_total = float(total)
-        scope: Scope
-        run_requests = restarts.run_requests + part.requests
-        # the soak's own test holds at least half the evidence, or no restarted run has data to show
-        metrics = soak
-        if float(start) >= log_total - math.log(2) or run_requests == 0:
-            scope, ev, hits, since = "soak", soak, soak_hits, f"over the soak since {format_ms(st.soak_start)}"
-            failing = log_total >= test.log_threshold and soak.requests >= judge.min_requests_to_fail
-            lower = test.lower_bound(soak.requests, soak_hits) if judge.per_pane and failing else None
-        else:
-            hits = restarts.run_hits + part_hits
-            # a sketch exists per window: it describes the run only when the run is the window just closed
-            just_closed = closed is not None and restarts.run_start == st.window_start
-            bins = closed.bins if closed is not None and just_closed else sketch.empty()
-            ev = Evidence(run_requests, hits if judge.per_pane else 0, bins)
-            if judge.per_pane:
-                metrics = ev
-            elif closed is not None and just_closed:
-                metrics = closed
-            scope, since, lower = "window", f"since {format_ms(restarts.run_start)}", None
-        reading = SequentialReading(log_total, test.log_threshold, soak.requests, lower)
-        return judge.sequential_result(ev, hits, scope, since, reading, test.alpha), metrics
 
     def _fail(self, judged: list[tuple[CriterionResult, Evidence]], at: int, out: list[Decision]) -> None:
         """A sequential fail at ``at`` (a pane's or window's end); the hold runs from the end of its window, so
@@ -500,17 +307,19 @@ class Gate:
         first, evidence = next((r, ev) for r, ev in judged if dry_run.failing((r,), self.spec.dry))
         test = next(t for j, t in zip(self.spec.judges, self.spec.tests, strict=True) if j.name == first.name)
         alpha = test.alpha if test is not None else self.spec.false_fail
-        scope_start = self._restarts(first.name).run_start if first.scope == "window" else st.soak_start
+        scope_start = restarts_of(st, first.name).run_start if first.scope == "window" else st.soak_start
         window_end = at + (-at) % self._window
         hold = self.spec.phase.hold_on_fail
         st.status, st.hold_until = "held", window_end + hold
         reasons = tuple(r.reason for r in dry_run.failing(results, self.spec.dry))
-        out.append(self._decision("fail", scope_start, at, at, results, reasons, "breach", alpha, evidence))
+        out.append(decision(self.spec, st, "fail", scope_start, at, at, results, reasons, "breach", alpha, evidence))
         tier, phase = self.spec.tier.name, self.spec.phase.name
         why = (
             f"hold {format_duration(hold)} after a failed {tier} tier (phase {phase}), until {format_ms(st.hold_until)}"
         )
-        out.append(self._decision("hold", scope_start, at, at, results, (why, *reasons), "hold", alpha, evidence))
+        out.append(
+            decision(self.spec, st, "hold", scope_start, at, at, results, (why, *reasons), "hold", alpha, evidence)
+        )
 
     def _release(self, out: list[Decision]) -> None:
         st = self.state
@@ -532,86 +341,6 @@ class Gate:
         st.release_reported_for = at = st.hold_until
         why = f"hold ended at {format_ms(at)}; the soak restarts with fresh evidence"
         hold = self.spec.phase.hold_on_fail
-        out.append(self._decision("release", at - hold, at, at, (), (why,), "release", evidence=_NOTHING, look=0))
-
-    # -- helpers -----------------------------------------------------------------------------------------
-    def _soak_evidence(self) -> Evidence:
-        st = self.state
-        return Evidence(st.soak_requests, st.soak_errors, st.soak_bins)
-
-    def _uptime(self, end: int) -> UptimeEvidence:
-        st = self.state
-        return UptimeEvidence(st.down_ms, end - st.soak_start, self.spec.tier.soak)
-
-    def _decision(
-        self,
-        kind: DecisionKind,
-        start: int,
-        end: int,
-        at: int,
-        results: tuple[CriterionResult, ...],
-        reasons: tuple[str, ...],
-        code: str,
-        alpha: float = 0.05,
-        evidence: Evidence | None = None,
-        look: int | None = None,
-    ) -> Decision:
-        """A decision; its metrics describe ``evidence`` (default: the soak so far). With ``_NOTHING`` (stall,
-        release) the metrics are empty, so the content never depends on which clock reported it."""
-        spec, st = self.spec, self.state
-        ev = evidence or self._soak_evidence()
-        if ev is _NOTHING:
-            metrics = _metrics(ev, alpha, spec.evaluation.confidence.interval, UptimeEvidence(0, 0, 0), 0)
-        else:
-            metrics = _metrics(ev, alpha, spec.evaluation.confidence.interval, self._uptime(end), st.late_events)
-        when = format_ms(at)
-        window_start, window_end = format_ms(start), format_ms(end)
-        return Decision(
-            decision_id=decision_id(
-                spec.plan_version,
-                spec.region,
-                spec.tier.name,
-                kind,
-                when,
-                f"{window_start}/{window_end}",
-                code,
-            ),
-            decision=kind,
-            region=spec.region,
-            tier=spec.tier.name,
-            phase=spec.phase.name,
-            window_start=window_start,
-            window_end=window_end,
-            at=when,
-            metrics=metrics,
-            criteria=dry_run.mark(results, spec.dry) if spec.dry else results,
-            reasons=reasons,
-            plan_version=spec.plan_version,
-            look=st.looks if look is None else look,
-            hold_until=format_ms(st.hold_until) if kind == "hold" else None,
-            reason_code=code,
+        out.append(
+            decision(self.spec, st, "release", at - hold, at, at, (), (why,), "release", evidence=NOTHING, look=0)
         )
-
-
-_NOTHING = Evidence(0, 0, sketch.empty())
-
-
-def _metrics(ev: Evidence, alpha: float, method: str, up: UptimeEvidence, late: int) -> Metrics:
-    rate_lo, rate_hi = stats.rate_bounds(ev.errors, ev.requests, alpha, method)
-    p99_lo, p99_hi = stats.quantile_bounds(ev.bins, 0.99, alpha)
-    has = ev.requests > 0
-    return Metrics(
-        requests=ev.requests,
-        errors=ev.errors,
-        error_rate=ev.errors / ev.requests if has else None,
-        error_rate_lower=rate_lo if has else None,
-        error_rate_upper=rate_hi if has else None,
-        p50_ms=sketch.quantile(ev.bins, 0.5),
-        p95_ms=sketch.quantile(ev.bins, 0.95),
-        p99_ms=sketch.quantile(ev.bins, 0.99),
-        p99_lower_ms=p99_lo if has else None,
-        p99_upper_ms=p99_hi if has and np.isfinite(p99_hi) else None,
-        uptime=up.uptime,
-        down_minutes=up.down_ms / 60_000,
-        late_events=late,
-    )
