@@ -37,8 +37,9 @@ from gatekeeper.core.plan import (
     Tier,
     UptimeCriterion,
 )
-from gatekeeper.core.regression import BaselineLook, NoRegressionJudge
+from gatekeeper.core.regression import NoRegressionJudge
 from gatekeeper.core.side_ledger import SideView
+from gatekeeper.core.slice_ledger import BaselineLook
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from gatekeeper.core.changelog_record import ENCODER as _ENCODER
 from gatekeeper.core.changelog_record import FORMAT, decode, deflate, inflate
 from gatekeeper.core.merge import GateInbox, MergeCounts, Seen, SourceMark, seen_of
 from gatekeeper.core.partials import Partial, PartialError
-from gatekeeper.core.regression import CROSS_REGION
+from gatekeeper.core.slot_routing import CROSS_REGION
 
 __all__ = ["FORMAT", "INBOX_FORMAT", "Located", "dump_inbox", "load_inbox", "place", "read_back"]
 

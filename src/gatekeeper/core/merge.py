@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core import regression, sketch
+from gatekeeper.core import sketch, slice_ledger
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.breach_watch import BreachWatch, GateAlerts
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.gate import Gate, GateSpec, GateState
 from gatekeeper.core.partials import Closing, Message, Partial, PartialBatch, Watermark, encode, ragged
 from gatekeeper.core.plan import Plan
+from gatekeeper.core.slot_routing import BASELINE
 
 Seen = tuple[int, bytes, int, int]  # (seq, digest, requests, late) of a merged partial
 
@@ -75,8 +76,8 @@ class GateInbox:
     closed_until: int | None = None  # every pane ending at or before it is closed
     counts: MergeCounts = field(default_factory=MergeCounts)
     alerts: GateAlerts = field(default_factory=GateAlerts)  # burn-rate breach alerts (core/breach_watch.py)
-    baseline: regression.BaselineInbox = field(default_factory=regression.BaselineInbox)  # no_regression's
-    cross: regression.BaselineInbox = field(default_factory=regression.BaselineInbox)  # core/cross_region.py
+    baseline: slice_ledger.BaselineInbox = field(default_factory=slice_ledger.BaselineInbox)  # no_regression's
+    cross: slice_ledger.BaselineInbox = field(default_factory=slice_ledger.BaselineInbox)  # core/cross_region.py
 
 
 class Merger:
@@ -123,8 +124,8 @@ class Merger:
             raise ValueError(f"partial {p.ident}: pane start is not a multiple of the plan's pane ({self.pane} ms)")
         if p.part:  # the baseline's or the cross-region requests' evidence, kept apart from the gate's own
             mark = inbox.sources.get(p.source)
-            box = inbox.baseline if p.part == regression.BASELINE else inbox.cross
-            regression.on_partial(box, p, inbox.closed_until, mark, self.pane, inbox.counts)
+            box = inbox.baseline if p.part == BASELINE else inbox.cross
+            slice_ledger.on_partial(box, p, inbox.closed_until, mark, self.pane, inbox.counts)
             return
         if inbox.closed_until is not None and p.pane + self.pane <= inbox.closed_until:
             seen = inbox.merged.get(p.pane, {}).get(p.source)
@@ -284,8 +285,8 @@ class Merger:
         gate = self.gate(key, inbox)
         made = len(out)
         st = inbox.gate
-        regression.close(inbox.baseline, st.baseline, until, self.pane, self.window)
-        regression.close(inbox.cross, st.cross, until, self.pane, self.window)
+        slice_ledger.close(inbox.baseline, st.baseline, until, self.pane, self.window)
+        slice_ledger.close(inbox.cross, st.cross, until, self.pane, self.window)
         if c.bin_pane.size:
             self._add_bins(gate, c.bin_pane // self.window, c.buckets, c.counts)
         # Late records counted with a pane go in after the windows ending at or before its start closed: the

@@ -35,24 +35,7 @@ from gatekeeper.core import sketch, stats
 from gatekeeper.core.decision import CriterionResult, Verdict
 from gatekeeper.core.look_share import LookShare
 from gatekeeper.core.plan import NoRegressionCriterion
-from gatekeeper.core.slice_ledger import BaselineInbox, BaselineLedger, BaselineLook, Sample, close, on_partial
-from gatekeeper.core.slot_routing import BASELINE, CROSS_REGION, layout
-
-# All but the judge are re-exported only for the modules that still import them from here (core/gate.py,
-# merge.py, criteria.py, source_changelog.py, shell/worker/partition_stage.py): their homes are
-# core/slot_routing.py (stage 1's routing) and core/slice_ledger.py (stage 2's ledger); new code imports those.
-__all__ = [
-    "BASELINE",
-    "CROSS_REGION",
-    "BaselineInbox",
-    "BaselineLedger",
-    "BaselineLook",
-    "NoRegressionJudge",
-    "Sample",
-    "close",
-    "layout",
-    "on_partial",
-]
+from gatekeeper.core.slice_ledger import BaselineLook, Sample
 
 
 # What this module reads of its callers' types (structural, so it imports none of criteria, gate or merge).

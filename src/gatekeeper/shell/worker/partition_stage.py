@@ -20,7 +20,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from gatekeeper.core import panes_batch, regression, source_changelog
+from gatekeeper.core import panes_batch, slot_routing, source_changelog
 from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.cross_region import copy_mask
@@ -53,7 +53,7 @@ class PartitionStage:
         self.version = plan.plan_version
         ev = plan.evaluation
         self._pane = ev.pane
-        layout = regression.layout(plan)  # the gates' keys, then baseline slots (no_regression)
+        layout = slot_routing.layout(plan)  # the gates' keys, then baseline slots (no_regression)
         self.decoder = TelemetryDecoder(layout.gates, None, layout.baselines, layout.cross)
         self._max_future_skew = ev.max_future_skew
         self.aggregator = Aggregator(layout.keys, ev.pane, ev.lateness, layout.fan())
