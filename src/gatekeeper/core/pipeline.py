@@ -14,6 +14,7 @@ from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.global_gate import GlobalGates, TierFold, drain
 from gatekeeper.core.merge import GateInbox, Merger
+from gatekeeper.core.output_order import gate_ranks, in_time_order
 from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.side_inputs import Routed, SideRouter, apply
@@ -34,7 +35,7 @@ class PipelineStats:
 
 class Pipeline:
     """Pure and deterministic: the same plan and the same events in the same order give the same decisions,
-    wherever the batches are cut."""
+    wherever the batches are cut, and in the same order (``core/output_order.py``)."""
 
     def __init__(self, plan: Plan, source: str = SOURCE) -> None:
         self.plan = plan
@@ -53,6 +54,7 @@ class Pipeline:
         self.global_states = {tier: TierFold() for tier in self.globals.specs}
         for key in self.globals.region_keys_all():
             self.merger.gate(key, self.inboxes[key]).down_sink = []  # their panes, for the multi-region uptime
+        self.ranks = gate_ranks(self.inboxes, self.globals.specs)
 
     def apply_side(self, routed: Routed, source: str, position: int) -> None:
         """A valid side record (incident, approval, business metric) into the ledgers of the gates it concerns;
@@ -99,12 +101,12 @@ class Pipeline:
             gate.on_stream_clock(watermark, max([newest.get(key, 0), *ends]), out)
         out += self._global(out)
         self._count(out)
-        return out
+        return in_time_order(out, self.ranks)
 
     def take_breaches(self) -> list[Breach]:
         """The breach alert events (``core/breach_watch.py``) made since the last call (each gate's in event time)."""
         out, self._breaches = self._breaches, []
-        return out
+        return in_time_order(out, self.ranks)
 
     def _merge(self, partials: PartialBatch, watermark: Watermark) -> list[Decision]:
         before = len(self._breaches)
@@ -114,7 +116,7 @@ class Pipeline:
         self.stats.late = self.source.late + sum(i.counts.late for i in self.inboxes.values())
         out += self._global(out)
         self._count(out)
-        return out
+        return in_time_order(out, self.ranks)
 
     def _global(self, regional: list[Decision]) -> list[Decision]:
         """The global decisions that ``regional`` and the regional gates' progress make."""

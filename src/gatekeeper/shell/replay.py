@@ -163,13 +163,16 @@ def replay(
     input_format: Format = "json",
     mapping: OtlpMapping | None = None,
     side: list[SideFile] | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
     decoded in that many worker processes, in order; the pipeline sees exactly the same batches, so the
     decisions are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans'
     region and tier come from. ``breaches``: where the burn-rate breach events go (JSONL, contract v2 of the
-    ``breaches`` topic); ``side``: incident, approval and business-metric files (``shell/side_files.py``)."""
+    ``breaches`` topic); ``side``: incident, approval and business-metric files (``shell/side_files.py``).
+    ``block_bytes``: how much input is read, decoded and merged at a time; the output does not depend on it
+    (``core/output_order.py``)."""
     engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     if input_format != "json":
@@ -192,7 +195,7 @@ def replay(
             if breaches is not None:
                 breaches.write(breach.encode(b) + b"\n")
 
-    for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format):
+    for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format, block_bytes):
         summary.lines += count
         summary.blank += blank
         if isinstance(batch, SpanBatch):
@@ -235,10 +238,12 @@ def _decode_in_worker(task: tuple[int, bytes | list[bytes], int]) -> Decoded:
     return count, blank, batch, consumed
 
 
-def _decoded_blocks(decoder: TelemetryDecoder, source: BinaryIO, jobs: int, input_format: Format) -> Iterator[Decoded]:
+def _decoded_blocks(
+    decoder: TelemetryDecoder, source: BinaryIO, jobs: int, input_format: Format, block_bytes: int
+) -> Iterator[Decoded]:
     """Decoded blocks in input order, decoded here or, with ``jobs`` > 1, in worker processes."""
     blocks: Iterator[tuple[int, bytes | list[bytes], int]] = (
-        read_frames(source) if input_format == "otlp-proto" else read_blocks(source)
+        read_frames(source, block_bytes) if input_format == "otlp-proto" else read_blocks(source, block_bytes)
     )
     if jobs <= 1:
         for first, block, consumed in blocks:
