@@ -25,12 +25,13 @@ def _telemetry(scenario: str) -> bytes:
     return b"".join(line + b"\n" for chunk in simulate(spec) for line in chunk)
 
 
-def _replay(scenario: str, telemetry: bytes, block_bytes: int) -> tuple[bytes, bytes]:
+def _replay(scenario: str, telemetry: bytes, block_bytes: int, merge_bytes: int = 0) -> tuple[bytes, bytes]:
     spec = load_scenario(REPO / "config" / "scenarios" / f"{scenario}.yaml")
     side = [SideFile(kind, kind, io.BytesIO(b"\n".join(lines))) for kind, lines in side_lines(spec).items()]
     out, breaches = io.BytesIO(), io.BytesIO()
     plan = load_plan(REPO / spec.plan)
-    replay(plan, io.BytesIO(telemetry), out, side=side, breaches=breaches, block_bytes=block_bytes)
+    replay(plan, io.BytesIO(telemetry), out, side=side, breaches=breaches, block_bytes=block_bytes,
+           merge_bytes=merge_bytes)  # fmt: skip
     return out.getvalue(), breaches.getvalue()
 
 
@@ -43,3 +44,15 @@ def test_replay_output_is_the_same_for_every_block_size(scenario: str) -> None:
     assert expected[0]  # the scenario makes decisions, so their order is checked
     for size in (len(telemetry) // 7, len(telemetry) // 2, BLOCK_BYTES):
         assert expected == _replay(scenario, telemetry, size), f"blocks of {size} bytes"
+
+
+def test_replay_output_is_the_same_however_often_stage_2_merges() -> None:
+    """Stage 2 merging after every small block, after several (partials held back and joined,
+    core/partial_buffer.py) or once at the end gives byte-identical decision and breach files."""
+    telemetry = _telemetry("latency-breach-one-region")
+    block = len(telemetry) // 9
+    expected = _replay("latency-breach-one-region", telemetry, block, 0)
+    assert expected[0]  # decisions and breach events, both compared
+    assert expected[1]
+    for merge in (3 * block, len(telemetry) + 1):
+        assert expected == _replay("latency-breach-one-region", telemetry, block, merge), f"merge every {merge} bytes"

@@ -15,6 +15,7 @@ from gatekeeper.core.decision import Decision
 from gatekeeper.core.global_gate import GlobalGates, TierFold, drain
 from gatekeeper.core.merge import GateInbox, Merger
 from gatekeeper.core.output_order import gate_ranks, in_time_order
+from gatekeeper.core.partial_buffer import PartialBuffer
 from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.side_inputs import Routed, SideRouter, apply
@@ -55,6 +56,7 @@ class Pipeline:
         for key in self.globals.region_keys_all():
             self.merger.gate(key, self.inboxes[key]).down_sink = []  # their panes, for the multi-region uptime
         self.ranks = gate_ranks(self.inboxes, self.globals.specs)
+        self._held = PartialBuffer()  # stage 1's output not merged yet (``ingest(merge=False)``)
 
     def apply_side(self, routed: Routed, source: str, position: int) -> None:
         """A valid side record (incident, approval, business metric) into the ledgers of the gates it concerns;
@@ -69,24 +71,33 @@ class Pipeline:
         until = None if now_ms is None else now_ms + skew
         return TelemetryDecoder(self.keys, until, self.layout.baselines, self.layout.cross)
 
-    def ingest(self, batch: EventBatch) -> list[Decision]:
-        """Apply a batch of valid events (arrival order) and return the decisions it triggers."""
+    def ingest(self, batch: EventBatch, *, merge: bool = True) -> list[Decision]:
+        """Apply a batch of valid events (arrival order) and return the decisions it triggers. With ``merge``
+        False, stage 1 folds it but stage 2 waits (``settle``): the same decisions, made later and in fewer,
+        cheaper closes (``core/partial_buffer.py``)."""
         if self._flushed:
             raise RuntimeError("flush() ended the input: this pipeline takes no more events")
         self.source, partials, watermark = self.aggregator.fold_columns(self.source, batch)
         self.stats.events += len(batch) - batch.copies  # cross-region copies are no new requests
-        return self._merge(partials, watermark)
+        self._held.add(partials, watermark)
+        return self.settle() if merge else []
+
+    def settle(self) -> list[Decision]:
+        """Merge what ``ingest(merge=False)`` held back; the decisions it triggers."""
+        taken = self._held.take()
+        return [] if taken is None else self._merge(*taken)
 
     def flush(self) -> list[Decision]:
         """End of input, on request only: treat the lateness as elapsed and close what the data covers."""
         self._flushed = True
         self.source, partials, watermark = self.aggregator.finish_columns(self.source)
-        return self._merge(partials, watermark)
+        self._held.add(partials, watermark)
+        return self.settle()
 
     def observe_stream_time(self, newest_ts_ms: int) -> list[Decision]:
         """Report stalls and releases as of an event time no record carried (the demo's hours without traffic),
         without closing anything: records up to the lateness behind the last one still count."""
-        out: list[Decision] = []
+        out = self.settle()
         watermark = newest_ts_ms - self.plan.evaluation.lateness
         pane = self.plan.evaluation.pane
         newest: dict[str, int] = {}  # end of each gate's newest pane not closed yet, in either stage

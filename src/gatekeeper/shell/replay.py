@@ -22,7 +22,9 @@ from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
 from gatekeeper.errors import UserError
 from gatekeeper.shell.side_files import SideFile, load_side_files
 
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 4 << 20  # decoded at a time: what bounds the memory of decoded events
+# merged (stage 2) at a time, of the input: stage 2's cost is mostly per close, not per pane (docs/benchmarks.md)
+MERGE_BYTES = 16 << 20
 Format = Literal["json", "otlp-json", "otlp-proto"]  # gatekeeper.shell.otlp_options.INPUT_FORMATS
 
 
@@ -164,6 +166,7 @@ def replay(
     mapping: OtlpMapping | None = None,
     side: list[SideFile] | None = None,
     block_bytes: int = BLOCK_BYTES,
+    merge_bytes: int = MERGE_BYTES,
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
     records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
@@ -171,8 +174,8 @@ def replay(
     decisions are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans'
     region and tier come from. ``breaches``: where the burn-rate breach events go (JSONL, contract v2 of the
     ``breaches`` topic); ``side``: incident, approval and business-metric files (``shell/side_files.py``).
-    ``block_bytes``: how much input is read, decoded and merged at a time; the output does not depend on it
-    (``core/output_order.py``)."""
+    ``block_bytes``: how much input is read and decoded at a time, ``merge_bytes``: how much of it stage 2 merges
+    at a time; the output depends on neither (``core/output_order.py``, ``core/partial_buffer.py``)."""
     engine = Pipeline(plan)
     decoder = engine.decoder(now_ms)
     if input_format != "json":
@@ -195,6 +198,7 @@ def replay(
             if breaches is not None:
                 breaches.write(breach.encode(b) + b"\n")
 
+    unmerged = 0  # input bytes folded by stage 1 since stage 2 last merged
     for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format, block_bytes):
         summary.lines += count
         summary.blank += blank
@@ -202,9 +206,12 @@ def replay(
             summary.ignored.update(batch.ignored)
         summary.rejected.update(r.code for r in batch.rejections)
         reject_writer.write(batch.rejections)
-        emit(engine.ingest(batch))
+        unmerged += consumed
+        emit(engine.ingest(batch, merge=unmerged >= merge_bytes))
+        unmerged = 0 if unmerged >= merge_bytes else unmerged
         if on_progress is not None:
             on_progress(consumed)
+    emit(engine.settle())
     if flush:
         emit(engine.flush())
     summary.events, summary.late = engine.stats.events, engine.stats.late
