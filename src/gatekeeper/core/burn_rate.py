@@ -241,6 +241,8 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
             screened |= ((b_short > 0) & (b_short * _SLACK >= screen * r_short) & (b_long * _SLACK >= screen * r_long)
                          & (r_long >= spec.alerts.min_requests))  # fmt: skip
         hit = np.flatnonzero(screened)
+        if hit.size:  # the screen's few candidates, tested exactly: the first that fires is stepped
+            hit = hit[_firing(spec, state, p, hit, windows)]
         done = int(hit[0]) if hit.size else size  # panes [p, p + done) are applied here
         if done:
             _apply_quiet(spec, state, p, done, dense, windows[:nf], win_req, win_bad)
@@ -249,6 +251,32 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
         if hit.size:
             break
     return p, k
+
+
+def _firing(spec: BurnSpec, state: BurnState, p: int, at: npt.NDArray[np.intp],
+            windows: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """Which of panes p + ``at`` (no breach open) some rule fires at: the screen of ``advance`` and ``_fires`` for
+    all of them at once, with the same float operations in the same order (so the same outcome, bit for bit)."""
+    nf, per_hour, budget = len(spec.fine_lengths), HOUR_MS // spec.pane, spec.slo.budget
+    panes = p + at
+    watched = panes - (state.start or 0) + 1
+    lengths = [np.full(at.size, n, np.int64) for n in spec.fine_lengths]
+    lengths += [panes % per_hour + 1 + whole * per_hour for whole in spec.hour_wholes]
+    seen = [np.minimum(length, watched) / length for length in lengths]  # share of each window watched
+    fires = np.zeros(at.size, np.bool_)
+    for _rank, rate, screen, long, short in spec.slots:
+        (r_short, b_short), (r_long, b_long) = windows[short][:, at], windows[long][:, at]
+        ok = ((b_short > 0) & (r_short > 0) & (b_short * _SLACK >= screen * r_short)
+              & (b_long * _SLACK >= screen * r_long) & (r_long >= spec.alerts.min_requests))  # fmt: skip
+        with np.errstate(divide="ignore", invalid="ignore"):  # the panes divided by zero are already ruled out
+            ok &= b_short * seen[short] / (r_short * budget) >= rate  # ``_burn`` of the short window
+            ok &= b_long * seen[long] / (r_long * budget) >= rate
+        rows = np.flatnonzero(ok)
+        if rows.size:
+            chance = special.bdtrc(b_long[rows] - 1, r_long[rows], np.minimum(1.0, rate * budget / seen[long][rows]))
+            ok[rows] = chance <= spec.alerts.false_alarm
+        fires |= ok
+    return fires
 
 
 def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
