@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from gatekeeper.core import sketch
 from gatekeeper.core.breach import Breach
@@ -76,12 +77,11 @@ class BreachWatch:
         specs = self.specs[key]
         if not specs:
             return
-        starts: list[int] = closing.panes.tolist()
-        requests: list[int] = closing.requests.tolist()
+        starts, requests = closing.panes, closing.requests  # arrays: ``advance`` takes them as they are
         made: list[Breach] = []
         for spec in specs:
             if spec.slo.slower_than_ms is None:
-                bad: list[int] = closing.errors.tolist()
+                bad = closing.errors
             else:
                 bad = _slow(closing, first_slow_bucket(spec.slo.slower_than_ms))
             state = alerts.burn.setdefault(spec.slo.name, BurnState())
@@ -100,11 +100,11 @@ class BreachWatch:
             alerts.last_fail = max(fails)
 
 
-def _slow(closing: Closing, first: int) -> list[int]:
+def _slow(closing: Closing, first: int) -> npt.NDArray[np.int64]:
     """Per closing pane, its requests in latency buckets from ``first`` on (one numpy pass per close)."""
     slow = closing.buckets >= first
     at = np.searchsorted(closing.panes, closing.bin_pane[slow])
-    return np.bincount(at, closing.counts[slow], closing.panes.size).astype(np.int64).tolist()  # type: ignore[no-any-return]
+    return np.bincount(at, closing.counts[slow], closing.panes.size).astype(np.int64)
 
 
 def first_slow_bucket(limit_ms: float) -> int:
