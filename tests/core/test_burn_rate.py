@@ -281,3 +281,52 @@ def test_several_inputs_for_one_pane_add_up_in_numpy_runs_as_when_stepping(monke
     assert {"opened"} <= {e.change for e in expected[0]}
     assert expected == fed(doubled, bulk)
     assert expected == fed((starts, requests, bad), bulk)
+
+
+@pytest.mark.parametrize(
+    ("budget", "false_alarm", "seed"), [(BUDGET, Alerting().false_alarm, 21), (0.01, 0.3, 22), (0.002, 0.05, 23)]
+)
+def test_numpy_runs_stop_only_where_a_rule_fires_as_stepping_decides(
+    budget: float, false_alarm: float, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A numpy run tests the panes that pass the cheap screen (bad / (requests x budget)) with the exact rules in
+    numpy (``_firing``) and goes on through those that do not fire: thin traffic burning near the rules' rates,
+    where the screen passes at many panes that do not fire, gives the events and state of stepping every pane in
+    Python (objectives of several budgets and false-alarm bounds, the binomial test deciding at the margin)."""
+    spec = BurnSpec("us-east", "canary", "test+0", MINUTE, Slo("latency", budget, "p99 <= 1"),
+                    Alerting(false_alarm=false_alarm, min_requests=50))  # fmt: skip
+    rng = np.random.default_rng(seed)
+    hours = 5 * 24
+    per_minute = rng.integers(0, 60, hours * 60)
+    rate = budget * np.repeat(rng.choice([0.5, 1.0, 1.2, 5.5, 7.0, 14.0, 17.0], hours), 60)
+    starts = T0 + 7 * MINUTE + MINUTE * np.arange(per_minute.size, dtype=np.int64)  # off the hour
+    bad = rng.binomial(per_minute, np.minimum(rate, 1.0)).astype(np.int64)
+    keep = per_minute > 0
+    panes = (starts[keep], per_minute[keep].astype(np.int64), bad[keep])
+    rejected = [0]
+    firing = burn_rate._firing
+
+    def counted(*args: object) -> npt.NDArray[np.bool_]:
+        fires = firing(*args)  # type: ignore[arg-type]
+        rejected[0] += int((~fires).sum())
+        return fires
+
+    monkeypatch.setattr(burn_rate, "_firing", counted)
+
+    def fed(bulk: int) -> tuple[list[Breach], bytes]:
+        monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)
+        state, out = BurnState(), []
+        for i in range(0, panes[0].size, 1500):
+            part_starts, part_requests, part_bad = (column[i : i + 1500] for column in panes)
+            out += advance(spec, state, part_starts, part_requests, part_bad)
+        out += advance(spec, state, panes[0][:0], panes[1][:0], panes[2][:0], until=int(starts[-1]) + 4 * 24 * HOUR)
+        state.hour, state.before = None, []  # a cache of the whole-hour sums, recomputed on entering the next hour
+        reach = (state.end or 0) // 60 - spec.hour_span  # hours no later pane reaches: numpy drops them sooner
+        state.hours = {h: c for h, c in state.hours.items() if c != [0, 0] and h >= reach}
+        return out, msgspec.msgpack.encode(state)
+
+    bulk = burn_rate.BULK_PANES
+    expected = fed(1 << 40)
+    assert {"opened", "resolved"} <= {e.change for e in expected[0]}
+    assert expected == fed(bulk)
+    assert rejected[0] > 0  # the screen passed where no rule fired: the exact test decided

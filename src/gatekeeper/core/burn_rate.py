@@ -20,8 +20,9 @@ panes at a time (the worker: one per watermark), where numpy's per-call cost (~0
 stretch without data where no breach is open and every pane-exact window (each rule's short window is one) is
 empty cannot fire, so it is skipped in one step: a stopped tier is not stepped through the 3 days of its ticket
 window. Long runs of panes while no breach is open (replay closes days at a time) go through numpy instead
-(``_quiet_run``): every window's sums for every pane at once, up to the first pane at which some rule passes the
-screen below (the only panes that can fire); that pane and the ones after it are stepped as before. The stepping
+(``_quiet_run``): every window's sums for every pane at once, up to the first pane at which some rule fires (the
+few panes passing the cheap screen below tested exactly, in numpy: ``_firing``); that pane and the ones after it
+are stepped as before. The stepping
 cost ~20 us a pane and objective, most of a long replay's time (docs/benchmarks.md).
 """
 
@@ -257,7 +258,7 @@ def _firing(spec: BurnSpec, state: BurnState, p: int, at: npt.NDArray[np.intp],
             windows: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.bool_]:  # fmt: skip
     """Which of panes p + ``at`` (no breach open) some rule fires at: the screen of ``advance`` and ``_fires`` for
     all of them at once, with the same float operations in the same order (so the same outcome, bit for bit)."""
-    nf, per_hour, budget = len(spec.fine_lengths), HOUR_MS // spec.pane, spec.slo.budget
+    per_hour, budget = HOUR_MS // spec.pane, spec.slo.budget
     panes = p + at
     watched = panes - (state.start or 0) + 1
     lengths = [np.full(at.size, n, np.int64) for n in spec.fine_lengths]
