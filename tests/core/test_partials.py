@@ -3,9 +3,10 @@ it may not."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from gatekeeper.core.partials import Partial, PartialError, Watermark, decode, encode
+from gatekeeper.core.partials import Partial, PartialBatch, PartialError, Watermark, decode, encode
 
 PARTIAL = Partial(gate="us-east/canary", pane=1_760_832_000_000, source="edge-1", requests=3, errors=1,
                   late=2, bins=(10, 400), counts=(1, 2))  # fmt: skip
@@ -46,3 +47,18 @@ def test_invalid_messages_are_rejected_with_the_reason(raw: bytes, reason: str) 
     with pytest.raises(PartialError) as caught:
         decode(raw)
     assert reason in str(caught.value)
+
+
+def test_chosen_rows_of_a_batch_are_those_rows_of_all_its_rows() -> None:
+    """``PartialBatch.rows(which)`` gathers only the chosen rows' bins: the same ``Partial``s, in the order chosen,
+    as picking them from ``rows()`` (rows without bins, a baseline slice, none chosen)."""
+    sizes = [2, 0, 3, 1]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    bins = np.asarray([3, 7, 1, 2, 9, 4], np.int64)
+    rows = len(sizes)
+    ints = np.arange(rows, dtype=np.int64)
+    batch = PartialBatch("input", ("us-east/canary", "eu-west/canary"), ints % 2, 60_000 * ints, ints + 1,
+                         10 + ints, ints, ints * 0, offsets, bins, bins + 10, slices=("", "baseline"))  # fmt: skip
+    every = batch.rows()
+    which = np.asarray([3, 1, 2], np.int64)
+    assert ([every[3], every[1], every[2]], []) == (batch.rows(which), batch.rows(which[:0]))

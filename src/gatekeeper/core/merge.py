@@ -209,7 +209,7 @@ class Merger:
         if batch.slices:  # baseline and cross-region rows go in first, as their source sent them before ``w``
             is_slice = np.asarray([bool(s) for s in batch.slices], dtype=np.bool_)
             sliced = np.flatnonzero(is_slice[batch.gate])
-            for p in batch.rows(sliced):
+            for p in batch.rows(sliced) if sliced.size else ():
                 self.on_partial(inboxes[p.gate], p)
         every: list[Partial] = []  # one Partial per row, built only if a gate needs them
         index = {key: i for i, key in enumerate(batch.keys) if not batch.slices or not batch.slices[i]}
