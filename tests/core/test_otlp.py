@@ -7,7 +7,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from gatekeeper.core.otlp import OtlpDecoder, OtlpMapping
+from gatekeeper.core.otlp import OtlpDecoder
+from gatekeeper.core.otlp_mapping import OtlpMapping
 from otlp_batches import Encoding, attribute, encode
 
 GATES = [("us-east", "canary"), ("eu-west", "canary")]

@@ -113,7 +113,7 @@ def test_unlabelled_and_ungated_spans_are_counted_and_mapped_regions_are_used() 
     unlabelled = request.resource_spans.add()
     unlabelled.resource.attributes.append(attribute("cloud.region", "us-east-1"))
     unlabelled.scope_spans.add().spans.append(request.resource_spans[0].scope_spans[0].spans[0])
-    from gatekeeper.core.otlp import OtlpMapping
+    from gatekeeper.core.otlp_mapping import OtlpMapping
 
     mapping = OtlpMapping(regions={"us-east-1": "us-east"})
     _, summary, _ = run(framed([request.SerializeToString()]), input_format="otlp-proto", mapping=mapping)

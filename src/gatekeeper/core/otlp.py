@@ -38,9 +38,9 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 import numpy as np
@@ -49,6 +49,17 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from gatekeeper.core.cross_region import copy_mask
+from gatekeeper.core.otlp_mapping import (
+    ABSENT,
+    OtlpMapping,
+    is_client_region,
+    json_attributes,
+    json_span_label,
+    proto_attributes,
+    proto_span_label,
+    resource_labels,
+    unused_reason,
+)
 from gatekeeper.core.telemetry import (
     EPOCH_MAX_S,
     EPOCH_MIN_S,
@@ -64,22 +75,8 @@ STATUS_CODE_ERROR = 2
 STATUS_KEYS = ("http.response.status_code", "http.status_code")
 MALFORMED = "otlp:malformed"
 _NS_PER_MS = 1_000_000
-MAX_LABEL = 64  # a label's longest (core/telemetry.py ``Label``)
 _JSON_KINDS = {2: 2, "2": 2, "SPAN_KIND_SERVER": 2}
 _JSON_ERRORS = {2: True, "2": True, "STATUS_CODE_ERROR": True}
-
-
-@dataclass(frozen=True, slots=True)
-class OtlpMapping:
-    """Where a span's region and tier come from, and how attribute values translate to the plan's names."""
-
-    region_attribute: str = "cloud.region"
-    tier_attribute: str = "rollout.tier"
-    regions: Mapping[str, str] = field(default_factory=dict)  # attribute value -> plan region (others as they are)
-    tiers: Mapping[str, str] = field(default_factory=dict)  # attribute value -> plan tier (others as they are)
-    version_attribute: str = "service.version"  # the resource's version: baseline evidence when it is the baseline
-    versions: Mapping[str, str] = field(default_factory=dict)  # attribute value -> telemetry version (others as are)
-    client_region_attribute: str | None = None  # opt-in: no stable OpenTelemetry convention names the client's region
 
 
 @dataclass(slots=True)
@@ -211,31 +208,19 @@ class OtlpDecoder(TelemetryDecoder):
         merged.rejections = sorted([*rejections, *v1.rejections], key=lambda r: r.position)
         return merged
 
-    def _labels(self, values: list[object]) -> tuple[str | None, str | None, str | None, str | None]:
-        """Region, tier, version of a resource and why its server spans are not used (None: they are): they are
-        with a region and a tier, or (baseline fleets often have no tier attribute) a version when the plan
-        compares with baselines; when it does, not with a version that is not a string (baseline or not?)."""
-        region, tier, version = _text(values[0]), _text(values[1]), _text(values[2])
-        if not region:
-            return region, tier, version, "no_region"
-        if values[2] is _INVALID and self._baselines:
-            return region, tier, None, "invalid_version"
-        return region, tier, version, None if tier or (version and self._baselines) else "no_tier"
-
     def _proto_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = ExportTraceServiceRequest.FromString(raw)
         # Reading every attribute of every span through the protobuf objects costs ~1 us per attribute; the
         # status-code attributes >= 500 are found in the bytes instead, and mapped to their spans only in a
         # batch that has one at all.
         five_xx = _five_xx_spans(raw)
-        m = self.mapping
-        keys = (m.region_attribute, m.tier_attribute, m.version_attribute, m.client_region_attribute or "")
-        client_key = m.client_region_attribute
+        keys = self.mapping.keys()
+        client_key = self.mapping.client_region_attribute
         starts, ends, errors = cols.start.append, cols.end.append, cols.error.append
         n = -1  # index of the span among all spans of the batch, in wire order
         for resource_spans in request.resource_spans:
-            values = _resource_labels(resource_spans.resource.attributes, keys)
-            region, tier, version, unused = self._labels(values)
+            values = proto_attributes(resource_spans.resource.attributes, keys)
+            region, tier, version, unused = resource_labels(values, bool(self._baselines))
             used = other = 0
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
@@ -244,7 +229,9 @@ class OtlpDecoder(TelemetryDecoder):
                         other += 1
                     elif unused:
                         used -= 1  # counted as ``unused`` below
-                    elif client_key and not _client(cols, ignored, _span_label(span.attributes, client_key, values[3])):
+                    elif client_key and not _client(
+                        cols, ignored, proto_span_label(span.attributes, client_key, values[3])
+                    ):
                         continue
                     else:
                         starts(span.start_time_unix_nano)
@@ -256,13 +243,12 @@ class OtlpDecoder(TelemetryDecoder):
     def _json_spans(self, raw: bytes, index: int, cols: _Columns, ignored: Counter[str]) -> None:
         request = _JSON_REQUEST.decode(raw)
         scan = _JSON_5XX.search(raw) is not None  # else no span can be a 5xx: skip reading attributes
-        m = self.mapping
-        keys = (m.region_attribute, m.tier_attribute, m.version_attribute, m.client_region_attribute or "")
-        client_key = m.client_region_attribute
+        keys = self.mapping.keys()
+        client_key = self.mapping.client_region_attribute
         for resource_spans in request.resourceSpans:
             attributes = resource_spans.resource.attributes if resource_spans.resource else []
-            values = _text_attributes(attributes, keys)
-            region, tier, version, unused = self._labels(values)
+            values = json_attributes(attributes, keys)
+            region, tier, version, unused = resource_labels(values, bool(self._baselines))
             used = other = 0
             for scope in resource_spans.scopeSpans:
                 for span in scope.spans:
@@ -272,7 +258,9 @@ class OtlpDecoder(TelemetryDecoder):
                     if unused:
                         used -= 1
                         continue
-                    if client_key and not _client(cols, ignored, _text_label(span.attributes, client_key, values[3])):
+                    if client_key and not _client(
+                        cols, ignored, json_span_label(span.attributes, client_key, values[3])
+                    ):
                         continue
                     error = span.status is not None and _JSON_ERRORS.get(span.status.code, False)
                     if not error and scan:
@@ -331,7 +319,16 @@ class OtlpDecoder(TelemetryDecoder):
         if not ok.all():
             for i in np.flatnonzero(~ok).tolist():
                 run = int(run_of[i])
-                ignored[self._why(regions[run], tiers[run], int(keys[i]), bool(good_duration[i]))] += 1
+                ignored[
+                    unused_reason(
+                        regions[run],
+                        tiers[run],
+                        int(keys[i]),
+                        bool(good_duration[i]),
+                        self._region_code,
+                        self._tier_code,
+                    )
+                ] += 1
         record = np.repeat(np.asarray([run[3] for run in cols.runs], dtype=np.int64), sizes)[ok]
         batch = SpanBatch(
             ts_ms=ts_ms[ok],
@@ -350,82 +347,20 @@ class OtlpDecoder(TelemetryDecoder):
                            np.bool_, len(clients))  # fmt: skip
         return cast("SpanBatch", with_copies(batch, away[ok], self._cross))  # ``replace``: the same class
 
-    def _why(self, region: str, tier: str, key: int, good_duration: bool) -> str:
-        if key < 0 and not tier:
-            return "no_tier" if region in self._region_code else "unknown_region"
-        if key < 0:
-            if region not in self._region_code:
-                return "unknown_region"
-            return "unknown_tier" if tier not in self._tier_code else "unknown_gate"
-        return "invalid_time" if good_duration else "invalid_duration"
-
     def decode_block(self, block: bytes, first_position: int = 1) -> SpanBatch:
         """Newline-separated records (OTLP/JSON lines, as the Collector's file exporter writes, or contract v1)."""
         return self.decode(block.split(b"\n"), first_position)
 
 
-_ABSENT = object()  # no client-region attribute on the span or its resource
-_INVALID = object()  # an attribute whose value is not a string
-
-
-def _text(value: object) -> str | None:
-    """A resource attribute's string (None: absent or ``_INVALID``, as for region and tier)."""
-    return value if isinstance(value, str) else None
-
-
-def _text_attributes(attributes: Iterable[_KeyValue], keys: Sequence[str]) -> list[object]:
-    """The attributes named ``keys`` of an OTLP/JSON resource: a string, ``_INVALID`` (present, not a string) or
-    None (absent)."""
-    out: list[object] = [None] * len(keys)
-    for kv in attributes:
-        if kv.key in keys:
-            text = kv.value.stringValue if kv.value is not None else None
-            _put(out, keys, kv.key, _INVALID if text is None else text)
-    return out
-
-
-def _resource_labels(attributes: Iterable[Any], keys: Sequence[str]) -> list[object]:
-    """The attributes named ``keys`` of a protobuf resource, as ``_text_attributes``."""
-    out: list[object] = [None] * len(keys)
-    for kv in attributes:
-        if kv.key in keys:
-            _put(out, keys, kv.key, kv.value.string_value if kv.value.HasField("string_value") else _INVALID)
-    return out
-
-
-def _put(out: list[object], keys: Sequence[str], key: str, value: object) -> None:
-    """``value`` for every role ``key`` names (one attribute may be both the tier and the version, e.g. tiers
-    mapped from ``service.version``)."""
-    for i, k in enumerate(keys):
-        if k == key:
-            out[i] = value
-
-
-def _span_label(attributes: Iterable[Any], key: str, resource: object) -> object:
-    """A protobuf span's ``key`` attribute: its string, ``_INVALID`` when not a string, else the resource's."""
-    for kv in attributes:
-        if kv.key == key:
-            return kv.value.string_value if kv.value.HasField("string_value") else _INVALID
-    return _ABSENT if resource is None else resource
-
-
-def _text_label(attributes: Iterable[_KeyValue], key: str, resource: object) -> object:
-    """An OTLP/JSON span's ``key`` attribute, as ``_span_label``."""
-    for kv in attributes:
-        if kv.key == key:
-            return kv.value.stringValue if kv.value is not None and kv.value.stringValue is not None else _INVALID
-    return _ABSENT if resource is None else resource
-
-
 def _client(cols: _Columns, ignored: Counter[str], value: object) -> bool:
     """Record a used span's client region; False (the span is not used) when the value is not a label."""
-    if value is _ABSENT:
+    if value is ABSENT:
         cols.client.append(None)
         return True
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL:
+    if not is_client_region(value):
         ignored["invalid_client_region"] += 1
         return False
-    cols.client.append(value)
+    cols.client.append(cast("str", value))
     return True
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from gatekeeper.errors import UserError
 
 if TYPE_CHECKING:  # the CLI builds every parser at start: the protobuf classes load only when used
-    from gatekeeper.core.otlp import OtlpMapping
+    from gatekeeper.core.otlp_mapping import OtlpMapping
 
 INPUT_FORMATS = ("json", "otlp-json", "otlp-proto")
 
@@ -64,7 +64,7 @@ def parse_map(text: str, flag: str) -> dict[str, str]:
 
 def otlp_mapping(args: argparse.Namespace, environ: dict[str, str] | None = None) -> OtlpMapping:
     """The mapping from flags, then GATEKEEPER_OTLP_* variables, then the defaults."""
-    from gatekeeper.core.otlp import OtlpMapping
+    from gatekeeper.core.otlp_mapping import OtlpMapping
 
     env = dict(os.environ if environ is None else environ)
     values = {name: getattr(args, name, None) or env.get(var) or None for name, var in _FLAGS.items()}

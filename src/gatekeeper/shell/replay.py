@@ -15,7 +15,8 @@ import msgspec
 from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.otlp import OtlpDecoder, OtlpMapping, SpanBatch, frames, is_otlp_json
+from gatekeeper.core.otlp import OtlpDecoder, SpanBatch, frames, is_otlp_json
+from gatekeeper.core.otlp_mapping import OtlpMapping
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder

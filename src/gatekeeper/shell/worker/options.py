@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from gatekeeper.core.otlp import OtlpMapping
+from gatekeeper.core.otlp_mapping import OtlpMapping
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
