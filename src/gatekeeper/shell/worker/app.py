@@ -14,7 +14,6 @@ from gatekeeper.shell.worker import gc_policy
 from gatekeeper.shell.worker.decoding import Decoding, decoding
 from gatekeeper.shell.worker.logs import log_client_errors
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.profiling import profiled
 from gatekeeper.shell.worker.runtime import Runtime
 
 
@@ -54,7 +53,6 @@ def run_worker(plan: Plan, settings: KafkaSettings, options: WorkerOptions, log:
         telemetry = OtlpDecoder(pipeline.keys, options.otlp, None, pipeline.layout.baselines, pipeline.layout.cross)
     decoder = decoding(telemetry, options.jobs)  # forks now, before any client or loop exists
     try:
-        with profiled():  # GATEKEEPER_WORKER_PROFILE=FILE: the main process's CPU profile (docs/benchmarks.md)
-            return asyncio.run(_serve(plan, settings, options, log, decoder))
+        return asyncio.run(_serve(plan, settings, options, log, decoder))
     finally:
         decoder.close()
