@@ -4,6 +4,8 @@
     python bench/kafka_bench.py --events 300000 --days 0.05 --phases afc --keying keyed
     python bench/kafka_bench.py --bootstrap HOST:PORT  # an existing cluster (topics bench-<run>-*, deleted after)
     python bench/kafka_bench.py --worker stub          # (c)/(d) against the reference worker
+    python bench/kafka_bench.py --phases accc --keying unkeyed --worker-cmd "A" --worker-cmd "B"
+                                                       # two workers (e.g. two trees) in interleaved rounds
 
 What it does, for each ``--keying`` (default both: keyed, then unkeyed, each on its own fresh topics):
 
