@@ -4,6 +4,8 @@
     python bench/kafka_bench.py --events 300000 --days 0.05 --phases afc --keying keyed
     python bench/kafka_bench.py --bootstrap HOST:PORT  # an existing cluster (topics bench-<run>-*, deleted after)
     python bench/kafka_bench.py --worker stub          # (c)/(d) against the reference worker
+    python bench/kafka_bench.py --phases accc --keying unkeyed --worker-cmd "A" --worker-cmd "B"
+                                                       # two workers (e.g. two trees) in interleaved rounds
 
 What it does, for each ``--keying`` (default both: keyed, then unkeyed, each on its own fresh topics):
 
@@ -161,21 +163,42 @@ async def throughput(bootstrap: str, args: argparse.Namespace, results: Results,
         await ensure_topics(settings, gatekeeper_topics(settings))
         produced = rates["p"] = await produce_file(settings, data, keyed=keying == "keyed")
         note(f"{keying}: produced {args.events:,} events: {produced.text()}")
+        rounds = 0  # (c) phases run so far: each runs every --worker-cmd in turn, its own app id each time
         for phase in args.phases:
             if phase not in "afqbc":
                 continue
-            try:
-                rates[phase] = await measure_phase(phase, keying, settings, args, workdir, f"bench-{run}-{keying}")
-            except (BenchError, UserError) as exc:
-                rates[phase] = f"n/a: {exc}"
-            shown = rates[phase]
-            note(f"{keying} ({phase}) {shown if isinstance(shown, str) else shown.text()}")
+            templates = list(enumerate(args.worker_cmd, 1)) if phase == "c" else [(0, "")]
+            for number, template in templates:
+                prefix = f"bench-{run}-{keying}" + (f"-r{rounds}-w{number}" if number else "")
+                label = phase + (f" #{number}" if len(templates) > 1 else "")
+                try:
+                    rates[phase] = await measure_phase(phase, keying, settings, args, workdir, prefix, template)
+                except (BenchError, UserError) as exc:
+                    rates[phase] = f"n/a: {exc}"
+                shown = rates[phase]
+                ratio = raw_ratio(rates, phase)
+                note(f"{keying} ({label}) {shown if isinstance(shown, str) else shown.text()}{ratio}")
+            rounds += phase == "c"
+
+
+def raw_ratio(rates: dict[str, Rate | str], phase: str) -> str:
+    """`` = 0.5x (a)`` for a worker phase measured beside the raw consume, else nothing."""
+    worker, raw = rates.get(phase), rates.get("a")
+    if phase != "c" or not isinstance(worker, Rate) or not isinstance(raw, Rate):
+        return ""
+    return f"  = {worker.per_s / raw.per_s:.3f}x (a)"
 
 
 async def measure_phase(
-    phase: str, keying: str, settings: KafkaSettings, args: argparse.Namespace, workdir: Path, prefix: str
+    phase: str,
+    keying: str,
+    settings: KafkaSettings,
+    args: argparse.Namespace,
+    workdir: Path,
+    prefix: str,
+    template: str,
 ) -> Rate:
-    """One phase over the telemetry topic of ``settings`` (its records ``keying``)."""
+    """One phase over the telemetry topic of ``settings`` (its records ``keying``); (c) runs ``template``."""
     if phase == "a":
         return await raw_consume(settings, args.events, args.phase_seconds)
     if phase == "f":
@@ -202,7 +225,7 @@ async def measure_phase(
         argv = [PYTHON, str(REPO / "bench" / "naive_faust_app.py"), "worker", "-l", "warn", "--without-web"]
         with running("naive faust", argv, workdir, env) as proc:
             return await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
-    argv = worker_argv(args.worker_cmd, settings, f"{prefix}-worker", workdir)
+    argv = worker_argv(template, settings, f"{prefix}-worker", workdir)
     with running(f"{args.worker} worker", argv, workdir) as proc:
         return await watch_commits(settings, proc, args.events, args.phase_seconds, ignore)
 
@@ -220,7 +243,7 @@ async def run_all(args: argparse.Namespace, results: Results, workdir: Path) -> 
             if "d" in args.phases:
                 settings = settings_for(bootstrap, run, "delay")
                 try:
-                    worker = worker_argv(args.worker_cmd, settings, f"bench-{run}-delay", workdir)
+                    worker = worker_argv(args.worker_cmd[0], settings, f"bench-{run}-delay", workdir)
                     if args.worker == "gatekeeper":  # no partition idle while the bench pauses (bench/kafka_delay.py)
                         worker += ["--idle-after", "600"]
                     results.delay = await measure_delay(settings, worker, workdir, args)
@@ -250,7 +273,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--phases", default="afqcd", help="which of a, f, q, b, c, d to run (default afqcd)")
     parser.add_argument("--keying", default="keyed,unkeyed", help="telemetry keyed region/tier, unkeyed, or both")
     parser.add_argument("--worker", choices=["gatekeeper", "stub"], default="gatekeeper", help="(c)/(d) target")
-    parser.add_argument("--worker-cmd", help=f"command template for (c)/(d) (default: {WORKER_CMD})")
+    parser.add_argument(
+        "--worker-cmd",
+        action="append",
+        help=f"command template for (c)/(d) (default: {WORKER_CMD}); given several times, each (c) runs them all in "
+        "turn (interleaved rounds: --phases acc), (d) the first",
+    )
     parser.add_argument("--phase-seconds", type=float, default=150.0, help="bound on each of (a)-(c)")
     parser.add_argument("--delay-rate", type=float, default=20.0, help="(d): requests/min per gate")
     parser.add_argument("--delay-timeout", type=float, default=15.0, help="(d): wait per closing event (s)")
@@ -265,7 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     stub.add_argument("--group", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker_cmd is None:
-        args.worker_cmd = STUB_CMD if args.worker == "stub" else WORKER_CMD
+        args.worker_cmd = [STUB_CMD if args.worker == "stub" else WORKER_CMD]
     return args
 
 

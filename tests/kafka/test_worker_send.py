@@ -16,7 +16,8 @@ from gatekeeper.shell.kafka_settings import KafkaSettings, Topics
 from gatekeeper.shell.worker.decoding import InlineDecoding
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.outgoing import Outgoing
-from gatekeeper.shell.worker.runtime import HOOK_HEADER, PRODUCE_BATCH_BYTES, Runtime
+from gatekeeper.shell.worker.runtime import Runtime
+from gatekeeper.shell.worker.sending import HOOK_HEADER, PRODUCE_BATCH_BYTES
 
 pytestmark = pytest.mark.kafka
 
@@ -47,7 +48,7 @@ def test_batched_messages_arrive_in_order_per_partition_with_keys_values_and_hea
         runtime = Runtime(plan, settings, options, logging.getLogger("test"), InlineDecoding(Pipeline(plan).decoder()))
         await runtime.producer.start()
         try:
-            await asyncio.gather(*await runtime._send_batched(messages, hook))
+            await asyncio.gather(*await runtime.sending.send_batched(messages, hook))
         finally:
             await runtime.producer.stop()
 

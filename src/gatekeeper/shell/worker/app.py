@@ -10,6 +10,7 @@ from gatekeeper.core.otlp import OtlpDecoder
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
 from gatekeeper.shell.kafka_settings import KafkaSettings
+from gatekeeper.shell.worker import gc_policy
 from gatekeeper.shell.worker.decoding import Decoding, decoding
 from gatekeeper.shell.worker.logs import log_client_errors
 from gatekeeper.shell.worker.options import WorkerOptions
@@ -32,6 +33,7 @@ async def _serve(plan: Plan, settings: KafkaSettings, options: WorkerOptions, lo
         jobs=options.jobs,
         telemetry_format=options.telemetry_format,
     )
+    gc_policy.settle()  # start-up is over: fewer collections of the records a poll holds
     try:
         await runtime.run()
     except Exception as exc:  # the clients could not start (broker unreachable, bad credentials)

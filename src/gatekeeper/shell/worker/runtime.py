@@ -3,11 +3,9 @@
 Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
 ``<app-id>-panes``) -> decode the telemetry values (``decoding``: in a child process with ``--jobs 2``, while
 the previous poll is applied) -> ``Processor.flush_polled`` over the whole poll (stage 1 on the telemetry
-records, stage 2 on the partials and watermarks) -> send the outgoing messages (partials, watermarks, dead
-letters, decisions, breaches; one record batch per partition and poll) without awaiting their
-acknowledgements: up to ``IN_FLIGHT_POLLS`` polls'
-deliveries travel while the next polls are applied (waiting for each poll's acks cost the worker half its
-throughput); a poll's offsets become committable only once its deliveries and all earlier ones are acknowledged.
+records, stage 2 on the partials and watermarks) -> send the outgoing messages (``sending``: one record batch
+per partition and poll, acknowledgements not awaited while the next polls are applied; a poll's offsets become
+committable only once its deliveries and all earlier ones are acknowledged).
 Every ``--checkpoint-interval`` s, on a revoke and at shutdown: write the stage-1 states and gate inboxes changed
 since the last checkpoint to their compacted changelogs (each once, however many polls changed it), then, once
 they are acknowledged, commit the offsets applied since (``checkpoints``: that order, and the loop's checkpoints
@@ -43,7 +41,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -60,9 +57,9 @@ from gatekeeper.shell.worker.decoding import Decoding
 from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.options import WorkerOptions
-from gatekeeper.shell.worker.outgoing import Outgoing
 from gatekeeper.shell.worker.processor import Processor
 from gatekeeper.shell.worker.routing import Topics
+from gatekeeper.shell.worker.sending import PRODUCE_BATCH_BYTES, Sending
 from gatekeeper.shell.worker.side import SideStage, SideTopics
 from gatekeeper.shell.worker.topics import (
     MAX_STATE_BYTES,
@@ -73,12 +70,9 @@ from gatekeeper.shell.worker.topics import (
     read_offsets,
 )
 
-HOOK_HEADER = "gk-closed-wall-ms"  # on decisions: wall time (epoch ms) the worker got the record that closed it
 OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
 POLL_TIMEOUT_MS = 100  # an idle loop wakes this often (stop requests, clock checks)
 REPORT_INTERVAL_S = 30.0
-IN_FLIGHT_POLLS = 4  # polls whose messages may await their acknowledgements while the next ones are applied
-PRODUCE_BATCH_BYTES = 1 << 20  # a poll's messages to one partition in one record batch (aiokafka: 16 KiB)
 DELIVERY_TIMEOUT_MS = 120_000  # a send not acknowledged in this time fails the worker (broker gone too long)
 
 
@@ -176,6 +170,8 @@ class Runtime:
         self.checkpoints = Checkpoints(
             self.producer, self.consumer, self.processor, changelogs, log, self._fail, stopping
         )
+        hooked = (self.topics.decisions, self.topics.breaches)
+        self.sending = Sending(self.producer, hooked, self.checkpoints, self.processor, self.exporter, self.totals, log)
 
     def _inputs(self) -> list[str]:
         """The topics this process reads: both stages by default, one with ``--role``."""
@@ -287,12 +283,12 @@ class Runtime:
                 self._fail(exc, "cannot restore state")
                 return
             if gained_sources:
-                await self._guarded(self._deliver(self.processor.resumed(gained_sources), 0, {}))
+                await self._guarded(self.sending.deliver(self.processor.resumed(gained_sources), 0, {}))
             gained_side = [(t, p) for t, p in gained if t in self.side_topics.kinds]
             if gained_side and self.processor.side is not None:  # they hold their gates again, as at start-up
                 side = Flush()
                 self.processor.side.resumed(gained_side, side)
-                await self._guarded(self._deliver(side, 0, {}))
+                await self._guarded(self.sending.deliver(side, 0, {}))
             self.restored |= gained
             self.owned, self._generation = set(tps), self._generation + 1
         self.log.info(
@@ -332,7 +328,7 @@ class Runtime:
             self.exporter.polled(poll.runs, self.consumer.highwater)
             if isinstance(decoded, SpanBatch):  # OTLP trace batches: stage 1 maps each request to its record
                 self.totals["ignored_spans"] += sum(decoded.ignored.values())
-            await self._deliver(self.processor.flush_polled(poll.runs, decoded=decoded), poll.wall_ms, offsets)
+            await self.sending.deliver(self.processor.flush_polled(poll.runs, decoded=decoded), poll.wall_ms, offsets)
 
     def _read_again(self, runs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
         """Records fetched but not applied (their partition's assignment changed or its gates are still being
@@ -386,55 +382,7 @@ class Runtime:
                 self.processor.side.mark_idle([at for at in idle if at[0] != self.topics.telemetry], flush)
             self._idle_said.update(dict.fromkeys(idle, now))
             if flush.messages:
-                await self._deliver(flush, round(time.time() * 1000), {})
-
-    async def _deliver(self, flush: Flush, wall_ms: int, offsets: dict[TopicPartition, int]) -> None:
-        """Send the messages without waiting for their acknowledgements (the caller holds the lock): the next
-        poll is applied while they travel. ``offsets`` become committable once this poll's messages and every
-        earlier one's are acknowledged (``Checkpoints.acked``), at the latest at the next checkpoint."""
-        hook = (HOOK_HEADER, str(wall_ms).encode())
-        pending = await self._send_batched(flush.messages, hook)
-        acks = asyncio.gather(*pending)
-        if flush.decisions:  # the delay is observed when the broker acknowledges, not when the acks are drained
-            acks.add_done_callback(partial(self._observe_delay, len(flush.decisions), wall_ms))
-        self.checkpoints.sent(acks, offsets)
-        await self.checkpoints.acked(IN_FLIGHT_POLLS)
-        self.totals.update(
-            applied=flush.applied,
-            skipped=flush.skipped,
-            partials=flush.partials,
-            late=flush.late,
-            duplicates=flush.duplicates,
-            conflicts=flush.conflicts,
-            late_partials=flush.late_partials,
-        )
-        self.exporter.sync(self.totals, self.processor.rejected, self.processor.decided)
-        for d in flush.decisions:
-            self.log.debug("decision", key=d.key, decision=d.decision, at=d.at, id=d.decision_id)
-
-    async def _send_batched(self, messages: Sequence[Outgoing], hook: tuple[str, bytes]) -> list[asyncio.Future[Any]]:
-        """Send ``messages`` as one record batch per partition (in their order; a full batch goes and the next one
-        starts): a poll's hundreds of partials and watermarks cost a batch each, not a ``send`` and an
-        acknowledgement future each. Decisions and breaches get the ``hook`` header."""
-        batches: dict[tuple[str, int], Any] = {}
-        sent = []
-        for m in messages:
-            headers = [*m.headers, hook] if m.topic in (self.topics.decisions, self.topics.breaches) else m.headers
-            at = (m.topic, m.partition)
-            batch = batches.get(at)
-            if batch is not None and batch.append(timestamp=None, key=m.key, value=m.value, headers=list(headers)):
-                continue
-            if batch is not None:  # full: it goes, a new one starts (a first record always fits)
-                sent.append(await self.producer.send_batch(batch, m.topic, partition=m.partition))
-            batch = batches[at] = self.producer.create_batch()
-            batch.append(timestamp=None, key=m.key, value=m.value, headers=list(headers))
-        for (topic, partition), batch in batches.items():
-            sent.append(await self.producer.send_batch(batch, topic, partition=partition))
-        return sent
-
-    def _observe_delay(self, decided: int, wall_ms: int, acks: asyncio.Future[Any]) -> None:
-        if not acks.cancelled() and acks.exception() is None:
-            self.exporter.delivered(decided, wall_ms)
+                await self.sending.deliver(flush, round(time.time() * 1000), {})
 
     async def _guarded(self, work: Any) -> None:
         try:
