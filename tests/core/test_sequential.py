@@ -271,6 +271,38 @@ def test_the_close_screen_never_hides_a_crossing(null_rate: float, alpha: float,
     assert (0, True, True) == (missed, crossings > 2000, screened > 0.9 * healthy)
 
 
+@pytest.mark.parametrize(("null_rate", "alpha"), [(0.001, 0.01), (0.01, 0.0004), (0.1, 0.05)])
+def test_the_close_screen_never_hides_a_pane_crossing(null_rate: float, alpha: float) -> None:
+    """Over an open window, CloseScreen.may_cross given the counts when the panes begin (requests) and once they
+    end (hits) is a necessary condition for any pane's evidence reaching the threshold: 5,000 random windows
+    (30 panes of 0-400 requests at rates up to 10x the null rate, restart sums up to the threshold), none missed,
+    and most healthy windows (rates below half the null rate, restart sums below 0) screened out."""
+    rng = np.random.default_rng(23)
+    test = FailTest(null_rate=null_rate, alpha=alpha, restart_share=0.1, planned_windows=504)
+    screen = test.close_screen()
+    missed, crossings, healthy, screened = 0, 0, 0, 0
+    for _ in range(5_000):
+        soak_n = int(rng.integers(0, 500_000))
+        soak_k = int(rng.binomial(soak_n, rng.uniform(0, 2 * null_rate)))
+        sums = rng.uniform(-40, test.log_threshold, len(stats.FAIL_ODDS))
+        restarts = Restarts(log_sums=sums.tolist())
+        window = int(rng.integers(1, 2000))
+        open_n = int(rng.integers(0, 3000))
+        rate = rng.uniform(0, 10 * null_rate)
+        open_k = int(rng.binomial(open_n, rate))
+        n = rng.integers(0, 400, 30)
+        part_n, part_k = open_n + np.cumsum(n), open_k + np.cumsum(rng.binomial(n, rate))
+        total, _ = test.log_evidence(soak_n + part_n, soak_k + part_k, restarts, window, part_n, part_k)
+        may = screen.may_cross(soak_n + open_n, soak_k + int(part_k[-1]), restarts, open_n, int(part_k[-1]))
+        if bool(np.any(total >= test.log_threshold)):
+            crossings += 1
+            missed += not may
+        elif rate < 0.5 * null_rate and max(sums) < 0 and soak_k < 0.5 * null_rate * soak_n:
+            healthy += 1
+            screened += not may
+    assert (0, True, True) == (missed, crossings > 200, screened > 0.5 * healthy)
+
+
 def test_the_close_screen_at_the_boundary() -> None:
     """Right at the edge: for soak sizes from 10 to 10^9 requests, the smallest hit count whose exact evidence
     reaches the threshold (restart sums empty) is let through by the screen, and so is every restart sum that

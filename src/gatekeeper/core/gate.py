@@ -25,7 +25,7 @@ from gatekeeper.core import dry_run, sketch, stats
 from gatekeeper.core.criteria import Evidence, Look
 from gatekeeper.core.decision import CriterionResult, Decision
 from gatekeeper.core.gate_decisions import NOTHING, decision, soak_evidence, uptime
-from gatekeeper.core.gate_sequential import WindowTests, pane_fail, restarts_of
+from gatekeeper.core.gate_sequential import WindowTests, restarts_of
 from gatekeeper.core.gate_spec import GateSpec, GateState, Status
 from gatekeeper.core.side_judging import awaiting_approval, pass_results
 from gatekeeper.core.side_ledger import SideView
@@ -103,7 +103,7 @@ class Gate:
         )
         for lo, hi, window_requests, window_errors, down_panes in per_window:
             self.close_windows_until(int(starts[lo]), out)
-            failing = pane_fail(self.spec, st, requests[lo : hi + 1], errors[lo : hi + 1])
+            failing = self._tests.pane_fail(st, requests[lo : hi + 1], errors[lo : hi + 1])
             last = hi if failing is None else lo + failing[0]
             for i in sorted(g for g in long_gaps if lo <= g <= last):
                 if i > lo:

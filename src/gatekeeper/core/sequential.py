@@ -219,14 +219,16 @@ class FailTest:
 _SCREEN_MARGIN = 1e-3
 _SCREEN_MAX_REQUESTS = 1 << 40  # beyond this the rounding argument is not made: the screen lets the count through
 _LOG_MAX_WEIGHT = max(_LOG_WEIGHTS)
+_MAX_LOG_ODDS, _MIN_LOG_ODDS = max(_EXACT_LOG_ODDS), min(_EXACT_LOG_ODDS)
 
 
 @dataclass(frozen=True, slots=True)
 class CloseScreen:
     """A cheap necessary condition for a test's evidence to reach its threshold at a window's close (the open window
-    holding nothing yet): ``may_cross``. Two comparisons instead of ``may_reach``'s lists and logs; it lets through
-    every state where the evidence could reach the threshold, and screens out the healthy soak's (docs/
-    statistics.md, "Screening a window's close"; tested against ``log_evidence`` over random states).
+    holding nothing yet) or at any pane of an open window: ``may_cross``. A few comparisons instead of ``may_reach``'s
+    lists and logs; it lets through every state where the evidence could reach the threshold, and screens out the
+    healthy soak's (docs/statistics.md, "Screening a window's close"; tested against ``log_evidence`` over random
+    states).
 
     The bound. With n requests and k hits over the soak, restart sums S_i and the open window's weight w, the
     evidence is log M = log(sum_i e^(log(1-s) + W_i + LR_i) + sum_i e^(W_i + log(e^S_i + e^w))), LR_i = k L_i - n C_i
@@ -237,11 +239,15 @@ class CloseScreen:
           every soak term is at most T - margin - log 8: (a) needs k > rho n + D / L;
       (b) W_i + log(e^S_i + e^w) >= T - log 8 for some i: that term is at most max W + log 2 + max(max S, w_cap),
           w_cap the largest restart weight of any window (``change_detect.restart_log_weight``: the in-soak weight
-          or the first block after the soak, later blocks weigh less).
+          or the first block after the soak, later blocks weigh less);
+      (c) with an open window of n_w requests and k_w hits, each restarted term also gains k_w L_i - n_w C_i <=
+          L_i (k_w - rho n_w), at most (k_w - rho n_w) times max L_i if that is positive, else times min L_i;
+          (b) then reads max W + log 2 + max(max S, w_cap) + that.
     ``margin`` covers the rounding of the exact evaluation; the screen's own constants are nudged the safe way."""
 
     rho: float
     headroom: float
+    weight_cap: float
     restart_cap: float
 
     @staticmethod
@@ -249,7 +255,7 @@ class CloseScreen:
         costs = _EXACT_COSTS[test.null_rate]
         ratio = min(cost / log_odds for cost, log_odds in zip(costs, _EXACT_LOG_ODDS, strict=True))
         room = test.log_threshold - _SCREEN_MARGIN - _LOG_TERMS - math.log(1 - test.restart_share) - _LOG_MAX_WEIGHT
-        per_hit = max(_EXACT_LOG_ODDS) if room >= 0 else min(_EXACT_LOG_ODDS)
+        per_hit = _MAX_LOG_ODDS if room >= 0 else _MIN_LOG_ODDS
         # shrunk a little: the comparison's own rounding must not let a state through that the reals would not
         headroom = room / per_hit
         headroom = headroom * (1 - 1e-9) if headroom >= 0 else headroom * (1 + 1e-9)
@@ -257,13 +263,21 @@ class CloseScreen:
             change_detect.restart_log_weight(test.restart_share, 2, test.planned_windows),
             change_detect.restart_log_weight(test.restart_share, test.planned_windows + 2, test.planned_windows),
         )
-        # (b) fails to hold while max(max S, w_cap) < restart_cap
+        # (b) fails to hold while max(max S, w_cap) + (c) < restart_cap
         restart_cap = test.log_threshold - _SCREEN_MARGIN - _LOG_TERMS - _LOG_MAX_WEIGHT - _LOG2
-        return CloseScreen(ratio * (1 - 1e-9), headroom, restart_cap if weight_cap < restart_cap else -math.inf)
+        return CloseScreen(ratio * (1 - 1e-9), headroom, weight_cap, restart_cap)
 
-    def may_cross(self, soak_requests: int, soak_hits: int, restarts: Restarts) -> bool:
-        """False only if ``log_evidence(soak_requests, soak_hits, restarts, w, 0, 0)`` stays below the threshold for
-        every window ``w`` (see the class)."""
-        if soak_requests > _SCREEN_MAX_REQUESTS or soak_hits > self.rho * soak_requests + self.headroom:
+    def may_cross(
+        self, soak_requests: int, soak_hits: int, restarts: Restarts, window_requests: int = 0, window_hits: int = 0
+    ) -> bool:
+        """False only if ``log_evidence(soak_requests, soak_hits, restarts, w, window_requests, window_hits)`` stays
+        below the threshold for every window ``w`` (see the class). Like ``may_reach`` it bounds every pane of an
+        open window when given the fewest requests (when the panes begin) and the most hits (once they end)."""
+        rho = self.rho
+        if soak_requests > _SCREEN_MAX_REQUESTS or soak_hits > rho * soak_requests + self.headroom:
             return True
-        return max(restarts.log_sums) >= self.restart_cap
+        top = max(*restarts.log_sums, self.weight_cap)
+        if not window_hits and not window_requests:
+            return top >= self.restart_cap  # at a window's close
+        excess = window_hits - rho * window_requests  # (c) of the class: the open window's ratios
+        return top + excess * (_MAX_LOG_ODDS if excess > 0 else _MIN_LOG_ODDS) >= self.restart_cap
