@@ -99,6 +99,22 @@ def test_a_large_lift_passes_a_drop_fails_and_thin_data_is_inconclusive() -> Non
     assert ("inconclusive", "inconclusive") == verdicts(0.20, 50)
 
 
+def test_may_fail_is_the_fail_checks_verdict() -> None:
+    """may_fail (asked at every window's close, without wording a reason) says "fail" exactly when the worded fail
+    check does: lifts from -30 % to +20 %, 50 to 5,000 records an arm, looks after 1 hour to a week."""
+    spec = LiftCriterion(kind="lift", pass_lower_above=0.0, fail_upper_below=0.058)
+    judge = LiftJudge(spec, HOUR, fail_alpha=0.001, pass_alpha=0.001)
+    expected, actual = [], []
+    for lift in (-0.3, -0.1, 0.0, 0.2):
+        for n in (50, 500, 5_000):
+            ledger = ledger_with(lift, n)
+            for end in (T0 + HOUR, T0 + 10 * HOUR, T0 + WEEK):
+                look = _Look(ledger, end)
+                expected.append(judge.fail_checks(look, 0.0)[0].verdict == "fail")
+                actual.append(judge.may_fail(look))
+    assert (expected, True) == (actual, any(expected))
+
+
 def test_records_after_the_look_or_before_the_soak_do_not_count() -> None:
     """Only windows inside [soak start, look) count: at T0 + 1h just the first hour's records."""
     spec = LiftCriterion(kind="lift", fail_upper_below=0.0, min_per_arm=2, alpha=0.001)

@@ -218,14 +218,109 @@ def test_scalar_close_window_is_bit_identical_to_numpy(rate: float) -> None:
 
 
 def test_numpy_logaddexp_is_reproduced_exactly() -> None:
-    """The scalar logaddexp that close_window folds with gives numpy's bits for 20,000 random pairs, equal pairs,
-    and -inf on either side or both."""
-    from gatekeeper.core.sequential import _np_logaddexp
-
+    """The scalar logaddexp that close_window folds with (inlined there) gives numpy's bits: an empty window folds
+    each restart sum S into logaddexp(S, w) + 0, checked for 20,000 random sums, sums equal to the weight, and
+    -inf on either side or both (window 1 weighs nothing), at weights inside and after the planned soak."""
     rng = np.random.default_rng(2)
-    xs = np.concatenate((rng.normal(0, 40, 20_000), [-np.inf, -np.inf, 3.5, 0.0]))
-    ys = np.concatenate((rng.normal(0, 40, 20_000), [-np.inf, 2.0, -np.inf, 0.0]))
-    ys[:500] = xs[:500]
-    expected = np.logaddexp(xs, ys).tolist()
-    actual = [_np_logaddexp(x, y) for x, y in zip(xs.tolist(), ys.tolist(), strict=True)]
-    assert expected == actual
+    test = FailTest(null_rate=0.001, alpha=0.0004, restart_share=0.8, planned_windows=504)
+    for window in (1, 2, 300, 506, 5000):
+        weight = change_detect.restart_log_weight(test.restart_share, window, test.planned_windows)
+        center = weight if math.isfinite(weight) else 0.0
+        xs = np.concatenate((rng.normal(center, 40, 20_000), [-np.inf, 3.5, 0.0, weight]))
+        xs[:500] = weight
+        xs = np.concatenate((xs, [0.0] * (-xs.size % 4)))
+        expected = (np.logaddexp(xs, weight) + 0.0).tolist()
+        actual: list[float] = []
+        for at in range(0, xs.size, 4):
+            restarts = Restarts(log_sums=xs[at : at + 4].tolist(), run_requests=1)
+            test.close_window(restarts, window, 0, 0, 0, 0)
+            actual.extend(restarts.log_sums)
+        assert expected == actual
+
+
+@pytest.mark.parametrize(
+    ("null_rate", "alpha", "share", "planned"),
+    [(0.001, 0.01, 0.1, 504), (0.01, 0.0004, 0.8, 504), (0.05, 0.2, 0.5, 3), (0.3, 0.001, 0.1, 168)],
+)
+def test_the_close_screen_never_hides_a_crossing(null_rate: float, alpha: float, share: float, planned: int) -> None:
+    """CloseScreen.may_cross is a necessary condition: over 20,000 random states at a window's close (soak counts
+    with hit rates from 0 to 3x the null rate, restart sums from -inf to past the threshold, windows inside and
+    after the planned soak), whenever the exact evidence (log_evidence, the open window empty) reaches the
+    threshold the screen lets the state through; and it screens out most of the healthy states (rate < null)."""
+    rng = np.random.default_rng(17)
+    test = FailTest(null_rate=null_rate, alpha=alpha, restart_share=share, planned_windows=planned)
+    screen = test.close_screen()
+    missed, crossings, healthy, screened = 0, 0, 0, 0
+    for _ in range(20_000):
+        n = int(rng.integers(0, 2_000_000)) if rng.uniform() < 0.9 else int(rng.integers(0, 200))
+        rate = rng.uniform(0, 3 * null_rate)
+        k = min(n, int(rng.binomial(n, rate)))
+        top = test.log_threshold + 2
+        sums = rng.uniform(-40, top, len(stats.FAIL_ODDS))
+        sums[rng.uniform(size=sums.size) < 0.1] = -np.inf
+        restarts = Restarts(log_sums=sums.tolist())
+        window = int(rng.integers(1, 4 * planned + 3))
+        total, _ = test.log_evidence(n, k, restarts, window, 0, 0)
+        may = screen.may_cross(n, k, restarts)
+        if bool(total >= test.log_threshold):
+            crossings += 1
+            missed += not may
+        elif rate < null_rate and max(sums) < 0:
+            healthy += 1
+            screened += not may
+    assert (0, True, True) == (missed, crossings > 2000, screened > 0.9 * healthy)
+
+
+@pytest.mark.parametrize(("null_rate", "alpha"), [(0.001, 0.01), (0.01, 0.0004), (0.1, 0.05)])
+def test_the_close_screen_never_hides_a_pane_crossing(null_rate: float, alpha: float) -> None:
+    """Over an open window, CloseScreen.may_cross given the counts when the panes begin (requests) and once they
+    end (hits) is a necessary condition for any pane's evidence reaching the threshold: 5,000 random windows
+    (30 panes of 0-400 requests at rates up to 10x the null rate, restart sums up to the threshold), none missed,
+    and most healthy windows (rates below half the null rate, restart sums below 0) screened out."""
+    rng = np.random.default_rng(23)
+    test = FailTest(null_rate=null_rate, alpha=alpha, restart_share=0.1, planned_windows=504)
+    screen = test.close_screen()
+    missed, crossings, healthy, screened = 0, 0, 0, 0
+    for _ in range(5_000):
+        soak_n = int(rng.integers(0, 500_000))
+        soak_k = int(rng.binomial(soak_n, rng.uniform(0, 2 * null_rate)))
+        sums = rng.uniform(-40, test.log_threshold, len(stats.FAIL_ODDS))
+        restarts = Restarts(log_sums=sums.tolist())
+        window = int(rng.integers(1, 2000))
+        open_n = int(rng.integers(0, 3000))
+        rate = rng.uniform(0, 10 * null_rate)
+        open_k = int(rng.binomial(open_n, rate))
+        n = rng.integers(0, 400, 30)
+        part_n, part_k = open_n + np.cumsum(n), open_k + np.cumsum(rng.binomial(n, rate))
+        total, _ = test.log_evidence(soak_n + part_n, soak_k + part_k, restarts, window, part_n, part_k)
+        may = screen.may_cross(soak_n + open_n, soak_k + int(part_k[-1]), restarts, open_n, int(part_k[-1]))
+        if bool(np.any(total >= test.log_threshold)):
+            crossings += 1
+            missed += not may
+        elif rate < 0.5 * null_rate and max(sums) < 0 and soak_k < 0.5 * null_rate * soak_n:
+            healthy += 1
+            screened += not may
+    assert (0, True, True) == (missed, crossings > 200, screened > 0.5 * healthy)
+
+
+def test_the_close_screen_at_the_boundary() -> None:
+    """Right at the edge: for soak sizes from 10 to 10^9 requests, the smallest hit count whose exact evidence
+    reaches the threshold (restart sums empty) is let through by the screen, and so is every restart sum that
+    reaches it alone (no soak evidence)."""
+    test = FailTest(null_rate=0.001, alpha=0.0004, restart_share=0.8, planned_windows=504)
+    screen = test.close_screen()
+    for n in (10, 1_000, 100_000, 10_000_000, 1_000_000_000):
+        lo, hi = 0, n  # the first k whose evidence reaches the threshold (it rises with k)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            total, _ = test.log_evidence(n, mid, Restarts(), 2, 0, 0)
+            lo, hi = (lo, mid) if bool(total >= test.log_threshold) else (mid + 1, hi)
+        total, _ = test.log_evidence(n, lo, Restarts(), 2, 0, 0)
+        assert (True, True) == (bool(total >= test.log_threshold), screen.may_cross(n, lo, Restarts()))
+    crossing = []
+    for level in np.linspace(0, 20, 2001).tolist():
+        restarts = Restarts(log_sums=[level] * len(stats.FAIL_ODDS))
+        total, _ = test.log_evidence(0, 0, restarts, 2, 0, 0)
+        if bool(total >= test.log_threshold):
+            crossing.append(screen.may_cross(0, 0, restarts))
+    assert (True, True) == (len(crossing) > 100, all(crossing))

@@ -246,8 +246,12 @@ def _describe_errors(requests: int, errors: int, _rate: float | None) -> str:
 def slower_than(bins: sketch.Bins, limit_ms: float) -> int:
     """Samples certainly slower than ``limit_ms``: those in buckets whose lower edge is at or above it (a bucket
     holds (lower, upper]); a bucket straddling the limit is not counted, so a breach is never overstated."""
-    first = int(np.searchsorted(sketch.LOWER_EDGES, limit_ms, side="left"))
-    return int(bins[first:].sum())
+    return int(bins[_first_slower(limit_ms) :].sum())
+
+
+def _first_slower(limit_ms: float) -> int:
+    """The first bucket of ``slower_than``'s count (a judge finds it once: it was a numpy call per window)."""
+    return int(np.searchsorted(sketch.LOWER_EDGES, limit_ms, side="left"))
 
 
 def error_rate_judge(spec: ErrorRateCriterion) -> StatisticalJudge:
@@ -267,6 +271,7 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
         return sketch.quantile(ev.bins, q), lower, upper
 
     limit, allowed = spec.fail_above_ms, 1 - q
+    first_slow = _first_slower(limit)  # slower_than(bins, limit) is bins[first_slow:].sum()
 
     def describe(requests: int, slow: int, estimate: float | None) -> str:
         share = "n/a" if requests == 0 else _pct(slow / requests)
@@ -279,7 +284,7 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
         fail_above=spec.fail_above_ms, min_requests=spec.min_requests,
         min_requests_to_fail=spec.min_requests_to_fail, measure=measure,
         screen=lambda ev, limit: _quantile_may_exceed(ev, q, limit), show=_ms, null_rate=allowed,
-        hits=lambda ev: slower_than(ev.bins, limit), describe=describe, per_pane=False,
+        hits=lambda ev: int(ev.bins[first_slow:].sum()), describe=describe, per_pane=False,
         fail_weight=spec.false_fail_weight,
     )  # fmt: skip
 

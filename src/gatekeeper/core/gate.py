@@ -25,7 +25,7 @@ from gatekeeper.core import dry_run, sketch, stats
 from gatekeeper.core.criteria import Evidence, Look
 from gatekeeper.core.decision import CriterionResult, Decision
 from gatekeeper.core.gate_decisions import NOTHING, decision, soak_evidence, uptime
-from gatekeeper.core.gate_sequential import close_tests, pane_fail, restarts_of, window_fail
+from gatekeeper.core.gate_sequential import WindowTests, restarts_of
 from gatekeeper.core.gate_spec import GateSpec, GateState, Status
 from gatekeeper.core.side_judging import awaiting_approval, pass_results
 from gatekeeper.core.side_ledger import SideView
@@ -43,6 +43,7 @@ class Gate:
         self._planned_looks = max(1, spec.tier.soak // ev.window)
         self._checkpoints = {spec.tier.soak: "soak end"} | {c.after: c.name for c in spec.tier.checkpoints}
         self._statistical = sum(1 for j in spec.judges if j.statistical)
+        self._tests = WindowTests(spec)
         # "more than 57 %" compared in integers: 0.57 * 100 is 56.99999999999999 in floats, which made exactly
         # 57 errors in 100 requests count as down.
         self._down_ratio = fractions.Fraction(ev.uptime.down_error_rate).limit_denominator(1_000_000)
@@ -102,7 +103,7 @@ class Gate:
         )
         for lo, hi, window_requests, window_errors, down_panes in per_window:
             self.close_windows_until(int(starts[lo]), out)
-            failing = pane_fail(self.spec, st, requests[lo : hi + 1], errors[lo : hi + 1])
+            failing = self._tests.pane_fail(st, requests[lo : hi + 1], errors[lo : hi + 1])
             last = hi if failing is None else lo + failing[0]
             for i in sorted(g for g in long_gaps if lo <= g <= last):
                 if i > lo:
@@ -223,8 +224,8 @@ class Gate:
         look = Look(window, soak_evidence(st), uptime(self.spec, st, end), interval, side, baseline, cross)
         st.looks += 1
         if self.spec.evaluation.method == "sequential":
-            close_tests(self.spec, st, window, end)
-            failing = window_fail(self.spec, st, look)
+            self._tests.close_tests(st, window, end)
+            failing = self._tests.window_fail(st, look)
             if failing:
                 self._fail(failing, end, out)
         elif self._fail_look(look, end, out):

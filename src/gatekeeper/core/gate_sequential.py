@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.core import dry_run, sketch
-from gatekeeper.core.criteria import Evidence, Judge, Look, SequentialReading, StatisticalJudge
+from gatekeeper.core.criteria import Evidence, Look, SequentialReading, StatisticalJudge
 from gatekeeper.core.decision import CriterionResult, Scope
 from gatekeeper.core.gate_spec import GateSpec, GateState
 from gatekeeper.core.sequential import FailTest, Restarts
@@ -28,66 +28,104 @@ def restarts_of(st: GateState, name: str) -> Restarts:
     return restarts
 
 
-def close_tests(spec: GateSpec, st: GateState, window: Evidence, end: int) -> None:
-    """Fold the closed window into every statistical criterion's restarted tests."""
-    length = spec.evaluation.window
-    for judge, test in zip(spec.judges, spec.tests, strict=True):
-        if test is not None and isinstance(judge, StatisticalJudge):
+class WindowTests:
+    """A gate's sequential tests over its open window (``pane_fail``) and at the window's close (``close_tests``,
+    ``window_fail``), with what the spec fixes computed once per gate (the statistical judges with their tests and
+    ``CloseScreen``, the live judges): each ran ~14,000 times a 21-day replay, rebuilding these each time."""
+
+    def __init__(self, spec: GateSpec) -> None:
+        self.spec = spec
+        tested = [
+            (j, t)
+            for j, t in zip(spec.judges, spec.tests, strict=True)
+            if t is not None and isinstance(j, StatisticalJudge)
+        ]
+        self._tested = [(j, t, j.name) for j, t in tested]
+        self._screened = [(j, t, t.close_screen(), j.name) for j, t in tested if j.name not in spec.dry]
+        # per-pane criteria (error rate) that may fail by themselves: dry ones are judged for the report when
+        # another criterion fails, never failing by themselves
+        self._per_pane = [
+            (index, j, t, t.close_screen())
+            for index, (j, t) in enumerate(zip(spec.judges, spec.tests, strict=True))
+            if t is not None and isinstance(j, StatisticalJudge) and j.per_pane and j.name not in spec.dry
+        ]
+        self._sequential = spec.evaluation.method == "sequential"
+        self._others = [
+            j
+            for j, t in zip(spec.judges, spec.tests, strict=True)
+            if not (t is not None and isinstance(j, StatisticalJudge)) and j.name not in spec.dry
+        ]
+
+    def pane_fail(
+        self, st: GateState, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64]
+    ) -> tuple[int, Judged] | None:
+        """The first of these panes (of the open window) after which a per-pane criterion's test reaches its
+        threshold, with the results; None if none does. Sequential method only; not while held."""
+        if not self._sequential or not self._per_pane or st.status not in ("soaking", "passed"):
+            return None
+        # the screens first, on the window's totals: almost every window of a healthy soak stops here, before
+        # any per-pane array is built
+        k_end = st.window_errors + int(errors.sum())
+        n0, k1 = st.soak_requests + st.window_requests, st.soak_errors + k_end
+        reachable = []
+        for index, judge, test, screen in self._per_pane:
             restarts = restarts_of(st, judge.name)
-            test.close_window(restarts, st.looks, window.requests, judge.hits(window), end - length, end)
+            if not screen.may_cross(n0, k1, restarts, st.window_requests, k_end):
+                continue
+            if test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, k_end):
+                reachable.append((index, judge, test, restarts))
+        if not reachable:
+            return None
+        spec = self.spec
+        window_n = st.window_requests + np.cumsum(requests)
+        window_k = st.window_errors + np.cumsum(errors)
+        soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
+        first: tuple[int, int] | None = None  # (pane, judge)
+        for index, judge, test, restarts in reachable:
+            total, _ = test.log_evidence(soak_n, soak_k, restarts, st.looks + 1, window_n, window_k)
+            hit = np.flatnonzero((total >= test.log_threshold) & (soak_n >= judge.min_requests_to_fail))
+            if hit.size and (first is None or int(hit[0]) < first[0]):
+                first = (int(hit[0]), index)
+        if first is None:
+            return None
+        pane = first[0]
+        part = Evidence(int(window_n[pane]), int(window_k[pane]), sketch.empty())
+        soak = Evidence(int(soak_n[pane]), int(soak_k[pane]), st.soak_bins)
+        results = [
+            sequential_result(st, judge, test, soak, part)
+            for judge, test in zip(spec.judges, spec.tests, strict=True)
+            if test is not None and isinstance(judge, StatisticalJudge) and judge.per_pane
+        ]
+        return pane, results
+
+    def close_tests(self, st: GateState, window: Evidence, end: int) -> None:
+        """Fold the closed window into every statistical criterion's restarted tests."""
+        start, looks = end - self.spec.evaluation.window, st.looks
+        for judge, test, name in self._tested:
+            restarts = restarts_of(st, name)
+            test.close_window(restarts, looks, window.requests, judge.hits(window), start, end)
+
+    def window_fail(self, st: GateState, look: Look) -> Judged:
+        """At a window's close: every criterion's results if one of them fails, else nothing. The statistical
+        criteria are asked first (cheap), then the others; which one crosses first does not change the result."""
+        soak, window = look.soak, st.looks + 1
+        for judge, test, screen, name in self._screened:
+            if soak.requests < judge.min_requests_to_fail:
+                continue
+            restarts, hits = restarts_of(st, name), judge.hits(soak)
+            if not screen.may_cross(soak.requests, hits, restarts):
+                continue  # almost every close of a healthy soak
+            if _reaches(test, soak.requests, hits, restarts, window):
+                return _window_results(self.spec, st, look)
+        if any(judge.may_fail(look) for judge in self._others):
+            return _window_results(self.spec, st, look)
+        return []  # the common case: no words needed
 
 
-def pane_fail(
-    spec: GateSpec, st: GateState, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64]
-) -> tuple[int, Judged] | None:
-    """The first of these panes (of the open window) after which a per-pane criterion's test reaches its
-    threshold, with the results; None if none does. Sequential method only; not while held."""
-    if spec.evaluation.method != "sequential" or st.status not in ("soaking", "passed"):
-        return None
-    # the screen first, on the window's totals: almost every window of a healthy soak stops here, before
-    # any per-pane array is built
-    k_end = st.window_errors + int(errors.sum())
-    n0, k1 = st.soak_requests + st.window_requests, st.soak_errors + k_end
-    reachable = []
-    for index, (judge, test) in enumerate(zip(spec.judges, spec.tests, strict=True)):
-        if test is None or not isinstance(judge, StatisticalJudge) or not judge.per_pane:
-            continue
-        if judge.name in spec.dry:
-            continue  # judged for the report when another criterion fails, never failing by itself
-        restarts = restarts_of(st, judge.name)
-        if test.may_reach(n0, k1, restarts, st.looks + 1, st.window_requests, k_end):
-            reachable.append((index, judge, test, restarts))
-    if not reachable:
-        return None
-    window_n = st.window_requests + np.cumsum(requests)
-    window_k = st.window_errors + np.cumsum(errors)
-    soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
-    first: tuple[int, int] | None = None  # (pane, judge)
-    for index, judge, test, restarts in reachable:
-        total, _ = test.log_evidence(soak_n, soak_k, restarts, st.looks + 1, window_n, window_k)
-        hit = np.flatnonzero((total >= test.log_threshold) & (soak_n >= judge.min_requests_to_fail))
-        if hit.size and (first is None or int(hit[0]) < first[0]):
-            first = (int(hit[0]), index)
-    if first is None:
-        return None
-    pane = first[0]
-    part = Evidence(int(window_n[pane]), int(window_k[pane]), sketch.empty())
-    soak = Evidence(int(soak_n[pane]), int(soak_k[pane]), st.soak_bins)
-    results = [
-        sequential_result(st, judge, test, soak, part)
-        for judge, test in zip(spec.judges, spec.tests, strict=True)
-        if test is not None and isinstance(judge, StatisticalJudge) and judge.per_pane
-    ]
-    return pane, results
-
-
-def window_fail(spec: GateSpec, st: GateState, look: Look) -> Judged:
-    """At a window's close: every criterion's results if one of them fails, else nothing."""
+def _window_results(spec: GateSpec, st: GateState, look: Look) -> Judged:
+    """Every criterion's results at a window's close where one may fail; nothing if none does."""
     results: Judged = []
     empty = Evidence(0, 0, sketch.empty())
-    live = [(j, t) for j, t in zip(spec.judges, spec.tests, strict=True) if j.name not in spec.dry]
-    if not any(_crossed(st, j, t, look) for j, t in live):
-        return results  # the common case: no words needed
     for judge, test in zip(spec.judges, spec.tests, strict=True):
         if test is not None and isinstance(judge, StatisticalJudge):
             results.append(sequential_result(st, judge, test, look.soak, empty, look.window))
@@ -96,17 +134,11 @@ def window_fail(spec: GateSpec, st: GateState, look: Look) -> Judged:
     return results if dry_run.failing((r for r, _ in results), spec.dry) else []
 
 
-def _crossed(st: GateState, judge: Judge, test: FailTest | None, look: Look) -> bool:
-    """Whether ``judge`` may fail at a window's close (sequential tests on the soak so far; uptime as before)."""
-    if test is None or not isinstance(judge, StatisticalJudge):
-        return judge.may_fail(look)
-    soak = look.soak
-    if soak.requests < judge.min_requests_to_fail:
+def _reaches(test: FailTest, requests: int, hits: int, restarts: Restarts, window: int) -> bool:
+    """Whether the soak's evidence (the open window ``window`` holding nothing yet) reaches the threshold."""
+    if not test.may_reach(requests, hits, restarts, window, 0, 0):
         return False
-    restarts, hits, window = restarts_of(st, judge.name), judge.hits(soak), st.looks + 1
-    if not test.may_reach(soak.requests, hits, restarts, window, 0, 0):
-        return False
-    total, _ = test.log_evidence(soak.requests, hits, restarts, window, 0, 0)
+    total, _ = test.log_evidence(requests, hits, restarts, window, 0, 0)
     return bool(total >= test.log_threshold)
 
 

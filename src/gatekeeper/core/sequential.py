@@ -72,19 +72,6 @@ _EXACT_COSTS = _ExactCosts()
 _LOG2 = float(np.log(2.0))
 
 
-def _np_logaddexp(x: float, y: float) -> float:
-    """numpy's ``logaddexp`` of two doubles, step for step (npy_logaddexp: equal arguments give x + log 2, else the
-    larger plus log1p(exp(-difference))), so that state folded here has the bits the numpy path gave."""
-    if x == y:
-        return x + _LOG2
-    tmp = x - y
-    if tmp > 0:
-        return x + math.log1p(math.exp(-tmp))
-    if tmp <= 0:
-        return y + math.log1p(math.exp(tmp))
-    return tmp  # nan
-
-
 def _logaddexp(a: float, b: float) -> float:
     top = max(a, b)
     return top if top == -math.inf else top + math.log(math.exp(a - top) + math.exp(b - top))
@@ -187,23 +174,110 @@ class FailTest:
     ) -> None:
         """Fold a closed window (1-based index ``window``) into the restarted tests. Scalar Python with the very
         operations of ``stats.log_lrs`` and ``change_detect.restart_update`` (bit-identical: tests/core/
-        test_sequential.py), because numpy's per-call cost was ~10x the arithmetic on four alternatives."""
+        test_sequential.py), because numpy's per-call cost was ~10x the arithmetic on four alternatives.
+        The fold is numpy's ``logaddexp`` of two doubles step for step (npy_logaddexp: equal arguments give x + log 2,
+        else the larger plus log1p(exp(-difference))), inlined: as a function it ran ~100,000 times a replay."""
         weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
         costs = _EXACT_COSTS[self.null_rate]
         n, k = float(requests), float(hits)
-        restarts.log_sums = [
-            _np_logaddexp(log_sum, weight) + (k * log_odds - n * cost)
-            for log_sum, log_odds, cost in zip(restarts.log_sums, _EXACT_LOG_ODDS, costs, strict=True)
-        ]
+        folded = []
+        for log_sum, log_odds, cost in zip(restarts.log_sums, _EXACT_LOG_ODDS, costs, strict=True):
+            if log_sum == weight:
+                both = log_sum + _LOG2
+            else:
+                tmp = log_sum - weight
+                if tmp > 0:
+                    both = log_sum + math.log1p(math.exp(-tmp))
+                elif tmp <= 0:
+                    both = weight + math.log1p(math.exp(tmp))
+                else:
+                    both = tmp  # nan
+            folded.append(both + (k * log_odds - n * cost))
+        restarts.log_sums = folded
         if restarts.run_requests == 0:
             restarts.run_start = window_start
         restarts.run_requests += requests
         restarts.run_hits += hits
         n, k = float(restarts.run_requests), float(restarts.run_hits)
-        if max(k * log_odds - n * cost for log_odds, cost in zip(_EXACT_LOG_ODDS, costs, strict=True)) <= 0.0:
-            # no alternative is favoured since the run began: begin anew
-            restarts.run_start, restarts.run_requests, restarts.run_hits = window_end, 0, 0
+        for log_odds, cost in zip(_EXACT_LOG_ODDS, costs, strict=True):
+            if k * log_odds - n * cost > 0.0:
+                return
+        # no alternative is favoured since the run began: begin anew
+        restarts.run_start, restarts.run_requests, restarts.run_hits = window_end, 0, 0
+
+    def close_screen(self) -> CloseScreen:
+        """This test's ``CloseScreen`` (built once per gate: its constants do not change)."""
+        return CloseScreen.of(self)
 
     def lower_bound(self, requests: int, hits: int) -> float:
         """Anytime-valid lower bound on the hit rate from the soak's term (reported with a soak-scope fail)."""
         return stats.evidence_lower_bound(requests, hits, self.log_threshold, 1 - self.restart_share)
+
+
+# Margin of ``CloseScreen`` in log evidence: far above the rounding of the evidence's float computation (a few ulps of
+# its terms, ~1e-6 at ``_SCREEN_MAX_REQUESTS``), far below anything a decision could hinge on.
+_SCREEN_MARGIN = 1e-3
+_SCREEN_MAX_REQUESTS = 1 << 40  # beyond this the rounding argument is not made: the screen lets the count through
+_LOG_MAX_WEIGHT = max(_LOG_WEIGHTS)
+_MAX_LOG_ODDS, _MIN_LOG_ODDS = max(_EXACT_LOG_ODDS), min(_EXACT_LOG_ODDS)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseScreen:
+    """A cheap necessary condition for a test's evidence to reach its threshold at a window's close (the open window
+    holding nothing yet) or at any pane of an open window: ``may_cross``. A few comparisons instead of ``may_reach``'s
+    lists and logs; it lets through every state where the evidence could reach the threshold, and screens out the
+    healthy soak's (docs/statistics.md, "Screening a window's close"; tested against ``log_evidence`` over random
+    states).
+
+    The bound. With n requests and k hits over the soak, restart sums S_i and the open window's weight w, the
+    evidence is log M = log(sum_i e^(log(1-s) + W_i + LR_i) + sum_i e^(W_i + log(e^S_i + e^w))), LR_i = k L_i - n C_i
+    (L_i = log r_i > 0, C_i = log(1 + (r_i - 1) p0) > 0, W_i the log mixture weights). A log-sum-exp of 8 terms is at
+    most log 8 plus the largest, so log M >= T (the threshold) needs one of
+      (a) log(1-s) + W_i + LR_i >= T - log 8 for some i: with rho = min_i C_i / L_i and D = T - margin - log 8 -
+          log(1-s) - max W, k <= rho n + D / L (L = max L_i if D >= 0, else min L_i) gives k L_i <= n C_i + D, so
+          every soak term is at most T - margin - log 8: (a) needs k > rho n + D / L;
+      (b) W_i + log(e^S_i + e^w) >= T - log 8 for some i: that term is at most max W + log 2 + max(max S, w_cap),
+          w_cap the largest restart weight of any window (``change_detect.restart_log_weight``: the in-soak weight
+          or the first block after the soak, later blocks weigh less);
+      (c) with an open window of n_w requests and k_w hits, each restarted term also gains k_w L_i - n_w C_i <=
+          L_i (k_w - rho n_w), at most (k_w - rho n_w) times max L_i if that is positive, else times min L_i;
+          (b) then reads max W + log 2 + max(max S, w_cap) + that.
+    ``margin`` covers the rounding of the exact evaluation; the screen's own constants are nudged the safe way."""
+
+    rho: float
+    headroom: float
+    weight_cap: float
+    restart_cap: float
+
+    @staticmethod
+    def of(test: FailTest) -> CloseScreen:
+        costs = _EXACT_COSTS[test.null_rate]
+        ratio = min(cost / log_odds for cost, log_odds in zip(costs, _EXACT_LOG_ODDS, strict=True))
+        room = test.log_threshold - _SCREEN_MARGIN - _LOG_TERMS - math.log(1 - test.restart_share) - _LOG_MAX_WEIGHT
+        per_hit = _MAX_LOG_ODDS if room >= 0 else _MIN_LOG_ODDS
+        # shrunk a little: the comparison's own rounding must not let a state through that the reals would not
+        headroom = room / per_hit
+        headroom = headroom * (1 - 1e-9) if headroom >= 0 else headroom * (1 + 1e-9)
+        weight_cap = max(
+            change_detect.restart_log_weight(test.restart_share, 2, test.planned_windows),
+            change_detect.restart_log_weight(test.restart_share, test.planned_windows + 2, test.planned_windows),
+        )
+        # (b) fails to hold while max(max S, w_cap) + (c) < restart_cap
+        restart_cap = test.log_threshold - _SCREEN_MARGIN - _LOG_TERMS - _LOG_MAX_WEIGHT - _LOG2
+        return CloseScreen(ratio * (1 - 1e-9), headroom, weight_cap, restart_cap)
+
+    def may_cross(
+        self, soak_requests: int, soak_hits: int, restarts: Restarts, window_requests: int = 0, window_hits: int = 0
+    ) -> bool:
+        """False only if ``log_evidence(soak_requests, soak_hits, restarts, w, window_requests, window_hits)`` stays
+        below the threshold for every window ``w`` (see the class). Like ``may_reach`` it bounds every pane of an
+        open window when given the fewest requests (when the panes begin) and the most hits (once they end)."""
+        rho = self.rho
+        if soak_requests > _SCREEN_MAX_REQUESTS or soak_hits > rho * soak_requests + self.headroom:
+            return True
+        top = max(*restarts.log_sums, self.weight_cap)
+        if not window_hits and not window_requests:
+            return top >= self.restart_cap  # at a window's close
+        excess = window_hits - rho * window_requests  # (c) of the class: the open window's ratios
+        return top + excess * (_MAX_LOG_ODDS if excess > 0 else _MIN_LOG_ODDS) >= self.restart_cap

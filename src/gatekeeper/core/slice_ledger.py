@@ -109,11 +109,14 @@ class BaselineLedger:
 
     def close(self, window_start: int, fold: bool) -> BaselineLook:
         """Close a window; ``fold``: add it to the soak (not while the gate is held)."""
-        w = self.open.pop(window_start, None) or Sample()
+        w = self.open.pop(window_start, None)
         if fold:
-            self.soak = Sample(self.soak.requests + w.requests, self.soak.errors + w.errors, self.soak.bins + w.bins)
+            if w is not None:  # else nothing to add (most gates have no such evidence): the soak's sample stays
+                self.soak = Sample(
+                    self.soak.requests + w.requests, self.soak.errors + w.errors, self.soak.bins + w.bins
+                )
             self.looks += 1
-        return BaselineLook(w, self.soak, self.looks)
+        return BaselineLook(w or Sample(), self.soak, self.looks)
 
     def drop_ended(self, until: int, window: int) -> None:
         """Forget windows ending at or before ``until`` that no look will take (the gate was not soaking)."""
