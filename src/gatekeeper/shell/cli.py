@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     rep.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1),
-        help="processes decoding input blocks in parallel (default: %(default)s); decisions are identical for any",
+        help="1: one process; 2 or more: stage 1 (reading, decoding, folding) in a child process, the gates here "
+        "(default: %(default)s); decisions are identical for any",
     )  # fmt: skip
     rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
     add_otlp_arguments(rep)
