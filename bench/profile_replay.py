@@ -25,7 +25,7 @@ PARTS = (
     ("gate", "core/gate.py", "on_panes"),
     ("gate (watermark only)", "core/gate.py", "close_windows_until"),
     ("burn-rate alerts", "core/breach_watch.py", "on_close"),
-    ("decoding into columns", "shell/replay.py", "_decoded_blocks"),
+    ("decoding into columns", "shell/replay.py", "_decode_block"),
 )
 
 
@@ -124,7 +124,7 @@ def main() -> None:
     # windows closed by the watermark alone (not under on_panes): called from merge, not from the gate itself
     gate += cumulative(stats, "core/gate.py", "close_windows_until", "_close_columns")
     alerts = cumulative(stats, "core/breach_watch.py", "on_close")
-    decoding = cumulative(stats, "shell/replay.py", "_decoded_blocks")
+    decoding = cumulative(stats, "shell/replay.py", "_decode_block")
     print(f"CPU time profiled: {cpu:.2f} s (load average {' '.join(f'{x:.1f}' for x in _loadavg())})")
     for label, seconds in (("gate", gate), ("burn-rate alerts", alerts), ("decoding into columns", decoding),
                            ("start-up imports", imports)):  # fmt: skip
