@@ -6,7 +6,8 @@ shares hold on a loaded machine, where wall-clock profiles mostly measure waitin
 Prints each part's CPU seconds and share of the whole: the gate (``Gate.on_panes`` / ``close_windows_until``),
 the burn-rate alerts (``BreachWatch.on_close``), decoding into columns, imports, and the rest; then the top
 functions by cumulative time. Profiled time is inflated for code of many small calls, so compare shares and
-runs of this same script, not these seconds with unprofiled ones.
+runs of this same script, not these seconds with unprofiled ones. With ``--jobs 2`` the parts are this process's
+(stage 2); ``--timers`` adds the CPU of the stage-1 child (reading, decoding, folding).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ PARTS = (
     ("gate", "core/gate.py", "on_panes"),
     ("gate (watermark only)", "core/gate.py", "close_windows_until"),
     ("burn-rate alerts", "core/breach_watch.py", "on_close"),
-    ("decoding into columns", "shell/replay.py", "_decoded_blocks"),
+    ("decoding into columns", "shell/replay.py", "_decode_block"),
 )
 
 
@@ -80,6 +82,12 @@ def timed(input_path: Path, jobs: int, plan: str) -> tuple[dict[str, float], flo
     return spent, time.process_time() - started
 
 
+def child_cpu() -> float:
+    """CPU seconds of the processes this one started and waited for (replay's stage-1 process with --jobs 2)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def cumulative(stats: pstats.Stats, suffix: str, name: str, caller_name: str | None = None) -> float:
     raw = stats.stats  # type: ignore[attr-defined]
     total = 0.0
@@ -107,6 +115,8 @@ def main() -> None:
             print(f"  {label:<24} {seconds:7.2f} s  {seconds / cpu:6.1%}")
         rest = cpu - sum(spent.values())
         print(f"  {'the rest':<24} {rest:7.2f} s  {rest / cpu:6.1%}")
+        if args.jobs > 1:  # stage 1 (reading, decoding, folding) ran in a child: its parts are not above
+            print(f"  stage-1 process (child) {child_cpu():7.2f} s  (not in the total above)")
         return
     stats, cpu = profile(args.input, args.jobs, args.plan)
     imports = cumulative(stats, "<frozen importlib._bootstrap>", "_find_and_load")
@@ -114,7 +124,7 @@ def main() -> None:
     # windows closed by the watermark alone (not under on_panes): called from merge, not from the gate itself
     gate += cumulative(stats, "core/gate.py", "close_windows_until", "_close_columns")
     alerts = cumulative(stats, "core/breach_watch.py", "on_close")
-    decoding = cumulative(stats, "shell/replay.py", "_decoded_blocks")
+    decoding = cumulative(stats, "shell/replay.py", "_decode_block")
     print(f"CPU time profiled: {cpu:.2f} s (load average {' '.join(f'{x:.1f}' for x in _loadavg())})")
     for label, seconds in (("gate", gate), ("burn-rate alerts", alerts), ("decoding into columns", decoding),
                            ("start-up imports", imports)):  # fmt: skip

@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from gatekeeper.core.breach import Breach, Change, FiredWindow
+from gatekeeper.core.lazy_module import lazy
 from gatekeeper.core.plan import Alerting, Tier
 from gatekeeper.core.timefmt import format_duration, format_ms
+
+special = lazy("scipy.special")  # loaded at its first use, not at start-up (core/lazy_module.py)
 
 HOUR_MS = 3_600_000
 FINE_SPAN_MS = 6 * HOUR_MS  # windows up to this long are summed pane by pane

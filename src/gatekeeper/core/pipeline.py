@@ -1,15 +1,16 @@
-"""Both stages over one source: stage 1 (``aggregate``) folds each batch into partials and a watermark,
-stage 2 (``merge``) merges them into the gates. Replay, the simulator and the demo run this, the partials going
-from one stage to the other as columns (``PartialBatch``); the worker runs the same two stages with Kafka between
-them, one ``Partial`` per message, so their decisions agree by construction.
+"""Both stages over one source: stage 1 (``core/source_fold.py``: ``aggregate``) folds each batch into partials
+and a watermark, stage 2 (``merge``) merges them into the gates. Replay, the simulator and the demo run this, the
+partials going from one stage to the other as columns (``PartialBatch``); the worker runs the same two stages with
+Kafka between them, one ``Partial`` per message, so their decisions agree by construction.
+
+The seam: ``ingest`` = stage 1's ``SourceFold.fold`` then stage 2's ``take``. ``gatekeeper replay --jobs 2`` runs
+stage 1 in a child process and hands each ``Folded`` to ``take`` here (``shell/stage_one.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gatekeeper.core import slot_routing
-from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.breach import Breach
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.global_gate import GlobalGates, TierFold, drain
@@ -19,9 +20,8 @@ from gatekeeper.core.partial_buffer import PartialBuffer
 from gatekeeper.core.partials import PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.side_inputs import Routed, SideRouter, apply
+from gatekeeper.core.source_fold import SOURCE, Folded, SourceFold
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
-
-SOURCE = "input"  # replay's one source
 
 
 @dataclass(slots=True)
@@ -38,14 +38,14 @@ class Pipeline:
     """Pure and deterministic: the same plan and the same events in the same order give the same decisions,
     wherever the batches are cut, and in the same order (``core/output_order.py``)."""
 
-    def __init__(self, plan: Plan, source: str = SOURCE) -> None:
+    def __init__(self, plan: Plan, source: str = SOURCE, stage1: SourceFold | None = None) -> None:
         self.plan = plan
-        ev = plan.evaluation
-        self.layout = slot_routing.layout(plan)  # the gates' keys, then baseline slots (no_regression)
-        self.keys = self.layout.gates
-        self.aggregator = Aggregator(self.layout.keys, ev.pane, ev.lateness, self.layout.fan())
+        # stage 1 over ``source`` (``ingest``); only its layout is used when stage 1 runs elsewhere (``take``)
+        self.stage1 = SourceFold(plan, source) if stage1 is None else stage1
+        self.layout = self.stage1.layout
+        self.keys = self.stage1.keys
         self.merger = Merger(plan, (source,))
-        self.source: SourceState = self.aggregator.start(source)
+        self._source_late = 0  # stage 1's late count, as its last ``Folded`` gave it
         self.inboxes: dict[str, GateInbox] = self.merger.start_all()
         self.stats = PipelineStats()
         self._breaches: list[Breach] = []
@@ -65,11 +65,8 @@ class Pipeline:
             apply(self.inboxes[key].gate.side, routed.value, source, position, self.plan.evaluation.window)
 
     def decoder(self, now_ms: int | None = None) -> TelemetryDecoder:
-        """A decoder for this plan's gates; given the shell's clock, it rejects records timestamped more than the
-        plan's ``max_future_skew`` after it."""
-        skew = self.plan.evaluation.max_future_skew
-        until = None if now_ms is None else now_ms + skew
-        return TelemetryDecoder(self.keys, until, self.layout.baselines, self.layout.cross)
+        """Stage 1's decoder (``SourceFold.decoder``)."""
+        return self.stage1.decoder(now_ms)
 
     def ingest(self, batch: EventBatch, *, merge: bool = True) -> list[Decision]:
         """Apply a batch of valid events (arrival order) and return the decisions it triggers. With ``merge``
@@ -77,9 +74,14 @@ class Pipeline:
         cheaper closes (``core/partial_buffer.py``)."""
         if self._flushed:
             raise RuntimeError("flush() ended the input: this pipeline takes no more events")
-        self.source, partials, watermark = self.aggregator.fold_columns(self.source, batch)
-        self.stats.events += len(batch) - batch.copies  # cross-region copies are no new requests
-        self._held.add(partials, watermark)
+        return self.take(self.stage1.fold(batch), merge=merge)
+
+    def take(self, folded: Folded, *, merge: bool = True) -> list[Decision]:
+        """Stage 2 alone: take stage 1's output for the source's next batch (from ``self.stage1`` or a stage 1
+        run elsewhere over the same source, in order); ``merge`` as for ``ingest``."""
+        self.stats.events += folded.events
+        self._source_late = folded.late
+        self._held.add(folded.partials, folded.watermark)
         return self.settle() if merge else []
 
     def settle(self) -> list[Decision]:
@@ -90,9 +92,7 @@ class Pipeline:
     def flush(self) -> list[Decision]:
         """End of input, on request only: treat the lateness as elapsed and close what the data covers."""
         self._flushed = True
-        self.source, partials, watermark = self.aggregator.finish_columns(self.source)
-        self._held.add(partials, watermark)
-        return self.settle()
+        return self.take(self.stage1.finish())
 
     def observe_stream_time(self, newest_ts_ms: int) -> list[Decision]:
         """Report stalls and releases as of an event time no record carried (the demo's hours without traffic),
@@ -101,10 +101,10 @@ class Pipeline:
         watermark = newest_ts_ms - self.plan.evaluation.lateness
         pane = self.plan.evaluation.pane
         newest: dict[str, int] = {}  # end of each gate's newest pane not closed yet, in either stage
-        for index, start in self.source.panes:
+        for index, start in self.stage1.state.panes:
             if index >= len(self.keys):
                 continue  # a baseline slot: not a gate's own telemetry
-            key = self.aggregator.keys[index]
+            key = self.stage1.aggregator.keys[index]
             newest[key] = max(newest.get(key, 0), start + pane)
         for key, inbox in self.inboxes.items():
             ends = [start + pane for start in inbox.buffered]
@@ -124,7 +124,7 @@ class Pipeline:
         out = self.merger.apply_columns(self.inboxes, partials, watermark, self._breaches)
         self.stats.breaches += len(self._breaches) - before
         self.stats.partials += len(partials)
-        self.stats.late = self.source.late + sum(i.counts.late for i in self.inboxes.values())
+        self.stats.late = self._source_late + sum(i.counts.late for i in self.inboxes.values())
         out += self._global(out)
         self._count(out)
         return in_time_order(out, self.ranks)

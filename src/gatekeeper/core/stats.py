@@ -19,9 +19,11 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from gatekeeper.core import sketch
+from gatekeeper.core.lazy_module import lazy
+
+special = lazy("scipy.special")  # loaded at its first use, not at start-up (core/lazy_module.py)
 
 Method = str  # "exact" (Clopper-Pearson), "wilson" or "wilson_cc"
 

@@ -18,11 +18,12 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan, open_in, open_out
 from gatekeeper.shell.kafka_settings import add_kafka_arguments
 from gatekeeper.shell.otlp_options import INPUT_FORMATS, add_otlp_arguments
-from gatekeeper.shell.plan_summary import summarize
 from gatekeeper.shell.side_files import add_side_arguments, side_files_of
 
 
 def _cmd_plan_check(args: argparse.Namespace) -> int:
+    from gatekeeper.shell.plan_summary import summarize  # imports the gates: not at every command's start-up
+
     plan = load_plan(args.path)
     print(summarize(plan))
     print("plan OK")
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     rep.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1),
-        help="processes decoding input blocks in parallel (default: %(default)s); decisions are identical for any",
+        help="1: one process; 2 or more: stage 1 (reading, decoding, folding) in a child process, the gates here "
+        "(default: %(default)s); decisions are identical for any",
     )  # fmt: skip
     rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
     add_otlp_arguments(rep)

@@ -3,25 +3,26 @@ write decision JSONL (and, on request, the burn-rate breach alert events as JSON
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import msgspec
 
 from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.otlp import OtlpDecoder, SpanBatch, frames, is_otlp_json
-from gatekeeper.core.otlp_mapping import OtlpMapping
-from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.plan import Plan
+from gatekeeper.core.source_fold import Folded, SourceFold
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
 from gatekeeper.errors import UserError
-from gatekeeper.shell.side_files import SideFile, load_side_files
+from gatekeeper.shell.child_stage import can_fork, in_child
+
+if TYPE_CHECKING:  # imported when used: stage 2's modules load after stage 1's process has started
+    from gatekeeper.core.otlp_mapping import OtlpMapping
+    from gatekeeper.shell.side_files import SideFile
 
 BLOCK_BYTES = 4 << 20  # decoded at a time: what bounds the memory of decoded events
 # merged (stage 2) at a time, of the input: stage 2's cost is mostly per close, not per pane (docs/benchmarks.md)
@@ -87,6 +88,8 @@ def read_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tu
 def read_frames(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
     """Length-prefixed protobuf messages in groups of about ``block_bytes``: (number of the first message, the
     messages, bytes consumed). A stream that ends inside a frame is a ``UserError`` naming the frame."""
+    from gatekeeper.core.otlp import frames
+
     number, rest = 1, b""
     while True:
         chunk = stream.read(block_bytes)
@@ -117,6 +120,8 @@ def _whole_frames(data: bytes) -> int:
 def detect_format(source: BinaryIO) -> Format:
     """The input's format from its first bytes (without consuming them): a JSON object whose first member is
     ``resourceSpans`` is OTLP/JSON, another JSON object contract v1, anything else length-prefixed protobuf."""
+    from gatekeeper.core.otlp import is_otlp_json
+
     peek = getattr(source, "peek", None)
     head = peek(256)[:256] if peek is not None else b""
     text = head.lstrip()
@@ -151,6 +156,19 @@ class _RejectWriter:
             self._out.write(self._enc.encode(record) + b"\n")
 
 
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Stage 1's output for one block of input: what stage 2 and the summary need, far smaller than the decoded
+    events (it crosses a process boundary with ``--jobs 2``)."""
+
+    lines: int  # lines, or protobuf batches
+    blank: int
+    consumed: int  # input bytes
+    rejections: list[Rejection]
+    ignored: Counter[str] | None  # OTLP spans not used, by reason
+    folded: Folded
+
+
 def replay(
     plan: Plan,
     source: BinaryIO,
@@ -170,17 +188,55 @@ def replay(
     merge_bytes: int = MERGE_BYTES,
 ) -> ReplaySummary:
     """Run ``plan`` over ``source`` (telemetry JSONL) and write decisions to ``sink`` (JSONL). With ``now_ms``,
-    records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, blocks are
-    decoded in that many worker processes, in order; the pipeline sees exactly the same batches, so the
-    decisions are byte-identical to ``jobs=1``. ``input_format``: see the module; ``mapping``: where OTLP spans'
-    region and tier come from. ``breaches``: where the burn-rate breach events go (JSONL, contract v2 of the
-    ``breaches`` topic); ``side``: incident, approval and business-metric files (``shell/side_files.py``).
-    ``block_bytes``: how much input is read and decoded at a time, ``merge_bytes``: how much of it stage 2 merges
-    at a time; the output depends on neither (``core/output_order.py``, ``core/partial_buffer.py``)."""
-    engine = Pipeline(plan)
-    decoder = engine.decoder(now_ms)
+    records timestamped beyond it plus the plan's ``max_future_skew`` are rejected. With ``jobs`` > 1, stage 1
+    (reading, decoding, folding: ``core/source_fold.py``) runs in a child process that reads ``source`` itself,
+    in order, and this process runs stage 2 on what it sends back (``shell/child_stage.py``); stage 1 is the same
+    sequential fold either way, so the decisions are byte-identical to ``jobs=1``. ``input_format``: see the
+    module; ``mapping``: where OTLP spans' region and tier come from. ``breaches``: where the burn-rate breach
+    events go (JSONL, contract v2 of the ``breaches`` topic); ``side``: incident, approval and business-metric
+    files (``shell/side_files.py``). ``block_bytes``: how much input is read and decoded at a time,
+    ``merge_bytes``: how much of it stage 2 merges at a time; the output depends on neither
+    (``core/output_order.py``, ``core/partial_buffer.py``)."""
+    fold = SourceFold(plan)
+    decoder = fold.decoder(now_ms)
     if input_format != "json":
-        decoder = OtlpDecoder(engine.keys, mapping, decoder.not_after_ms, engine.layout.baselines, engine.layout.cross)
+        from gatekeeper.core.otlp import OtlpDecoder
+
+        decoder = OtlpDecoder(fold.keys, mapping, decoder.not_after_ms, fold.layout.baselines, fold.layout.cross)
+
+    def stage1() -> Iterator[Block]:
+        for first, block, consumed in _blocks(source, input_format, block_bytes):
+            count, blank, batch = _decode_block(decoder, first, block)
+            ignored: Counter[str] | None = getattr(batch, "ignored", None)  # an OTLP SpanBatch's
+            yield Block(count, blank, consumed, batch.rejections, ignored, fold.fold(batch))
+        if flush:
+            yield Block(0, 0, 0, [], None, fold.finish())
+
+    # the child forks first, so that stage 2's imports and set-up below overlap its decoding
+    apart = jobs > 1 and can_fork()
+    with in_child(stage1) if apart else contextlib.nullcontext(stage1()) as blocks:
+        return _stage2(plan, fold, blocks, sink, rejects, breaches, on_progress, on_decisions, input_format, side,
+                       merge_bytes)  # fmt: skip
+
+
+def _stage2(
+    plan: Plan,
+    fold: SourceFold,
+    blocks: Iterator[Block],
+    sink: BinaryIO,
+    rejects: BinaryIO | None,
+    breaches: BinaryIO | None,
+    on_progress: Callable[[int], None] | None,
+    on_decisions: Callable[[list[Decision]], None] | None,
+    input_format: Format,
+    side: list[SideFile] | None,
+    merge_bytes: int,
+) -> ReplaySummary:
+    """Stage 2 over stage 1's blocks: merging, gates, alerts, global gates, output; the summary."""
+    from gatekeeper.core.pipeline import Pipeline
+    from gatekeeper.shell.side_files import load_side_files
+
+    engine = Pipeline(plan, stage1=fold)
     summary = ReplaySummary(unit="batches" if input_format == "otlp-proto" else "lines")
     reject_writer = _RejectWriter(rejects)
     if side:
@@ -200,27 +256,23 @@ def replay(
                 breaches.write(breach.encode(b) + b"\n")
 
     unmerged = 0  # input bytes folded by stage 1 since stage 2 last merged
-    for count, blank, batch, consumed in _decoded_blocks(decoder, source, jobs, input_format, block_bytes):
-        summary.lines += count
-        summary.blank += blank
-        if isinstance(batch, SpanBatch):
-            summary.ignored.update(batch.ignored)
-        summary.rejected.update(r.code for r in batch.rejections)
-        reject_writer.write(batch.rejections)
-        unmerged += consumed
-        emit(engine.ingest(batch, merge=unmerged >= merge_bytes))
-        unmerged = 0 if unmerged >= merge_bytes else unmerged
+    for block in blocks:
+        summary.lines += block.lines
+        summary.blank += block.blank
+        if block.ignored:
+            summary.ignored.update(block.ignored)
+        summary.rejected.update(r.code for r in block.rejections)
+        reject_writer.write(block.rejections)
+        unmerged += block.consumed
+        due = unmerged >= merge_bytes
+        emit(engine.take(block.folded, merge=due))
+        if due:
+            unmerged = 0
         if on_progress is not None:
-            on_progress(consumed)
+            on_progress(block.consumed)
     emit(engine.settle())
-    if flush:
-        emit(engine.flush())
     summary.events, summary.late = engine.stats.events, engine.stats.late
     return summary
-
-
-Decoded = tuple[int, int, EventBatch, int]  # lines, blank lines, the batch, bytes consumed
-_WORKER_DECODER: TelemetryDecoder | None = None
 
 
 def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[bytes]) -> tuple[int, int, EventBatch]:
@@ -234,30 +286,12 @@ def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[byt
     return count, count - len(numbers), decoder.decode([lines[n - first] for n in numbers], positions=numbers)
 
 
-def _init_worker(decoder: TelemetryDecoder) -> None:
-    global _WORKER_DECODER  # noqa: PLW0603 - one decoder per worker process, set once by the pool
-    _WORKER_DECODER = decoder
-
-
-def _decode_in_worker(task: tuple[int, bytes | list[bytes], int]) -> Decoded:
-    first, block, consumed = task
-    assert _WORKER_DECODER is not None
-    count, blank, batch = _decode_block(_WORKER_DECODER, first, block)
-    return count, blank, batch, consumed
-
-
-def _decoded_blocks(
-    decoder: TelemetryDecoder, source: BinaryIO, jobs: int, input_format: Format, block_bytes: int
-) -> Iterator[Decoded]:
-    """Decoded blocks in input order, decoded here or, with ``jobs`` > 1, in worker processes."""
+def _blocks(source: BinaryIO, input_format: Format, block_bytes: int) -> Iterator[tuple[int, bytes | list[bytes], int]]:
+    """The input's blocks in order; a read error is a ``UserError`` naming it (with either ``jobs``)."""
     blocks: Iterator[tuple[int, bytes | list[bytes], int]] = (
         read_frames(source, block_bytes) if input_format == "otlp-proto" else read_blocks(source, block_bytes)
     )
-    if jobs <= 1:
-        for first, block, consumed in blocks:
-            count, blank, batch = _decode_block(decoder, first, block)
-            yield count, blank, batch, consumed
-        return
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with context.Pool(jobs, initializer=_init_worker, initargs=(decoder,)) as pool:
-        yield from pool.imap(_decode_in_worker, blocks, chunksize=1)
+    try:
+        yield from blocks
+    except OSError as exc:
+        raise UserError(f"cannot read the input: {exc.strerror or exc}") from None

@@ -10,13 +10,15 @@ import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.side_inputs import Kind
 from gatekeeper.core.side_records import Refused
 from gatekeeper.core.telemetry import Rejection
 from gatekeeper.errors import UserError
+
+if TYPE_CHECKING:  # replay imports this module at start-up, stage 2 (the pipeline) only once stage 1 runs
+    from gatekeeper.core.pipeline import Pipeline
 
 OPTIONS: dict[Kind, str] = {"incident": "incidents", "approval": "approvals", "business": "business"}
 

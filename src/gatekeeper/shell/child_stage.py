@@ -1,0 +1,103 @@
+"""An ordered producer run in a forked child process: replay's stage 1 (read, decode, fold) beside stage 2 in
+this process (``gatekeeper replay --jobs 2``, the default on 2+ cores). The child inherits the open input and
+everything imported so far (fork), runs the producer and sends each item back, in order, through a pipe; the
+pipe's buffer bounds how far it runs ahead (about one item). What it sends is stage 1's small output per block,
+not decoded events.
+
+Errors reach this process as they would have been raised here: a ``UserError`` or ``OSError`` as itself (the
+CLI prints its message), anything else as a ``RuntimeError`` carrying the child's traceback; a child that dies
+is a ``UserError`` naming its exit status. Ctrl-C reaches the whole process group: the child ignores it and this
+process stops the child on its way out, whatever ends the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, Pipe
+from typing import TypeVar
+
+from gatekeeper.errors import UserError
+
+T = TypeVar("T")
+_END = "end"  # sent after the last item
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException  # one that pickles and means the same in the parent
+
+
+def can_fork() -> bool:
+    """The child inherits the open input and the imported modules: only where ``os.fork`` exists (not Windows)."""
+    return hasattr(os, "fork")
+
+
+def _serve(produce: Callable[[], Iterator[T]], reader: Connection, writer: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    reader.close()  # the parent's end: closed here, so a dead parent is a broken pipe, not a hang
+    try:
+        for item in produce():
+            writer.send(item)
+        writer.send(_END)
+    except BrokenPipeError:
+        return  # the parent stopped reading (it failed or was interrupted): nothing to tell it
+    except (UserError, OSError) as exc:
+        writer.send(_Failed(exc))
+    except BaseException:  # a bug: the parent shows it with our traceback
+        writer.send(_Failed(RuntimeError(f"replay's stage-1 process failed:\n{traceback.format_exc()}")))
+    finally:
+        writer.close()
+
+
+@contextlib.contextmanager
+def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
+    """``produce()``'s items, produced in a forked child process, in order. Leaving the block (at the end, on an
+    error or an interrupt) stops the child and waits for it. A bare ``os.fork``, not ``multiprocessing``: its
+    child closes standard input, which may be the input (``--input -``)."""
+    reader, writer = Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's frames
+        code = 1
+        try:
+            _serve(produce, reader, writer)
+            code = 0
+        finally:
+            os._exit(code)
+    writer.close()  # the child's end: closed here, so a dead child is an EOF, not a hang
+    status: list[int] = []
+
+    def reap(block: bool) -> None:
+        if not status:
+            done, raw = os.waitpid(pid, 0 if block else os.WNOHANG)
+            if done:
+                status.append(os.waitstatus_to_exitcode(raw))
+
+    def items() -> Iterator[T]:
+        while True:
+            try:
+                item = reader.recv()
+            except EOFError:
+                reap(block=True)
+                raise UserError(
+                    f"replay's stage-1 process stopped unexpectedly (exit status {status[0]}); "
+                    "retry, or run with --jobs 1"
+                ) from None
+            if isinstance(item, _Failed):
+                raise item.error
+            if isinstance(item, str) and item == _END:
+                return
+            yield item
+
+    try:
+        yield items()
+    finally:
+        reader.close()
+        reap(block=False)
+        if not status:
+            os.kill(pid, signal.SIGTERM)
+        reap(block=True)
