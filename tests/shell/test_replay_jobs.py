@@ -85,9 +85,13 @@ def _children(pid: int) -> list[int]:
 
 
 def _reading_a_pipe(pid: int) -> bool:
-    """Blocked reading a pipe (its input, or the stage-1 process's output): start-up is over."""
-    with open(f"/proc/{pid}/wchan") as f:
-        return "pipe" in f.read()
+    """Blocked reading a pipe (its input, or the stage-1 process's output, which a thread receives while the main
+    thread waits for its queue): start-up is over."""
+    chans = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/wchan") as f:
+            chans.append(f.read())
+    return any("pipe" in c for c in chans) and all("pipe" in c or "futex" in c for c in chans)
 
 
 def _started(jobs: int) -> subprocess.Popen[bytes]:

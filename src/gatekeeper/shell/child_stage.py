@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +27,10 @@ from gatekeeper.errors import UserError
 
 T = TypeVar("T")
 _END = "end"  # sent after the last item
+AHEAD = 32  # items received ahead of their use: stage 1's output of 32 blocks is a few MB at most
+
+
+_EOF = object()  # the pipe ended without the end mark: the child died
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,36 @@ def _serve(produce: Callable[[], Iterator[T]], reader: Connection, writer: Conne
         writer.close()
 
 
+class _Receiver:
+    """Items from the pipe, received by a thread as they come (``recv`` waits without the GIL) into a queue of
+    ``AHEAD``; the thread ends at the end mark, a failure, or the pipe's EOF (``_EOF``)."""
+
+    def __init__(self, reader: Connection) -> None:
+        self._reader = reader
+        self._queue: queue.Queue[object] = queue.Queue(AHEAD)
+        self._thread = threading.Thread(target=self._run, name="stage-1 receiver", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._reader.recv()
+            except (EOFError, OSError):
+                item = _EOF
+            self._queue.put(item)
+            if item is _EOF or isinstance(item, _Failed) or (isinstance(item, str) and item == _END):
+                return
+
+    def get(self) -> object:
+        return self._queue.get()
+
+    def drain(self) -> None:
+        """Wait for the thread to end (the child stopped, so the pipe ends), emptying the queue so it never blocks."""
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+
+
 @contextlib.contextmanager
 def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
     """``produce()``'s items, produced in a forked child process, in order. Leaving the block (at the end, on an
@@ -77,11 +113,12 @@ def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
             if done:
                 status.append(os.waitstatus_to_exitcode(raw))
 
+    received = _Receiver(reader)
+
     def items() -> Iterator[T]:
         while True:
-            try:
-                item = reader.recv()
-            except EOFError:
+            item = received.get()
+            if item is _EOF:
                 reap(block=True)
                 raise UserError(
                     f"replay's stage-1 process stopped unexpectedly (exit status {status[0]}); "
@@ -91,13 +128,14 @@ def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
                 raise item.error
             if isinstance(item, str) and item == _END:
                 return
-            yield item
+            yield item  # type: ignore[misc]  # the producer's items, as the child sent them
 
     try:
         yield items()
     finally:
-        reader.close()
         reap(block=False)
         if not status:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)  # a child still producing; one that exited is only reaped
+        received.drain()
+        reader.close()
         reap(block=True)
