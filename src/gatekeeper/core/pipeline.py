@@ -4,7 +4,7 @@ partials going from one stage to the other as columns (``PartialBatch``); the wo
 Kafka between them, one ``Partial`` per message, so their decisions agree by construction.
 
 The seam: ``ingest`` = stage 1's ``SourceFold.fold`` then stage 2's ``take``. ``gatekeeper replay --jobs 2`` runs
-stage 1 in a child process and hands each ``Folded`` to ``take`` here (``shell/stage_one.py``).
+stage 1 in a child process and hands each ``Folded`` to ``take`` here (``shell/child_stage.py``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Stage 1 of the pipeline over one source (replay's file, the simulator's, the demo's): decode with the plan's
 key space, fold each batch into closed panes and the source's watermark (``core/aggregate.py``). Its output,
 ``Folded``, is all that stage 2 (``core/pipeline.py``) needs, so the two stages can run in one process or in
-two (``gatekeeper replay --jobs 2``: ``shell/stage_one.py``); stage 1 is a sequential fold of the source in
+two (``gatekeeper replay --jobs 2``: ``shell/child_stage.py``); stage 1 is a sequential fold of the source in
 its order either way, so the decisions are the same.
 
-Imports only what stage 1 needs (no gate, merge or scipy): replay forks its stage-1 process before stage 2's
-modules are loaded, so their import overlaps decoding.
+Imports only what stage 1 needs (no gate, merge or scipy), so a stage-1 process needs nothing more loaded (the CLI
+still imports the gates at start-up, for ``plan check``: docs/benchmarks.md, session 6).
 """
 
 from __future__ import annotations
