@@ -23,11 +23,14 @@ from collections.abc import Iterator, MutableMapping
 from functools import partial
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.faust_gate.credentials import broker_credentials
 from gatekeeper.shell.faust_gate.idle import IdleWatch
 from gatekeeper.shell.faust_gate.metrics import FaustMetrics
+from gatekeeper.shell.faust_gate.skipped import SkipWatch
 from gatekeeper.shell.faust_gate.state import FaustGateState, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.options import WorkerOptions
@@ -127,14 +130,20 @@ class FaustGate:
         self.side_topics = side = SideTopics.of(settings, options.app_id)
         written = (names.decisions, names.breaches, names.dlq, side.forwarded)
         self.outputs = {name: app.topic(name, **raw) for name in written}
-        table = app.Table(TABLE, default=None, partitions=names.partitions, key_type=bytes, value_type=bytes)
+        from gatekeeper.shell.faust_gate.durable_table import DurableTable  # faust is an optional dependency
+
+        self.table = table = DurableTable(
+            app, name=TABLE, default=None, beacon=app.tables.beacon, partitions=names.partitions,
+            key_type=bytes, value_type=bytes,
+        )  # fmt: skip
+        app.tables.add(table)  # what app.Table does, with the subclass
         self.stage = FaustGateState(plan, self.topics, _StrKeys(table), log.warning)
         self.stage.side = SideStage(plan, side, self.stage)
         self.idle = IdleWatch(options.idle_after)
         self.position: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last handled
         self.failed: list[BaseException] = []
         self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
-        self.reader: Any = None  # an aiokafka consumer without a group, started at the first read-back
+        self.skips = SkipWatch(settings.aiokafka_kwargs(), faust_app_id(options.app_id))
         self.options = options
         self.metrics = FaustMetrics(self.stage.totals)  # --metrics-port
         app.agent(app.topic(self.topics.panes, *side.inputs, **raw), name="gates")(self.gates)
@@ -151,11 +160,21 @@ class FaustGate:
         """The agent: each panes message through ``FaustGateState``, what it makes sent before the event is acked."""
         async for event in stream.events():
             message = event.message
+            topic, q, offset = message.topic, message.partition, message.offset
             wall_ms = round(time.time() * 1000)
             try:
-                if message.partition not in self.ready:
-                    await self._read_back(message.partition)
-                out = self._handle(message.topic, message.partition, message.offset, event.key, event.value)
+                if q not in self.ready:
+                    await self._read_back(q)
+                out: list[Outgoing] = []
+                skipped = await self.skips.before(topic, q, offset)  # what Faust's fetcher dropped (skipped.py)
+                if skipped:
+                    span = f"{skipped[0].offset}-{skipped[-1].offset}"
+                    self.log.warning("messages the fetcher skipped, read back", topic=topic, partition=q,
+                                     offsets=span, records=len(skipped))  # fmt: skip
+                for r in skipped:
+                    out += self._handle(r.topic, r.partition, r.offset, r.key, r.value)
+                out += self._handle(topic, q, offset, event.key, event.value)
+                self.skips.handled(topic, q, offset)
             except (StateError, TimeoutError) as exc:  # continuing would silently lose or redo state
                 self.failed.append(exc)
                 self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
@@ -168,7 +187,14 @@ class FaustGate:
                 await self.outputs[m.topic].send(
                     key=m.key, value=m.value, partition=m.partition, headers=headers, callback=acked
                 )
-            self.position[message.topic, message.partition] = message.offset + 1
+            try:  # Faust acks this message when the loop takes the next one: its state must be on the broker first
+                await self.table.confirmed()
+            except KafkaError as exc:
+                self.failed.append(exc)
+                self.log.error("worker failed; stopping", error=f"gate state not written: {type(exc).__name__}: {exc}")
+                await self.app.stop()
+                return
+            self.position[topic, q] = offset + 1
             self.metrics.read()
 
     def _handle(self, topic: str, q: int, offset: int, key: bytes | None, value: bytes | None) -> list[Outgoing]:
@@ -202,14 +228,8 @@ class FaustGate:
     async def _read_back(self, q: int) -> None:
         wanted = self.stage.wanted(q)
         if wanted:
-            if self.reader is None:
-                from aiokafka import AIOKafkaConsumer
-
-                kwargs = self.settings.aiokafka_kwargs()
-                self.reader = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
-                await self.reader.start()
             began = time.monotonic()
-            self.stage.supply(q, await read_offsets(self.reader, self.topics.panes, {q: wanted}))
+            self.stage.supply(q, await read_offsets(await self.skips.reader(), self.topics.panes, {q: wanted}))
             seconds = round(time.monotonic() - began, 3)
             self.log.info("partials read back", partition=q, partials=len(wanted), seconds=seconds)
         self.ready.add(q)
@@ -227,14 +247,14 @@ class FaustGate:
         self.ready.clear()
         self.idle.forget()
         self.position.clear()
+        self.skips.forget()
         if self.stage.side is not None:  # what was said of every side partition starts afresh
             parts = range(self.topics.partitions)
             self.stage.side.forget([(topic, p) for topic in self.side_topics.kinds for p in parts])
 
     async def _shutdown(self, sender: Any, **_kwargs: Any) -> None:
         await self.metrics.exporter.stop()
-        if self.reader is not None:
-            await self.reader.stop()
+        await self.skips.stop()
 
     async def _serve_metrics(self) -> None:
         host, port = self.options.metrics_host, self.options.metrics_port
