@@ -18,11 +18,12 @@ from gatekeeper.planfile import load_plan
 from gatekeeper.shell.files import default_plan, open_in, open_out
 from gatekeeper.shell.kafka_settings import add_kafka_arguments
 from gatekeeper.shell.otlp_options import INPUT_FORMATS, add_otlp_arguments
-from gatekeeper.shell.plan_summary import summarize
 from gatekeeper.shell.side_files import add_side_arguments, side_files_of
 
 
 def _cmd_plan_check(args: argparse.Namespace) -> int:
+    from gatekeeper.shell.plan_summary import summarize  # imports the gates: not at every command's start-up
+
     plan = load_plan(args.path)
     print(summarize(plan))
     print("plan OK")
