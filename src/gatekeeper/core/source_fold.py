@@ -4,8 +4,8 @@ key space, fold each batch into closed panes and the source's watermark (``core/
 two (``gatekeeper replay --jobs 2``: ``shell/child_stage.py``); stage 1 is a sequential fold of the source in
 its order either way, so the decisions are the same.
 
-Imports only what stage 1 needs (no gate, merge or scipy), so a stage-1 process needs nothing more loaded (the CLI
-still imports the gates at start-up, for ``plan check``: docs/benchmarks.md, session 6).
+Imports only what stage 1 needs (no gate, merge or scipy): replay forks its stage-1 process before stage 2's
+modules are loaded, so their import overlaps decoding.
 """
 
 from __future__ import annotations
