@@ -31,6 +31,7 @@ from gatekeeper.shell.faust_gate.credentials import broker_credentials
 from gatekeeper.shell.faust_gate.idle import IdleWatch
 from gatekeeper.shell.faust_gate.metrics import FaustMetrics
 from gatekeeper.shell.faust_gate.skipped import SkipWatch
+from gatekeeper.shell.faust_gate.stale import StaleIdle
 from gatekeeper.shell.faust_gate.state import FaustGateState, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
 from gatekeeper.shell.worker.options import WorkerOptions
@@ -144,6 +145,7 @@ class FaustGate:
         self.failed: list[BaseException] = []
         self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
         self.skips = SkipWatch(settings.aiokafka_kwargs(), faust_app_id(options.app_id))
+        self.stale = StaleIdle()  # idle reports of side partitions from before the assignment (stale.py)
         self.options = options
         self.metrics = FaustMetrics(self.stage.totals)  # --metrics-port
         app.agent(app.topic(self.topics.panes, *side.inputs, **raw), name="gates")(self.gates)
@@ -203,6 +205,8 @@ class FaustGate:
             return self.stage.on_message(q, offset, key, value)
         out = _Out(self.stage.totals.rejected)
         assert self.stage.side is not None
+        if topic == self.side_topics.forwarded and self.stale.drop(q, offset, value):
+            return out.messages
         self.stage.side.flush([(topic, q, [Record(topic, q, offset, key, value)])], out)
         if topic == self.side_topics.forwarded:  # a side watermark may have closed regional panes of a global gate
             self.stage.fold_globals(q, out.messages)
@@ -239,6 +243,8 @@ class FaustGate:
 
     async def _assigned(self, sender: Any, assigned: Any, **_kwargs: Any) -> None:
         self._forget()
+        forwarded = sorted(tp.partition for tp in assigned if tp.topic == self.side_topics.forwarded)
+        await self.stale.assigned(await self.skips.reader(), self.side_topics.forwarded, forwarded)
         owned = sorted(tp.partition for tp in assigned if tp.topic == self.topics.panes)
         self.log.info("partitions assigned", partitions=owned, panes=owned, engine="faust")
 

@@ -288,6 +288,11 @@ class FaustGateState:
         inbox.sources |= {s: SourceMark(*_newer(own.get(s), m)) for s, m in shared.items()}
         if self.side is not None:  # its side-input partitions hold its panes too (core/side_watermarks.py)
             side_watermarks.hold(inbox, self.side.sources_of(gate))
+            # ... and are active again, as the default engine's ``SideStage.resumed`` reports a gained side partition:
+            # an idleness restored from the table is stale (records may have been produced since, not forwarded yet,
+            # and the telemetry's backlog would overtake them); their reader says idle anew after ``idle_after``.
+            for source in self.side.sources_of(gate):
+                inbox.sources[source].idle = False
         for k in [k for k in list(self.table.keys()) if k.startswith(_partials_of(gate))]:
             offset = _offset(k, self.table[k])
             raw = self._pane_values.get((q, offset))  # kept until forget(): a batch holds partials of many gates
