@@ -144,12 +144,20 @@ class FaustGateState:
         except contract.PartialError as exc:
             out.append(self._dead_letter(q, offset, key, value, "invalid_partial", str(exc)))
             return out
+        refused: list[tuple[str, str]] = []  # (code, why) of partials not merged: one dead letter for the record
         for message in messages:
             if isinstance(message, Partial):
-                self._on_partial(q, offset, key, value, message, out)
+                refusal = self._on_partial(q, offset, message)
+                if refusal is not None:
+                    refused.append(refusal)
             else:
                 self._on_watermark(q, message, out)
                 self.fold_globals(q, out)
+        if refused:  # as the default engine (worker/gate_stage.py)
+            why = "; ".join(w for _c, w in refused)
+            if len(messages) > 1:
+                why = f"{len(refused)} of its {len(messages)} partials not merged: {why}"
+            out.append(self._dead_letter(q, offset, key, value, refused[0][0], why))
         return out
 
     def fold_globals(self, q: int, out: list[Outgoing]) -> None:
@@ -164,23 +172,20 @@ class FaustGateState:
         for key, entry in self.globals.checkpoint().items():
             self._write(global_key(key.decode()), entry)
 
-    def _on_partial(
-        self, q: int, offset: int, key: bytes | None, value: bytes | None, p: Partial, out: list[Outgoing]
-    ) -> None:
+    def _on_partial(self, q: int, offset: int, p: Partial) -> tuple[str, str] | None:
+        """A partial to its gate's inbox; (code, why) if it cannot be merged."""
         self.totals.partials += 1
         home = self.home.get(p.gate)
         if home != q:
             why = "not a gate of the plan" if home is None else f"its home partition is {home}"
-            out.append(self._dead_letter(q, offset, key, value, "partial_elsewhere", f"gate {p.gate}: {why}"))
-            return
+            return "partial_elsewhere", f"gate {p.gate}: {why}"
         inbox = self._inbox(p.gate, q)
         c = inbox.counts
         before = (c.duplicates, c.conflicts, c.late_partials)
         try:
             self.merger.on_partial(inbox, p)
         except ValueError as exc:
-            out.append(self._dead_letter(q, offset, key, value, "invalid_partial", str(exc)))
-            return
+            return "invalid_partial", str(exc)
         self.totals.duplicates += c.duplicates - before[0]
         self.totals.conflicts += c.conflicts - before[1]
         self.totals.late_partials += c.late_partials - before[2]
@@ -194,6 +199,7 @@ class FaustGateState:
             self._write(partial_key(p.gate, p.pane, p.source), b"%d" % offset)  # buffered: where it is
         elif (c.conflicts, c.late_partials) != before[1:]:
             self._write_inbox(p.gate, inbox)  # the late count or the conflict count changed
+        return None
 
     def _on_watermark(self, q: int, w: Watermark, out: list[Outgoing]) -> None:
         self.totals.watermarks += 1
