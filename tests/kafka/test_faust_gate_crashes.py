@@ -18,6 +18,9 @@ import test_side_inputs_kafka as side
 import worker_harness as h
 
 from gatekeeper.core import decision as decisions
+from gatekeeper.planfile import load_plan
+from gatekeeper.shell.replay import replay
+from gatekeeper.shell.side_files import SideFile
 
 pytestmark = pytest.mark.kafka
 
@@ -46,11 +49,11 @@ def _incident(key: str, opened: int, resolved: int) -> list[dict[str, Any]]:
 def _replay(plan: Path, telemetry: list[bytes], incidents: list[dict[str, Any]]) -> list[bytes]:
     """Replay's decisions with these incidents and ``side.APPROVALS`` as its side files."""
     files = [
-        side.SideFile("incident", "incidents", io.BytesIO(b"\n".join(side.lines(incidents)))),
-        side.SideFile("approval", "approvals", io.BytesIO(b"\n".join(side.lines(side.APPROVALS)))),
+        SideFile("incident", "incidents", io.BytesIO(b"\n".join(side.lines(incidents)))),
+        SideFile("approval", "approvals", io.BytesIO(b"\n".join(side.lines(side.APPROVALS)))),
     ]
     sink = io.BytesIO()
-    side.replay(side.load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=files)
+    replay(load_plan(plan), io.BytesIO(b"\n".join(telemetry) + b"\n"), sink, side=files)
     return [line for line in sink.getvalue().split(b"\n") if line]
 
 

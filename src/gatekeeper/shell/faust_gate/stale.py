@@ -7,7 +7,8 @@ group's committed offset (a SIGKILLed process's last ones): read again after the
 gates close the backlog's panes past side records produced while no process read them (found by
 tests/kafka/test_faust_gate_crashes.py). Every member forgets its idleness at an assignment and says idle only
 ``idle_after`` later, so an idle report below the end offsets of ``<app-id>-side`` taken at the assignment is
-one of the previous generation's.
+one of the previous generation's (were a member that slow to be assigned, a fresh report dropped only delays its
+gates: the reader says idle again every ``idle_after``).
 """
 
 from __future__ import annotations
