@@ -8,11 +8,11 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Protocol
 
 import msgspec
 import pytest
 import worker_harness as h
+from test_reliability import Restartable
 
 from gatekeeper.core import panes_batch
 from gatekeeper.core import partials as contract
@@ -104,15 +104,6 @@ def test_two_faust_gate_processes_one_sigkilled(kafka_bootstrap: str, tmp_path: 
     assert list(range(h.PARTITIONS)) == first.events("partitions assigned")[-1]["partitions"]
     print(f"\nfaust gates split {split}, one SIGKILLed: {len(got)} decision records for {len(expected)} ids, "
           f"{time.monotonic() - began:.1f} s")  # fmt: skip
-
-
-class Restartable(Protocol):  # the ``kafka_broker`` fixture's BrokerControl (tests/conftest.py)
-    @property
-    def bootstrap(self) -> str: ...
-
-    def stop(self) -> None: ...
-
-    def restart(self) -> None: ...
 
 
 OUTAGE_S = 15.0
