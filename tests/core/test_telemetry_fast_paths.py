@@ -9,14 +9,17 @@ from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from .helpers import GATES, columns, record
 
 
-def one_by_one(lines: list[bytes]) -> tuple[tuple[list[int], list[int], list[float], list[bool]], list[str]]:
+Outcome = tuple[tuple[list[int], list[int], list[float], list[bool]], list[str]]  # columns, rejections
+
+
+def one_by_one(lines: list[bytes]) -> Outcome:
     """Columns and rejection codes of ``lines`` decoded each on its own (by a fresh decoder per line)."""
     parts = [TelemetryDecoder(GATES).decode([line], i + 1) for i, line in enumerate(lines)]
     batch = EventBatch.concat(parts)
     return columns(batch), [f"{r.position}:{r.code}:{r.message}" for r in batch.rejections]
 
 
-def as_block(decoder: TelemetryDecoder, lines: list[bytes]) -> tuple[tuple[list[int], ...], list[str]]:
+def as_block(decoder: TelemetryDecoder, lines: list[bytes]) -> Outcome:
     batch = decoder.decode_block(b"\n".join(lines))
     return columns(batch), [f"{r.position}:{r.code}:{r.message}" for r in batch.rejections]
 
@@ -45,5 +48,5 @@ def test_escaped_member_names_are_read() -> None:
     record is an error, not one missing its outcome."""
     escaped = b'{"ts": 1760832000.25, "region": "us-east", "tier": "canary", "latency_ms": 3.0, "err\\u006fr": true}'
     lines = [record(), escaped]
-    expected = (([1_760_832_000_250] * 2, [0, 0], [12.5, 3.0], [False, True]), [])
+    expected: Outcome = (([1_760_832_000_250] * 2, [0, 0], [12.5, 3.0], [False, True]), [])
     assert expected == as_block(TelemetryDecoder(GATES), lines)
