@@ -8,7 +8,6 @@ from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 
 from .helpers import GATES, columns, record
 
-
 Outcome = tuple[tuple[list[int], list[int], list[float], list[bool]], list[str]]  # columns, rejections
 
 
