@@ -150,18 +150,6 @@ def _decode_joined(
     return out if len(out) == count else None
 
 
-def _unset_fields(text: bytes) -> frozenset[str]:
-    """Optional fields that no record in ``text`` (the records' JSON) sets, found from the bytes: a member name
-    can be written without its own bytes only with a ``\\u`` escape, so when there is none, a name not in the
-    bytes is no record's member. Lets ``_to_columns`` skip reading those fields record by record."""
-    if b"\\u" in text:
-        return frozenset()
-    return frozenset(name for name in _SKIPPABLE if name.encode() not in text)
-
-
-_SKIPPABLE = ("error", "version", "client_region")  # read record by record only when some record may set them
-
-
 def _label_ok(name: str) -> bool:
     return 1 <= len(name) <= 64  # ``Label``'s bounds
 
@@ -259,7 +247,7 @@ class TelemetryDecoder:
             decoded = []
             for pos, raw in zip(positions, records, strict=True):
                 decoded.append(self._decode_one(pos, raw, rejections))
-        return self._to_columns(decoded, records.__getitem__, positions, rejections, joined)
+        return self._to_columns(decoded, records.__getitem__, positions, rejections)
 
     def decode_block(self, block: bytes, first_position: int = 1) -> EventBatch:
         """Decode newline-separated records (no trailing newline) at C speed when they are all valid JSON
@@ -294,7 +282,7 @@ class TelemetryDecoder:
             return lines[i]
 
         positions = range(first_position, first_position + count)
-        return self._to_columns(out, raw_of, positions, [], block), count
+        return self._to_columns(out, raw_of, positions, []), count
 
     @staticmethod
     def _decode_one(pos: int, raw: bytes, rejections: list[Rejection]) -> Telemetry | None:
@@ -316,17 +304,14 @@ class TelemetryDecoder:
         raw_of: Callable[[int], bytes],
         positions: Sequence[int],
         rejections: list[Rejection],
-        text: bytes | None = None,
     ) -> EventBatch:
-        """Columns of the decoded records; the common case (all epoch ts, status only) stays in C loops. ``text``:
-        the records' JSON, when at hand (optional fields it shows unset are not read record by record)."""
-        unset = frozenset[str]() if text is None else _unset_fields(text)
+        """Columns of the decoded records; the common case (all epoch ts, status only) stays in C loops."""
         records: Sequence[Telemetry] = (
             cast("Sequence[Telemetry]", decoded) if None not in decoded else [r for r in decoded if r is not None]
         )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
         keys = self._keys_of([r.region for r in records], [r.tier for r in records])
-        versions = [r.version for r in records] if self._baselines and "version" not in unset else []
+        versions = [r.version for r in records] if self._baselines else []
         if versions.count(None) < len(versions):  # some records carry a version: baseline ones get their slot
             for i, r in enumerate(records):
                 slot = self._baselines.get((r.region, r.version)) if r.version is not None else None
@@ -338,7 +323,7 @@ class TelemetryDecoder:
         except TypeError:  # some RFC 3339 strings (decoded as datetimes) among the numbers
             ts_s = np.fromiter((t.timestamp() if isinstance(t, datetime) else t for t in ts_list), np.float64)
         status = [r.status for r in records]
-        flags = [None] * len(records) if "error" in unset else [r.error for r in records]
+        flags = [r.error for r in records]
         if flags.count(None) == len(flags) and None not in status:
             error = np.asarray(status, dtype=np.int64) >= 500
             outcome = np.ones(len(records), dtype=np.bool_)
@@ -364,7 +349,7 @@ class TelemetryDecoder:
             error=error[ok],
             rejections=rejections,
         )
-        if self._cross and "client_region" not in unset:
+        if self._cross:
             clients = [r.client_region for r in records]
             if clients.count(None) < len(clients):
                 away = np.fromiter((c is not None and c != r.region for c, r in zip(clients, records, strict=True)),
