@@ -1,6 +1,5 @@
-"""The decoder's shortcuts change nothing: the plan's-labels decoder (tried first, dropped at the first input
-with other labels) and the optional fields found unset from the bytes give the same batches and rejections as
-decoding each record on its own."""
+"""The decoder's shortcut changes nothing: the plan's-labels decoder (tried first, dropped at the first input
+with other labels) gives the same batches and rejections as decoding each record on its own."""
 
 from __future__ import annotations
 
@@ -43,9 +42,11 @@ def test_invalid_records_among_plan_labels_decode_as_alone() -> None:
 
 
 def test_escaped_member_names_are_read() -> None:
-    """An ``error`` member written with a ``\\u`` escape (no ``error`` bytes in the block) still counts: the
-    record is an error, not one missing its outcome."""
-    escaped = b'{"ts": 1760832000.25, "region": "us-east", "tier": "canary", "latency_ms": 3.0, "err\\u006fr": true}'
+    """An ``error`` member and a tier written with ``\\u`` escapes still count: the record is an error of the
+    plan's gate, not one missing its outcome."""
+    escaped = (
+        b'{"ts": 1760832000.25, "region": "us-east", "tier": "c\\u0061nary", "latency_ms": 3.0, "err\\u006fr": true}'
+    )
     lines = [record(), escaped]
     expected: Outcome = (([1_760_832_000_250] * 2, [0, 0], [12.5, 3.0], [False, True]), [])
     assert expected == as_block(TelemetryDecoder(GATES), lines)
