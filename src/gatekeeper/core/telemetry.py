@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import msgspec
 import numpy as np
@@ -137,15 +137,39 @@ def _syntax_error(raw: bytes) -> str | None:
     return None
 
 
-def _decode_joined(joined: bytes, count: int) -> list[Telemetry] | None:
+def _decode_joined(
+    joined: bytes, count: int, many: msgspec.json.Decoder[list[tuple[Telemetry]]] = _MANY
+) -> list[Telemetry] | None:
     """``count`` records joined by ``b"],["``, decoded in one call as ``[[r1],[r2],...]``: each record in its own
     one-element array, so a line holding two objects, or half of one, cannot pass as records. None when any
     record is invalid (the caller then decodes them one by one, with reasons)."""
     try:
-        out = [one for (one,) in _MANY.decode(b"[[" + joined + b"]]")]
+        out = [one for (one,) in many.decode(b"[[" + joined + b"]]")]
     except _ERRORS:
         return None
     return out if len(out) == count else None
+
+
+def _label_ok(name: str) -> bool:
+    return 1 <= len(name) <= 64  # ``Label``'s bounds
+
+
+def _plan_labels_decoder(regions: list[str], tiers: list[str]) -> msgspec.json.Decoder[list[tuple[Telemetry]]] | None:
+    """A decoder like ``_MANY`` whose records' region and tier must be among the plan's (valid) labels: msgspec
+    then returns the plan's own string objects instead of a new string per field and record, which is cheaper to
+    decode and to look up (``_keys_of``: the dict finds its key by identity, its hash already known). It refuses
+    what ``_MANY`` refuses and more, never accepts anything ``_MANY`` would not, and gives the same values, so
+    using it when it succeeds changes nothing. None when the plan has no valid label of either kind."""
+    known_regions = tuple(r for r in regions if _label_ok(r))
+    known_tiers = tuple(t for t in tiers if _label_ok(t))
+    if not known_regions or not known_tiers:
+        return None
+    labels: dict[str, object] = {
+        "region": Literal.__getitem__(known_regions), "tier": Literal.__getitem__(known_tiers)
+    }  # fmt: skip
+    fields = [(f.name, labels[f.name]) for f in _FIELDS if f.name in labels]
+    fast = msgspec.defstruct("Telemetry", fields, bases=(Telemetry,), frozen=True, gc=False)
+    return msgspec.json.Decoder(list[tuple[fast]])  # type: ignore[valid-type]  # a class built at run time
 
 
 def _line_stats(block: bytes) -> tuple[int, int]:
@@ -183,6 +207,21 @@ class TelemetryDecoder:
         self._gate_of = np.full((len(self._regions), len(self._tiers)), -1, dtype=np.int64)
         for i, (region, tier) in enumerate(gates):
             self._gate_of[self._region_code[region], self._tier_code[tier]] = i
+        # tried first while it works; dropped at the first input it refuses that ``_MANY`` accepts (records of
+        # regions or tiers outside the plan), so such inputs pay for one refused attempt, not one per block
+        self._plan_labels = _plan_labels_decoder(self._regions, self._tiers)
+
+    def _decode_all(self, joined: bytes, count: int) -> list[Telemetry] | None:
+        """``_decode_joined``, with the plan's labels while they fit the input."""
+        if self._plan_labels is not None:
+            out = _decode_joined(joined, count, self._plan_labels)
+            if out is not None:
+                return out
+            out = _decode_joined(joined, count)
+            if out is not None:
+                self._plan_labels = None
+            return out
+        return _decode_joined(joined, count)
 
     def decode(
         self, records: list[bytes], first_position: int = 1, positions: Sequence[int] | None = None
@@ -200,7 +239,8 @@ class TelemetryDecoder:
             return EventBatch.concat(parts)
         rejections: list[Rejection] = []
         oversized = bool(records) and max(map(len, records)) > MAX_RECORD_BYTES
-        batch = None if oversized else _decode_joined(b"],[".join(records), len(records))
+        joined = None if oversized else b"],[".join(records)
+        batch = None if joined is None else self._decode_all(joined, len(records))
         if batch is not None:
             decoded = list(batch)
         else:
@@ -231,7 +271,7 @@ class TelemetryDecoder:
         count, longest = _line_stats(block)
         if longest > MAX_RECORD_BYTES:
             return self.decode(block.split(b"\n"), first_position), count
-        out = _decode_joined(block.replace(b"\n", b"],["), count)
+        out = self._decode_all(block.replace(b"\n", b"],["), count)
         if out is None:
             return self.decode(block.split(b"\n"), first_position), count
         lines: list[bytes] = []
