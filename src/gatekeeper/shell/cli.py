@@ -21,6 +21,14 @@ from gatekeeper.shell.otlp_options import INPUT_FORMATS, add_otlp_arguments
 from gatekeeper.shell.side_files import add_side_arguments, side_files_of
 
 
+def _instant(text: str) -> int:
+    """An RFC 3339 option value as epoch ms; a bad one is argparse's usage error (before any file is opened)."""
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_plan_check(args: argparse.Namespace) -> int:
     from gatekeeper.shell.plan_summary import summarize  # imports the gates: not at every command's start-up
 
@@ -47,7 +55,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         byte_progress(size, enabled=not args.quiet) as advance,
     ):
         assert sink is not None
-        now_ms = parse_instant(args.now) if args.now else round(time.time() * 1000)
+        now_ms = args.now if args.now is not None else round(time.time() * 1000)
         input_format = args.format or detect_format(source)
         kept: list[Decision] = []
         summary = replay(
@@ -117,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="1: one process; 2 or more: stage 1 (reading, decoding, folding) in a child process, the gates here "
         "(default: %(default)s); decisions are identical for any",
     )  # fmt: skip
-    rep.add_argument("--now", help="the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)")
+    now_help = "the clock for the future-timestamp check, RFC 3339 (default: this machine's clock)"
+    rep.add_argument("--now", type=_instant, help=now_help)
     add_otlp_arguments(rep)
     add_side_arguments(rep)
     rep.set_defaults(func=_cmd_replay)
