@@ -185,7 +185,8 @@ def _column_batch(rng: np.random.Generator, n: int, slices: list[str]) -> Partia
     keys = ["eu/web", "us/web", "eu/web", "us/api"]
     sizes = rng.integers(0, 5, n)
     offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-    bins = np.concatenate([np.sort(rng.choice(200, int(k), replace=False)) for k in sizes]).astype(np.int64)
+    rows = [np.sort(rng.choice(200, int(k), replace=False)) for k in sizes]
+    bins = np.concatenate(rows or [np.zeros(0, np.int64)]).astype(np.int64)
 
     def column(high: int) -> npt.NDArray[np.int64]:
         return rng.integers(0, high, n).astype(np.int64)
@@ -197,16 +198,16 @@ def _column_batch(rng: np.random.Generator, n: int, slices: list[str]) -> Partia
 
 
 @pytest.mark.parametrize("slices", [[], ["", "", "baseline", "cross_region"]])
-def test_rows_encoded_from_columns_are_the_bytes_of_their_partials(slices: list[str]) -> None:
-    """``encode_rows`` (stage 1's path) gives byte for byte what ``encode`` gives for the same rows as
-    ``Partial``s: any subset of rows, in order, with or without slices, empty bins included, and split the same
-    way when the rows are more than one message holds."""
+def test_groups_encoded_from_columns_are_the_bytes_of_their_partials(slices: list[str]) -> None:
+    """``encode_groups`` (stage 1's path) gives, per group in order of first appearance, byte for byte what
+    ``encode`` gives for that group's rows as ``Partial``s: with or without slices, keys repeated, empty bins
+    included, and split the same way when a group is more than one message holds."""
     rng = np.random.default_rng(7)
-    batch = _column_batch(rng, 300, slices)
-    for which in (np.arange(300), np.flatnonzero(batch.gate % 2 == 0), np.asarray([5]), np.asarray([], np.int64)):
-        rows = which.astype(np.int64)
-        assert panes_batch.encode(batch.rows(rows)) == panes_batch.encode_rows(batch, rows)
-    big = _column_batch(rng, panes_batch.MAX_ROWS + 10, slices)
-    everything = np.arange(len(big), dtype=np.int64)
-    assert panes_batch.encode(big.rows(everything)) == panes_batch.encode_rows(big, everything)
-    assert 2 == len(panes_batch.encode_rows(big, everything))
+    for n in (300, 1, panes_batch.MAX_ROWS + 10):
+        batch = _column_batch(rng, n, slices)
+        for group in (batch.gate % 3, np.zeros(n, np.int64), rng.integers(0, 8, n)):
+            values = list(dict.fromkeys(group.tolist()))
+            expected = [(v, panes_batch.encode(batch.rows(np.flatnonzero(group == v)))) for v in values]
+            assert expected == panes_batch.encode_groups(batch, group.astype(np.int64))
+    assert [2] == [len(m) for _v, m in panes_batch.encode_groups(batch, np.zeros(len(batch), np.int64))]
+    assert [] == panes_batch.encode_groups(_column_batch(rng, 0, slices), np.zeros(0, np.int64))

@@ -137,43 +137,50 @@ def _encode_one(partials: Sequence[Partial]) -> bytes:
     return _framed(_ENCODER.encode(batch))
 
 
-def encode_rows(batch: PartialBatch, rows: npt.NDArray[np.int64]) -> list[bytes]:
-    """``encode(batch.rows(rows))``, the same bytes, from the columns: no ``Partial`` per row (stage 1 of the
-    worker sends every closed pane this way; on thin input that is a few requests per partial, so the objects
-    cost more than the counting). A group too big for one message goes the per-row way (rare: ``MAX_ROWS``)."""
-    lows, highs = batch.offsets[:-1][rows], batch.offsets[1:][rows]
-    sizes = highs - lows
-    if not rows.size or rows.size > MAX_ROWS or int(sizes.sum()) > MAX_BUCKETS:
-        return encode(batch.rows(rows)) if rows.size else []
+def encode_groups(batch: PartialBatch, group: npt.NDArray[np.int64]) -> list[tuple[int, list[bytes]]]:
+    """Per distinct ``group`` value (e.g. each row's panes partition), in order of first appearance: that value and
+    ``encode(batch.rows(its rows))``, the same bytes, from the columns without a ``Partial`` per row (stage 1 of
+    the worker sends every closed pane this way; on thin input a partial sums a few requests, so the objects
+    and per-message numpy calls cost more than the counting). A group too big for one message (``MAX_ROWS``,
+    ``MAX_BUCKETS``) goes the per-row way."""
+    if not len(batch):
+        return []
+    values, first = np.unique(group, return_index=True)
     slices: Sequence[str] = batch.slices or ("",) * len(batch.keys)
-    gate = _first_alike(tuple(batch.keys), tuple(slices))[batch.gate[rows]]
-    # the gate table in order of first appearance, as ``_encode_one``'s dict
-    seen, first, table_of = np.unique(gate, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    table = seen[order].tolist()
-    pane = batch.pane[rows]
-    at = contract.ragged(lows, sizes)
-    bins = batch.bins[at]
-    steps = np.diff(bins, prepend=0)  # each bucket less the one before, a row's first absolute
-    heads = (np.cumsum(sizes) - sizes)[sizes > 0]
-    steps[heads] = bins[heads]
-    body = BatchBody(
-        batch.source,
-        [batch.keys[g] for g in table],
-        [_SLICE_CODES[slices[g]] for g in table],
-        rank[table_of.reshape(-1)].tolist(),
-        np.diff(pane, prepend=0).tolist(),
-        batch.seq[rows].tolist(),
-        batch.requests[rows].tolist(),
-        batch.errors[rows].tolist(),
-        batch.late[rows].tolist(),
-        sizes.tolist(),
-        steps.tolist(),
-        batch.counts[at].tolist(),
-    )
-    return [_framed(_ENCODER.encode(body))]
+    gate = _first_alike(tuple(batch.keys), tuple(slices))[batch.gate].tolist()
+    offsets = batch.offsets.tolist()
+    steps = np.diff(batch.bins, prepend=0)  # each bucket less the one before, a row's first absolute
+    heads = batch.offsets[:-1][batch.offsets[1:] > batch.offsets[:-1]]
+    steps[heads] = batch.bins[heads]
+    bins, counts = steps.tolist(), batch.counts.tolist()
+    pane, seq, requests = batch.pane.tolist(), batch.seq.tolist(), batch.requests.tolist()
+    errors, late = batch.errors.tolist(), batch.late.tolist()
+    out = []
+    for value in values[np.argsort(first, kind="stable")].tolist():
+        rows = np.flatnonzero(group == value)
+        idx = rows.tolist()
+        if len(idx) > MAX_ROWS or sum(offsets[i + 1] - offsets[i] for i in idx) > MAX_BUCKETS:
+            out.append((value, encode(batch.rows(rows))))
+            continue
+        table = dict.fromkeys(gate[i] for i in idx)  # the gate table in order of first appearance
+        rank = {g: r for r, g in enumerate(table)}
+        panes = [pane[i] for i in idx]
+        body = BatchBody(
+            batch.source,
+            [batch.keys[g] for g in table],
+            [_SLICE_CODES[slices[g]] for g in table],
+            [rank[gate[i]] for i in idx],
+            [p - before for p, before in zip(panes, [0, *panes[:-1]], strict=True)],
+            [seq[i] for i in idx],
+            [requests[i] for i in idx],
+            [errors[i] for i in idx],
+            [late[i] for i in idx],
+            [offsets[i + 1] - offsets[i] for i in idx],
+            [b for i in idx for b in bins[offsets[i] : offsets[i + 1]]],
+            [c for i in idx for c in counts[offsets[i] : offsets[i + 1]]],
+        )
+        out.append((value, [_framed(_ENCODER.encode(body))]))
+    return out
 
 
 @functools.lru_cache(maxsize=16)

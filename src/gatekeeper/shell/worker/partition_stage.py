@@ -205,11 +205,8 @@ class PartitionStage:
         if not n:
             return
         out.partials += n
-        home = self._home_of[closed.gate]
-        homes, first = np.unique(home, return_index=True)
         key = closed.source.encode()
-        for q in homes[np.argsort(first, kind="stable")].tolist():
-            values = panes_batch.encode_rows(closed, np.flatnonzero(home == q))
+        for q, values in panes_batch.encode_groups(closed, self._home_of[closed.gate]):
             out.messages += [Outgoing(self.topics.panes, q, key, v) for v in values]
 
     def _publish(self, p: int, source: _Source, idle: bool, out: Flush) -> None:
