@@ -135,7 +135,7 @@ class PartitionStage:
             batch = self.decoder.decode([r.value or b"" for r in records], first_position=0)
         sizes = [len(run) for _t, _p, run in runs]
         partition = np.repeat(np.asarray([p for _t, p, _r in runs], dtype=np.int64), sizes)
-        offset = np.fromiter(map(attrgetter("offset"), records), np.int64, len(records))
+        offset = _offsets(runs, records)
         first = {p: self._source(p).next_offset for _t, p, _r in runs}
         fresh = offset >= np.repeat(np.asarray([first[p] for _t, p, _r in runs], dtype=np.int64), sizes)
         out.skipped += int(fresh.size - fresh.sum())
@@ -256,6 +256,15 @@ class PartitionStage:
         source.whole = False
         key = self.topics.source_id(p).encode()
         return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
+
+
+def _offsets(runs: Sequence[tuple[str, int, Sequence[Consumed]]], records: list[Consumed]) -> np.ndarray:
+    """The records' offsets: a run without gaps (offsets ascend in a partition, so first + length - 1 == last
+    says so) as a range, without reading every record's (compacted or transactional topics have gaps)."""
+    if all(len(run) == run[-1].offset - run[0].offset + 1 for _t, _p, run in runs if run):
+        ranges = [np.arange(run[0].offset, run[-1].offset + 1, dtype=np.int64) for _t, _p, run in runs if run]
+        return np.concatenate(ranges or [np.zeros(0, np.int64)])
+    return np.fromiter(map(attrgetter("offset"), records), np.int64, len(records))
 
 
 def _change_key(key: bytes, seq: int) -> bytes:
