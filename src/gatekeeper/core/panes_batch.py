@@ -146,38 +146,46 @@ def encode_groups(batch: PartialBatch, group: npt.NDArray[np.int64]) -> list[tup
     if not len(batch):
         return []
     values, first = np.unique(group, return_index=True)
+    first_at = dict(zip(values.tolist(), first.tolist(), strict=True))
+    order = np.argsort(group, kind="stable")  # each group's rows together, in their order: sliced below
+    ends = np.searchsorted(group[order], values, side="right").tolist()
     slices: Sequence[str] = batch.slices or ("",) * len(batch.keys)
-    gate = _first_alike(tuple(batch.keys), tuple(slices))[batch.gate].tolist()
-    offsets = batch.offsets.tolist()
-    steps = np.diff(batch.bins, prepend=0)  # each bucket less the one before, a row's first absolute
-    heads = batch.offsets[:-1][batch.offsets[1:] > batch.offsets[:-1]]
-    steps[heads] = batch.bins[heads]
-    bins, counts = steps.tolist(), batch.counts.tolist()
-    pane, seq, requests = batch.pane.tolist(), batch.seq.tolist(), batch.requests.tolist()
-    errors, late = batch.errors.tolist(), batch.late.tolist()
+    gate = _first_alike(tuple(batch.keys), tuple(slices))[batch.gate[order]].tolist()
+    sizes = (batch.offsets[1:] - batch.offsets[:-1])[order]
+    at = contract.ragged(batch.offsets[:-1][order], sizes)
+    bins = batch.bins[at]
+    steps = np.diff(bins, prepend=0)  # each bucket less the one before, a row's first absolute
+    heads = (np.cumsum(sizes) - sizes)[sizes > 0]
+    steps[heads] = bins[heads]
+    pane = batch.pane[order]
+    pane_steps = np.diff(pane, prepend=0)  # each row's pane less the one before in its group, a group's first absolute
+    starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+    pane_steps[starts] = pane[starts]
+    bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    columns = (pane_steps, batch.seq[order], batch.requests[order], batch.errors[order], batch.late[order], sizes)
+    panes, seq, requests, errors, late, counted = (c.tolist() for c in columns)
+    all_steps, all_counts = steps.tolist(), batch.counts[at].tolist()
     out = []
-    for value in values[np.argsort(first, kind="stable")].tolist():
-        rows = np.flatnonzero(group == value)
-        idx = rows.tolist()
-        if len(idx) > MAX_ROWS or sum(offsets[i + 1] - offsets[i] for i in idx) > MAX_BUCKETS:
-            out.append((value, encode(batch.rows(rows))))
+    for value, lo, hi in sorted(zip(values.tolist(), [0, *ends[:-1]], ends, strict=True), key=lambda v: first_at[v[0]]):
+        if hi - lo > MAX_ROWS or bounds[hi] - bounds[lo] > MAX_BUCKETS:
+            out.append((value, encode(batch.rows(order[lo:hi]))))
             continue
-        table = dict.fromkeys(gate[i] for i in idx)  # the gate table in order of first appearance
+        rows = gate[lo:hi]
+        table = dict.fromkeys(rows)  # the gate table in order of first appearance
         rank = {g: r for r, g in enumerate(table)}
-        panes = [pane[i] for i in idx]
         body = BatchBody(
             batch.source,
             [batch.keys[g] for g in table],
             [_SLICE_CODES[slices[g]] for g in table],
-            [rank[gate[i]] for i in idx],
-            [p - before for p, before in zip(panes, [0, *panes[:-1]], strict=True)],
-            [seq[i] for i in idx],
-            [requests[i] for i in idx],
-            [errors[i] for i in idx],
-            [late[i] for i in idx],
-            [offsets[i + 1] - offsets[i] for i in idx],
-            [b for i in idx for b in bins[offsets[i] : offsets[i + 1]]],
-            [c for i in idx for c in counts[offsets[i] : offsets[i + 1]]],
+            [rank[g] for g in rows],
+            panes[lo:hi],
+            seq[lo:hi],
+            requests[lo:hi],
+            errors[lo:hi],
+            late[lo:hi],
+            counted[lo:hi],
+            all_steps[bounds[lo] : bounds[hi]],
+            all_counts[bounds[lo] : bounds[hi]],
         )
         out.append((value, [_framed(_ENCODER.encode(body))]))
     return out
