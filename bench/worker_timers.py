@@ -7,7 +7,8 @@
 Runs ``gatekeeper`` (whichever tree the interpreter imports: a worktree's venv, or PYTHONPATH) with the main
 thread's CPU time (``time.thread_time``: waiting costs nothing, other threads are apart) summed per part, and
 writes them as JSON to ``$TIMERS_OUT`` when the worker stops: aiokafka's record parsing (``FetchResult.getall``,
-inside ``getmany``), stage 1 (``PartitionStage.fold``), stage 2 (``GateStage.merge``), checkpoints, sends, the
+inside ``getmany``), stage 1 (``PartitionStage.fold``), stage 2 (``GateStage.merge``),
+checkpoints (the call; the states' writes and the commit run after it, in the background), sends, the
 poll's hand-over to the decoder (``Runtime._start``), each garbage collection by generation (``gc.callbacks``),
 the main thread's and the whole process's CPU (the difference: the executor's threads, which pickle the values
 to the decoding child and unpickle its columns). Async parts count the CPU of whatever ran while they waited;

@@ -7,11 +7,13 @@ import zlib
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from gatekeeper.core import inbox_snapshot, panes_batch
 from gatekeeper.core import partials as contract
-from gatekeeper.core.partials import Partial, PartialError, Watermark
+from gatekeeper.core.partials import Partial, PartialBatch, PartialError, Watermark
 
 MINUTE = 60_000
 SOURCE = "telemetry:3"
@@ -176,3 +178,36 @@ def test_a_body_inflating_past_the_limit_is_refused() -> None:
     bomb = panes_batch.MAGIC + b"\x01\x01" + zlib.compress(b"\x00" * (panes_batch.MAX_INFLATED + 10), 9)
     with pytest.raises(PartialError, match="inflates past"):
         panes_batch.decode(bomb)
+
+
+def _column_batch(rng: np.random.Generator, n: int, slices: list[str]) -> PartialBatch:
+    """``n`` random rows of one source over four gate indices (keys repeat across slices, as a fan's do)."""
+    keys = ["eu/web", "us/web", "eu/web", "us/api"]
+    sizes = rng.integers(0, 5, n)
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    rows = [np.sort(rng.choice(200, int(k), replace=False)) for k in sizes]
+    bins = np.concatenate(rows or [np.zeros(0, np.int64)]).astype(np.int64)
+
+    def column(high: int) -> npt.NDArray[np.int64]:
+        return rng.integers(0, high, n).astype(np.int64)
+
+    pane = (np.sort(rng.integers(0, 50, n)) * 60_000).astype(np.int64)
+    counts = rng.integers(1, 9, int(offsets[-1])).astype(np.int64)
+    return PartialBatch("telemetry:3", keys, column(4), pane, column(3), column(50), column(5), column(2), offsets,
+                        bins, counts, slices)  # fmt: skip
+
+
+@pytest.mark.parametrize("slices", [[], ["", "", "baseline", "cross_region"]])
+def test_groups_encoded_from_columns_are_the_bytes_of_their_partials(slices: list[str]) -> None:
+    """``encode_groups`` (stage 1's path) gives, per group in order of first appearance, byte for byte what
+    ``encode`` gives for that group's rows as ``Partial``s: with or without slices, keys repeated, empty bins
+    included, and split the same way when a group is more than one message holds."""
+    rng = np.random.default_rng(7)
+    for n in (300, 1, panes_batch.MAX_ROWS + 10):
+        batch = _column_batch(rng, n, slices)
+        for group in (batch.gate % 3, np.zeros(n, np.int64), rng.integers(0, 8, n)):
+            values = list(dict.fromkeys(group.tolist()))
+            expected = [(v, panes_batch.encode(batch.rows(np.flatnonzero(group == v)))) for v in values]
+            assert expected == panes_batch.encode_groups(batch, group.astype(np.int64))
+    assert [2] == [len(m) for _v, m in panes_batch.encode_groups(batch, np.zeros(len(batch), np.int64))]
+    assert [] == panes_batch.encode_groups(_column_batch(rng, 0, slices), np.zeros(0, np.int64))

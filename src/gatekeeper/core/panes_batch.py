@@ -28,10 +28,22 @@ from itertools import accumulate
 from typing import Annotated
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from gatekeeper.core import partials as contract
 from gatekeeper.core import sketch
-from gatekeeper.core.partials import SLICES, GateKey, Message, NonNegative, Partial, PartialError, SourceId, slice_of
+from gatekeeper.core.partials import (
+    SLICES,
+    GateKey,
+    Message,
+    NonNegative,
+    Partial,
+    PartialBatch,
+    PartialError,
+    SourceId,
+    slice_of,
+)
 
 MAGIC = b"GKB"
 VERSION = 1
@@ -122,7 +134,72 @@ def _encode_one(partials: Sequence[Partial]) -> bytes:
         bins,
         counts,
     )
-    body = _ENCODER.encode(batch)
+    return _framed(_ENCODER.encode(batch))
+
+
+def encode_groups(batch: PartialBatch, group: npt.NDArray[np.int64]) -> list[tuple[int, list[bytes]]]:
+    """Per distinct ``group`` value (e.g. each row's panes partition), in order of first appearance: that value and
+    ``encode(batch.rows(its rows))``, the same bytes, from the columns without a ``Partial`` per row (stage 1 of
+    the worker sends every closed pane this way; on thin input a partial sums a few requests, so the objects
+    and per-message numpy calls cost more than the counting). A group too big for one message (``MAX_ROWS``,
+    ``MAX_BUCKETS``) goes the per-row way."""
+    if not len(batch):
+        return []
+    values, first = np.unique(group, return_index=True)
+    first_at = dict(zip(values.tolist(), first.tolist(), strict=True))
+    order = np.argsort(group, kind="stable")  # each group's rows together, in their order: sliced below
+    ends = np.searchsorted(group[order], values, side="right").tolist()
+    slices: Sequence[str] = batch.slices or ("",) * len(batch.keys)
+    gate = _first_alike(tuple(batch.keys), tuple(slices))[batch.gate[order]].tolist()
+    sizes = (batch.offsets[1:] - batch.offsets[:-1])[order]
+    at = contract.ragged(batch.offsets[:-1][order], sizes)
+    bins = batch.bins[at]
+    steps = np.diff(bins, prepend=0)  # each bucket less the one before, a row's first absolute
+    heads = (np.cumsum(sizes) - sizes)[sizes > 0]
+    steps[heads] = bins[heads]
+    pane = batch.pane[order]
+    pane_steps = np.diff(pane, prepend=0)  # each row's pane less the one before in its group, a group's first absolute
+    starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+    pane_steps[starts] = pane[starts]
+    bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    columns = (pane_steps, batch.seq[order], batch.requests[order], batch.errors[order], batch.late[order], sizes)
+    panes, seq, requests, errors, late, counted = (c.tolist() for c in columns)
+    all_steps, all_counts = steps.tolist(), batch.counts[at].tolist()
+    out = []
+    for value, lo, hi in sorted(zip(values.tolist(), [0, *ends[:-1]], ends, strict=True), key=lambda v: first_at[v[0]]):
+        if hi - lo > MAX_ROWS or bounds[hi] - bounds[lo] > MAX_BUCKETS:
+            out.append((value, encode(batch.rows(order[lo:hi]))))
+            continue
+        rows = gate[lo:hi]
+        table = dict.fromkeys(rows)  # the gate table in order of first appearance
+        rank = {g: r for r, g in enumerate(table)}
+        body = BatchBody(
+            batch.source,
+            [batch.keys[g] for g in table],
+            [_SLICE_CODES[slices[g]] for g in table],
+            [rank[g] for g in rows],
+            panes[lo:hi],
+            seq[lo:hi],
+            requests[lo:hi],
+            errors[lo:hi],
+            late[lo:hi],
+            counted[lo:hi],
+            all_steps[bounds[lo] : bounds[hi]],
+            all_counts[bounds[lo] : bounds[hi]],
+        )
+        out.append((value, [_framed(_ENCODER.encode(body))]))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _first_alike(keys: tuple[str, ...], slices: tuple[str, ...]) -> npt.NDArray[np.int64]:
+    """Per gate index, the first index with the same (key, slice): one gate-table entry in a message."""
+    first: dict[tuple[str, str], int] = {}
+    return np.asarray([first.setdefault(pair, g) for g, pair in enumerate(zip(keys, slices, strict=True))], np.int64)
+
+
+def _framed(body: bytes) -> bytes:
+    """The header, then ``body`` deflated when that is shorter."""
     deflated = zlib.compress(body, 9)
     if len(deflated) < len(body):
         return MAGIC + bytes((VERSION, _DEFLATED)) + deflated

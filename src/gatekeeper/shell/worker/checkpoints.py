@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
+from gatekeeper.shell.worker.flush import Checkpoint
 from gatekeeper.shell.worker.processor import Processor
 
 
@@ -64,19 +65,14 @@ class Checkpoints:
         await self.committed()
         if self._failed():  # e.g. a state write failed: commit nothing after it
             return
-        await self.acked(0)  # the messages of every applied poll, before the states that follow from them
-        saved = self.processor.checkpoint()
-        send = self.producer.send
-        states = [
-            await send(self.changelog, value, key=key, partition=self.processor.state_partition(key))
-            for key, value in saved.gates.items()
-        ]
-        states += [
-            await send(self.aggregate_changelog, value, key=key, partition=p)
-            for p, (key, value) in saved.sources.items()
-        ]
+        # The states are encoded now, as of every poll applied so far; they are written once those polls'
+        # messages are acknowledged (before them, a crash could leave a state past partials never delivered),
+        # which the background task awaits, so the loop does not stall a round trip at each checkpoint. Polls
+        # applied meanwhile count for the next checkpoint, which awaits this one first: commits stay in order.
+        flights, self._in_flight = self._in_flight, deque()
         offsets, self._uncommitted = self._uncommitted, {}
-        self._committing = asyncio.ensure_future(self._commit(states, offsets))
+        saved = self.processor.checkpoint()
+        self._committing = asyncio.ensure_future(self._write(flights, offsets, saved))
         if wait:
             await self.committed()
 
@@ -90,6 +86,32 @@ class Checkpoints:
         """Wait for a checkpoint under way to end, however it ends (a failure stopped the loop meanwhile)."""
         if self._committing is not None:
             await asyncio.wait([self._committing])
+
+    async def _write(
+        self,
+        flights: deque[tuple[asyncio.Future[Any], dict[TopicPartition, int]]],
+        offsets: dict[TopicPartition, int],
+        saved: Checkpoint,
+    ) -> None:
+        """Await the polls' deliveries ``flights`` (in order: their offsets join ``offsets``), then write the
+        states ``saved`` and, once they are acknowledged, commit ``offsets``; a failure stops the worker."""
+        try:
+            for acks, applied in flights:
+                await acks
+                offsets.update(applied)
+            send = self.producer.send
+            states = [
+                await send(self.changelog, value, key=key, partition=self.processor.state_partition(key))
+                for key, value in saved.gates.items()
+            ]
+            states += [
+                await send(self.aggregate_changelog, value, key=key, partition=p)
+                for p, (key, value) in saved.sources.items()
+            ]
+        except Exception as exc:  # a message or a state not delivered: stop rather than commit past it
+            self._fail(exc, "worker failed; stopping")
+            return
+        await self._commit(states, offsets)
 
     async def _commit(self, states: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int]) -> None:
         """Await the states' acknowledgements, then commit ``offsets``; a failure stops the worker."""

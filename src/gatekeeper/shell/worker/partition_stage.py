@@ -25,7 +25,7 @@ from gatekeeper.core import partials as contract
 from gatekeeper.core.aggregate import Aggregator, SourceState
 from gatekeeper.core.cross_region import copy_mask
 from gatekeeper.core.otlp import SpanBatch
-from gatekeeper.core.partials import Partial, Watermark
+from gatekeeper.core.partials import Partial, PartialBatch, Watermark
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.shell.worker.flush import Flush
@@ -57,6 +57,10 @@ class PartitionStage:
         self.decoder = TelemetryDecoder(layout.gates, None, layout.baselines, layout.cross)
         self._max_future_skew = ev.max_future_skew
         self.aggregator = Aggregator(layout.keys, ev.pane, ev.lateness, layout.fan())
+        # the panes partition of each gate index of stage 1's column batches (the fan's, or the plain keys)
+        fan = self.aggregator.fan
+        batch_keys = fan.keys if fan is not None else layout.keys
+        self._home_of = np.asarray([homes.home[homes.index[k]] for k in batch_keys], dtype=np.int64)
         self._sources: dict[int, _Source] = {}
         self._dirty: set[int] = set()
 
@@ -131,7 +135,7 @@ class PartitionStage:
             batch = self.decoder.decode([r.value or b"" for r in records], first_position=0)
         sizes = [len(run) for _t, _p, run in runs]
         partition = np.repeat(np.asarray([p for _t, p, _r in runs], dtype=np.int64), sizes)
-        offset = np.fromiter(map(attrgetter("offset"), records), np.int64, len(records))
+        offset = _offsets(runs, records)
         first = {p: self._source(p).next_offset for _t, p, _r in runs}
         fresh = offset >= np.repeat(np.asarray([first[p] for _t, p, _r in runs], dtype=np.int64), sizes)
         out.skipped += int(fresh.size - fresh.sum())
@@ -162,11 +166,11 @@ class PartitionStage:
                 part = EventBatch(batch.ts_ms[rows], batch.key[rows], batch.latency_ms[rows], batch.error[rows], [],
                                   copies)  # fmt: skip
                 late_before = source.state.late
-                source.state, partials, _mark = self.aggregator.fold(source.state, part, reached)
+                source.state, closed, _mark = self.aggregator.fold_columns(source.state, part, reached)
                 if not quiet:
                     out.applied += int(rows.size) - copies
                     out.late += source.state.late - late_before
-                self._send(partials, out)
+                self._send_columns(closed, out)
             source.next_offset = reached
             self._dirty.add(p)
         # Every partial of the poll before any of its watermarks: a partition that wakes up from idleness in
@@ -194,6 +198,16 @@ class PartitionStage:
             by_home.setdefault((partial.source, homes.home[homes.index[partial.gate]]), []).append(partial)
         for (source, q), group in by_home.items():
             out.messages += [Outgoing(self.topics.panes, q, source.encode(), v) for v in panes_batch.encode(group)]
+
+    def _send_columns(self, closed: PartialBatch, out: Flush) -> None:
+        """``_send`` of ``closed.rows()``, the same messages in the same order, straight from the columns."""
+        n = len(closed)
+        if not n:
+            return
+        out.partials += n
+        key = closed.source.encode()
+        for q, values in panes_batch.encode_groups(closed, self._home_of[closed.gate]):
+            out.messages += [Outgoing(self.topics.panes, q, key, v) for v in values]
 
     def _publish(self, p: int, source: _Source, idle: bool, out: Flush) -> None:
         """Send p's watermark to every partition of the panes topic when it entered a new pane or its idleness
@@ -242,6 +256,15 @@ class PartitionStage:
         source.whole = False
         key = self.topics.source_id(p).encode()
         return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
+
+
+def _offsets(runs: Sequence[tuple[str, int, Sequence[Consumed]]], records: list[Consumed]) -> np.ndarray:
+    """The records' offsets: a run without gaps (offsets ascend in a partition, so first + length - 1 == last
+    says so) as a range, without reading every record's (compacted or transactional topics have gaps)."""
+    if all(len(run) == run[-1].offset - run[0].offset + 1 for _t, _p, run in runs if run):
+        ranges = [np.arange(run[0].offset, run[-1].offset + 1, dtype=np.int64) for _t, _p, run in runs if run]
+        return np.concatenate(ranges or [np.zeros(0, np.int64)])
+    return np.fromiter(map(attrgetter("offset"), records), np.int64, len(records))
 
 
 def _change_key(key: bytes, seq: int) -> bytes:
