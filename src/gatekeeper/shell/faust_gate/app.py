@@ -141,7 +141,6 @@ class FaustGate:
         self.stage = FaustGateState(plan, self.topics, _StrKeys(table), log.warning)
         self.stage.side = SideStage(plan, side, self.stage)
         self.idle = IdleWatch(options.idle_after)
-        self.position: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last handled
         self.failed: list[BaseException] = []
         self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
         self.skips = SkipWatch(settings.aiokafka_kwargs(), faust_app_id(options.app_id))
@@ -176,7 +175,6 @@ class FaustGate:
                 for r in skipped:
                     out += self._handle(r.topic, r.partition, r.offset, r.key, r.value)
                 out += self._handle(topic, q, offset, event.key, event.value)
-                self.skips.handled(topic, q, offset)
             except (StateError, TimeoutError) as exc:  # continuing would silently lose or redo state
                 self.failed.append(exc)
                 self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
@@ -196,7 +194,7 @@ class FaustGate:
                 self.log.error("worker failed; stopping", error=f"gate state not written: {type(exc).__name__}: {exc}")
                 await self.app.stop()
                 return
-            self.position[topic, q] = offset + 1
+            self.skips.handled(topic, q, offset)  # after its state is written: /readyz's lag counts from here
             self.metrics.read()
 
     def _handle(self, topic: str, q: int, offset: int, key: bytes | None, value: bytes | None) -> list[Outgoing]:
@@ -252,7 +250,6 @@ class FaustGate:
         self.stage.forget()
         self.ready.clear()
         self.idle.forget()
-        self.position.clear()
         self.skips.forget()
         if self.stage.side is not None:  # what was said of every side partition starts afresh
             parts = range(self.topics.partitions)
@@ -274,7 +271,7 @@ class FaustGate:
         ends = await self.app.consumer.highwaters(*owned) if owned else {}
         out: dict[tuple[str, int], int | None] = {}
         for tp in owned:
-            at = self.position.get((tp.topic, tp.partition))
+            at = self.skips.expected.get((tp.topic, tp.partition))
             if at is None:
                 at = await self.app.consumer.position(tp)
             out[tp.topic, tp.partition] = None if at is None else max(0, ends[tp] - at)
