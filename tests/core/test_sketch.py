@@ -76,6 +76,21 @@ def test_bucket_edges_agree_with_ddsketch_within_one() -> None:
         assert error.max() <= TOLERANCE
 
 
+def test_bucket_edges_are_exact_on_every_cpu() -> None:
+    """At each edge and one float step either side, a value goes to the bucket whose (lower, upper] holds it,
+    and the edges are libm's pow of gamma, one scalar at a time: numpy's vectorised log and power differ in the
+    last bit on CPUs with AVX-512, which made replay's percentiles (and, at an edge, a bucket) depend on the
+    machine."""
+    assert [math.pow(sketch.GAMMA, k) for k in range(sketch.KEY_MIN - 1, sketch.KEY_MAX + 1)] == (
+        sketch.UPPER_EDGES.tolist()
+    )
+    edges = sketch.UPPER_EDGES[1:-1]
+    for values in (edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf)):
+        index = sketch.bucket_of(values)
+        inside = (sketch.LOWER_EDGES[index] < values) & (values <= sketch.UPPER_EDGES[index])
+        assert [True] * len(values) == inside.tolist()
+
+
 def test_representatives_are_ddsketch_values() -> None:
     """A bucket's representative is ddsketch's ``mapping.value(key)``, 2 gamma**k / (gamma + 1)."""
     keys = np.arange(sketch.KEY_MIN, sketch.KEY_MAX + 1)

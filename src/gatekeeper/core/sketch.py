@@ -26,7 +26,9 @@ NBINS = KEY_MAX - KEY_MIN + 2
 
 Bins = npt.NDArray[np.int64]
 _KEYS = np.arange(KEY_MIN - 1, KEY_MAX + 1, dtype=np.float64)  # key of each bucket index
-UPPER_EDGES: npt.NDArray[np.float64] = np.power(GAMMA, _KEYS)
+# The edges by libm's pow, one scalar at a time: numpy's vectorised power (and log) take other code paths on
+# CPUs with AVX-512 and differ in the last bit, which would make replay's output depend on the machine.
+UPPER_EDGES: npt.NDArray[np.float64] = np.array([math.pow(GAMMA, k) for k in _KEYS.tolist()])
 LOWER_EDGES: npt.NDArray[np.float64] = np.concatenate(([0.0], UPPER_EDGES[:-1]))
 REPRESENTATIVES: npt.NDArray[np.float64] = np.concatenate(([0.0], 2 * UPPER_EDGES[1:] / (GAMMA + 1)))
 
@@ -36,10 +38,16 @@ def empty() -> Bins:
 
 
 def bucket_of(values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """Bucket index of each latency (vectorised); 0 and sub-0.01 ms values go to bucket 0."""
-    with np.errstate(divide="ignore"):
+    """Bucket index of each latency (vectorised): the ``i`` with ``UPPER_EDGES[i-1] < value <= UPPER_EDGES[i]``;
+    0 and sub-0.01 ms values go to bucket 0, values past the last edge to the last bucket.
+
+    The logarithm finds the bucket up to one either side (numpy's log may differ from libm's in the last bit,
+    by CPU); the comparisons with the edges then make it exact, the same on every machine."""
+    with np.errstate(divide="ignore", invalid="ignore"):
         keys = np.ceil(np.log(values) / _LN_GAMMA)
     index: npt.NDArray[np.int64] = np.clip(keys - (KEY_MIN - 1), 0, NBINS - 1).astype(np.int64)
+    index += (values > UPPER_EDGES[index]) & (index < NBINS - 1)
+    index -= (values <= LOWER_EDGES[index]) & (index > 0)
     return index
 
 
