@@ -9,6 +9,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import aiokafka
 import pytest
 from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.consumer.subscription_state import Assignment
@@ -17,7 +18,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 from kafka_batches import batch
 
-from gatekeeper.shell.worker.raw_fetch import RawFetch, _KeptBytes, batches
+from gatekeeper.shell.worker.raw_fetch import RawFetch, _KeptBytes, attach, batches
 from gatekeeper.shell.worker.raw_records import RawRun, parse
 
 T3, T5, PANES = TopicPartition("telemetry", 3), TopicPartition("telemetry", 5), TopicPartition("panes", 0)
@@ -147,3 +148,14 @@ def test_batches_reads_the_headers_aiokafka_reads() -> None:
     assert expected == [after for _b, _e, after, _n in batches(data + data[:30])]
     assert [40, 3, 0] == [n for _b, _e, _a, n in batches(data)]
     assert len(data) == list(batches(data))[-1][1]
+
+
+def test_attach_falls_back_on_another_aiokafka_or_missing_internals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another aiokafka version, or a consumer without the fetcher internals used: no raw path, and why."""
+    consumer = SimpleNamespace(_fetcher=Fetcher({}))
+    monkeypatch.setattr(aiokafka, "__version__", "0.15.0")
+    assert (None, "aiokafka 0.15.0 (checked: 0.14.0)") == attach(consumer, "telemetry")
+    monkeypatch.setattr(aiokafka, "__version__", "0.14.0")
+    fetch, why = attach(consumer, "telemetry")
+    assert fetch is None
+    assert why.startswith("aiokafka internals missing: _closed, _coordinator")

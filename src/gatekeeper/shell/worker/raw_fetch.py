@@ -32,6 +32,7 @@ from aiokafka.structs import TopicPartition
 
 from gatekeeper.shell.worker.raw_records import RawRun
 
+FALLBACK = "telemetry records parsed in this process (aiokafka's getmany)"  # the log line when not attached
 KNOWN_VERSIONS = ("0.14.0",)  # whose fetcher internals this module was checked against
 _LOG_OVERHEAD = 12  # base offset and length: every batch's (and legacy message's) first 12 bytes
 _HEAD = struct.Struct(">qiib")  # base offset, length, partition leader epoch (v2; crc in v0/v1), magic
@@ -192,16 +193,17 @@ def attach(consumer: Any, topic: str) -> tuple[RawFetch | None, str]:
     if version not in KNOWN_VERSIONS:
         return None, f"aiokafka {version} (checked: {', '.join(KNOWN_VERSIONS)})"
     fetcher = getattr(consumer, "_fetcher", None)
-    needed = {
-        consumer: ("_closed", "_coordinator", "_subscription", "_max_poll_records"),
-        fetcher: (
-            *("_records", "_notify", "_wait_consume_future", "_subscriptions", "_create_fetch_waiter", "_closed"),
-            *("_check_crcs", "_isolation_level"),
+    needed = [
+        (consumer, ("_closed", "_coordinator", "_subscription", "_max_poll_records")),
+        (fetcher, ("_records", "_notify", "_wait_consume_future", "_subscriptions", "_create_fetch_waiter")),
+        (fetcher, ("_closed", "_check_crcs", "_isolation_level")),
+        (aiokafka_fetcher, ("FetchResult", "PartitionRecords", "MemoryRecords", "READ_UNCOMMITTED")),
+        (
+            getattr(aiokafka_fetcher, "FetchResult", None),
+            ("check_assignment", "has_more", "getall", "_update_position"),
         ),
-        aiokafka_fetcher: ("FetchResult", "PartitionRecords", "MemoryRecords", "READ_UNCOMMITTED"),
-        getattr(aiokafka_fetcher, "FetchResult", None): ("check_assignment", "has_more", "getall", "_update_position"),
-    }
-    missing = [name for owner, names in needed.items() for name in names if not hasattr(owner, name)]
+    ]
+    missing = [name for owner, names in needed for name in names if not hasattr(owner, name)]
     if fetcher is None or missing:
         return None, f"aiokafka internals missing: {', '.join(missing or ['_fetcher'])}"
     if fetcher._isolation_level != aiokafka_fetcher.READ_UNCOMMITTED:

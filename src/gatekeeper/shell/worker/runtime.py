@@ -59,7 +59,7 @@ from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Processor
-from gatekeeper.shell.worker.raw_fetch import RawFetch, attach
+from gatekeeper.shell.worker.raw_fetch import FALLBACK, RawFetch, attach
 from gatekeeper.shell.worker.raw_records import ParsedPoll, RawPoll, RawRun
 from gatekeeper.shell.worker.records import ParsedRun
 from gatekeeper.shell.worker.routing import Topics
@@ -200,7 +200,7 @@ class Runtime:
         await self.consumer.start()
         self.raw, why = attach(self.consumer, self.topics.telemetry)
         if self.raw is None:
-            self.log.info("telemetry records parsed in this process (aiokafka's getmany)", reason=why)
+            self.log.info(FALLBACK, reason=why)
         if self.options.metrics_port is not None:
             ready = lambda: {"assigned": bool(self.owned), "caught_up": self.caught_up}  # noqa: E731
             port = await self.exporter.start(self.options.metrics_host, self.options.metrics_port, ready)
