@@ -25,6 +25,7 @@ import functools
 import gc
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -99,6 +100,8 @@ def dump() -> None:
     # the decoding child, once the worker has shut its pool down (joined: its CPU is in the children's times)
     children = os.times()
     out["children CPU (decoding process, joined)"] = round(children.children_user + children.children_system, 3)
+    out["peak RSS MB (this process)"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["peak RSS MB (children)"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     out["calls"] = dict(calls)
     with open(os.environ["TIMERS_OUT"], "w") as f:
         json.dump(out, f, indent=1)
