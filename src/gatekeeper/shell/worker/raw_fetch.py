@@ -166,6 +166,9 @@ class RawFetch:
             cut, taken, next_offset = end, taken + count, after
         if left and cut < 0:
             return None, 0  # the poll is full before this partition
+        # ``records`` and its unstarted generator refer to each other (aiokafka breaks that once the generator
+        # has run out): break it, or the fetched bytes would wait for a full garbage collection
+        records._records_iterator = None
         if left:
             result._partition_records = aiokafka_fetcher.PartitionRecords(
                 records._tp,
