@@ -7,13 +7,15 @@
 Runs ``gatekeeper`` (whichever tree the interpreter imports: a worktree's venv, or PYTHONPATH) with the main
 thread's CPU time (``time.thread_time``: waiting costs nothing, other threads are apart) summed per part, and
 writes them as JSON to ``$TIMERS_OUT`` when the worker stops: aiokafka's record parsing (``FetchResult.getall``,
-inside ``getmany``), stage 1 (``PartitionStage.fold``), stage 2 (``GateStage.merge``),
+inside ``getmany``; with h-raw8's raw path only the panes topic's, the telemetry batches taken as bytes by
+``RawFetch._take``), stage 1 (``PartitionStage.fold``), stage 2 (``GateStage.merge``),
 checkpoints (the call; the states' writes and the commit run after it, in the background), sends, the
 poll's hand-over to the decoder (``Runtime._start``), each garbage collection by generation (``gc.callbacks``),
 the main thread's and the whole process's CPU (the difference: the executor's threads, which pickle the values
-to the decoding child and unpickle its columns). Async parts count the CPU of whatever ran while they waited;
-the parts that matter are synchronous. Per-call wrappers only: cProfile's per-call cost multiplies aiokafka's
-per-record functions (a profiled run went 8x slower), which is why this exists.
+to the decoding child and unpickle its columns), and the decoding child's CPU (the children's times at exit).
+Async parts count the CPU of whatever ran while they waited; the parts that matter are synchronous. Per-call
+wrappers only: cProfile's per-call cost multiplies aiokafka's per-record functions (a profiled run went 8x
+slower), which is why this exists.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import functools
 import gc
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -94,6 +97,11 @@ def dump() -> None:
     out: dict[str, Any] = {label: round(s, 3) for label, s in sorted(spent.items())}
     out["main thread CPU"] = round(time.thread_time() - START[1], 3)
     out["process CPU (all threads)"] = round(time.process_time() - START[0], 3)
+    # the decoding child, once the worker has shut its pool down (joined: its CPU is in the children's times)
+    children = os.times()
+    out["children CPU (decoding process, joined)"] = round(children.children_user + children.children_system, 3)
+    out["peak RSS MB (this process)"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["peak RSS MB (children)"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     out["calls"] = dict(calls)
     with open(os.environ["TIMERS_OUT"], "w") as f:
         json.dump(out, f, indent=1)
@@ -111,6 +119,12 @@ try:
     timed(sending.Sending, "send_batched", "sends (batching)")
 except ImportError:  # a tree before h-wmain: the runtime sends
     timed(runtime.Runtime, "_send_batched", "sends (batching)")
+try:
+    from gatekeeper.shell.worker import raw_fetch
+
+    timed(raw_fetch.RawFetch, "_take", "fetch: telemetry batches taken as bytes (RawFetch._take)")
+except ImportError:  # a tree before h-raw8: aiokafka parses every record (getall)
+    pass
 gc.callbacks.append(on_collection)
 atexit.register(dump)
 

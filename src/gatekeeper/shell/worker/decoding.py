@@ -1,5 +1,6 @@
 """Where the worker decodes a poll's telemetry values: in its own process (``--jobs 1``) or in one child
-process (``--jobs 2``, the default on 2+ cores), so that decoding poll N+1 overlaps applying poll N.
+process (``--jobs 2``, the default on 2+ cores), so that decoding poll N+1 overlaps applying poll N. ``parse``
+takes the fetched record batches instead of the values (``raw_records.py``): parsing them moves there too.
 
 Decoding is a pure function of the values and the rejection clock (``TelemetryDecoder.decode``), so either
 place gives the same ``EventBatch``; the runtime applies polls in the order they were fetched either way.
@@ -15,9 +16,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import Protocol
 
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
+from gatekeeper.shell.worker.raw_records import ParsedPoll, RawPoll, parse_poll
 
 _CHILD_DECODER: TelemetryDecoder | None = None
 
@@ -30,6 +33,7 @@ def decode_values(decoder: TelemetryDecoder, values: list[bytes], not_after_ms: 
 
 class Decoding(Protocol):
     def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]: ...
+    def parse(self, poll: RawPoll, not_after_ms: int) -> asyncio.Future[ParsedPoll]: ...
     def close(self) -> None: ...
 
 
@@ -42,6 +46,14 @@ class InlineDecoding:
     def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]:
         future: asyncio.Future[EventBatch] = asyncio.get_running_loop().create_future()
         future.set_result(decode_values(self._decoder, values, not_after_ms))
+        return future
+
+    def parse(self, poll: RawPoll, not_after_ms: int) -> asyncio.Future[ParsedPoll]:
+        future: asyncio.Future[ParsedPoll] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(parse_poll(poll, partial(decode_values, self._decoder), not_after_ms))
+        except Exception as exc:  # a corrupt batch: raised where the poll is applied, as from the child
+            future.set_exception(exc)
         return future
 
     def close(self) -> None:
@@ -66,6 +78,11 @@ def _decode_in_child(values: list[bytes], not_after_ms: int) -> EventBatch:
     return decode_values(_CHILD_DECODER, values, not_after_ms)
 
 
+def _parse_in_child(poll: RawPoll, not_after_ms: int) -> ParsedPoll:
+    assert _CHILD_DECODER is not None
+    return parse_poll(poll, partial(decode_values, _CHILD_DECODER), not_after_ms)
+
+
 def _ready() -> bool:
     return _CHILD_DECODER is not None
 
@@ -82,6 +99,9 @@ class ChildDecoding:
 
     def submit(self, values: list[bytes], not_after_ms: int) -> asyncio.Future[EventBatch]:
         return asyncio.wrap_future(self._pool.submit(_decode_in_child, values, not_after_ms))
+
+    def parse(self, poll: RawPoll, not_after_ms: int) -> asyncio.Future[ParsedPoll]:
+        return asyncio.wrap_future(self._pool.submit(_parse_in_child, poll, not_after_ms))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from operator import attrgetter
 
 import numpy as np
@@ -30,7 +29,7 @@ from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch, TelemetryDecoder
 from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.outgoing import Outgoing
-from gatekeeper.shell.worker.records import Consumed
+from gatekeeper.shell.worker.records import Consumed, ParsedRun
 from gatekeeper.shell.worker.routing import Homes, Topics
 from gatekeeper.shell.worker.state_entry import Lookup, StateError, Warn, decode_entry, encode_entry
 
@@ -127,25 +126,28 @@ class PartitionStage:
         out: Flush,
     ) -> None:
         """A poll's telemetry runs (``decoded``: their values decoded already, in run order)."""
-        records = list(chain.from_iterable(run for _t, _p, run in runs))
         batch = decoded
         if batch is None:
             if now_ms is not None:
                 self.decoder.not_after_ms = self.not_after(now_ms)
-            batch = self.decoder.decode([r.value or b"" for r in records], first_position=0)
+            values = [r.value or b"" for _t, _p, run in runs for r in run]
+            batch = self.decoder.decode(values, first_position=0)
         sizes = [len(run) for _t, _p, run in runs]
+        starts = np.cumsum([0, *sizes])  # a poll position's run: the last start at or before it
         partition = np.repeat(np.asarray([p for _t, p, _r in runs], dtype=np.int64), sizes)
-        offset = _offsets(runs, records)
+        offset = np.concatenate([_offsets(run) for _t, _p, run in runs] or [np.zeros(0, np.int64)])
         first = {p: self._source(p).next_offset for _t, p, _r in runs}
         fresh = offset >= np.repeat(np.asarray([first[p] for _t, p, _r in runs], dtype=np.int64), sizes)
         out.skipped += int(fresh.size - fresh.sum())
-        ok = np.ones(len(records), dtype=np.bool_)
+        ok = np.ones(int(starts[-1]), dtype=np.bool_)
         read = np.repeat(np.asarray([self._sources[p].read for _t, p, _r in runs], dtype=np.int64), sizes)
         loud = offset >= read  # not read before a restart (else its dead letter was sent, its counts counted)
         for rej in batch.rejections:
             ok[rej.position] = False
             if fresh[rej.position] and loud[rej.position]:
-                out.messages.append(self.topics.rejected(records[rej.position], rej.code, rej.message))
+                i = int(np.searchsorted(starts, rej.position, side="right")) - 1
+                record = runs[i][2][rej.position - int(starts[i])]
+                out.messages.append(self.topics.rejected(record, rej.code, rej.message))
                 out.rejected[rej.code] += 1
         # The record of each event: one event per valid record, or (OTLP trace batches) many per record.
         record_of = batch.record if isinstance(batch, SpanBatch) else np.flatnonzero(ok)
@@ -258,13 +260,15 @@ class PartitionStage:
         return (_change_key(key, seq) if seq else key), encode_entry(self.version, raw)
 
 
-def _offsets(runs: Sequence[tuple[str, int, Sequence[Consumed]]], records: list[Consumed]) -> np.ndarray:
-    """The records' offsets: a run without gaps (offsets ascend in a partition, so first + length - 1 == last
-    says so) as a range, without reading every record's (compacted or transactional topics have gaps)."""
-    if all(len(run) == run[-1].offset - run[0].offset + 1 for _t, _p, run in runs if run):
-        ranges = [np.arange(run[0].offset, run[-1].offset + 1, dtype=np.int64) for _t, _p, run in runs if run]
-        return np.concatenate(ranges or [np.zeros(0, np.int64)])
-    return np.fromiter(map(attrgetter("offset"), records), np.int64, len(records))
+def _offsets(run: Sequence[Consumed]) -> np.ndarray:
+    """A run's offsets: parsed already (``ParsedRun``), or, without gaps (offsets ascend in a partition, so first
+    + length - 1 == last says so), a range, without reading every record's (compacted or transactional topics
+    have gaps)."""
+    if isinstance(run, ParsedRun):
+        return run.offsets
+    if not run or len(run) == run[-1].offset - run[0].offset + 1:
+        return np.arange(run[0].offset, run[-1].offset + 1, dtype=np.int64) if run else np.zeros(0, np.int64)
+    return np.fromiter(map(attrgetter("offset"), run), np.int64, len(run))
 
 
 def _change_key(key: bytes, seq: int) -> bytes:

@@ -1,9 +1,10 @@
 """The worker's Kafka side: one aiokafka consumer group member running both stages, a producer, two changelogs.
 
 Loop: ``getmany`` (up to ``--batch`` records of the owned partitions of the telemetry topic and of
-``<app-id>-panes``) -> decode the telemetry values (``decoding``: in a child process with ``--jobs 2``, while
-the previous poll is applied) -> ``Processor.flush_polled`` over the whole poll (stage 1 on the telemetry
-records, stage 2 on the partials and watermarks) -> send the outgoing messages (``sending``: one record batch
+``<app-id>-panes``; the telemetry records as their fetched batches' bytes, ``raw_fetch``) -> parse them and decode
+the values (``decoding``: in a child process with ``--jobs 2``, while the previous poll is applied) ->
+``Processor.flush_polled`` over the whole poll (stage 1 on the telemetry records, stage 2 on the partials and
+watermarks) -> send the outgoing messages (``sending``: one record batch
 per partition and poll, acknowledgements not awaited while the next polls are applied; a poll's offsets become
 committable only once its deliveries and all earlier ones are acknowledged).
 Every ``--checkpoint-interval`` s, on a revoke and at shutdown: write the stage-1 states and gate inboxes changed
@@ -58,6 +59,9 @@ from gatekeeper.shell.worker.exporter import WorkerExporter
 from gatekeeper.shell.worker.flush import Flush
 from gatekeeper.shell.worker.options import WorkerOptions
 from gatekeeper.shell.worker.processor import Processor
+from gatekeeper.shell.worker.raw_fetch import FALLBACK, RawFetch, attach
+from gatekeeper.shell.worker.raw_records import ParsedPoll, RawPoll, RawRun
+from gatekeeper.shell.worker.records import ParsedRun
 from gatekeeper.shell.worker.routing import Topics
 from gatekeeper.shell.worker.sending import PRODUCE_BATCH_BYTES, Sending
 from gatekeeper.shell.worker.side import SideStage, SideTopics
@@ -90,12 +94,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 @dataclass(frozen=True, slots=True)
 class _Poll:
     """A fetched poll on its way: the owned partitions' records, its wall time, the assignment generation it
-    was fetched in, and its decoded values (possibly still decoding in the child process)."""
+    was fetched in, and its decoded values (possibly still decoding in the child process); with the raw fetch
+    path, the telemetry runs as bytes (``raw``) and their records and values parsed (``parsed``)."""
 
     runs: list[tuple[str, int, Sequence[Any]]]
     wall_ms: int
     generation: int
-    decoded: asyncio.Future[EventBatch]
+    decoded: asyncio.Future[EventBatch] | None
+    raw: RawPoll | None = None
+    parsed: asyncio.Future[ParsedPoll] | None = None
 
 
 class Runtime:
@@ -131,6 +138,7 @@ class Runtime:
         self.owned: set[tuple[str, int]] = set()  # empty while a rebalance is in progress
         self._generation = 0  # counts assignment changes: a poll fetched in an older one is not applied
         self.decoding = decoding
+        self.raw: RawFetch | None = None  # the telemetry records' bytes out of aiokafka (None: getmany)
         self.restored: set[tuple[str, int]] = set()  # (topic, partition) whose state is restored (or being kept)
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
@@ -190,6 +198,9 @@ class Runtime:
         await self.producer.start()
         await self.restorer.start()
         await self.consumer.start()
+        self.raw, why = attach(self.consumer, self.topics.telemetry)
+        if self.raw is None:
+            self.log.info(FALLBACK, reason=why)
         if self.options.metrics_port is not None:
             ready = lambda: {"assigned": bool(self.owned), "caught_up": self.caught_up}  # noqa: E731
             port = await self.exporter.start(self.options.metrics_host, self.options.metrics_port, ready)
@@ -215,8 +226,12 @@ class Runtime:
         checkpoint_at = now + self.options.checkpoint_interval
         pending: _Poll | None = None
         while not self._stop.is_set() and self.failed is None:
-            polled = await self.consumer.getmany(timeout_ms=0 if pending else POLL_TIMEOUT_MS)
-            fresh = self._start(polled) if polled else None
+            timeout_ms = 0 if pending else POLL_TIMEOUT_MS
+            if self.raw is not None:
+                polled, raw = await self.raw.getmany(timeout_ms)
+            else:
+                polled, raw = await self.consumer.getmany(timeout_ms=timeout_ms), []
+            fresh = self._start(polled, raw) if polled or raw else None
             if pending is not None:
                 await self._guarded(self._finish(pending))
             pending = fresh
@@ -300,35 +315,65 @@ class Runtime:
         )
 
     # -- processing --------------------------------------------------------------------------------------
-    def _start(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> _Poll | None:
-        """Keep the owned partitions' records of a poll and hand their values to the decoder."""
+    def _start(self, polled: Mapping[TopicPartition, Sequence[Any]], raw: Sequence[RawRun]) -> _Poll | None:
+        """Keep the owned partitions' records of a poll and hand their values (or the telemetry runs' bytes,
+        ``raw``) to the decoder."""
         runs = [(tp.topic, tp.partition, batch) for tp, batch in polled.items() if batch]
+        telemetry = self.topics.telemetry
         self._read_again([run for run in runs if run[:2] not in self.owned])  # restore still in progress
+        self._read_raw_again([run for run in raw if (telemetry, run.partition) not in self.owned])
         runs = [run for run in runs if run[:2] in self.owned]
-        if not runs:
+        raw = [run for run in raw if (telemetry, run.partition) in self.owned]
+        if not runs and not raw:
             return None
         wall_ms = round(time.time() * 1000)
-        values = [r.value or b"" for topic, _p, batch in runs if topic == self.topics.telemetry for r in batch]
-        decoded = self.decoding.submit(values, self.processor.not_after(wall_ms))
-        return _Poll(runs, wall_ms, self._generation, decoded)
+        not_after = self.processor.not_after(wall_ms)
+        if self.raw is not None:
+            raw_poll = RawPoll(telemetry, list(raw), self.raw.check_crcs) if raw else None
+            parsed = self.decoding.parse(raw_poll, not_after) if raw_poll else None
+            return _Poll(runs, wall_ms, self._generation, None, raw_poll, parsed)
+        values = [r.value or b"" for topic, _p, batch in runs if topic == telemetry for r in batch]
+        return _Poll(runs, wall_ms, self._generation, self.decoding.submit(values, not_after))
 
     async def _finish(self, poll: _Poll) -> None:
         """Apply a decoded poll, send and await its messages, write its states, commit it (in the tail)."""
         async with self.lock:
             if poll.generation != self._generation:  # a rebalance came between fetching and applying
-                poll.decoded.cancel()
+                for future in (poll.decoded, poll.parsed):
+                    if future is not None:
+                        future.cancel()
                 self._read_again(poll.runs)
+                self._read_raw_again(poll.raw.runs if poll.raw else [])
                 return
-            decoded = await poll.decoded
-            offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in poll.runs}
-            for topic, p, batch in poll.runs:
+            runs, decoded = await self._decoded(poll)
+            if not runs:
+                return  # control batches only: nothing to apply or commit
+            offsets = {TopicPartition(topic, p): batch[-1].offset + 1 for topic, p, batch in runs}
+            for topic, p, batch in runs:
                 if topic == self.topics.telemetry:
                     self.totals["records"] += len(batch)
                 self._at_end_since.pop((topic, p), None)
-            self.exporter.polled(poll.runs, self.consumer.highwater)
+            self.exporter.polled(runs, self.consumer.highwater)
             if isinstance(decoded, SpanBatch):  # OTLP trace batches: stage 1 maps each request to its record
                 self.totals["ignored_spans"] += sum(decoded.ignored.values())
-            await self.sending.deliver(self.processor.flush_polled(poll.runs, decoded=decoded), poll.wall_ms, offsets)
+            await self.sending.deliver(self.processor.flush_polled(runs, decoded=decoded), poll.wall_ms, offsets)
+
+    async def _decoded(self, poll: _Poll) -> tuple[list[tuple[str, int, Sequence[Any]]], EventBatch | None]:
+        """A poll's runs (the parsed telemetry runs first, empty ones left out) and its decoded values."""
+        if poll.decoded is not None:
+            return poll.runs, await poll.decoded
+        if poll.parsed is None or poll.raw is None:
+            return poll.runs, None
+        parsed = await poll.parsed
+        runs: list[tuple[str, int, Sequence[Any]]] = []
+        start = 0
+        for run, size in zip(poll.raw.runs, parsed.sizes, strict=True):
+            kept = {at - start: kv for at, kv in parsed.rejected.items() if start <= at < start + size}
+            if size:
+                offsets = parsed.offsets[start : start + size]
+                runs.append((poll.raw.topic, run.partition, ParsedRun(poll.raw.topic, run.partition, offsets, kept)))
+            start += size
+        return runs + poll.runs, parsed.batch
 
     def _read_again(self, runs: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
         """Records fetched but not applied (their partition's assignment changed or its gates are still being
@@ -338,6 +383,14 @@ class Runtime:
             tp = TopicPartition(topic, partition)
             if tp in assigned:
                 self.consumer.seek(tp, batch[0].offset)
+
+    def _read_raw_again(self, runs: Sequence[RawRun]) -> None:
+        """Telemetry runs fetched but not applied: ``_read_again`` from where each was fetched."""
+        assigned = self.consumer.assignment()
+        for run in runs:
+            tp = TopicPartition(self.topics.telemetry, run.partition)
+            if tp in assigned:
+                self.consumer.seek(tp, run.fetch_offset)
 
     async def _clock(self) -> None:
         """Report the owned telemetry and side-input partitions seen read to their end for ``idle_after`` s as
