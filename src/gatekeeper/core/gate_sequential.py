@@ -100,10 +100,10 @@ class WindowTests:
 
     def close_tests(self, st: GateState, window: Evidence, end: int) -> None:
         """Fold the closed window into every statistical criterion's restarted tests."""
-        start, looks = end - self.spec.evaluation.window, st.looks
+        start, looks, restarts = end - self.spec.evaluation.window, st.looks, st.restarts
         for judge, test, name in self._tested:
-            restarts = restarts_of(st, name)
-            test.close_window(restarts, looks, window.requests, judge.hits(window), start, end)
+            test.close_window(restarts.get(name) or restarts_of(st, name), looks, window.requests, judge.hits(window),
+                              start, end)  # fmt: skip
 
     def window_fail(self, st: GateState, look: Look) -> Judged:
         """At a window's close: every criterion's results if one of them fails, else nothing. The statistical
@@ -112,7 +112,7 @@ class WindowTests:
         for judge, test, screen, name in self._screened:
             if soak.requests < judge.min_requests_to_fail:
                 continue
-            restarts, hits = restarts_of(st, name), judge.hits(soak)
+            restarts, hits = st.restarts.get(name) or restarts_of(st, name), judge.hits(soak)
             if not screen.may_cross(soak.requests, hits, restarts):
                 continue  # almost every close of a healthy soak
             if _reaches(test, soak.requests, hits, restarts, window):
