@@ -44,6 +44,10 @@ class Gate:
         self._checkpoints = {spec.tier.soak: "soak end"} | {c.after: c.name for c in spec.tier.checkpoints}
         self._statistical = sum(1 for j in spec.judges if j.statistical)
         self._tests = WindowTests(spec)
+        # read at each of the ~14,000 closes of a 21-day replay: the spec's attribute chains once here
+        self._sequential = ev.method == "sequential"
+        self._interval = ev.confidence.interval
+        self._stall_after_ms = ev.stall_after
         # "more than 57 %" compared in integers: 0.57 * 100 is 56.99999999999999 in floats, which made exactly
         # 57 errors in 100 requests count as down.
         self._down_ratio = fractions.Fraction(ev.uptime.down_error_rate).limit_denominator(1_000_000)
@@ -103,7 +107,7 @@ class Gate:
         )
         for lo, hi, window_requests, window_errors, down_panes in per_window:
             self.close_windows_until(int(starts[lo]), out)
-            failing = self._tests.pane_fail(st, requests[lo : hi + 1], errors[lo : hi + 1])
+            failing = self._tests.pane_fail(st, requests[lo : hi + 1], errors[lo : hi + 1], window_errors)
             last = hi if failing is None else lo + failing[0]
             for i in sorted(g for g in long_gaps if lo <= g <= last):
                 if i > lo:
@@ -185,7 +189,7 @@ class Gate:
         """``requests_before``: requests in this soak's panes ending at or before the silence (default: all
         the closed panes', which is right when called as windows close)."""
         st = self.state
-        if st.status in ("waiting", "held") or until - st.silent_from < self.spec.evaluation.stall_after:
+        if st.status in ("waiting", "held") or until - st.silent_from < self._stall_after_ms:
             return
         threshold = self._current_stall_after(requests_before)
         if until - st.silent_from < threshold:
@@ -220,10 +224,9 @@ class Gate:
         st.soak_errors += st.window_errors
         st.soak_bins += bins
         side = SideView(st.side, st.soak_start, end - self._window, end)
-        interval = self.spec.evaluation.confidence.interval
-        look = Look(window, soak_evidence(st), uptime(self.spec, st, end), interval, side, baseline, cross)
+        look = Look(window, soak_evidence(st), uptime(self.spec, st, end), self._interval, side, baseline, cross)
         st.looks += 1
-        if self.spec.evaluation.method == "sequential":
+        if self._sequential:
             self._tests.close_tests(st, window, end)
             failing = self._tests.window_fail(st, look)
             if failing:

@@ -57,15 +57,16 @@ class WindowTests:
         ]
 
     def pane_fail(
-        self, st: GateState, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64]
+        self, st: GateState, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64], errors_in: int
     ) -> tuple[int, Judged] | None:
         """The first of these panes (of the open window) after which a per-pane criterion's test reaches its
-        threshold, with the results; None if none does. Sequential method only; not while held."""
+        threshold, with the results; None if none does. ``errors_in``: the sum of ``errors`` (the caller has it).
+        Sequential method only; not while held."""
         if not self._sequential or not self._per_pane or st.status not in ("soaking", "passed"):
             return None
         # the screens first, on the window's totals: almost every window of a healthy soak stops here, before
         # any per-pane array is built
-        k_end = st.window_errors + int(errors.sum())
+        k_end = st.window_errors + errors_in
         n0, k1 = st.soak_requests + st.window_requests, st.soak_errors + k_end
         reachable = []
         for index, judge, test, screen in self._per_pane:
@@ -100,10 +101,10 @@ class WindowTests:
 
     def close_tests(self, st: GateState, window: Evidence, end: int) -> None:
         """Fold the closed window into every statistical criterion's restarted tests."""
-        start, looks = end - self.spec.evaluation.window, st.looks
+        start, looks, restarts = end - self.spec.evaluation.window, st.looks, st.restarts
         for judge, test, name in self._tested:
-            restarts = restarts_of(st, name)
-            test.close_window(restarts, looks, window.requests, judge.hits(window), start, end)
+            test.close_window(restarts.get(name) or restarts_of(st, name), looks, window.requests, judge.hits(window),
+                              start, end)  # fmt: skip
 
     def window_fail(self, st: GateState, look: Look) -> Judged:
         """At a window's close: every criterion's results if one of them fails, else nothing. The statistical
@@ -112,13 +113,14 @@ class WindowTests:
         for judge, test, screen, name in self._screened:
             if soak.requests < judge.min_requests_to_fail:
                 continue
-            restarts, hits = restarts_of(st, name), judge.hits(soak)
+            restarts, hits = st.restarts.get(name) or restarts_of(st, name), judge.hits(soak)
             if not screen.may_cross(soak.requests, hits, restarts):
                 continue  # almost every close of a healthy soak
             if _reaches(test, soak.requests, hits, restarts, window):
                 return _window_results(self.spec, st, look)
-        if any(judge.may_fail(look) for judge in self._others):
-            return _window_results(self.spec, st, look)
+        for other in self._others:  # a loop, not any() over a generator: this runs at every close
+            if other.may_fail(look):
+                return _window_results(self.spec, st, look)
         return []  # the common case: no words needed
 
 

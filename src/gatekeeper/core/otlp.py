@@ -60,6 +60,7 @@ from gatekeeper.core.otlp_mapping import (
     resource_labels,
     unused_reason,
 )
+from gatekeeper.core.otlp_sniff import is_json_object, is_otlp_json
 from gatekeeper.core.telemetry import (
     EPOCH_MAX_S,
     EPOCH_MIN_S,
@@ -132,15 +133,6 @@ class _Request(msgspec.Struct, gc=False):
 
 
 _JSON_REQUEST = msgspec.json.Decoder(_Request, strict=False)
-
-
-def is_otlp_json(raw: bytes) -> bool:
-    """An OTLP/JSON batch (its one top-level member is ``resourceSpans``), as opposed to a contract-v1 object."""
-    return b'"resourceSpans"' in raw[:64]
-
-
-def is_json_object(raw: bytes) -> bool:
-    return raw.lstrip()[:1] == b"{"
 
 
 @dataclass(slots=True)

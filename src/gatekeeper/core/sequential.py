@@ -69,6 +69,19 @@ class _ExactCosts(dict[float, list[float]]):
 
 
 _EXACT_COSTS = _ExactCosts()
+
+
+class _Weights(dict[tuple[float, int, int], float]):
+    """``change_detect.restart_log_weight`` per (share, window, planned windows): a close folds in one per test."""
+
+    def __missing__(self, key: tuple[float, int, int]) -> float:
+        weight = change_detect.restart_log_weight(*key)
+        if len(self) < 1 << 16:  # bounded: a worker's window numbers grow without end
+            self[key] = weight
+        return weight
+
+
+_WEIGHTS = _Weights()
 _LOG2 = float(np.log(2.0))
 
 
@@ -177,7 +190,7 @@ class FailTest:
         test_sequential.py), because numpy's per-call cost was ~10x the arithmetic on four alternatives.
         The fold is numpy's ``logaddexp`` of two doubles step for step (npy_logaddexp: equal arguments give x + log 2,
         else the larger plus log1p(exp(-difference))), inlined: as a function it ran ~100,000 times a replay."""
-        weight = change_detect.restart_log_weight(self.restart_share, window, self.planned_windows)
+        weight = _WEIGHTS[(self.restart_share, window, self.planned_windows)]
         costs = _EXACT_COSTS[self.null_rate]
         n, k = float(requests), float(hits)
         folded = []

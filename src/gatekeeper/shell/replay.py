@@ -14,6 +14,7 @@ import msgspec
 from gatekeeper.core import breach
 from gatekeeper.core import decision as decisions
 from gatekeeper.core.decision import Decision
+from gatekeeper.core.otlp_sniff import is_otlp_json
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.source_fold import Folded, SourceFold
 from gatekeeper.core.telemetry import EventBatch, Rejection, TelemetryDecoder
@@ -120,8 +121,6 @@ def _whole_frames(data: bytes) -> int:
 def detect_format(source: BinaryIO) -> Format:
     """The input's format from its first bytes (without consuming them): a JSON object whose first member is
     ``resourceSpans`` is OTLP/JSON, another JSON object contract v1, anything else length-prefixed protobuf."""
-    from gatekeeper.core.otlp import is_otlp_json
-
     peek = getattr(source, "peek", None)
     head = peek(256)[:256] if peek is not None else b""
     text = head.lstrip()
