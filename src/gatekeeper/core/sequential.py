@@ -54,14 +54,14 @@ class _Screen(dict[tuple[float, float], list[tuple[float, float, float]]]):
 
 _SCREEN = _Screen()
 
-# The exact per-alternative constants of ``stats.log_lrs`` (computed by numpy, as there), for the scalar path of
+# The exact per-alternative constants of ``stats.log_lrs`` (computed as there), for the scalar path of
 # ``close_window``: ``log_lrs`` is ``k * log_odds - n * cost`` element by element, and the same IEEE operations on
 # these same doubles in Python give the same bits.
 _EXACT_LOG_ODDS: list[float] = stats.log_odds_list()
 
 
 class _ExactCosts(dict[float, list[float]]):
-    """Per null rate, ``np.log1p(np.expm1(log_odds) * p0)`` exactly as ``stats.log_lrs`` computes it."""
+    """Per null rate, the per-request costs exactly as ``stats.log_lrs`` computes them (``stats.log_lr_costs``)."""
 
     def __missing__(self, p0: float) -> list[float]:
         costs = self[p0] = stats.log_lr_costs(p0)

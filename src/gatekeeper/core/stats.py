@@ -149,8 +149,16 @@ FAIL_ODDS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)  # breaches of 1.5x to 5x th
 # alternatives is log(1 / its weight) nats, and beyond 2x evidence accrues 3-10x faster, so its smaller weights
 # cost minutes there (docs/statistics.md: 0.75 instead of 0.6 makes a 2x canary ~0.15-0.3 h sooner).
 FAIL_WEIGHTS: tuple[float, ...] = (0.1, 0.75, 0.08, 0.07)
-_LOG_FAIL_ODDS = np.log(np.asarray(FAIL_ODDS))
-_LOG_FAIL_WEIGHTS = np.log(np.asarray(FAIL_WEIGHTS))
+# Transcendentals by libm, one scalar at a time: numpy's vectorised log, log1p and expm1 take other code paths on
+# CPUs with AVX-512 and differ in the last bit, which would make the evidence (and, at a threshold, a verdict)
+# depend on the machine. The per-request arithmetic on these constants is IEEE multiply/add, the same everywhere.
+_LOG_FAIL_ODDS = np.array([math.log(r) for r in FAIL_ODDS])
+_LOG_FAIL_WEIGHTS = np.array([math.log(w) for w in FAIL_WEIGHTS])
+
+
+def _costs(log_odds: npt.NDArray[np.float64], p0: float) -> list[float]:
+    """Per alternative, the per-request cost log(1 + (r - 1) p0) of its likelihood ratio (libm's log1p, expm1)."""
+    return [math.log1p(math.expm1(x) * p0) for x in log_odds.tolist()]
 
 
 def log_lrs(
@@ -160,7 +168,7 @@ def log_lrs(
     shape (..., alternatives), vectorised over the counts."""
     n = np.asarray(requests, dtype=np.float64)[..., None]
     k = np.asarray(hits, dtype=np.float64)[..., None]
-    result: npt.NDArray[np.float64] = k * log_odds - n * np.log1p(np.expm1(log_odds) * p0)
+    result: npt.NDArray[np.float64] = k * log_odds - n * np.asarray(_costs(np.asarray(log_odds), p0))
     return result
 
 
@@ -172,8 +180,7 @@ def log_odds_list() -> list[float]:
 
 def log_lr_costs(p0: float) -> list[float]:
     """``log_lrs``'s per-request cost of each default alternative at rate ``p0``, computed as it does."""
-    result: list[float] = np.log1p(np.expm1(_LOG_FAIL_ODDS) * p0).tolist()
-    return result
+    return _costs(_LOG_FAIL_ODDS, p0)
 
 
 def log_mixture(per_alternative: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
