@@ -278,12 +278,7 @@ def _stage2(
 def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[bytes]) -> tuple[int, int, EventBatch]:
     if isinstance(block, list):  # protobuf messages, numbered from ``first``
         return len(block), 0, decoder.decode(block, first)
-    count = block.count(b"\n") + 1
-    if b"\n\n" not in block and block[:1] != b"\n" and block[-1:] != b"\n" and block.strip():
-        return count, 0, decoder.decode_block(block, first)
-    lines = block.split(b"\n")  # skip blank lines, keeping line numbers exact
-    numbers = [first + i for i, ln in enumerate(lines) if ln.strip()]
-    return count, count - len(numbers), decoder.decode([lines[n - first] for n in numbers], positions=numbers)
+    return decoder.decode_lines(block, first)
 
 
 def _blocks(source: BinaryIO, input_format: Format, block_bytes: int) -> Iterator[tuple[int, bytes | list[bytes], int]]:
