@@ -160,7 +160,7 @@ def _plan_labels_decoder(
 ) -> msgspec.json.Decoder[list[tuple[Telemetry]]]:
     """A decoder like ``_MANY`` whose records' region and tier must be among the plan's (valid) labels: msgspec
     then returns the plan's own string objects instead of a new string per field and record, which is cheaper to
-    decode and to look up (``_keys_of``: the dict finds its key by identity, its hash already known). It refuses
+    decode and to look up (``_pair_key``: the dict compares its keys by identity, their hashes known). It refuses
     what ``_MANY`` refuses and more, never accepts anything ``_MANY`` would not, and gives the same values, so
     using it when it succeeds changes nothing."""
     labels: dict[str, object] = {"region": Literal.__getitem__(regions), "tier": Literal.__getitem__(tiers)}
@@ -231,6 +231,12 @@ class TelemetryDecoder:
         self._gate_of = np.full((len(self._regions), len(self._tiers)), -1, dtype=np.int64)
         for i, (region, tier) in enumerate(gates):
             self._gate_of[self._region_code[region], self._tier_code[tier]] = i
+        # every (region, tier) of the plan's labels -> gate index, -1 where not gated: one lookup per record
+        self._pair_key = {
+            (region, tier): int(self._gate_of[r, t])
+            for region, r in self._region_code.items()
+            for tier, t in self._tier_code.items()
+        }
         # tried first while they work; each dropped at the first input it refuses that a later one accepts
         # (records of regions or tiers outside the plan, or with members beyond ``_PLAIN``), so such inputs pay
         # for one refused attempt, not one per block
@@ -359,7 +365,10 @@ class TelemetryDecoder:
             else [r for r in decoded if r is not None]
         )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
-        keys = self._keys_of([r.region for r in records], [r.tier for r in records])
+        try:
+            keys = np.asarray([self._pair_key[r.region, r.tier] for r in records], dtype=np.int64)
+        except KeyError:  # a region or tier outside the plan among them
+            keys = self._keys_of([r.region for r in records], [r.tier for r in records])
         versions = [r.version for r in records] if self._baselines and not plain else []
         if versions.count(None) < len(versions):  # some records carry a version: baseline ones get their slot
             for i, r in enumerate(records):
@@ -407,13 +416,9 @@ class TelemetryDecoder:
         return batch
 
     def _keys_of(self, regions: list[str], tiers: list[str]) -> npt.NDArray[np.int64]:
-        """Gate index per record (-1 when the plan does not gate that region/tier); C loops in the common case."""
-        try:
-            r = np.asarray(list(map(self._region_code.get, regions)), dtype=np.int64)
-            t = np.asarray(list(map(self._tier_code.get, tiers)), dtype=np.int64)
-        except TypeError:  # an unknown region or tier (None) among them
-            r = np.asarray([self._region_code.get(x, -1) for x in regions], dtype=np.int64)
-            t = np.asarray([self._tier_code.get(x, -1) for x in tiers], dtype=np.int64)
+        """Gate index per record from its labels (-1 when the plan does not gate that region/tier)."""
+        r = np.asarray([self._region_code.get(x, -1) for x in regions], dtype=np.int64)
+        t = np.asarray([self._tier_code.get(x, -1) for x in tiers], dtype=np.int64)
         known = (r >= 0) & (t >= 0)
         return np.where(known, self._gate_of[np.maximum(r, 0), np.maximum(t, 0)], -1)
 
