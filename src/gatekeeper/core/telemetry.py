@@ -160,7 +160,7 @@ def _plan_labels_decoder(
 ) -> msgspec.json.Decoder[list[tuple[Telemetry]]]:
     """A decoder like ``_MANY`` whose records' region and tier must be among the plan's (valid) labels: msgspec
     then returns the plan's own string objects instead of a new string per field and record, which is cheaper to
-    decode and to look up (``_pair_key``: the dict compares its keys by identity, their hashes known). It refuses
+    decode and to look up (``_gate_key``: the dicts compare their keys by identity, their hashes known). It refuses
     what ``_MANY`` refuses and more, never accepts anything ``_MANY`` would not, and gives the same values, so
     using it when it succeeds changes nothing."""
     labels: dict[str, object] = {"region": Literal.__getitem__(regions), "tier": Literal.__getitem__(tiers)}
@@ -231,11 +231,11 @@ class TelemetryDecoder:
         self._gate_of = np.full((len(self._regions), len(self._tiers)), -1, dtype=np.int64)
         for i, (region, tier) in enumerate(gates):
             self._gate_of[self._region_code[region], self._tier_code[tier]] = i
-        # every (region, tier) of the plan's labels -> gate index, -1 where not gated: one lookup per record
-        self._pair_key = {
-            (region, tier): int(self._gate_of[r, t])
+        # region -> tier -> gate index for every pair of the plan's labels, -1 where not gated: two dict lookups
+        # per record in one comprehension (no tuple to build and hash)
+        self._gate_key = {
+            region: {tier: int(self._gate_of[r, t]) for tier, t in self._tier_code.items()}
             for region, r in self._region_code.items()
-            for tier, t in self._tier_code.items()
         }
         # tried first while they work; each dropped at the first input it refuses that a later one accepts
         # (records of regions or tiers outside the plan, or with members beyond ``_PLAIN``), so such inputs pay
@@ -366,7 +366,7 @@ class TelemetryDecoder:
         )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
         try:
-            keys = np.asarray([self._pair_key[r.region, r.tier] for r in records], dtype=np.int64)
+            keys = np.asarray([self._gate_key[r.region][r.tier] for r in records], dtype=np.int64)
         except KeyError:  # a region or tier outside the plan among them
             keys = self._keys_of([r.region for r in records], [r.tier for r in records])
         versions = [r.version for r in records] if self._baselines and not plain else []
@@ -395,16 +395,19 @@ class TelemetryDecoder:
             )
         in_range = (ts_s >= EPOCH_MIN_S) & (ts_s <= min(EPOCH_MAX_S, self.not_after_ms / 1000))
         ok = (keys >= 0) & outcome & in_range
-        if not ok.all():
+        rows: npt.NDArray[np.bool_] | slice = ok
+        if ok.all():
+            rows = slice(None)  # every record valid (the usual case): the columns as they are, not copies
+        else:
             for i in np.flatnonzero(~ok).tolist():
                 j = i if where is None else where[i]
                 rejections.append(self._reject(records[i], raw_of(j), positions[j], int(keys[i]), bool(outcome[i])))
         rejections.sort(key=lambda r: r.position)
         batch = EventBatch(
-            ts_ms=np.rint(ts_s[ok] * 1000).astype(np.int64),
-            key=keys[ok],
-            latency_ms=np.asarray([r.latency_ms for r in records], dtype=np.float64)[ok],
-            error=error[ok],
+            ts_ms=np.rint(ts_s[rows] * 1000).astype(np.int64),
+            key=keys[rows],
+            latency_ms=np.asarray([r.latency_ms for r in records], dtype=np.float64)[rows],
+            error=error[rows],
             rejections=rejections,
         )
         if self._cross and not plain:
@@ -412,7 +415,7 @@ class TelemetryDecoder:
             if clients.count(None) < len(clients):
                 away = np.fromiter((c is not None and c != r.region for c, r in zip(clients, records, strict=True)),
                                    np.bool_, len(records))  # fmt: skip
-                batch = with_copies(batch, away[ok], self._cross)
+                batch = with_copies(batch, away[rows], self._cross)
         return batch
 
     def _keys_of(self, regions: list[str], tiers: list[str]) -> npt.NDArray[np.int64]:
