@@ -189,3 +189,41 @@ def test_decode_block_judges_each_line(lines: list[bytes], positions: list[int])
     rejected at their line, whatever the lines around them."""
     result = DECODER.decode_block(b"\n".join(lines))
     assert (lines.count(VALID), positions) == (len(result), [r.position for r in result.rejections])
+
+
+def test_decode_block_with_an_oversized_line_among_sub_blocks() -> None:
+    """An oversized line in a block of several sub-blocks is rejected at its line; the lines around it, in its
+    sub-block and the others, decode as they would alone."""
+    lines = [record(ts=1_760_832_000 + i, latency_ms=i % 500) for i in range(6000)]
+    lines[3000] = record(pad="x" * MAX_RECORD_BYTES)
+    result = DECODER.decode_block(b"\n".join(lines), first_position=10)
+    assert same_result(DECODER.decode(lines, first_position=10), result)
+    assert [(3010, "oversized")] == [(r.position, r.code) for r in result.rejections]
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (b"\n".join([VALID, b"", VALID, b"  ", VALID]), (5, 2, 3, [])),  # blank lines skipped, numbers kept
+        (b"\n" + VALID, (2, 1, 1, [])),  # an empty first line
+        (VALID + b"\n", (2, 1, 1, [])),  # an empty last line
+        (b"  \t ", (1, 1, 0, [])),  # nothing but whitespace
+        (b"\n".join([VALID, b"  ", VALID]), (3, 0, 2, [(2, "malformed_json")])),  # no empty line: judged
+    ],
+    ids=["blank lines", "empty first", "empty last", "whitespace only", "whitespace line"],
+)
+def test_decode_lines_skips_blank_lines(block: bytes, expected: tuple[int, int, int, list[tuple[int, str]]]) -> None:
+    """decode_lines counts a block's lines and its blank ones: a block with an empty line has every blank line
+    (empty or whitespace) skipped, the others numbered as lines; in a block without an empty line, a line of
+    whitespace is a record like any other, rejected as malformed."""
+    count, blank, batch = DECODER.decode_lines(block, first_position=1)
+    assert expected == (count, blank, len(batch), [(r.position, r.code) for r in batch.rejections])
+
+
+def test_decode_lines_without_blank_lines_is_decode_block() -> None:
+    """A block without blank lines gives decode_block's result, its line count and no blank line."""
+    lines = [record(ts=1_760_832_000 + i) for i in range(50)] + [b"junk"]
+    block = b"\n".join(lines)
+    count, blank, batch = DECODER.decode_lines(block, first_position=3)
+    assert (51, 0) == (count, blank)
+    assert same_result(DECODER.decode_block(block, 3), batch)

@@ -50,3 +50,32 @@ def test_escaped_member_names_are_read() -> None:
     lines = [record(), escaped]
     expected: Outcome = (([1_760_832_000_250] * 2, [0, 0], [12.5, 3.0], [False, True]), [])
     assert expected == as_block(TelemetryDecoder(GATES), lines)
+
+
+def test_records_beyond_the_plain_members_decode_as_alone() -> None:
+    """With baseline and cross-region slots, blocks of plain records (a status, no other member) alternate with
+    blocks holding a baseline version, a client in another region, an ``error`` flag, an unknown member or no
+    status at all: each block decodes as its records would alone (slot keys and copies included)."""
+
+    def alone(lines: list[bytes]) -> Outcome:
+        parts = [TelemetryDecoder(GATES, None, BASELINES, CROSS).decode([line], i + 1) for i, line in enumerate(lines)]
+        batch = EventBatch.concat(parts)
+        return columns(batch), [f"{r.position}:{r.code}:{r.message}" for r in batch.rejections]
+
+    decoder = TelemetryDecoder(GATES, None, BASELINES, CROSS)
+    plain = [record(latency_ms=float(i), status=200 + 100 * (i % 4)) for i in range(5)]
+    rich = [
+        record(version="1.0"),
+        record(client_region="eu-west"),
+        record(status=None, error=True),
+        record(status=503, error=False),
+        record(extra="x"),
+        record(status=None),
+    ]
+    for lines in (plain, rich, plain, plain + rich[:1]):
+        assert alone(lines) == as_block(decoder, lines)
+    assert [3, 0, 4] == as_block(decoder, rich[:2])[0][1]  # the baseline slot; the gate and its copy
+
+
+BASELINES = {("us-east", "1.0"): 3}  # key 3: us-east's baseline slot
+CROSS = {0: 4}  # key 4: the cross-region slot of gate 0 (us-east/canary)

@@ -339,8 +339,11 @@ class OtlpDecoder(TelemetryDecoder):
                            np.bool_, len(clients))  # fmt: skip
         return cast("SpanBatch", with_copies(batch, away[ok], self._cross))  # ``replace``: the same class
 
-    def decode_block(self, block: bytes, first_position: int = 1) -> SpanBatch:
-        """Newline-separated records (OTLP/JSON lines, as the Collector's file exporter writes, or contract v1)."""
+    def decode_block(
+        self, block: bytes, first_position: int = 1, ends: npt.NDArray[np.intp] | None = None
+    ) -> SpanBatch:
+        """Newline-separated records (OTLP/JSON lines, as the Collector's file exporter writes, or contract v1);
+        ``ends`` (the newlines' positions) is not needed here."""
         return self.decode(block.split(b"\n"), first_position)
 
 

@@ -25,6 +25,7 @@ EPOCH_MIN_S = 946_684_800.0  # 2000-01-01
 EPOCH_MAX_S = 4_102_444_800.0  # 2100-01-01
 
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Status = Annotated[int, msgspec.Meta(ge=100, le=599)]
 
 
 class Telemetry(msgspec.Struct, frozen=True, gc=False):
@@ -34,7 +35,7 @@ class Telemetry(msgspec.Struct, frozen=True, gc=False):
     region: Label
     tier: Label
     latency_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)]
-    status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
+    status: Status | None = None
     error: bool | None = None
     request_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     learner_id: Annotated[str, msgspec.Meta(max_length=256)] | int | None = None
@@ -154,31 +155,54 @@ def _label_ok(name: str) -> bool:
     return 1 <= len(name) <= 64  # ``Label``'s bounds
 
 
-def _plan_labels_decoder(regions: list[str], tiers: list[str]) -> msgspec.json.Decoder[list[tuple[Telemetry]]] | None:
+def _plan_labels_decoder(
+    regions: tuple[str, ...], tiers: tuple[str, ...]
+) -> msgspec.json.Decoder[list[tuple[Telemetry]]]:
     """A decoder like ``_MANY`` whose records' region and tier must be among the plan's (valid) labels: msgspec
     then returns the plan's own string objects instead of a new string per field and record, which is cheaper to
-    decode and to look up (``_keys_of``: the dict finds its key by identity, its hash already known). It refuses
+    decode and to look up (``_gate_key``: the dicts compare their keys by identity, their hashes known). It refuses
     what ``_MANY`` refuses and more, never accepts anything ``_MANY`` would not, and gives the same values, so
-    using it when it succeeds changes nothing. None when the plan has no valid label of either kind."""
-    known_regions = tuple(r for r in regions if _label_ok(r))
-    known_tiers = tuple(t for t in tiers if _label_ok(t))
-    if not known_regions or not known_tiers:
-        return None
-    labels: dict[str, object] = {
-        "region": Literal.__getitem__(known_regions), "tier": Literal.__getitem__(known_tiers)
-    }  # fmt: skip
+    using it when it succeeds changes nothing."""
+    labels: dict[str, object] = {"region": Literal.__getitem__(regions), "tier": Literal.__getitem__(tiers)}
     fields = [(f.name, labels[f.name]) for f in _FIELDS if f.name in labels]
     fast = msgspec.defstruct("Telemetry", fields, bases=(Telemetry,), frozen=True, gc=False)
     return msgspec.json.Decoder(list[tuple[fast]])  # type: ignore[valid-type]  # a class built at run time
 
 
-def _line_stats(block: bytes) -> tuple[int, int]:
-    """(lines, bytes of the longest) of newline-separated ``block``, in one pass (a short block: no pass)."""
-    if len(block) <= MAX_RECORD_BYTES:
-        return block.count(b"\n") + 1, len(block)
-    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-    bounds = np.concatenate(([-1], ends, [len(block)]))
-    return ends.size + 1, int(np.diff(bounds).max()) - 1
+def _shortcuts(regions: list[str], tiers: list[str]) -> list[tuple[msgspec.json.Decoder[list[tuple[Telemetry]]], bool]]:
+    """The decoders tried before ``_MANY``, narrowest first, each with whether it is ``_plain_decoder``'s; none
+    when the plan has no valid label of either kind."""
+    known_regions = tuple(r for r in regions if _label_ok(r))
+    known_tiers = tuple(t for t in tiers if _label_ok(t))
+    if not known_regions or not known_tiers:
+        return []
+    return [
+        (_plain_decoder(known_regions, known_tiers), True),
+        (_plan_labels_decoder(known_regions, known_tiers), False),
+    ]
+
+
+# the members a record may have when decoded by ``_plain_decoder``: a status, and nothing read record by record
+# beyond the columns (no ``error``, ``version`` or ``client_region``)
+_PLAIN = ("ts", "region", "tier", "latency_ms", "status", "request_id", "learner_id")
+
+
+def _plain_decoder(regions: tuple[str, ...], tiers: tuple[str, ...]) -> msgspec.json.Decoder[list[tuple[Telemetry]]]:
+    """A decoder like the plan's-labels one for the usual record: ``status`` required, and no member outside
+    ``_PLAIN`` (unknown ones included). All that it accepts ``_MANY`` accepts with the same values and
+    ``error``, ``version`` and ``client_region`` None, so ``_to_columns`` need not read those record by record;
+    a record it refuses sends its sub-block to the other decoders."""
+    types: dict[str, object] = {f.name: f.type for f in _FIELDS}
+    types.update(region=Literal.__getitem__(regions), tier=Literal.__getitem__(tiers), status=Status)
+    fields = [(name, types[name]) if name in ("ts", "region", "tier", "latency_ms", "status")
+              else (name, types[name], None) for name in _PLAIN]  # fmt: skip
+    plain = msgspec.defstruct("Telemetry", fields, frozen=True, gc=False, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(list[tuple[plain]])  # type: ignore[valid-type]  # a class built at run time
+
+
+def line_ends(block: bytes) -> npt.NDArray[np.intp]:
+    """Positions of the newlines in ``block`` (one vectorised pass; ``bytes.count`` and ``in`` are byte loops)."""
+    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
 
 
 class TelemetryDecoder:
@@ -207,28 +231,35 @@ class TelemetryDecoder:
         self._gate_of = np.full((len(self._regions), len(self._tiers)), -1, dtype=np.int64)
         for i, (region, tier) in enumerate(gates):
             self._gate_of[self._region_code[region], self._tier_code[tier]] = i
-        # tried first while it works; dropped at the first input it refuses that ``_MANY`` accepts (records of
-        # regions or tiers outside the plan), so such inputs pay for one refused attempt, not one per block
-        self._plan_labels = _plan_labels_decoder(self._regions, self._tiers)
+        # region -> tier -> gate index for every pair of the plan's labels, -1 where not gated: two dict lookups
+        # per record in one comprehension (no tuple to build and hash)
+        self._gate_key = {
+            region: {tier: int(self._gate_of[r, t]) for tier, t in self._tier_code.items()}
+            for region, r in self._region_code.items()
+        }
+        # tried first while they work; each dropped at the first input it refuses that a later one accepts
+        # (records of regions or tiers outside the plan, or with members beyond ``_PLAIN``), so such inputs pay
+        # for one refused attempt, not one per block
+        self._shortcuts = _shortcuts(self._regions, self._tiers)
 
-    def _decode_all(self, joined: bytes, count: int) -> list[Telemetry] | None:
-        """``_decode_joined``, with the plan's labels while they fit the input."""
-        if self._plan_labels is not None:
-            out = _decode_joined(joined, count, self._plan_labels)
+    def _decode_all(self, joined: bytes, count: int) -> tuple[list[Telemetry] | None, bool]:
+        """``_decode_joined`` with the first shortcut that fits the input, else ``_MANY``; and whether the records
+        came from ``_plain_decoder`` (no ``error``, ``version`` or ``client_region``; every one with a status)."""
+        for i, (decoder, plain) in enumerate(self._shortcuts):
+            out = _decode_joined(joined, count, decoder)
             if out is not None:
-                return out
-            out = _decode_joined(joined, count)
-            if out is not None:
-                self._plan_labels = None
-            return out
-        return _decode_joined(joined, count)
+                del self._shortcuts[:i]
+                return out, plain
+        out = _decode_joined(joined, count)
+        if out is not None:
+            self._shortcuts.clear()
+        return out, False
 
     def decode(
         self, records: list[bytes], first_position: int = 1, positions: Sequence[int] | None = None
     ) -> EventBatch:
         """Decode records (JSON objects, no trailing newline needed). Positions (line numbers or offsets) count
         from ``first_position`` unless given one per record in ``positions``."""
-        decoded: list[Telemetry | None]
         if positions is None:
             positions = range(first_position, first_position + len(records))
         size = sum(map(len, records))
@@ -239,41 +270,60 @@ class TelemetryDecoder:
             return EventBatch.concat(parts)
         rejections: list[Rejection] = []
         oversized = bool(records) and max(map(len, records)) > MAX_RECORD_BYTES
-        joined = None if oversized else b"],[".join(records)
-        batch = None if joined is None else self._decode_all(joined, len(records))
+        batch, plain = (None, False) if oversized else self._decode_all(b"],[".join(records), len(records))
         if batch is not None:
-            decoded = list(batch)
-        else:
-            decoded = []
-            for pos, raw in zip(positions, records, strict=True):
-                decoded.append(self._decode_one(pos, raw, rejections))
+            return self._to_columns(batch, records.__getitem__, positions, rejections, plain)
+        decoded = [self._decode_one(pos, raw, rejections) for pos, raw in zip(positions, records, strict=True)]
         return self._to_columns(decoded, records.__getitem__, positions, rejections)
 
-    def decode_block(self, block: bytes, first_position: int = 1) -> EventBatch:
+    def decode_lines(self, block: bytes, first_position: int = 1) -> tuple[int, int, EventBatch]:
+        """(lines, blank lines, batch) of newline-separated records (no trailing newline): blank lines (empty or
+        only whitespace) are skipped, the others numbered as lines from ``first_position``. A block without
+        empty lines is decoded by ``decode_block``, whose whitespace-only lines are rejected as malformed."""
+        ends = line_ends(block)
+        count = ends.size + 1
+        empty_line = block[:1] == b"\n" or block[-1:] == b"\n" or bool((ends[1:] - ends[:-1] == 1).any())
+        if not empty_line and block.strip():
+            return count, 0, self.decode_block(block, first_position, ends)
+        lines = block.split(b"\n")  # skip blank lines, keeping line numbers exact
+        numbers = [first_position + i for i, ln in enumerate(lines) if ln.strip()]
+        batch = self.decode([lines[n - first_position] for n in numbers], positions=numbers)
+        return count, count - len(numbers), batch
+
+    def decode_block(
+        self, block: bytes, first_position: int = 1, ends: npt.NDArray[np.intp] | None = None
+    ) -> EventBatch:
         """Decode newline-separated records (no trailing newline) at C speed when they are all valid JSON
         objects of the contract; otherwise line by line with precise rejections, as ``decode``. Works in
-        sub-blocks of ~256 KiB so that the decoded objects are still in the CPU cache when read into columns."""
+        sub-blocks of ~256 KiB so that the decoded objects are still in the CPU cache when read into columns.
+        ``ends``: ``line_ends(block)``, when the caller has them already."""
+        if ends is None:
+            ends = line_ends(block)
+        # each sub-block ends at the first newline SUB_BLOCK_BYTES or more after its start, and its lines'
+        # lengths come from the newlines' positions: the block's bytes are scanned once, not per sub-block
+        bounds = np.concatenate(([-1], ends, [len(block)]))
+        lengths = np.diff(bounds) - 1
         parts: list[EventBatch] = []
-        start, position = 0, first_position
-        while start <= len(block):
-            cut = block.find(b"\n", start + SUB_BLOCK_BYTES)
-            piece = block[start:] if cut < 0 else block[start:cut]
-            batch, lines = self._decode_piece(piece, position)
-            parts.append(batch)
-            position += lines
-            if cut < 0:
+        line, position = 0, first_position
+        while True:
+            start = int(bounds[line]) + 1
+            last = int(np.searchsorted(ends, start + SUB_BLOCK_BYTES))  # the newline ending the sub-block
+            piece = block[start : int(bounds[last + 1])]
+            oversized = int(lengths[line : last + 1].max()) > MAX_RECORD_BYTES
+            parts.append(self._decode_piece(piece, position, last + 1 - line, oversized))
+            position += last + 1 - line
+            line = last + 1
+            if last >= ends.size:
                 break
-            start = cut + 1
         return parts[0] if len(parts) == 1 else EventBatch.concat(parts)
 
-    def _decode_piece(self, block: bytes, first_position: int) -> tuple[EventBatch, int]:
-        """The piece's batch and its number of lines (counted once, with the longest line's length)."""
-        count, longest = _line_stats(block)
-        if longest > MAX_RECORD_BYTES:
-            return self.decode(block.split(b"\n"), first_position), count
-        out = self._decode_all(block.replace(b"\n", b"],["), count)
+    def _decode_piece(self, block: bytes, first_position: int, count: int, oversized: bool) -> EventBatch:
+        """The batch of a sub-block of ``count`` lines; ``oversized``: one of them is over ``MAX_RECORD_BYTES``."""
+        if oversized:
+            return self.decode(block.split(b"\n"), first_position)
+        out, plain = self._decode_all(block.replace(b"\n", b"],["), count)
         if out is None:
-            return self.decode(block.split(b"\n"), first_position), count
+            return self.decode(block.split(b"\n"), first_position)
         lines: list[bytes] = []
 
         def raw_of(i: int) -> bytes:  # only for the rare rejections after decoding
@@ -282,7 +332,7 @@ class TelemetryDecoder:
             return lines[i]
 
         positions = range(first_position, first_position + count)
-        return self._to_columns(out, raw_of, positions, []), count
+        return self._to_columns(out, raw_of, positions, [], plain)
 
     @staticmethod
     def _decode_one(pos: int, raw: bytes, rejections: list[Rejection]) -> Telemetry | None:
@@ -304,14 +354,22 @@ class TelemetryDecoder:
         raw_of: Callable[[int], bytes],
         positions: Sequence[int],
         rejections: list[Rejection],
+        plain: bool = False,
     ) -> EventBatch:
-        """Columns of the decoded records; the common case (all epoch ts, status only) stays in C loops."""
+        """Columns of the decoded records; the common case (all epoch ts, status only) stays in C loops.
+        ``plain``: they are ``_plain_decoder``'s (none missing, each with a status and without ``error``,
+        ``version`` and ``client_region``), so those are not read record by record."""
         records: Sequence[Telemetry] = (
-            cast("Sequence[Telemetry]", decoded) if None not in decoded else [r for r in decoded if r is not None]
+            cast("Sequence[Telemetry]", decoded)
+            if plain or None not in decoded
+            else [r for r in decoded if r is not None]
         )
         where = [i for i, r in enumerate(decoded) if r is not None] if len(records) < len(decoded) else None
-        keys = self._keys_of([r.region for r in records], [r.tier for r in records])
-        versions = [r.version for r in records] if self._baselines else []
+        try:
+            keys = np.asarray([self._gate_key[r.region][r.tier] for r in records], dtype=np.int64)
+        except KeyError:  # a region or tier outside the plan among them
+            keys = self._keys_of([r.region for r in records], [r.tier for r in records])
+        versions = [r.version for r in records] if self._baselines and not plain else []
         if versions.count(None) < len(versions):  # some records carry a version: baseline ones get their slot
             for i, r in enumerate(records):
                 slot = self._baselines.get((r.region, r.version)) if r.version is not None else None
@@ -323,8 +381,8 @@ class TelemetryDecoder:
         except TypeError:  # some RFC 3339 strings (decoded as datetimes) among the numbers
             ts_s = np.fromiter((t.timestamp() if isinstance(t, datetime) else t for t in ts_list), np.float64)
         status = [r.status for r in records]
-        flags = [r.error for r in records]
-        if flags.count(None) == len(flags) and None not in status:
+        flags = [] if plain else [r.error for r in records]
+        if plain or (flags.count(None) == len(flags) and None not in status):
             error = np.asarray(status, dtype=np.int64) >= 500
             outcome = np.ones(len(records), dtype=np.bool_)
         else:
@@ -337,34 +395,33 @@ class TelemetryDecoder:
             )
         in_range = (ts_s >= EPOCH_MIN_S) & (ts_s <= min(EPOCH_MAX_S, self.not_after_ms / 1000))
         ok = (keys >= 0) & outcome & in_range
-        if not ok.all():
+        rows: npt.NDArray[np.bool_] | slice = ok
+        if ok.all():
+            rows = slice(None)  # every record valid (the usual case): the columns as they are, not copies
+        else:
             for i in np.flatnonzero(~ok).tolist():
                 j = i if where is None else where[i]
                 rejections.append(self._reject(records[i], raw_of(j), positions[j], int(keys[i]), bool(outcome[i])))
         rejections.sort(key=lambda r: r.position)
         batch = EventBatch(
-            ts_ms=np.rint(ts_s[ok] * 1000).astype(np.int64),
-            key=keys[ok],
-            latency_ms=np.asarray([r.latency_ms for r in records], dtype=np.float64)[ok],
-            error=error[ok],
+            ts_ms=np.rint(ts_s[rows] * 1000).astype(np.int64),
+            key=keys[rows],
+            latency_ms=np.asarray([r.latency_ms for r in records], dtype=np.float64)[rows],
+            error=error[rows],
             rejections=rejections,
         )
-        if self._cross:
+        if self._cross and not plain:
             clients = [r.client_region for r in records]
             if clients.count(None) < len(clients):
                 away = np.fromiter((c is not None and c != r.region for c, r in zip(clients, records, strict=True)),
                                    np.bool_, len(records))  # fmt: skip
-                batch = with_copies(batch, away[ok], self._cross)
+                batch = with_copies(batch, away[rows], self._cross)
         return batch
 
     def _keys_of(self, regions: list[str], tiers: list[str]) -> npt.NDArray[np.int64]:
-        """Gate index per record (-1 when the plan does not gate that region/tier); C loops in the common case."""
-        try:
-            r = np.asarray(list(map(self._region_code.get, regions)), dtype=np.int64)
-            t = np.asarray(list(map(self._tier_code.get, tiers)), dtype=np.int64)
-        except TypeError:  # an unknown region or tier (None) among them
-            r = np.asarray([self._region_code.get(x, -1) for x in regions], dtype=np.int64)
-            t = np.asarray([self._tier_code.get(x, -1) for x in tiers], dtype=np.int64)
+        """Gate index per record from its labels (-1 when the plan does not gate that region/tier)."""
+        r = np.asarray([self._region_code.get(x, -1) for x in regions], dtype=np.int64)
+        t = np.asarray([self._tier_code.get(x, -1) for x in tiers], dtype=np.int64)
         known = (r >= 0) & (t >= 0)
         return np.where(known, self._gate_of[np.maximum(r, 0), np.maximum(t, 0)], -1)
 

@@ -68,6 +68,14 @@ class ReplaySummary:
 def read_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
     """Blocks of whole lines: (number of the first line, the lines without the final newline, bytes consumed)."""
     line_no = 1
+    for block, consumed in _line_blocks(stream, block_bytes):
+        yield line_no, block, consumed
+        line_no += block.count(b"\n") + 1
+
+
+def _line_blocks(stream: BinaryIO, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Blocks of whole lines (without the final newline) and the bytes each consumed, not numbered: replay's
+    stage 1 numbers them from the decoder's line count, so the bytes are not scanned once more for newlines."""
     rest = b""
     while True:
         chunk = stream.read(block_bytes)
@@ -79,11 +87,9 @@ def read_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tu
             rest = data
             continue
         rest = data[cut + 1 :]
-        block = data[:cut]
-        yield line_no, block, cut + 1
-        line_no += block.count(b"\n") + 1
+        yield data[:cut], cut + 1
     if rest:
-        yield line_no, rest, len(rest)
+        yield rest, len(rest)
 
 
 def read_frames(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
@@ -204,8 +210,10 @@ def replay(
         decoder = OtlpDecoder(fold.keys, mapping, decoder.not_after_ms, fold.layout.baselines, fold.layout.cross)
 
     def stage1() -> Iterator[Block]:
-        for first, block, consumed in _blocks(source, input_format, block_bytes):
+        first = 1  # the number of the block's first line (or protobuf batch)
+        for block, consumed in _blocks(source, input_format, block_bytes):
             count, blank, batch = _decode_block(decoder, first, block)
+            first += count
             ignored: Counter[str] | None = getattr(batch, "ignored", None)  # an OTLP SpanBatch's
             yield Block(count, blank, consumed, batch.rejections, ignored, fold.fold(batch))
         if flush:
@@ -277,18 +285,16 @@ def _stage2(
 def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[bytes]) -> tuple[int, int, EventBatch]:
     if isinstance(block, list):  # protobuf messages, numbered from ``first``
         return len(block), 0, decoder.decode(block, first)
-    count = block.count(b"\n") + 1
-    if b"\n\n" not in block and block[:1] != b"\n" and block[-1:] != b"\n" and block.strip():
-        return count, 0, decoder.decode_block(block, first)
-    lines = block.split(b"\n")  # skip blank lines, keeping line numbers exact
-    numbers = [first + i for i, ln in enumerate(lines) if ln.strip()]
-    return count, count - len(numbers), decoder.decode([lines[n - first] for n in numbers], positions=numbers)
+    return decoder.decode_lines(block, first)
 
 
-def _blocks(source: BinaryIO, input_format: Format, block_bytes: int) -> Iterator[tuple[int, bytes | list[bytes], int]]:
-    """The input's blocks in order; a read error is a ``UserError`` naming it (with either ``jobs``)."""
-    blocks: Iterator[tuple[int, bytes | list[bytes], int]] = (
-        read_frames(source, block_bytes) if input_format == "otlp-proto" else read_blocks(source, block_bytes)
+def _blocks(source: BinaryIO, input_format: Format, block_bytes: int) -> Iterator[tuple[bytes | list[bytes], int]]:
+    """The input's blocks in order, with the bytes each consumed; a read error is a ``UserError`` naming it (with
+    either ``jobs``)."""
+    blocks: Iterator[tuple[bytes | list[bytes], int]] = (
+        ((messages, consumed) for _number, messages, consumed in read_frames(source, block_bytes))
+        if input_format == "otlp-proto"
+        else _line_blocks(source, block_bytes)
     )
     try:
         yield from blocks
