@@ -40,13 +40,16 @@ def _loaded_at_fork(tmp_path: Path, *extra: str) -> set[str]:
 
 
 def test_replay_forks_before_other_commands_rich_protobuf_and_stage_2_load(tmp_path: Path) -> None:
-    """None of the worker's, tail's, serve's or report's modules, rich, protobuf, the OTLP decoder or stage 2's
-    gates and pipeline is loaded when replay forks its stage-1 process; stage 1's decoder and fold are."""
+    """None of the worker's, tail's, serve's or report's modules, rich, protobuf, the OTLP decoder, stage 2's
+    gates and pipeline or the side inputs' modules (read by stage 2) is loaded when replay forks its stage-1
+    process; stage 1's decoder and fold are."""
     loaded = _loaded_at_fork(tmp_path)
     unwanted = {
         "gatekeeper.shell.worker.cli", "gatekeeper.shell.tail", "gatekeeper.shell.serve.cli",
         "gatekeeper.shell.report.cli", "asyncio", "rich", "google.protobuf", "gatekeeper.core.otlp",
         "gatekeeper.core.gate", "gatekeeper.core.pipeline", "gatekeeper.core.burn_rate",
+        "gatekeeper.core.side_inputs", "gatekeeper.core.side_records", "gatekeeper.core.lift",
+        "gatekeeper.core.incidents", "gatekeeper.core.approvals",
     }  # fmt: skip
     assert set() == unwanted & loaded
     assert {"gatekeeper.core.source_fold", "gatekeeper.core.telemetry"} <= loaded

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from gatekeeper.core.side_inputs import Kind
-from gatekeeper.core.side_records import Refused
 from gatekeeper.core.telemetry import Rejection
 from gatekeeper.errors import UserError
 
-if TYPE_CHECKING:  # replay imports this module at start-up, stage 2 (the pipeline) only once stage 1 runs
+# replay imports this module at start-up, before it forks its stage-1 process; the side inputs' modules (records,
+# ledgers, lift, incidents, approvals) and stage 2 (the pipeline) load only where they are used, after the fork
+if TYPE_CHECKING:
     from gatekeeper.core.pipeline import Pipeline
+    from gatekeeper.core.side_inputs import Kind
 
 OPTIONS: dict[Kind, str] = {"incident": "incidents", "approval": "approvals", "business": "business"}
 
@@ -33,6 +34,8 @@ class SideFile:
 def load_side_files(engine: Pipeline, files: list[SideFile]) -> tuple[Counter[str], Counter[str], list[Rejection]]:
     """Apply every valid record of ``files`` to ``engine``; (records applied per kind, rejections per
     ``kind:code``, the rejections with positions as ``name:line`` in their message)."""
+    from gatekeeper.core.side_records import Refused
+
     applied: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
     rejections: list[Rejection] = []
