@@ -83,6 +83,9 @@ class _Receiver:
     def get(self) -> object:
         return self._queue.get()
 
+    def empty(self) -> bool:
+        return self._queue.empty()
+
     def drain(self) -> None:
         """Wait for the thread to end (the child stopped, so the pipe ends), emptying the queue so it never blocks."""
         while self._thread.is_alive():
@@ -91,10 +94,12 @@ class _Receiver:
 
 
 @contextlib.contextmanager
-def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
+def in_child(produce: Callable[[], Iterator[T]], idle: Callable[[], None] | None = None) -> Iterator[Iterator[T]]:
     """``produce()``'s items, produced in a forked child process, in order. Leaving the block (at the end, on an
     error or an interrupt) stops the child and waits for it. A bare ``os.fork``, not ``multiprocessing``: its
-    child closes standard input, which may be the input (``--input -``)."""
+    child closes standard input, which may be the input (``--input -``). ``idle`` runs once, the first time this
+    process asks for an item the child has not sent yet: work this process needs later, done while it would
+    otherwise wait."""
     reader, writer = Pipe(duplex=False)
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's frames
@@ -116,7 +121,11 @@ def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
     received = _Receiver(reader)
 
     def items() -> Iterator[T]:
+        pending = idle
         while True:
+            if pending is not None and received.empty():
+                run, pending = pending, None
+                run()
             item = received.get()
             if item is _EOF:
                 reap(block=True)

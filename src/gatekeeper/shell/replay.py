@@ -221,7 +221,7 @@ def replay(
 
     # the child forks first, so that stage 2's imports and set-up below overlap its decoding
     apart = jobs > 1 and can_fork()
-    with in_child(stage1) if apart else contextlib.nullcontext(stage1()) as blocks:
+    with in_child(stage1, idle=_warm_up) if apart else contextlib.nullcontext(stage1()) as blocks:
         return _stage2(plan, fold, blocks, sink, rejects, breaches, on_progress, on_decisions, input_format, side,
                        merge_bytes)  # fmt: skip
 
@@ -280,6 +280,15 @@ def _stage2(
     emit(engine.settle())
     summary.events, summary.late = engine.stats.events, engine.stats.late
     return summary
+
+
+def _warm_up() -> None:
+    """Stage 2's first gate verdict loads scipy.special (~0.2-0.25 s; core/lazy_module.py): with ``--jobs 2`` it
+    loads while this process waits for stage 1's first blocks instead, where it costs no wall time."""
+    from gatekeeper.core import stats
+    from gatekeeper.core.lazy_module import load_now
+
+    load_now(stats.special)
 
 
 def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[bytes]) -> tuple[int, int, EventBatch]:
