@@ -11,7 +11,7 @@ from aiokafka.errors import CorruptRecordException
 from kafka_batches import TP, aiokafka_reads, batch, legacy
 
 from gatekeeper.core.telemetry import EventBatch, Rejection
-from gatekeeper.shell.worker.raw_records import RawPoll, RawRun, parse, parse_poll
+from gatekeeper.shell.worker.raw_records import ParsedPoll, RawPoll, RawRun, parse, parse_poll
 
 GZIP = 1  # Kafka's codec ids: none 0, gzip 1, snappy 2, lz4 3, zstd 4
 CODECS = [
@@ -93,3 +93,18 @@ def test_parse_poll_keeps_run_sizes_offsets_and_rejected_bytes() -> None:
         [bytes(v) for v in values] for values in seen
     ]
     assert {1: (b"k13", b'{"offset": 13, "pad": "xxx"}')} == parsed.rejected
+
+
+def test_rejected_records_split_by_run_with_positions_in_their_run() -> None:
+    """Rejected records at poll positions 0, 4, 5 and 9 of runs of 3, 0, 3 and 4 records: each in its own run
+    (an empty run gets none), keyed by its position there."""
+    rejected: dict[int, tuple[bytes | None, bytes | None]] = {
+        0: (None, b"a"),
+        4: (b"k", b"b"),
+        5: (None, b"c"),
+        9: (None, b"d"),
+    }
+    empty = np.zeros(0, np.int64)
+    parsed = ParsedPoll([3, 0, 3, 4], empty, EventBatch(empty, empty, np.zeros(0), np.zeros(0, np.bool_)), rejected)
+    expected = [{0: (None, b"a")}, {}, {1: (b"k", b"b"), 2: (None, b"c")}, {3: (None, b"d")}]
+    assert expected == parsed.rejected_by_run()

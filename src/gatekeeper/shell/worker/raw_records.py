@@ -10,6 +10,8 @@ sets), gaps kept (compaction).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,6 +55,16 @@ class ParsedPoll:
     offsets: npt.NDArray[np.int64]
     batch: EventBatch
     rejected: dict[int, tuple[bytes | None, bytes | None]] = field(default_factory=dict)
+
+    def rejected_by_run(self) -> list[dict[int, tuple[bytes | None, bytes | None]]]:
+        """``rejected`` split by run, each keyed by its position in its run: one pass over the rejected records
+        (a poll of mostly bad records has thousands of them, in a few runs)."""
+        ends = list(itertools.accumulate(self.sizes))
+        out: list[dict[int, tuple[bytes | None, bytes | None]]] = [{} for _ in self.sizes]
+        for at, kv in self.rejected.items():
+            run = bisect.bisect_right(ends, at)
+            out[run][at - (ends[run - 1] if run else 0)] = kv
+        return out
 
 
 def parse(

@@ -367,8 +367,7 @@ class Runtime:
         parsed = await poll.parsed
         runs: list[tuple[str, int, Sequence[Any]]] = []
         start = 0
-        for run, size in zip(poll.raw.runs, parsed.sizes, strict=True):
-            kept = {at - start: kv for at, kv in parsed.rejected.items() if start <= at < start + size}
+        for run, size, kept in zip(poll.raw.runs, parsed.sizes, parsed.rejected_by_run(), strict=True):
             if size:
                 offsets = parsed.offsets[start : start + size]
                 runs.append((poll.raw.topic, run.partition, ParsedRun(poll.raw.topic, run.partition, offsets, kept)))
