@@ -53,6 +53,26 @@ def test_idle_work_runs_once_while_the_child_has_nothing_ready(tmp_path: Path) -
     assert ([0], list(range(5))) == (calls, received)
 
 
+def test_behind_until_the_child_sends_its_next_item(tmp_path: Path) -> None:
+    """``behind()`` is true while the child has sent nothing (it waits for a file this test writes later), then
+    false once its item is here; the item is what it sent."""
+    go = tmp_path / "go"
+
+    def produce() -> Iterator[str]:
+        deadline = time.monotonic() + 30
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "first"
+
+    with in_child(produce) as items:
+        before = items.behind()
+        go.write_text("go")
+        deadline = time.monotonic() + 30
+        while items.behind() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (True, False, ["first"]) == (before, items.behind(), list(items))
+
+
 def test_leaving_early_stops_a_child_that_is_still_producing() -> None:
     """A consumer that stops after one item (an error in stage 2) leaves no child behind and does not hang,
     however much the child still had to send."""

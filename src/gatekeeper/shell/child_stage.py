@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Pipe
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from gatekeeper.errors import UserError
 
@@ -93,8 +93,22 @@ class _Receiver:
                 self._queue.get(timeout=0.05)
 
 
+class Received(Generic[T]):
+    """The child's items in order (iterate once), and whether the next one has not arrived yet."""
+
+    def __init__(self, items: Iterator[T], receiver: _Receiver) -> None:
+        self._items, self._receiver = items, receiver
+
+    def __iter__(self) -> Iterator[T]:
+        return self._items
+
+    def behind(self) -> bool:
+        """The child has not sent the next item yet: asking for it now would wait."""
+        return self._receiver.empty()
+
+
 @contextlib.contextmanager
-def in_child(produce: Callable[[], Iterator[T]], idle: Callable[[], None] | None = None) -> Iterator[Iterator[T]]:
+def in_child(produce: Callable[[], Iterator[T]], idle: Callable[[], None] | None = None) -> Iterator[Received[T]]:
     """``produce()``'s items, produced in a forked child process, in order. Leaving the block (at the end, on an
     error or an interrupt) stops the child and waits for it. A bare ``os.fork``, not ``multiprocessing``: its
     child closes standard input, which may be the input (``--input -``). ``idle`` runs once, the first time this
@@ -140,7 +154,7 @@ def in_child(produce: Callable[[], Iterator[T]], idle: Callable[[], None] | None
             yield item  # type: ignore[misc]  # the producer's items, as the child sent them
 
     try:
-        yield items()
+        yield Received(items(), received)
     finally:
         reap(block=False)
         if not status:

@@ -3,9 +3,8 @@ write decision JSONL (and, on request, the burn-rate breach alert events as JSON
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
@@ -200,7 +199,8 @@ def replay(
     module; ``mapping``: where OTLP spans' region and tier come from. ``breaches``: where the burn-rate breach
     events go (JSONL, contract v2 of the ``breaches`` topic); ``side``: incident, approval and business-metric
     files (``shell/side_files.py``). ``block_bytes``: how much input is read and decoded at a time,
-    ``merge_bytes``: how much of it stage 2 merges at a time; the output depends on neither
+    ``merge_bytes``: how much of it stage 2 merges at a time at most (with ``jobs`` > 1 also whenever the child
+    has no block ready); the output depends on neither
     (``core/output_order.py``, ``core/partial_buffer.py``)."""
     fold = SourceFold(plan)
     decoder = fold.decoder(now_ms)
@@ -219,17 +219,19 @@ def replay(
         if flush:
             yield Block(0, 0, 0, [], None, fold.finish())
 
+    args = (sink, rejects, breaches, on_progress, on_decisions, input_format, side, merge_bytes)
+    if not (jobs > 1 and can_fork()):
+        return _stage2(plan, fold, stage1(), None, *args)
     # the child forks first, so that stage 2's imports and set-up below overlap its decoding
-    apart = jobs > 1 and can_fork()
-    with in_child(stage1, idle=_warm_up) if apart else contextlib.nullcontext(stage1()) as blocks:
-        return _stage2(plan, fold, blocks, sink, rejects, breaches, on_progress, on_decisions, input_format, side,
-                       merge_bytes)  # fmt: skip
+    with in_child(stage1, idle=_warm_up) as received:
+        return _stage2(plan, fold, received, received.behind, *args)
 
 
 def _stage2(
     plan: Plan,
     fold: SourceFold,
-    blocks: Iterator[Block],
+    blocks: Iterable[Block],
+    behind: Callable[[], bool] | None,
     sink: BinaryIO,
     rejects: BinaryIO | None,
     breaches: BinaryIO | None,
@@ -239,7 +241,9 @@ def _stage2(
     side: list[SideFile] | None,
     merge_bytes: int,
 ) -> ReplaySummary:
-    """Stage 2 over stage 1's blocks: merging, gates, alerts, global gates, output; the summary."""
+    """Stage 2 over stage 1's blocks: merging, gates, alerts, global gates, output; the summary. Merges every
+    ``merge_bytes`` of input, and whenever stage 1 (``behind``, with ``--jobs 2``) has no block ready: this process
+    has time then, and what is merged while the child still reads is not left to merge after it ends."""
     from gatekeeper.core.pipeline import Pipeline
     from gatekeeper.shell.side_files import load_side_files
 
@@ -271,7 +275,7 @@ def _stage2(
         summary.rejected.update(r.code for r in block.rejections)
         reject_writer.write(block.rejections)
         unmerged += block.consumed
-        due = unmerged >= merge_bytes
+        due = unmerged >= merge_bytes or (behind is not None and behind())
         emit(engine.take(block.folded, merge=due))
         if due:
             unmerged = 0
