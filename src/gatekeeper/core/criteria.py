@@ -318,6 +318,8 @@ class UptimeJudge:
 
     def may_fail(self, look: Look) -> bool:
         up = look.uptime
+        if not up.down_ms:  # asked at every window's close: no down time cannot exceed an allowance (>= 0)
+            return False
         return up.down_ms > _allowed_down_ms(self.spec.at_least, max(up.soak_ms, up.elapsed_ms))
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:
