@@ -67,8 +67,14 @@ def clopper_pearson(errors: int, requests: int, alpha: float) -> tuple[float, fl
     if requests <= 0:
         return 0.0, 1.0
     lower = 0.0 if errors == 0 else float(special.betaincinv(errors, requests - errors + 1, alpha))
-    upper = 1.0 if errors >= requests else float(special.betaincinv(errors + 1, requests - errors, 1 - alpha))
-    return lower, upper
+    return lower, clopper_pearson_upper(errors, requests, alpha)
+
+
+def clopper_pearson_upper(errors: int, requests: int, alpha: float) -> float:
+    """``clopper_pearson``'s upper bound alone (a pass check needs no lower bound)."""
+    if requests <= 0:
+        return 1.0
+    return 1.0 if errors >= requests else float(special.betaincinv(errors + 1, requests - errors, 1 - alpha))
 
 
 def rate_bounds(errors: int, requests: int, alpha: float, method: Method = "exact") -> tuple[float, float]:
