@@ -303,7 +303,7 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
         min_requests_to_fail=spec.min_requests_to_fail, measure=measure,
         screen=lambda ev, limit: _quantile_may_exceed(ev, q, limit), show=_ms, null_rate=allowed,
         hits=lambda ev: int(ev.bins[first_slow:].sum()), describe=describe, per_pane=False,
-        fail_weight=spec.false_fail_weight,
+        fail_weight=spec.false_fail_weight, upper=lambda ev, alpha, _method: stats.quantile_upper(ev.bins, q, alpha),
     )  # fmt: skip
 
 
