@@ -228,8 +228,7 @@ class Gate:
         window = Evidence(window_requests, st.window_errors, bins)
         st.soak_requests += window_requests
         st.soak_errors += st.window_errors
-        if bins is not sketch.EMPTY:  # a window without latencies adds nothing
-            st.soak_bins += bins
+        st.soak_bins += bins
         # soak_evidence(st) and uptime(spec, st, end) inlined: ~14,000 closes a replay
         soak = Evidence(st.soak_requests, st.soak_errors, st.soak_bins)
         up = UptimeEvidence(st.down_ms, end - st.soak_start, self._soak)
