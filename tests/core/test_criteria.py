@@ -167,18 +167,20 @@ def test_latency_without_enough_samples_has_no_upper_bound() -> None:
     alpha=st.floats(1e-9, 0.2),
     method=st.sampled_from(["exact", "wilson", "wilson_cc"]),
 )
-def test_error_rate_screen_never_hides_a_fail(
+def test_error_rate_shortcuts_agree_with_the_checks(
     n: int, share: float, fail_above: float, alpha: float, method: str
 ) -> None:
-    """When may_fail says no, fail_checks finds no fail either (the screen only skips work)."""
+    """When may_fail says no, fail_checks finds no fail either (the screen only skips work); ``passes``
+    (unworded, the upper bound alone) says pass exactly when ``pass_check``'s verdict is pass."""
     spec = ErrorRateCriterion(
-        kind="error_rate", pass_below=fail_above / 2, fail_above=fail_above, min_requests_to_fail=1
+        kind="error_rate", pass_below=fail_above / 2, fail_above=fail_above, min_requests=100, min_requests_to_fail=1
     )
     judge = error_rate_judge(spec)
     ev = Evidence(n, round(n * share), sketch.empty())
     view = Look(ev, ev, NO_DOWN, method)
     if not judge.may_fail(view):
         assert [] == [r for r in judge.fail_checks(view, alpha) if r.verdict == "fail"]
+    assert (judge.pass_check(view, alpha).verdict == "pass") == judge.passes(view, alpha)
 
 
 def test_latency_screen_never_hides_a_fail() -> None:
@@ -206,6 +208,26 @@ def test_latency_screen_never_hides_a_fail() -> None:
         if not may_fail:
             assert [] == [r for r in judge.fail_checks(view, alpha) if r.verdict == "fail"]
     assert (True, True) == (screened[False] >= 100, screened[True] >= 100), screened
+
+
+def test_latency_passes_is_the_pass_checks_verdict() -> None:
+    """``passes`` says pass exactly when ``pass_check``'s verdict is pass, for any data, quantile and pass line;
+    the data put the quantile on both sides of the line, so both answers are checked many times."""
+    rng = np.random.default_rng(20261202)
+    seen = {True: 0, False: 0}
+    for _ in range(400):
+        n = int(rng.integers(0, 3000))
+        q = float(rng.choice([0.5, 0.9, 0.99]))
+        pass_below = float(rng.uniform(1, 1000))
+        alpha = float(10 ** rng.uniform(-9, np.log10(0.2)))
+        spec = LatencyCriterion(kind="latency", quantile=q, pass_below_ms=pass_below, fail_above_ms=2 * pass_below)
+        judge = latency_judge(spec)
+        median = pass_below * np.exp(rng.uniform(np.log(1 / 30), np.log(3)))
+        view = look(evidence(n, latencies=list(rng.lognormal(np.log(median), rng.uniform(0.05, 2), n))))
+        passes = judge.passes(view, alpha)
+        seen[passes] += 1
+        assert (judge.pass_check(view, alpha).verdict == "pass") == passes
+    assert (True, True) == (seen[False] >= 50, seen[True] >= 50), seen
 
 
 # -- uptime ----------------------------------------------------------------------------------------------
@@ -262,6 +284,19 @@ def test_uptime_before_any_time_elapsed() -> None:
     result = UptimeJudge(UPTIME).pass_check(uptime_look(0, elapsed=0), 0.05)
     assert (None, "inconclusive") == (result.observed, result.verdict)
     assert "n/a" in result.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    down=st.integers(0, HOUR),
+    elapsed=st.integers(0, 2 * HOUR),
+    at_least=st.sampled_from([0.5, 0.9, 0.999, 0.999999]),
+)
+def test_uptime_may_fail_is_exact(down: int, elapsed: int, at_least: float) -> None:
+    """``may_fail`` says yes exactly when ``fail_checks`` fails, no down time included (its fast path)."""
+    judge = UptimeJudge(UptimeCriterion(kind="uptime", at_least=at_least))
+    view = look(evidence(0), up=UptimeEvidence(down, elapsed, HOUR))
+    assert ("fail" in [r.verdict for r in judge.fail_checks(view, ALPHA)]) == judge.may_fail(view)
 
 
 def test_uptime_evidence() -> None:

@@ -48,6 +48,15 @@ def test_layout() -> None:
     assert np.int64 == sketch.empty().dtype
 
 
+def test_the_shared_empty_sketch_cannot_be_updated_in_place() -> None:
+    """``EMPTY`` (shared by every reader of an empty window) is all zeros and read-only: an in-place update raises
+    instead of changing it for every holder, and adding to it gives a new sketch."""
+    with pytest.raises(ValueError, match="read-only"):
+        sketch.EMPTY += sketch.empty()
+    added = sketch.EMPTY + np.ones(sketch.NBINS, dtype=np.int64)
+    assert (sketch.NBINS, 0) == (int(added.sum()), int(sketch.EMPTY.sum()))
+
+
 def test_bucket_index_is_ddsketch_key_minus_offset() -> None:
     """Same mapping as ddsketch's LogarithmicMapping(0.01): for 200k log-uniform values in [0.01, 1e8] ms the
     bucket index equals ``mapping.key(v) - (KEY_MIN - 1)`` exactly (both take ceil(log_gamma(v)); ddsketch

@@ -3,7 +3,9 @@ baseline partials through the changelog snapshots."""
 
 from __future__ import annotations
 
-from gatekeeper.core import inbox_snapshot, partials, slice_ledger
+import numpy as np
+
+from gatekeeper.core import inbox_snapshot, partials, sketch, slice_ledger
 
 from .baseline_scenario import interleaved, replayed
 from .helpers import MINUTE, T0
@@ -24,3 +26,20 @@ def test_the_baseline_survives_snapshots() -> None:
     restored, _, _ = inbox_snapshot.load_inbox(inbox_snapshot.dump_inbox(inbox))
     assert {held.pane: {"input": held}} == restored.baseline.panes
     assert ledger == restored.gate.baseline
+
+
+def test_windows_without_evidence_close_empty_and_apart() -> None:
+    """A window closed without evidence gives an empty sample and leaves the soak as it was; evidence added to
+    another window later (a new sample, from the shared empty one) changes neither that look nor a new empty one."""
+    ledger = slice_ledger.BaselineLedger()
+    bins = sketch.from_sparse([3], [2])
+    ledger.add(0, 2, 1, bins)
+    ledger.close(0, fold=True)
+    empty = ledger.close(MINUTE, fold=True)
+    ledger.add(2 * MINUTE, 5, 0, bins)
+    later = ledger.close(2 * MINUTE, fold=True)
+    assert (slice_ledger.Sample(), 2) == (empty.window, empty.looks)
+    assert slice_ledger.Sample(2, 1, bins) == empty.soak
+    assert slice_ledger.Sample(7, 1, 2 * bins) == later.soak
+    assert slice_ledger.Sample() == ledger.close(3 * MINUTE, fold=False).window
+    assert 0 == int(np.count_nonzero(sketch.EMPTY))

@@ -127,6 +127,7 @@ class StatisticalJudge:
     per_pane: bool  # sequential: counts exist per pane (error rate), not only per window (latency sketch)
     fail_weight: float = 1.0
     statistical: bool = True
+    upper: Callable[[Evidence, float, str], float] | None = None  # ``measure``'s upper bound alone, if cheaper
 
     def may_fail(self, look: Look) -> bool:
         needed, limit = self.min_requests_to_fail, self.fail_above
@@ -173,6 +174,15 @@ class StatisticalJudge:
 
     def pass_check(self, look: Look, alpha: float) -> CriterionResult:
         return self._judge(look.soak, "soak", alpha, look.method, failing=False)
+
+    def passes(self, look: Look, alpha: float) -> bool:
+        """``pass_check(look, alpha).verdict == "pass"``, unworded and with the upper bound alone where the
+        criterion has it apart (``upper``): a soak that has run its course asks this at every window's close."""
+        ev = look.soak
+        if ev.requests < self.min_requests:
+            return False
+        upper = self.measure(ev, alpha, look.method)[2] if self.upper is None else self.upper(ev, alpha, look.method)
+        return upper < self.pass_below
 
     def sequential_result(
         self, ev: Evidence, hits: int, scope: Scope, since: str, reading: SequentialReading, alpha: float
@@ -226,6 +236,13 @@ def _error_rate(ev: Evidence, alpha: float, method: str) -> tuple[float | None, 
     return (ev.errors / ev.requests if ev.requests else None), lower, upper
 
 
+def _error_rate_upper(ev: Evidence, alpha: float, method: str) -> float:
+    """``_error_rate``'s upper bound alone (the same operations: the same float)."""
+    if method == "exact":
+        return stats.clopper_pearson_upper(ev.errors, ev.requests, alpha)
+    return stats.rate_bounds(ev.errors, ev.requests, alpha, method)[1]
+
+
 def _rate_may_exceed(ev: Evidence, limit: float) -> bool:
     """A one-sided lower bound at alpha < 0.5 never exceeds the observed rate."""
     return ev.errors > limit * ev.requests
@@ -260,6 +277,7 @@ def error_rate_judge(spec: ErrorRateCriterion) -> StatisticalJudge:
         min_requests=spec.min_requests, min_requests_to_fail=spec.min_requests_to_fail,
         measure=_error_rate, screen=_rate_may_exceed, show=_pct, null_rate=spec.fail_above,
         hits=lambda ev: ev.errors, describe=_describe_errors, per_pane=True, fail_weight=spec.false_fail_weight,
+        upper=_error_rate_upper,
     )  # fmt: skip
 
 
@@ -285,7 +303,7 @@ def latency_judge(spec: LatencyCriterion) -> StatisticalJudge:
         min_requests_to_fail=spec.min_requests_to_fail, measure=measure,
         screen=lambda ev, limit: _quantile_may_exceed(ev, q, limit), show=_ms, null_rate=allowed,
         hits=lambda ev: int(ev.bins[first_slow:].sum()), describe=describe, per_pane=False,
-        fail_weight=spec.false_fail_weight,
+        fail_weight=spec.false_fail_weight, upper=lambda ev, alpha, _method: stats.quantile_upper(ev.bins, q, alpha),
     )  # fmt: skip
 
 
@@ -318,6 +336,8 @@ class UptimeJudge:
 
     def may_fail(self, look: Look) -> bool:
         up = look.uptime
+        if not up.down_ms:  # asked at every window's close: no down time cannot exceed an allowance (>= 0)
+            return False
         return up.down_ms > _allowed_down_ms(self.spec.at_least, max(up.soak_ms, up.elapsed_ms))
 
     def fail_checks(self, look: Look, alpha: float) -> list[CriterionResult]:

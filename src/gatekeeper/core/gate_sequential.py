@@ -57,11 +57,17 @@ class WindowTests:
         ]
 
     def pane_fail(
-        self, st: GateState, requests: npt.NDArray[np.int64], errors: npt.NDArray[np.int64], errors_in: int
+        self,
+        st: GateState,
+        requests: npt.NDArray[np.int64],
+        errors: npt.NDArray[np.int64],
+        lo: int,
+        hi: int,
+        errors_in: int,
     ) -> tuple[int, Judged] | None:
-        """The first of these panes (of the open window) after which a per-pane criterion's test reaches its
-        threshold, with the results; None if none does. ``errors_in``: the sum of ``errors`` (the caller has it).
-        Sequential method only; not while held."""
+        """The first of the panes ``lo:hi`` of these (of the open window) after which a per-pane criterion's test
+        reaches its threshold (its index from ``lo``), with the results; None if none does. ``errors_in``: the sum
+        of ``errors[lo:hi]`` (the caller has it). Sequential method only; not while held."""
         if not self._sequential or not self._per_pane or st.status not in ("soaking", "passed"):
             return None
         # the screens first, on the window's totals: almost every window of a healthy soak stops here, before
@@ -78,8 +84,8 @@ class WindowTests:
         if not reachable:
             return None
         spec = self.spec
-        window_n = st.window_requests + np.cumsum(requests)
-        window_k = st.window_errors + np.cumsum(errors)
+        window_n = st.window_requests + np.cumsum(requests[lo:hi])
+        window_k = st.window_errors + np.cumsum(errors[lo:hi])
         soak_n, soak_k = st.soak_requests + window_n, st.soak_errors + window_k
         first: tuple[int, int] | None = None  # (pane, judge)
         for index, judge, test, restarts in reachable:

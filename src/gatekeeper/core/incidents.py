@@ -82,7 +82,7 @@ class IncidentsJudge(SideJudge):
 
     def matching(self, look: SideLook) -> list[IncidentState]:
         side = look.side
-        if side is None:
+        if side is None or not side.ledger.incidents:  # asked at every window's close; most gates never have one
             return []
         spec = self.spec
         start = side.soak_start if spec.scope == "soak" else side.window_start

@@ -156,7 +156,9 @@ class LiftJudge(SideJudge):
         side = look.side
         if side is None:
             return [0.0] * 6
-        buckets = side.ledger.lift.get(self.spec.metric, {})
+        buckets = side.ledger.lift.get(self.spec.metric)
+        if not buckets:  # no record of the metric yet (asked at every window's close): pooled([]) without the work
+            return [0.0] * 6
         return pooled(
             [s for start, s in buckets.items() if side.soak_start <= start and start + self.window_ms <= side.end]
         )

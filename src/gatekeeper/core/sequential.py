@@ -71,6 +71,17 @@ class _ExactCosts(dict[float, list[float]]):
 _EXACT_COSTS = _ExactCosts()
 
 
+class _ExactTerms(dict[float, list[tuple[float, float]]]):
+    """Per null rate, each alternative's (log odds, cost) of ``stats.log_lrs`` paired (``close_window``'s loop)."""
+
+    def __missing__(self, p0: float) -> list[tuple[float, float]]:
+        terms = self[p0] = list(zip(_EXACT_LOG_ODDS, _EXACT_COSTS[p0], strict=True))
+        return terms
+
+
+_EXACT_TERMS = _ExactTerms()
+
+
 class _Weights(dict[tuple[float, int, int], float]):
     """``change_detect.restart_log_weight`` per (share, window, planned windows): a close folds in one per test."""
 
@@ -191,28 +202,30 @@ class FailTest:
         The fold is numpy's ``logaddexp`` of two doubles step for step (npy_logaddexp: equal arguments give x + log 2,
         else the larger plus log1p(exp(-difference))), inlined: as a function it ran ~100,000 times a replay."""
         weight = _WEIGHTS[(self.restart_share, window, self.planned_windows)]
-        costs = _EXACT_COSTS[self.null_rate]
+        terms = _EXACT_TERMS[self.null_rate]
         n, k = float(requests), float(hits)
+        log1p, exp = math.log1p, math.exp  # ~25,000 calls a replay: the global lookups hoisted
         folded = []
-        for log_sum, log_odds, cost in zip(restarts.log_sums, _EXACT_LOG_ODDS, costs, strict=True):
+        for log_sum, (log_odds, cost) in zip(restarts.log_sums, terms, strict=True):
             if log_sum == weight:
                 both = log_sum + _LOG2
             else:
                 tmp = log_sum - weight
                 if tmp > 0:
-                    both = log_sum + math.log1p(math.exp(-tmp))
+                    both = log_sum + log1p(exp(-tmp))
                 elif tmp <= 0:
-                    both = weight + math.log1p(math.exp(tmp))
+                    both = weight + log1p(exp(tmp))
                 else:
                     both = tmp  # nan
             folded.append(both + (k * log_odds - n * cost))
         restarts.log_sums = folded
-        if restarts.run_requests == 0:
+        run_requests = restarts.run_requests
+        if run_requests == 0:
             restarts.run_start = window_start
-        restarts.run_requests += requests
-        restarts.run_hits += hits
-        n, k = float(restarts.run_requests), float(restarts.run_hits)
-        for log_odds, cost in zip(_EXACT_LOG_ODDS, costs, strict=True):
+        restarts.run_requests = run_requests = run_requests + requests
+        restarts.run_hits = run_hits = restarts.run_hits + hits
+        n, k = float(run_requests), float(run_hits)
+        for log_odds, cost in terms:
             if k * log_odds - n * cost > 0.0:
                 return
         # no alternative is favoured since the run began: begin anew

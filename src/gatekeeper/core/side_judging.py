@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from gatekeeper.core.approvals import PREFIX
+from gatekeeper.core.criteria import StatisticalJudge
 from gatekeeper.core.decision import CriterionResult
 from gatekeeper.core.side_ledger import SideLedger
 
@@ -36,8 +37,11 @@ def pass_results(
     said = ledger.awaiting_for == soak_start
     results = []
     for judge in judges:
+        counts = judge.name not in dry and (said or not judge.name.startswith(PREFIX))
+        if counts and isinstance(judge, StatisticalJudge) and not judge.passes(look, alpha):
+            return None  # the verdict alone decides (most such looks): not worded, no lower bound
         result = judge.pass_check(look, alpha)
-        if result.verdict != "pass" and judge.name not in dry and (said or not judge.name.startswith(PREFIX)):
+        if result.verdict != "pass" and counts:
             return None
         results.append(result)
     return tuple(results)

@@ -72,7 +72,8 @@ class Sample:
 
     requests: int = 0
     errors: int = 0
-    bins: sketch.Bins = field(default_factory=sketch.empty)
+    # the shared read-only empty sketch: a sample's sketch is replaced (``add``, ``close``), never updated in place
+    bins: sketch.Bins = field(default_factory=lambda: sketch.EMPTY)
 
     def __eq__(self, other: object) -> bool:  # the sketch compared by value (snapshot round trips)
         if not isinstance(other, Sample):
@@ -82,6 +83,11 @@ class Sample:
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+# a closed window without evidence: judges only read a look's samples (``BaselineLedger.add`` mutates only its
+# open ones), so one instance serves every such close
+_NOTHING = Sample()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,24 +108,28 @@ class BaselineLedger:
     looks: int = 0
 
     def add(self, window_start: int, requests: int, errors: int, bins: sketch.Bins) -> None:
-        s = self.open.setdefault(window_start, Sample())
+        s = self.open.get(window_start)
+        if s is None:
+            s = self.open[window_start] = Sample()
         s.requests += requests
         s.errors += errors
         s.bins = s.bins + bins
 
     def close(self, window_start: int, fold: bool) -> BaselineLook:
         """Close a window; ``fold``: add it to the soak (not while the gate is held)."""
-        w = self.open.pop(window_start, None)
+        w = self.open.pop(window_start, None) if self.open else None
         if fold:
             if w is not None:  # else nothing to add (most gates have no such evidence): the soak's sample stays
                 self.soak = Sample(
                     self.soak.requests + w.requests, self.soak.errors + w.errors, self.soak.bins + w.bins
                 )
             self.looks += 1
-        return BaselineLook(w or Sample(), self.soak, self.looks)
+        return BaselineLook(w or _NOTHING, self.soak, self.looks)
 
     def drop_ended(self, until: int, window: int) -> None:
         """Forget windows ending at or before ``until`` that no look will take (the gate was not soaking)."""
+        if not self.open:  # most gates have no such evidence: this ran twice a window close
+            return
         for start in [s for s in self.open if s + window <= until]:
             del self.open[start]
 

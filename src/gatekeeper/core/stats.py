@@ -67,8 +67,14 @@ def clopper_pearson(errors: int, requests: int, alpha: float) -> tuple[float, fl
     if requests <= 0:
         return 0.0, 1.0
     lower = 0.0 if errors == 0 else float(special.betaincinv(errors, requests - errors + 1, alpha))
-    upper = 1.0 if errors >= requests else float(special.betaincinv(errors + 1, requests - errors, 1 - alpha))
-    return lower, upper
+    return lower, clopper_pearson_upper(errors, requests, alpha)
+
+
+def clopper_pearson_upper(errors: int, requests: int, alpha: float) -> float:
+    """``clopper_pearson``'s upper bound alone (a pass check needs no lower bound)."""
+    if requests <= 0:
+        return 1.0
+    return 1.0 if errors >= requests else float(special.betaincinv(errors + 1, requests - errors, 1 - alpha))
 
 
 def rate_bounds(errors: int, requests: int, alpha: float, method: Method = "exact") -> tuple[float, float]:
@@ -84,13 +90,7 @@ def order_statistic_ranks(n: int, q: float, alpha: float) -> tuple[int, int]:
     l == 0 means no lower bound exists; u == n + 1 means no upper bound exists (too few samples)."""
     if n <= 0:
         return 0, 1
-    # u - 1 = smallest j with P(B <= j) >= 1 - alpha
-    j = max(0, min(n, math.ceil(float(special.bdtrik(1 - alpha, n, q)))))
-    while j > 0 and special.bdtr(j - 1, n, q) >= 1 - alpha:
-        j -= 1
-    while j < n and special.bdtr(j, n, q) < 1 - alpha:
-        j += 1
-    upper_rank = j + 1
+    upper_rank = _upper_rank(n, q, alpha)
     # l - 1 = largest i with P(B <= i) <= alpha (none when P(B <= 0) > alpha)
     i = max(-1, min(n - 1, math.floor(float(special.bdtrik(alpha, n, q)))))
     while i >= 0 and special.bdtr(i, n, q) > alpha:
@@ -98,6 +98,34 @@ def order_statistic_ranks(n: int, q: float, alpha: float) -> tuple[int, int]:
     while i + 1 <= n - 1 and special.bdtr(i + 1, n, q) <= alpha:
         i += 1
     return i + 1, upper_rank
+
+
+def _upper_rank(n: int, q: float, alpha: float) -> int:
+    """``order_statistic_ranks``' u (n >= 1)."""
+    # u - 1 = smallest j with P(B <= j) >= 1 - alpha
+    j = max(0, min(n, math.ceil(float(special.bdtrik(1 - alpha, n, q)))))
+    while j > 0 and special.bdtr(j - 1, n, q) >= 1 - alpha:
+        j -= 1
+    while j < n and special.bdtr(j, n, q) < 1 - alpha:
+        j += 1
+    return j + 1
+
+
+def quantile_upper(bins: sketch.Bins, q: float, alpha: float) -> float:
+    """``quantile_bounds``' upper bound alone (a pass check needs no lower bound)."""
+    n = int(bins.sum())
+    if n == 0:
+        return math.inf
+    return _upper_edge(np.cumsum(bins), _upper_rank(n, q, alpha), n)
+
+
+def _upper_edge(cumulative: npt.NDArray[np.int64], high_rank: int, n: int) -> float:
+    """The upper edge of the bucket holding the sample of rank ``high_rank``; inf past the n samples."""
+    if high_rank > n:
+        return math.inf
+    index = int(np.searchsorted(cumulative, high_rank, side="left"))
+    # The top bucket also holds every value clamped into it from above MAX_VALUE_MS: no finite upper edge.
+    return math.inf if index == sketch.NBINS - 1 else float(sketch.UPPER_EDGES[index])
 
 
 def quantile_bounds(bins: sketch.Bins, q: float, alpha: float) -> tuple[float, float]:
@@ -110,12 +138,7 @@ def quantile_bounds(bins: sketch.Bins, q: float, alpha: float) -> tuple[float, f
     lower = 0.0
     if low_rank >= 1:
         lower = float(sketch.LOWER_EDGES[int(np.searchsorted(cumulative, low_rank, side="left"))])
-    upper = math.inf
-    if high_rank <= n:
-        index = int(np.searchsorted(cumulative, high_rank, side="left"))
-        # The top bucket also holds every value clamped into it from above MAX_VALUE_MS: no finite upper edge.
-        upper = math.inf if index == sketch.NBINS - 1 else float(sketch.UPPER_EDGES[index])
-    return lower, upper
+    return lower, _upper_edge(cumulative, high_rank, n)
 
 
 def look_alpha(total_alpha: float, look: int, planned_looks: int) -> float:
