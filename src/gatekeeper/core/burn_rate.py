@@ -159,8 +159,7 @@ def advance(
     with ``until`` (ms) the empty time up to it is stepped through too (a breach resolves while traffic is off).
     Numpy arrays or lists."""
     columns = (np.asarray(starts, np.int64) // spec.pane, np.asarray(requests, np.int64), np.asarray(bad, np.int64))
-    index, req_in, bad_in = (c.tolist() for c in columns)  # pane index, requests, bad: Python ints to step on
-    span = _span(spec, state, index, until)
+    span = _span(spec, state, columns[0], until)
     if span is None:
         return []
     p, stop = span
@@ -175,7 +174,12 @@ def advance(
     win_req, win_bad = [*state.sum_requests, *(0 for _ in wholes)], [*state.sum_bad, *(0 for _ in wholes)]
     fine_slots = list(enumerate(fine_lengths))
     events: list[Breach] = []
-    k, n, bulk_from = 0, len(index), p  # bulk_from: after a pane that passed the screen, step a while
+    k, n, bulk_from = 0, columns[0].size, p  # bulk_from: after a pane that passed the screen, step a while
+    if state.open is None and stop - p >= BULK_PANES:  # replay's usual call: one numpy run to its end
+        p, k = _quiet_run(spec, state, p, stop, columns, k, win_req, win_bad)
+        bulk_from = p + BULK_PANES
+    # pane index, requests, bad: Python ints to step on (not made when the numpy run went to the end)
+    index, req_in, bad_in = (c.tolist() for c in columns) if p < stop else ([], [], [])
     while p < stop:
         if state.open is None and p >= bulk_from and stop - p >= BULK_PANES:
             p, k = _quiet_run(spec, state, p, stop, columns, k, win_req, win_bad)
@@ -237,6 +241,13 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
             dense[0, at], dense[1, at] = req_in[k:k_end], bad_in[k:k_end]
         else:  # several inputs for one pane add up
             dense[0], dense[1] = (np.bincount(at, col[k:k_end], size) for col in (req_in, bad_in))
+        if spec.shorts_fine and not dense[1].any() and not any(state.ring_bad):
+            # No bad request in any short window (each is pane-exact, within the ring and this chunk): nothing
+            # passes the screen, so only the sums move, and only the requests' (bad ones stay 0).
+            ends = _request_sums(spec, state, p, dense[0])
+            _apply_quiet(spec, state, p, size, dense, ends, [0] * nf, win_req, win_bad)
+            p, k = end, k_end
+            continue
         windows = _windows(spec, state, p, dense)
         screened = np.zeros(size, np.bool_)
         for _rank, _rate, screen, long, short in spec.slots:
@@ -248,7 +259,8 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
             hit = hit[_firing(spec, state, p, hit, windows)]
         done = int(hit[0]) if hit.size else size  # panes [p, p + done) are applied here
         if done:
-            _apply_quiet(spec, state, p, done, dense, windows[:nf], win_req, win_bad)
+            ends_req, ends_bad = ([int(w[row, done - 1]) for w in windows[:nf]] for row in (0, 1))
+            _apply_quiet(spec, state, p, done, dense, ends_req, ends_bad, win_req, win_bad)
             p += done
             k += int(np.searchsorted(index[k:], p))
         if hit.size:
@@ -326,13 +338,27 @@ def _hour_firsts(p: int, size: int, per_hour: int) -> npt.NDArray[np.int64]:
     return np.concatenate(([0], np.arange(-p % per_hour or per_hour, size, per_hour))).astype(np.int64)
 
 
+def _request_sums(spec: BurnSpec, state: BurnState, p: int, requests: npt.NDArray[np.int64]) -> list[int]:
+    """The requests in each pane-exact window ending with the last of ``requests`` (panes p, p + 1, ...), the
+    ring holding the panes before p."""
+    fine, size = spec.fine_panes, requests.size
+    if size >= fine:
+        tail = requests[size - fine :]
+    else:
+        at, ring = p % fine, state.ring_requests
+        tail = np.array((ring[at:] + ring[:at])[size:] + requests.tolist(), np.int64)
+    back = np.cumsum(tail[::-1]).tolist()  # back[n - 1]: the last n panes
+    return [back[n - 1] for n in spec.fine_lengths]
+
+
 def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt.NDArray[np.int64],
-                 fine_windows: list[npt.NDArray[np.int64]], win_req: list[int],
+                 ends_req: list[int], ends_bad: list[int], win_req: list[int],
                  win_bad: list[int]) -> None:  # fmt: skip
-    """Panes [p, p + done) into the state, as stepping through them would leave it."""
+    """Panes [p, p + done) into the state, as stepping through them would leave it; ``ends_req``, ``ends_bad``:
+    the pane-exact windows' sums ending with the last of them."""
     fine, per_hour = spec.fine_panes, HOUR_MS // spec.pane
-    for i, window in enumerate(fine_windows):
-        win_req[i], win_bad[i] = int(window[0, done - 1]), int(window[1, done - 1])
+    nf = len(ends_req)
+    win_req[:nf], win_bad[:nf] = ends_req, ends_bad
     last = p + done
     if fine:  # in place (``advance`` holds the two lists): the last ``fine`` panes, at most two runs of slots
         first = max(p, last - fine)
@@ -359,17 +385,20 @@ def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt
         state.hour = None  # the next pane stepped sums the whole hours before it afresh
 
 
-def _span(spec: BurnSpec, state: BurnState, index: list[int], until: int | None) -> tuple[int, int] | None:
+def _span(spec: BurnSpec, state: BurnState, index: npt.NDArray[np.int64], until: int | None) -> tuple[int, int] | None:
     """The panes to step through, [first, stop), or None before the gate's first data."""
-    if index and state.end is not None and index[0] < state.end:
-        raise ValueError(f"pane {format_ms(index[0] * spec.pane)} is not after the last pane already seen")
+    first, last = (int(index[0]), int(index[-1])) if index.size else (None, None)
+    if first is not None and state.end is not None and first < state.end:
+        raise ValueError(f"pane {format_ms(first * spec.pane)} is not after the last pane already seen")
     if state.start is None:
-        if not index:
+        if first is None:
             return None
-        state.start = index[0]
+        state.start = first
         _reset(spec, state)
-    p = index[0] if state.end is None else state.end
-    return p, max(index[-1] + 1 if index else p, p if until is None else until // spec.pane)
+    p = state.end if state.end is not None else first
+    if p is None:
+        return None
+    return p, max(p if last is None else last + 1, p if until is None else until // spec.pane)
 
 
 def _hour_windows(spec: BurnSpec, state: BurnState, p: int, req: int, bad: int, win_req: list[int],
