@@ -388,11 +388,14 @@ def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt
     if spec.hour_wholes:
         firsts = _hour_firsts(p, done, per_hour)
         first = p // per_hour
-        sums = np.add.reduceat(dense[:, :done], firsts, axis=1).tolist()
-        for h, (r, b) in enumerate(zip(*sums, strict=True)):
-            cell = state.hours.setdefault(first + h, [0, 0])
-            cell[0] += r
-            cell[1] += b
+        cells = np.add.reduceat(dense[:, :done], firsts, axis=1).T.tolist()  # [requests, bad] per hour
+        cell = state.hours.get(first)  # only the hour of p can hold panes already (those before p)
+        if cell is None:
+            state.hours[first] = cells[0]
+        else:
+            cell[0] += cells[0][0]
+            cell[1] += cells[0][1]
+        state.hours.update(zip(range(first + 1, first + len(cells)), cells[1:], strict=True))  # in hour order
         oldest = (last - 1) // per_hour - spec.hour_span
         for old in [h for h in state.hours if h < oldest]:
             del state.hours[old]
