@@ -237,8 +237,8 @@ def test_numpy_window_sums_equal_the_stepped_ones(monkeypatch: pytest.MonkeyPatc
     p = state.end or 0
     gap = int(starts[0]) // MINUTE - p
     dense = np.concatenate((np.zeros((2, gap), np.int64), np.stack(later[1:])), axis=1)
-    got = burn_rate._windows(SPEC, msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=BurnState), p, dense)
-    got = [w[:, gap:] for w in got]
+    fresh = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=BurnState)
+    got = burn_rate._windows(SPEC, fresh, p, dense)[:, :, gap:]
     stepped: list[list[int]] = []
     for i in range(starts.size):
         advance(SPEC, state, starts[i : i + 1], later[1][i : i + 1], later[2][i : i + 1])
@@ -330,3 +330,34 @@ def test_numpy_runs_stop_only_where_a_rule_fires_as_stepping_decides(
     assert {"opened", "resolved"} <= {e.change for e in expected[0]}
     assert expected == fed(bulk)
     assert rejected[0] > 0  # the screen passed where no rule fired: the exact test decided
+
+
+def test_numpy_runs_without_bad_requests_skip_the_windows_as_stepping_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A numpy run through panes with no bad request in them nor in the ring before them (so in no short window)
+    skips the windows and the screen: traffic without errors for a day between bursts, fed in batches, gives the
+    events and state of stepping every pane, and the skipped batches compute no windows."""
+    starts, requests, bad = traffic([(10, 0.002), (1, 0.1), (30, 0.0), (2, 0.06), (20, 0.0)], per_minute=300, seed=9)
+    computed = [0]
+    windows = burn_rate._windows
+
+    def counted(*args: object) -> npt.NDArray[np.int64]:
+        computed[0] += 1
+        return windows(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(burn_rate, "_windows", counted)
+
+    def fed(bulk: int) -> tuple[list[Breach], bytes]:
+        monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)
+        state, out = BurnState(), []
+        for i in range(0, starts.size, 400):
+            out += advance(SPEC, state, starts[i : i + 400], requests[i : i + 400], bad[i : i + 400])
+        state.hour, state.before = None, []  # a cache of the whole-hour sums, recomputed on entering the next hour
+        return out, msgspec.msgpack.encode(state)
+
+    bulk = burn_rate.BULK_PANES
+    expected = fed(1 << 40)
+    assert {"opened", "resolved"} <= {e.change for e in expected[0]}
+    assert 0 == computed[0]
+    assert expected == fed(bulk)
+    batches = -(-starts.size // 400)
+    assert 0 < computed[0] < batches  # some batches went through the windows, the error-free ones did not

@@ -10,7 +10,7 @@ import pytest
 
 from gatekeeper.core.aggregate import Aggregator
 from gatekeeper.core.decision import Decision
-from gatekeeper.core.merge import GateInbox, Merger, SourceMark, merge_watermark
+from gatekeeper.core.merge import GateInbox, Merger, SourceMark, _GateRows, merge_watermark
 from gatekeeper.core.partials import Message, Partial, Watermark
 from gatekeeper.core.pipeline import Pipeline
 from gatekeeper.core.telemetry import EventBatch
@@ -281,3 +281,24 @@ def test_columnar_partials_of_a_gate_not_in_the_plan_are_refused() -> None:
     with pytest.raises(ValueError, match="not in the plan") as refused:
         merger.apply_columns(merger.start_all(), closed, mark_)
     assert "partial for gate 'ap-south/canary', which is not in the plan" == str(refused.value)
+
+
+def test_a_batch_grouped_by_gate_gives_each_gate_its_rows_and_bins_in_emission_order() -> None:
+    """Stage 2 gathers a columnar batch's rows by gate once (``_GateRows``): each gate's panes, sums and latency
+    bins are those of its own ``Partial``s in the order stage 1 emitted them, with the gates' rows interleaved in
+    the batch (two gates over 150 minutes, folded in one batch)."""
+    plan = make_plan(rich_plan())
+    agg = Aggregator(KEYS, plan.evaluation.pane, plan.evaluation.lateness)
+    _state, closed, _mark = agg.fold_columns(agg.start("t:0"), rich_events())
+    assert len(set(closed.gate[:4].tolist())) == 2  # the gates' rows interleave
+    grouped = _GateRows(closed)
+    for key in KEYS:
+        mine = [p for p in closed.rows() if p.gate == key]
+        expected = ([p.pane for p in mine], [p.requests for p in mine], [p.errors for p in mine],
+                    [p.late for p in mine], [p.pane for p in mine for _ in p.bins],
+                    [b for p in mine for b in p.bins], [c for p in mine for c in p.counts])  # fmt: skip
+        i = KEYS.index(key)
+        got = grouped.closing(grouped.bounds[i], grouped.bounds[i + 1])
+        actual = tuple(column.tolist() for column in (got.panes, got.requests, got.errors, got.late, got.bin_pane,
+                                                      got.buckets, got.counts))  # fmt: skip
+        assert expected == actual

@@ -29,7 +29,6 @@ cost ~20 us a pane and objective, most of a long replay's time (docs/benchmarks.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -119,6 +118,10 @@ class BurnSpec:
     hour_wholes: tuple[int, ...] = field(init=False)  # distinct longer windows: whole hours before the hour so far
     slots: tuple[tuple[int, float, float, int, int], ...] = field(init=False)  # rank, rate, rate x budget, windows
     shorts_fine: bool = field(init=False)  # every rule's short window is summed pane by pane
+    # the rules' short and long windows and screens (rate x budget) as arrays: a numpy run screens all at once
+    shorts: npt.NDArray[np.intp] = field(init=False, compare=False, repr=False)
+    longs: npt.NDArray[np.intp] = field(init=False, compare=False, repr=False)
+    screens: npt.NDArray[np.float64] = field(init=False, compare=False, repr=False)  # [rule, 1]
 
     def __post_init__(self) -> None:
         spans = sorted({span for r in self.alerts.rules for span in (r.long, r.short)})
@@ -134,6 +137,9 @@ class BurnSpec:
         object.__setattr__(self, "hour_wholes", wholes)
         object.__setattr__(self, "slots", slots)
         object.__setattr__(self, "shorts_fine", all(r.short <= FINE_SPAN_MS for r in self.alerts.rules))
+        object.__setattr__(self, "shorts", np.array([slot[4] for slot in slots], np.intp))
+        object.__setattr__(self, "longs", np.array([slot[3] for slot in slots], np.intp))
+        object.__setattr__(self, "screens", np.array([[slot[2]] for slot in slots], np.float64))
 
     @property
     def fine_panes(self) -> int:
@@ -159,15 +165,14 @@ def advance(
     with ``until`` (ms) the empty time up to it is stepped through too (a breach resolves while traffic is off).
     Numpy arrays or lists."""
     columns = (np.asarray(starts, np.int64) // spec.pane, np.asarray(requests, np.int64), np.asarray(bad, np.int64))
-    index, req_in, bad_in = (c.tolist() for c in columns)  # pane index, requests, bad: Python ints to step on
-    span = _span(spec, state, index, until)
+    span = _span(spec, state, columns[0], until)
     if span is None:
         return []
     p, stop = span
     watched_from = state.start or 0
     ring_req, ring_bad = state.ring_requests, state.ring_bad
     fine, fine_lengths, wholes, slots = spec.fine_panes, spec.fine_lengths, spec.hour_wholes, spec.slots
-    budget, min_requests = spec.slo.budget, spec.alerts.min_requests
+    budget, min_requests, n = spec.slo.budget, spec.alerts.min_requests, columns[0].size
     nf = len(fine_lengths)
     lengths = [*fine_lengths, *(0 for _ in wholes)]
     # requests and bad requests over each window ending with the current pane: the pane-exact ones carried
@@ -175,7 +180,10 @@ def advance(
     win_req, win_bad = [*state.sum_requests, *(0 for _ in wholes)], [*state.sum_bad, *(0 for _ in wholes)]
     fine_slots = list(enumerate(fine_lengths))
     events: list[Breach] = []
-    k, n, bulk_from = 0, len(index), p  # bulk_from: after a pane that passed the screen, step a while
+    # bulk_from: after a pane that passed the screen, step a while
+    p, k, bulk_from = _run_ahead(spec, state, p, stop, columns, win_req, win_bad)
+    # pane index, requests, bad: Python ints to step on (not made when the numpy run went to the end)
+    index, req_in, bad_in = (c.tolist() for c in columns) if p < stop else ([], [], [])
     while p < stop:
         if state.open is None and p >= bulk_from and stop - p >= BULK_PANES:
             p, k = _quiet_run(spec, state, p, stop, columns, k, win_req, win_bad)
@@ -220,6 +228,17 @@ def advance(
     return events
 
 
+def _run_ahead(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[npt.NDArray[np.int64], ...],
+               win_req: list[int], win_bad: list[int]) -> tuple[int, int, int]:  # fmt: skip
+    """Replay's usual call (no breach open, a long run of panes): one numpy run first, often to ``stop``, before
+    ``advance`` turns its inputs into lists to step on. The pane and input reached, and where the next run may
+    start."""
+    if state.open is None and stop - p >= BULK_PANES:
+        p, k = _quiet_run(spec, state, p, stop, inputs, 0, win_req, win_bad)
+        return p, k, p + BULK_PANES
+    return p, 0, p
+
+
 def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tuple[npt.NDArray[np.int64], ...],
                k: int, win_req: list[int], win_bad: list[int]) -> tuple[int, int]:  # fmt: skip
     """Apply panes p, p + 1, ... (no breach open) in numpy up to the first one at which a rule passes the screen
@@ -237,18 +256,26 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
             dense[0, at], dense[1, at] = req_in[k:k_end], bad_in[k:k_end]
         else:  # several inputs for one pane add up
             dense[0], dense[1] = (np.bincount(at, col[k:k_end], size) for col in (req_in, bad_in))
+        if spec.shorts_fine and not dense[1].any() and not any(state.ring_bad):
+            # No bad request in any short window (each is pane-exact, within the ring and this chunk): nothing
+            # passes the screen, so only the sums move, and only the requests' (bad ones stay 0).
+            ends = _request_sums(spec, state, p, dense[0])
+            _apply_quiet(spec, state, p, size, dense, ends, [0] * nf, win_req, win_bad)
+            p, k = end, k_end
+            continue
         windows = _windows(spec, state, p, dense)
-        screened = np.zeros(size, np.bool_)
-        for _rank, _rate, screen, long, short in spec.slots:
-            (r_short, b_short), (r_long, b_long) = windows[short], windows[long]
-            screened |= ((b_short > 0) & (b_short * _SLACK >= screen * r_short) & (b_long * _SLACK >= screen * r_long)
-                         & (r_long >= spec.alerts.min_requests))  # fmt: skip
+        # every rule's screen at once: rows [rule, pane], each element the same float operations as per rule
+        (r_short, b_short), (r_long, b_long) = (windows[rows].transpose(1, 0, 2) for rows in (spec.shorts, spec.longs))
+        screen = spec.screens
+        screened = ((b_short > 0) & (b_short * _SLACK >= screen * r_short) & (b_long * _SLACK >= screen * r_long)
+                    & (r_long >= spec.alerts.min_requests)).any(axis=0)  # fmt: skip
         hit = np.flatnonzero(screened)
         if hit.size:  # the screen's few candidates, tested exactly: the first that fires is stepped
             hit = hit[_firing(spec, state, p, hit, windows)]
         done = int(hit[0]) if hit.size else size  # panes [p, p + done) are applied here
         if done:
-            _apply_quiet(spec, state, p, done, dense, windows[:nf], win_req, win_bad)
+            ends_req, ends_bad = windows[:nf, :, done - 1].T.tolist()
+            _apply_quiet(spec, state, p, done, dense, ends_req, ends_bad, win_req, win_bad)
             p += done
             k += int(np.searchsorted(index[k:], p))
         if hit.size:
@@ -257,7 +284,7 @@ def _quiet_run(spec: BurnSpec, state: BurnState, p: int, stop: int, inputs: tupl
 
 
 def _firing(spec: BurnSpec, state: BurnState, p: int, at: npt.NDArray[np.intp],
-            windows: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.bool_]:  # fmt: skip
+            windows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:  # fmt: skip
     """Which of panes p + ``at`` (no breach open) some rule fires at: the screen of ``advance`` and ``_fires`` for
     all of them at once, with the same float operations in the same order (so the same outcome, bit for bit)."""
     per_hour, budget = HOUR_MS // spec.pane, spec.slo.budget
@@ -282,10 +309,10 @@ def _firing(spec: BurnSpec, state: BurnState, p: int, at: npt.NDArray[np.intp],
     return fires
 
 
-def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
-    """[requests, bad] of every window (in ``lengths`` order) ending at each pane of ``dense`` (panes p, p + 1, ...,
-    [requests, bad] each), the state holding the panes before p. Few numpy calls: a call's fixed cost, not its
-    arithmetic, is what a replay block of a gate pays here."""
+def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """[window, requests or bad, pane]: [requests, bad] of every window (in ``lengths`` order) ending at each pane
+    of ``dense`` (panes p, p + 1, ..., [requests, bad] each), the state holding the panes before p. Few numpy calls,
+    none indexing per pane: a call's fixed cost, not its arithmetic, is what a replay block of a gate pays here."""
     fine, per_hour, size = spec.fine_panes, HOUR_MS // spec.pane, dense.shape[1]
     # every window's [requests, bad] ending at each pane: pane-exact ones from the ring's last panes on (the ring
     # read from its oldest pane, p - fine, at slot p % fine)
@@ -298,26 +325,25 @@ def _windows(spec: BurnSpec, state: BurnState, p: int, dense: npt.NDArray[np.int
     else:
         np.cumsum(dense, axis=1, out=run[:, 1:])
     end = fine + 1  # run[:, end + i]: the sums through pane p + i
-    windows = [run[:, end : end + size] - run[:, end - length : end - length + size] for length in spec.fine_lengths]
-    if spec.hour_wholes:  # the hour so far plus whole hours before it
-        first_hour = p // per_hour - max(spec.hour_wholes)
-        hour_of = (p + np.arange(size)) // per_hour - first_hour
-        hours = int(hour_of[-1]) + 1
-        base = np.zeros((2, hours), np.int64)
-        kept = [h - first_hour for h in state.hours if 0 <= h - first_hour < hours]
-        if kept:
-            cells = np.fromiter(itertools.chain.from_iterable(state.hours[h + first_hour] for h in kept), np.int64)
-            base[:, kept] = cells.reshape(-1, 2).T
-        totals = base.copy()
-        firsts = _hour_firsts(p, size, per_hour)  # each hour's first pane in ``dense``
-        totals[:, hour_of[firsts]] += np.add.reduceat(dense, firsts, axis=1)
-        before = np.zeros((2, hours + 1), np.int64)
-        np.cumsum(totals, axis=1, out=before[:, 1:])
-        in_pane = np.zeros((2, size + 1), np.int64)
-        np.cumsum(dense, axis=1, out=in_pane[:, 1:])
-        hour_start = np.maximum(0, (hour_of + first_hour) * per_hour - p)
-        so_far = base[:, hour_of] + in_pane[:, 1:] - in_pane[:, hour_start]
-        windows += [before[:, hour_of] - before[:, hour_of - whole] + so_far for whole in spec.hour_wholes]
+    nf = len(spec.fine_lengths)
+    windows = np.empty((nf + len(spec.hour_wholes), 2, size), np.int64)
+    for i, length in enumerate(spec.fine_lengths):
+        np.subtract(run[:, end : end + size], run[:, end - length : end - length + size], out=windows[i])
+    if spec.hour_wholes:  # the hour so far plus whole hours before it, over the run's panes laid out in hours
+        widest, hour, off = max(spec.hour_wholes), p // per_hour, p % per_hour
+        hours = (off + size - 1) // per_hour + 1
+        grid = np.zeros((2, hours * per_hour), np.int64)
+        grid[:, off : off + size] = dense
+        grid[:, 0] += state.hours.get(hour, (0, 0))  # the hour of p before p
+        so_far = np.cumsum(grid.reshape(2, hours, per_hour), axis=2)  # [row, hour, pane in it]
+        totals = np.zeros((2, widest + hours + 1), np.int64)  # whole hours from ``hour - widest`` on, summed
+        earlier = [state.hours.get(h, (0, 0)) for h in range(hour - widest, hour)]
+        totals[:, 1 : widest + 1] = np.array(earlier, np.int64).reshape(-1, 2).T
+        totals[:, widest + 1 :] = so_far[:, :, -1]
+        np.cumsum(totals, axis=1, out=totals)
+        for i, whole in enumerate(spec.hour_wholes, nf):
+            before = totals[:, widest : widest + hours] - totals[:, widest - whole : widest - whole + hours]
+            windows[i] = (so_far + before[:, :, None]).reshape(2, -1)[:, off : off + size]
     return windows
 
 
@@ -326,13 +352,27 @@ def _hour_firsts(p: int, size: int, per_hour: int) -> npt.NDArray[np.int64]:
     return np.concatenate(([0], np.arange(-p % per_hour or per_hour, size, per_hour))).astype(np.int64)
 
 
+def _request_sums(spec: BurnSpec, state: BurnState, p: int, requests: npt.NDArray[np.int64]) -> list[int]:
+    """The requests in each pane-exact window ending with the last of ``requests`` (panes p, p + 1, ...), the
+    ring holding the panes before p."""
+    fine, size = spec.fine_panes, requests.size
+    if size >= fine:
+        tail = requests[size - fine :]
+    else:
+        at, ring = p % fine, state.ring_requests
+        tail = np.array((ring[at:] + ring[:at])[size:] + requests.tolist(), np.int64)
+    back = np.cumsum(tail[::-1]).tolist()  # back[n - 1]: the last n panes
+    return [back[n - 1] for n in spec.fine_lengths]
+
+
 def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt.NDArray[np.int64],
-                 fine_windows: list[npt.NDArray[np.int64]], win_req: list[int],
+                 ends_req: list[int], ends_bad: list[int], win_req: list[int],
                  win_bad: list[int]) -> None:  # fmt: skip
-    """Panes [p, p + done) into the state, as stepping through them would leave it."""
+    """Panes [p, p + done) into the state, as stepping through them would leave it; ``ends_req``, ``ends_bad``:
+    the pane-exact windows' sums ending with the last of them."""
     fine, per_hour = spec.fine_panes, HOUR_MS // spec.pane
-    for i, window in enumerate(fine_windows):
-        win_req[i], win_bad[i] = int(window[0, done - 1]), int(window[1, done - 1])
+    nf = len(ends_req)
+    win_req[:nf], win_bad[:nf] = ends_req, ends_bad
     last = p + done
     if fine:  # in place (``advance`` holds the two lists): the last ``fine`` panes, at most two runs of slots
         first = max(p, last - fine)
@@ -348,28 +388,34 @@ def _apply_quiet(spec: BurnSpec, state: BurnState, p: int, done: int, dense: npt
     if spec.hour_wholes:
         firsts = _hour_firsts(p, done, per_hour)
         first = p // per_hour
-        sums = np.add.reduceat(dense[:, :done], firsts, axis=1).tolist()
-        for h, (r, b) in enumerate(zip(*sums, strict=True)):
-            cell = state.hours.setdefault(first + h, [0, 0])
-            cell[0] += r
-            cell[1] += b
+        cells = np.add.reduceat(dense[:, :done], firsts, axis=1).T.tolist()  # [requests, bad] per hour
+        cell = state.hours.get(first)  # only the hour of p can hold panes already (those before p)
+        if cell is None:
+            state.hours[first] = cells[0]
+        else:
+            cell[0] += cells[0][0]
+            cell[1] += cells[0][1]
+        state.hours.update(zip(range(first + 1, first + len(cells)), cells[1:], strict=True))  # in hour order
         oldest = (last - 1) // per_hour - spec.hour_span
         for old in [h for h in state.hours if h < oldest]:
             del state.hours[old]
         state.hour = None  # the next pane stepped sums the whole hours before it afresh
 
 
-def _span(spec: BurnSpec, state: BurnState, index: list[int], until: int | None) -> tuple[int, int] | None:
+def _span(spec: BurnSpec, state: BurnState, index: npt.NDArray[np.int64], until: int | None) -> tuple[int, int] | None:
     """The panes to step through, [first, stop), or None before the gate's first data."""
-    if index and state.end is not None and index[0] < state.end:
-        raise ValueError(f"pane {format_ms(index[0] * spec.pane)} is not after the last pane already seen")
+    first, last = (int(index[0]), int(index[-1])) if index.size else (None, None)
+    if first is not None and state.end is not None and first < state.end:
+        raise ValueError(f"pane {format_ms(first * spec.pane)} is not after the last pane already seen")
     if state.start is None:
-        if not index:
+        if first is None:
             return None
-        state.start = index[0]
+        state.start = first
         _reset(spec, state)
-    p = index[0] if state.end is None else state.end
-    return p, max(index[-1] + 1 if index else p, p if until is None else until // spec.pane)
+    p = state.end if state.end is not None else first
+    if p is None:
+        return None
+    return p, max(p if last is None else last + 1, p if until is None else until // spec.pane)
 
 
 def _hour_windows(spec: BurnSpec, state: BurnState, p: int, req: int, bad: int, win_req: list[int],

@@ -213,36 +213,30 @@ class Merger:
                 self.on_partial(inboxes[p.gate], p)
         every: list[Partial] = []  # one Partial per row, built only if a gate needs them
         index = {key: i for i, key in enumerate(batch.keys) if not batch.slices or not batch.slices[i]}
-        order = np.argsort(batch.gate, kind="stable")  # per gate, in emission order (pane ascending)
-        bounds = np.searchsorted(batch.gate[order], np.arange(len(batch.keys) + 1)).tolist()
+        by_gate = _GateRows(batch)
+        bounds = by_gate.bounds
         for key, at_key in index.items():
             if key not in inboxes and bounds[at_key + 1] > bounds[at_key]:
                 raise ValueError(f"partial for gate {key!r}, which is not in the plan")
         for key, inbox in inboxes.items():
             i = index.get(key)
-            rows = order[bounds[i] : bounds[i + 1]] if i is not None else order[:0]
-            until = self._direct_until(inbox, batch, rows, w)
+            lo, hi = (bounds[i], bounds[i + 1]) if i is not None else (0, 0)
+            until = self._direct_until(inbox, by_gate.pane[lo:hi], w)
             if until is None:
-                if rows.size:
+                if hi > lo:
                     every = every or batch.rows()
-                    for r in rows.tolist():
+                    for r in by_gate.order[lo:hi].tolist():
                         self.on_partial(inbox, every[r])
                 self.on_watermark(key, inbox, w, out, breaches)
                 continue
             inbox.sources[w.source].watermark = w.watermark
-            lo = batch.offsets[rows]
-            sizes = batch.offsets[rows + 1] - lo
-            at = ragged(lo, sizes)
-            closing = Closing(batch.pane[rows], batch.requests[rows], batch.errors[rows], batch.late[rows],
-                              np.repeat(batch.pane[rows], sizes), batch.bins[at], batch.counts[at])  # fmt: skip
-            self._close_columns(key, inbox, until, closing, out, [] if breaches is None else breaches)
+            self._close_columns(key, inbox, until, by_gate.closing(lo, hi), out, [] if breaches is None else breaches)
         return out
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _direct_until(
-        self, inbox: GateInbox, batch: PartialBatch, rows: npt.NDArray[np.intp], w: Watermark
-    ) -> int | None:
-        """The merge watermark ``w`` brings ``inbox`` to if it closes all ``rows`` from the columns, else None."""
+    def _direct_until(self, inbox: GateInbox, panes: npt.NDArray[np.int64], w: Watermark) -> int | None:
+        """The merge watermark ``w`` brings ``inbox`` to if it closes the rows of ``panes`` from the columns, else
+        None."""
         mark = inbox.sources.get(w.source)
         if mark is None or len(inbox.sources) != 1 or inbox.buffered or mark.idle or w.idle or w.watermark is None:
             return None
@@ -250,7 +244,6 @@ class Merger:
         older = mark.watermark is not None and w.watermark < mark.watermark
         if older or (after is not None and w.watermark <= after):
             return None  # nothing to close: ``on_watermark`` says what else it means
-        panes = batch.pane[rows]
         if panes.size and (int(panes.max()) + self.pane > w.watermark or (
             after is not None and int(panes.min()) + self.pane <= after
         )):  # fmt: skip
@@ -318,6 +311,32 @@ class Merger:
                            * sketch.NBINS).astype(np.int64).reshape(-1, sketch.NBINS)  # fmt: skip
         for row in np.flatnonzero(grid.any(axis=1)).tolist():
             gate.add_bins((first + row) * self.window, grid[row])
+
+
+class _GateRows:
+    """A batch's rows grouped by gate, in emission order within each (pane ascending): every column gathered
+    once for all gates, so that each gate's rows and bins are slices (a gather per gate and column cost more
+    than the gathering itself)."""
+
+    def __init__(self, batch: PartialBatch) -> None:
+        # a stable sort on small integers: numpy's radix sort, the same order as on the int64 column
+        small = np.uint8 if len(batch.keys) <= 0xFF else np.int64
+        order = self.order = np.argsort(batch.gate.astype(small), kind="stable")
+        self.bounds: list[int] = np.searchsorted(batch.gate[order], np.arange(len(batch.keys) + 1)).tolist()
+        lo = batch.offsets[:-1][order]
+        sizes = batch.offsets[1:][order] - lo
+        self.pane, self.requests = batch.pane[order], batch.requests[order]
+        self.errors, self.late = batch.errors[order], batch.late[order]
+        at = ragged(lo, sizes)
+        self.bins, self.counts, self.bin_pane = batch.bins[at], batch.counts[at], np.repeat(self.pane, sizes)
+        ends = np.concatenate(([0], np.cumsum(sizes)))
+        self.bin_at: dict[int, int] = dict(zip(self.bounds, ends[self.bounds].tolist(), strict=True))  # row -> bin
+
+    def closing(self, lo: int, hi: int) -> Closing:
+        """Rows [lo, hi) (one gate's: ``bounds`` both) as the panes of one close."""
+        first, last = self.bin_at[lo], self.bin_at[hi]
+        return Closing(self.pane[lo:hi], self.requests[lo:hi], self.errors[lo:hi], self.late[lo:hi],
+                       self.bin_pane[first:last], self.bins[first:last], self.counts[first:last])  # fmt: skip
 
 
 def _digest(p: Partial) -> bytes:
