@@ -22,7 +22,8 @@ empty cannot fire, so it is skipped in one step: a stopped tier is not stepped t
 window. Long runs of panes while no breach is open (replay closes days at a time) go through numpy instead
 (``_quiet_run``): every window's sums for every pane at once, up to the first pane at which some rule fires (the
 few panes passing the cheap screen below tested exactly, in numpy: ``_firing``); that pane and the ones after it
-are stepped as before. The stepping
+are stepped as before. A run with no bad request in its panes nor in the ring before them (so in no short window)
+cannot pass the screen: only its request sums are moved, without the windows. The stepping
 cost ~20 us a pane and objective, most of a long replay's time (docs/benchmarks.md).
 """
 
