@@ -30,29 +30,6 @@ def test_the_child_runs_ahead_of_a_busy_consumer(tmp_path: Path) -> None:
     assert list(range(AHEAD + 3)) == got
 
 
-def test_idle_work_runs_once_while_the_child_has_nothing_ready(tmp_path: Path) -> None:
-    """``idle`` runs once, when this process first asks for an item the child has not sent (the child waits for
-    a file only ``idle`` writes, so the call cannot come after the first item), and every item still arrives
-    in order."""
-    go = tmp_path / "go"
-    calls: list[int] = []
-
-    def produce() -> Iterator[int]:
-        deadline = time.monotonic() + 30
-        while not go.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield from range(5)
-
-    def idle() -> None:
-        calls.append(len(received))
-        go.write_text("go")
-
-    received: list[int] = []
-    with in_child(produce, idle=idle) as items:
-        received.extend(items)
-    assert ([0], list(range(5))) == (calls, received)
-
-
 def test_behind_until_the_child_sends_its_next_item(tmp_path: Path) -> None:
     """``behind()`` is true while the child has sent nothing (it waits for a file this test writes later), then
     false once its item is here; the item is what it sent."""

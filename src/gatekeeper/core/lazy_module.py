@@ -21,8 +21,3 @@ def lazy(name: str) -> ModuleType:
     sys.modules[name] = module
     loader.exec_module(module)
     return module
-
-
-def load_now(module: ModuleType) -> None:
-    """Run a module ``lazy`` returned now, if it has not run yet (any attribute access runs it)."""
-    _ = module.__name__

@@ -108,12 +108,10 @@ class Received(Generic[T]):
 
 
 @contextlib.contextmanager
-def in_child(produce: Callable[[], Iterator[T]], idle: Callable[[], None] | None = None) -> Iterator[Received[T]]:
+def in_child(produce: Callable[[], Iterator[T]]) -> Iterator[Received[T]]:
     """``produce()``'s items, produced in a forked child process, in order. Leaving the block (at the end, on an
     error or an interrupt) stops the child and waits for it. A bare ``os.fork``, not ``multiprocessing``: its
-    child closes standard input, which may be the input (``--input -``). ``idle`` runs once, the first time this
-    process asks for an item the child has not sent yet: work this process needs later, done while it would
-    otherwise wait."""
+    child closes standard input, which may be the input (``--input -``)."""
     reader, writer = Pipe(duplex=False)
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's frames
@@ -135,11 +133,7 @@ def in_child(produce: Callable[[], Iterator[T]], idle: Callable[[], None] | None
     received = _Receiver(reader)
 
     def items() -> Iterator[T]:
-        pending = idle
         while True:
-            if pending is not None and received.empty():
-                run, pending = pending, None
-                run()
             item = received.get()
             if item is _EOF:
                 reap(block=True)

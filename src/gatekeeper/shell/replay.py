@@ -223,7 +223,7 @@ def replay(
     if not (jobs > 1 and can_fork()):
         return _stage2(plan, fold, stage1(), None, *args)
     # the child forks first, so that stage 2's imports and set-up below overlap its decoding
-    with in_child(stage1, idle=_warm_up) as received:
+    with in_child(stage1) as received:
         return _stage2(plan, fold, received, received.behind, *args)
 
 
@@ -284,15 +284,6 @@ def _stage2(
     emit(engine.settle())
     summary.events, summary.late = engine.stats.events, engine.stats.late
     return summary
-
-
-def _warm_up() -> None:
-    """Stage 2's first gate verdict loads scipy.special (~0.2-0.25 s; core/lazy_module.py): with ``--jobs 2`` it
-    loads while this process waits for stage 1's first blocks instead, where it costs no wall time."""
-    from gatekeeper.core import stats
-    from gatekeeper.core.lazy_module import load_now
-
-    load_now(stats.special)
 
 
 def _decode_block(decoder: TelemetryDecoder, first: int, block: bytes | list[bytes]) -> tuple[int, int, EventBatch]:
