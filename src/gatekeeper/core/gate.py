@@ -146,10 +146,8 @@ class Gate:
             self._close_window(end, bins if bins is not None else sketch.EMPTY, out)
             st.window_start = end
             st.window_requests = st.window_errors = 0
-        if st.baseline.open:  # most gates have no such evidence
-            st.baseline.drop_ended(st.window_start, window)
-        if st.cross.open:
-            st.cross.drop_ended(st.window_start, window)
+        st.baseline.drop_ended(st.window_start, window)  # at once when empty (most gates have no such evidence)
+        st.cross.drop_ended(st.window_start, window)
 
     def on_stream_clock(self, stream_watermark: int, newest_pane_end: int, out: list[Decision]) -> None:
         """The stream-wide clock (other gates' event time): report a gate whose own telemetry stopped, and
