@@ -194,8 +194,12 @@ def test_lift_passes_or_blocks_a_tier_as_in_replay(kafka_bootstrap: str, tmp_pat
     plan.write_text(yaml.safe_dump(raw, sort_keys=False))
     names = h.Names()
     telemetry = h.scenario(invalid=False)
-    # one control for both tiers of us-east (a control record serves every tier of its region)
-    records = business("us-east", "ramp", 0.4, 1, control=True) + business("us-east", "canary", -0.4, 2, control=False)
+    # one control for both tiers of us-east (a control record serves every tier of its region); the two series
+    # merged in time order: one after the other, the canary's records came up to 50 minutes behind the ramp's in
+    # each business partition, more than the lateness, so the worker counted them at whichever window close its
+    # polls reached them by (a fresh-clone CI run: 142 canary treatment records at 00:20 where replay had 147)
+    ramp = business("us-east", "ramp", 0.4, 1, control=True)
+    records = sorted(ramp + business("us-east", "canary", -0.4, 2, control=False), key=lambda r: str(r["ts"]))
     values = lines(records)
     sink = io.BytesIO()
     side = [SideFile("business", "business", io.BytesIO(b"\n".join(values)))]
