@@ -170,7 +170,7 @@ def test_latency_without_enough_samples_has_no_upper_bound() -> None:
 def test_error_rate_shortcuts_agree_with_the_checks(
     n: int, share: float, fail_above: float, alpha: float, method: str
 ) -> None:
-    """When may_fail says no, fail_checks finds no fail either (the screen only skips work); ``passes``
+    """When may_fail says no, fail_checks finds no fail either (the screen only skips work); ``may_pass``
     (unworded, the upper bound alone) says pass exactly when ``pass_check``'s verdict is pass."""
     spec = ErrorRateCriterion(
         kind="error_rate", pass_below=fail_above / 2, fail_above=fail_above, min_requests=100, min_requests_to_fail=1
@@ -180,7 +180,7 @@ def test_error_rate_shortcuts_agree_with_the_checks(
     view = Look(ev, ev, NO_DOWN, method)
     if not judge.may_fail(view):
         assert [] == [r for r in judge.fail_checks(view, alpha) if r.verdict == "fail"]
-    assert (judge.pass_check(view, alpha).verdict == "pass") == judge.passes(view, alpha)
+    assert (judge.pass_check(view, alpha).verdict == "pass") == judge.may_pass(view, alpha)
 
 
 def test_latency_screen_never_hides_a_fail() -> None:
@@ -210,8 +210,8 @@ def test_latency_screen_never_hides_a_fail() -> None:
     assert (True, True) == (screened[False] >= 100, screened[True] >= 100), screened
 
 
-def test_latency_passes_is_the_pass_checks_verdict() -> None:
-    """``passes`` says pass exactly when ``pass_check``'s verdict is pass, for any data, quantile and pass line;
+def test_latency_may_pass_is_the_pass_checks_verdict() -> None:
+    """``may_pass`` says pass exactly when ``pass_check``'s verdict is pass, for any data, quantile and pass line;
     the data put the quantile on both sides of the line, so both answers are checked many times."""
     rng = np.random.default_rng(20261202)
     seen = {True: 0, False: 0}
@@ -224,7 +224,7 @@ def test_latency_passes_is_the_pass_checks_verdict() -> None:
         judge = latency_judge(spec)
         median = pass_below * np.exp(rng.uniform(np.log(1 / 30), np.log(3)))
         view = look(evidence(n, latencies=list(rng.lognormal(np.log(median), rng.uniform(0.05, 2), n))))
-        passes = judge.passes(view, alpha)
+        passes = judge.may_pass(view, alpha)
         seen[passes] += 1
         assert (judge.pass_check(view, alpha).verdict == "pass") == passes
     assert (True, True) == (seen[False] >= 50, seen[True] >= 50), seen

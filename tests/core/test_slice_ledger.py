@@ -4,6 +4,7 @@ baseline partials through the changelog snapshots."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gatekeeper.core import inbox_snapshot, partials, sketch, slice_ledger
 
@@ -43,3 +44,21 @@ def test_windows_without_evidence_close_empty_and_apart() -> None:
     assert slice_ledger.Sample(7, 1, 2 * bins) == later.soak
     assert slice_ledger.Sample() == ledger.close(3 * MINUTE, fold=False).window
     assert 0 == int(np.count_nonzero(sketch.EMPTY))
+
+
+def test_a_look_does_not_change_as_evidence_arrives() -> None:
+    """Samples are immutable: evidence added to an open window after a look was taken (the same window reopened
+    after a hold, or the shared empty sample) replaces the ledger's sample and leaves the look's as it was; a
+    sample refuses an in-place update."""
+    ledger = slice_ledger.BaselineLedger()
+    bins = sketch.from_sparse([3], [2])
+    ledger.add(0, 2, 1, bins)
+    look = ledger.close(0, fold=True)
+    empty = ledger.close(MINUTE, fold=True)
+    ledger.add(0, 5, 0, bins)
+    ledger.add(MINUTE, 5, 0, bins)
+    assert (slice_ledger.Sample(2, 1, bins), slice_ledger.Sample(2, 1, bins)) == (look.window, look.soak)
+    assert slice_ledger.Sample() == empty.window
+    assert slice_ledger.Sample(5, 0, bins) == ledger.open[MINUTE]
+    with pytest.raises(AttributeError):
+        empty.window.requests = 1  # type: ignore[misc]

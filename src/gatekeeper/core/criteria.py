@@ -90,6 +90,11 @@ class Judge(Protocol):
 
     def pass_check(self, look: Look, alpha: float) -> CriterionResult: ...
 
+    def may_pass(self, look: Look, alpha: float) -> bool:
+        """Cheap and exact necessary condition for a ``pass`` from ``pass_check`` (a soak that has run its course
+        asks it at every window's close, and most such looks stop at the first criterion that says no)."""
+        ...
+
     @property
     def fail_weight(self) -> float:
         """Relative share of the gate's false-fail alpha (0: takes none)."""
@@ -175,9 +180,9 @@ class StatisticalJudge:
     def pass_check(self, look: Look, alpha: float) -> CriterionResult:
         return self._judge(look.soak, "soak", alpha, look.method, failing=False)
 
-    def passes(self, look: Look, alpha: float) -> bool:
-        """``pass_check(look, alpha).verdict == "pass"``, unworded and with the upper bound alone where the
-        criterion has it apart (``upper``): a soak that has run its course asks this at every window's close."""
+    def may_pass(self, look: Look, alpha: float) -> bool:
+        """Exactly ``pass_check(look, alpha).verdict == "pass"``, unworded and with the upper bound alone where
+        the criterion has it apart (``upper``)."""
         ev = look.soak
         if ev.requests < self.min_requests:
             return False
@@ -351,6 +356,9 @@ class UptimeJudge:
             )
             return [self._result(up, "fail", floor, why)]
         return [self._result(up, "inconclusive", floor, f"{down_min:g} min down of {budget / 60_000:.3g} allowed")]
+
+    def may_pass(self, look: Look, alpha: float) -> bool:
+        return True  # pass_check is as cheap as any screen of it
 
     def pass_check(self, look: Look, alpha: float) -> CriterionResult:
         up, floor = look.uptime, self.spec.at_least

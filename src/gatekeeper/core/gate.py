@@ -140,8 +140,7 @@ class Gate:
         window = self._window
         while st.window_start + window <= watermark:
             end = st.window_start + window
-            if end - st.silent_from >= self._stall_after_ms:  # else no silence to account (the common case)
-                self._account_silence(end, out)
+            self._account_silence(end, out)
             bins = st.open_bins.pop(st.window_start, None)
             self._close_window(end, bins if bins is not None else sketch.EMPTY, out)
             st.window_start = end

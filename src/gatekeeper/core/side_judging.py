@@ -6,7 +6,6 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from gatekeeper.core.approvals import PREFIX
-from gatekeeper.core.criteria import StatisticalJudge
 from gatekeeper.core.decision import CriterionResult
 from gatekeeper.core.side_ledger import SideLedger
 
@@ -38,8 +37,8 @@ def pass_results(
     results = []
     for judge in judges:
         counts = judge.name not in dry and (said or not judge.name.startswith(PREFIX))
-        if counts and isinstance(judge, StatisticalJudge) and not judge.passes(look, alpha):
-            return None  # the verdict alone decides (most such looks): not worded, no lower bound
+        if counts and not judge.may_pass(look, alpha):
+            return None  # the screen alone decides (most such looks): not worded, no lower bound
         result = judge.pass_check(look, alpha)
         if result.verdict != "pass" and counts:
             return None

@@ -66,14 +66,14 @@ def close(box: BaselineInbox, ledger: BaselineLedger, until: int, pane: int, win
 
 
 # -- the gate's baseline evidence -----------------------------------------------------------------------------
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class Sample:
-    """Counts and latency sketch of one side (duck-typed like ``criteria.Evidence``)."""
+    """Counts and latency sketch of one side (duck-typed like ``criteria.Evidence``). Immutable: the ledger
+    replaces a sample as evidence arrives, so a look handed to a judge never changes under it."""
 
     requests: int = 0
     errors: int = 0
-    # the shared read-only empty sketch: a sample's sketch is replaced (``add``, ``close``), never updated in place
-    bins: sketch.Bins = field(default_factory=lambda: sketch.EMPTY)
+    bins: sketch.Bins = field(default_factory=lambda: sketch.EMPTY)  # the shared read-only empty sketch
 
     def __eq__(self, other: object) -> bool:  # the sketch compared by value (snapshot round trips)
         if not isinstance(other, Sample):
@@ -82,12 +82,10 @@ class Sample:
             np.array_equal(self.bins, other.bins)
         )
 
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    __hash__ = None  # type: ignore[assignment]  # the sketch is an array
 
 
-# a closed window without evidence: judges only read a look's samples (``BaselineLedger.add`` mutates only its
-# open ones), so one instance serves every such close
-_NOTHING = Sample()
+_NOTHING = Sample()  # a closed window without evidence (immutable, so one instance serves every such close)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +106,8 @@ class BaselineLedger:
     looks: int = 0
 
     def add(self, window_start: int, requests: int, errors: int, bins: sketch.Bins) -> None:
-        s = self.open.get(window_start)
-        if s is None:
-            s = self.open[window_start] = Sample()
-        s.requests += requests
-        s.errors += errors
-        s.bins = s.bins + bins
+        s = self.open.get(window_start, _NOTHING)
+        self.open[window_start] = Sample(s.requests + requests, s.errors + errors, s.bins + bins)
 
     def close(self, window_start: int, fold: bool) -> BaselineLook:
         """Close a window; ``fold``: add it to the soak (not while the gate is held)."""
