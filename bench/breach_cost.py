@@ -19,7 +19,8 @@ from collections.abc import Callable
 import numpy as np
 
 from gatekeeper.core import breach_watch
-from gatekeeper.core.burn_rate import BurnSpec, BurnState, Slo, advance
+from gatekeeper.core.burn_rate import advance
+from gatekeeper.core.burn_spec import BurnSpec, BurnState, Slo
 from gatekeeper.core.plan import Alerting
 from gatekeeper.planfile import load_plan
 from gatekeeper.sim.rollout import Rollout, Story

@@ -7,9 +7,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gatekeeper.core import burn_rate
+from gatekeeper.core import burn_rate, burn_rate_bulk
 from gatekeeper.core.breach import Breach
-from gatekeeper.core.burn_rate import BurnSpec, BurnState, Slo, advance, slos_of
+from gatekeeper.core.burn_rate import advance
+from gatekeeper.core.burn_spec import BurnSpec, BurnState, Slo, slos_of
 from gatekeeper.core.plan import Alerting, BurnRule
 
 from .helpers import MINUTE, T0, make_plan
@@ -238,7 +239,7 @@ def test_numpy_window_sums_equal_the_stepped_ones(monkeypatch: pytest.MonkeyPatc
     gap = int(starts[0]) // MINUTE - p
     dense = np.concatenate((np.zeros((2, gap), np.int64), np.stack(later[1:])), axis=1)
     fresh = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=BurnState)
-    got = burn_rate._windows(SPEC, fresh, p, dense)[:, :, gap:]
+    got = burn_rate_bulk.windows_of(SPEC, fresh, p, dense)[:, :, gap:]
     stepped: list[list[int]] = []
     for i in range(starts.size):
         advance(SPEC, state, starts[i : i + 1], later[1][i : i + 1], later[2][i : i + 1])
@@ -290,9 +291,10 @@ def test_numpy_runs_stop_only_where_a_rule_fires_as_stepping_decides(
     budget: float, false_alarm: float, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A numpy run tests the panes that pass the cheap screen (bad / (requests x budget)) with the exact rules in
-    numpy (``_firing``) and goes on through those that do not fire: thin traffic burning near the rules' rates,
-    where the screen passes at many panes that do not fire, gives the events and state of stepping every pane in
-    Python (objectives of several budgets and false-alarm bounds, the binomial test deciding at the margin)."""
+    numpy (``burn_rate_bulk.firing``) and goes on through those that do not fire: thin traffic burning near the
+    rules' rates, where the screen passes at many panes that do not fire, gives the events and state of stepping
+    every pane in Python (objectives of several budgets and false-alarm bounds, the binomial test deciding at the
+    margin)."""
     spec = BurnSpec("us-east", "canary", "test+0", MINUTE, Slo("latency", budget, "p99 <= 1"),
                     Alerting(false_alarm=false_alarm, min_requests=50))  # fmt: skip
     rng = np.random.default_rng(seed)
@@ -304,14 +306,14 @@ def test_numpy_runs_stop_only_where_a_rule_fires_as_stepping_decides(
     keep = per_minute > 0
     panes = (starts[keep], per_minute[keep].astype(np.int64), bad[keep])
     rejected = [0]
-    firing = burn_rate._firing
+    firing = burn_rate_bulk.firing
 
     def counted(*args: object) -> npt.NDArray[np.bool_]:
         fires = firing(*args)  # type: ignore[arg-type]
         rejected[0] += int((~fires).sum())
         return fires
 
-    monkeypatch.setattr(burn_rate, "_firing", counted)
+    monkeypatch.setattr(burn_rate_bulk, "firing", counted)
 
     def fed(bulk: int) -> tuple[list[Breach], bytes]:
         monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)
@@ -338,13 +340,13 @@ def test_numpy_runs_without_bad_requests_skip_the_windows_as_stepping_decides(mo
     events and state of stepping every pane, and the skipped batches compute no windows."""
     starts, requests, bad = traffic([(10, 0.002), (1, 0.1), (30, 0.0), (2, 0.06), (20, 0.0)], per_minute=300, seed=9)
     computed = [0]
-    windows = burn_rate._windows
+    windows = burn_rate_bulk.windows_of
 
     def counted(*args: object) -> npt.NDArray[np.int64]:
         computed[0] += 1
         return windows(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(burn_rate, "_windows", counted)
+    monkeypatch.setattr(burn_rate_bulk, "windows_of", counted)
 
     def fed(bulk: int) -> tuple[list[Breach], bytes]:
         monkeypatch.setattr(burn_rate, "BULK_PANES", bulk)

@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from gatekeeper.core import sketch
 from gatekeeper.core.breach import Breach
-from gatekeeper.core.burn_rate import BurnSpec, BurnState, advance, slos_of
+from gatekeeper.core.burn_rate import advance
+from gatekeeper.core.burn_spec import BurnSpec, BurnState, slos_of
 from gatekeeper.core.decision import Decision
 from gatekeeper.core.partials import Closing
 from gatekeeper.core.plan import Plan

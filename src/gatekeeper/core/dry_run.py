@@ -2,7 +2,7 @@
 ``dry_run: true`` is judged and reported in every decision's criteria (``dry_run: true`` on its result), and never
 fails, holds or blocks a pass, so a new criterion is trialled on live traffic safely. It keeps its share of the
 gate's false-fail probability, so making it live later changes no other criterion's test. It raises no breach
-alerts either (``burn_rate.slos_of``).
+alerts either (``burn_spec.slos_of``).
 """
 
 from __future__ import annotations
