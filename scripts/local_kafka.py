@@ -7,8 +7,9 @@ Python: ``with LocalKafka() as kafka: use(kafka.bootstrap)``; ``stop_process()``
 take the broker down and bring it back on the same ports with the same cluster id and data.
 
 Besides PLAINTEXT the broker listens with SASL_PLAINTEXT + SCRAM-SHA-512 on ``sasl_bootstrap``, for the user
-``SCRAM_USER`` / ``SCRAM_PASSWORD`` (test credentials, created at format time), so the SASL settings of the
-clients can be tested against a real broker.
+``SCRAM_USER`` / ``SCRAM_PASSWORD`` (test credentials, created at format time), and with SASL_SSL (the same user,
+over TLS) on ``tls_bootstrap``: a self-signed certificate for 127.0.0.1 made by the JDK's keytool at start, whose
+PEM ``ca_file`` clients trust. So the SASL and TLS settings of the clients can be tested against a real broker.
 """
 
 from __future__ import annotations
@@ -36,18 +37,27 @@ DEFAULT_STATE = CACHE_ROOT / "broker.json"
 MARKER = ".complete.json"  # written into the jars dir only after a successful, complete copy
 SCRAM_USER = "gatekeeper-test"
 SCRAM_PASSWORD = "local-broker-only-2f9c"  # a test broker's credential, not a secret
+KEYSTORE_PASSWORD = "local-broker-only-tls"  # the test broker's own key store, not a secret
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},SASL_PLAINTEXT://127.0.0.1:{sport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},SASL_PLAINTEXT://127.0.0.1:{sport},\
+  SASL_SSL://127.0.0.1:{tport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport},SASL_SSL://127.0.0.1:{tport}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,\
+  SASL_SSL:SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
   org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+  org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
+listener.name.sasl_ssl.ssl.keystore.password={keystore_password}
+listener.name.sasl_ssl.ssl.key.password={keystore_password}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
@@ -142,13 +152,13 @@ def _alive(pid: int) -> bool:
 
 class LocalKafka:
     """One KRaft node (process.roles=broker,controller) on free 127.0.0.1 ports: PLAINTEXT, the controller's,
-    SASL_PLAINTEXT (SCRAM-SHA-512, user ``scram_user``)."""
+    SASL_PLAINTEXT (SCRAM-SHA-512, user ``scram_user``) and SASL_SSL (the same, over TLS; trust ``ca_file``)."""
 
     scram_user, scram_password = SCRAM_USER, SCRAM_PASSWORD
 
     def __init__(self, jars: Path | None = None, *, keep: bool = False, timeout: float = 90.0) -> None:
         self.jars, self.keep, self.timeout = jars or jars_dir(), keep, timeout
-        self.port = self.controller_port = self.sasl_port = 0
+        self.port = self.controller_port = self.sasl_port = self.tls_port = 0
         self.pid: int | None = None
         self.run_dir = Path()
         self._proc: Popen[bytes] | None = None
@@ -163,6 +173,16 @@ class LocalKafka:
         return f"127.0.0.1:{self.sasl_port}"
 
     @property
+    def tls_bootstrap(self) -> str:
+        """The SASL_SSL (SCRAM-SHA-512 over TLS) listener: the same user; its certificate is ``ca_file``."""
+        return f"127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate the SASL_SSL listener presents (self-signed, for 127.0.0.1): trust it."""
+        return self.run_dir / "broker-cert.pem"
+
+    @property
     def running(self) -> bool:
         return self.pid is not None and _alive(self.pid)
 
@@ -172,12 +192,20 @@ class LocalKafka:
         fetch(self.jars)
         (CACHE_ROOT / "run").mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=CACHE_ROOT / "run"))
-        with socket.socket() as one, socket.socket() as two, socket.socket() as three:  # all held: distinct ports
-            for sock in (one, two, three):
+        socks = [socket.socket() for _ in range(4)]  # all held while choosing: distinct ports
+        try:
+            for sock in socks:
                 sock.bind(("127.0.0.1", 0))
-            self.port, self.controller_port, self.sasl_port = (s.getsockname()[1] for s in (one, two, three))
+            self.port, self.controller_port, self.sasl_port, self.tls_port = (s.getsockname()[1] for s in socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        keystore = self._certificate(java)
         data = self.run_dir / "data"
-        props = SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port, sport=self.sasl_port, data=data)
+        props = SERVER_PROPERTIES.format(
+            port=self.port, cport=self.controller_port, sport=self.sasl_port, tport=self.tls_port, data=data,
+            keystore=keystore, keystore_password=KEYSTORE_PASSWORD,
+        )  # fmt: skip
         (self.run_dir / "server.properties").write_text(props)
         cluster_id = self._storage_tool(java, "random-uuid").strip()
         scram = f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"
@@ -222,6 +250,27 @@ class LocalKafka:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _certificate(self, java: str) -> Path:
+        """A key pair and self-signed certificate for 127.0.0.1 (PKCS12, for the broker) and the certificate
+        as PEM (``ca_file``, for clients), made by the keytool of the JDK that runs the broker."""
+        beside = Path(java).parent / "keytool"
+        keytool = str(beside) if beside.is_file() else _tool("keytool", "to make the local broker's certificate")
+        keystore = self.run_dir / "broker.p12"
+        store = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", KEYSTORE_PASSWORD]
+        steps = [
+            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "365",
+             "-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1,DNS:localhost", "-keypass", KEYSTORE_PASSWORD],
+            ["-exportcert", "-rfc", "-alias", "broker", "-file", str(self.ca_file)],
+        ]  # fmt: skip
+        for step in steps:
+            done = subprocess.run([keytool, *step, *store], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise LocalKafkaError(
+                    f"`keytool {step[0]}` failed (exit {done.returncode}) for the broker in {self.run_dir}:\n"
+                    f"{_tail(done.stdout + done.stderr, 20)}"
+                )
+        return keystore
 
     def _jvm(self, java: str) -> list[str]:
         log4j = f"-Dlog4j.configuration=file:{KAFKA_DIR / 'log4j.properties'}"
@@ -291,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             kafka.start()
             args.state.parent.mkdir(parents=True, exist_ok=True)
             state = {"pid": kafka.pid, "port": kafka.port, "controller_port": kafka.controller_port}
-            state["sasl_port"] = kafka.sasl_port
+            state["sasl_port"], state["tls_port"], state["ca_file"] = (
+                kafka.sasl_port,
+                kafka.tls_port,
+                str(kafka.ca_file),
+            )
             state["run_dir"] = str(kafka.run_dir)
             args.state.write_text(json.dumps(state, indent=1))
             print(f"broker up in {time.monotonic() - began:.1f} s, run dir {kafka.run_dir}", file=sys.stderr)

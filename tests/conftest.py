@@ -181,18 +181,30 @@ def kafka_broker(_local_broker: Any) -> Iterator[BrokerControl]:
 
 @dataclass(frozen=True)
 class ScramListener:
-    """The session broker's SASL_PLAINTEXT listener and the SCRAM-SHA-512 user it knows."""
+    """The session broker's SASL_PLAINTEXT listener, its SASL_SSL one and the SCRAM-SHA-512 user they know."""
 
     bootstrap: str
     username: str
     password: str
     plaintext: str  # the same broker's PLAINTEXT listener, for set-up (topics, producing) without credentials
+    tls_bootstrap: str  # SASL_SSL: the same user over TLS
+    ca_file: str  # the PEM certificate the SASL_SSL listener presents (self-signed): what clients trust
+
+    def login(self, protocol: str) -> tuple[str, tuple[str, ...]]:
+        """The bootstrap and the worker's flags (no password: ``GATEKEEPER_SASL_PASSWORD``) for ``protocol``,
+        SASL_PLAINTEXT or SASL_SSL."""
+        flags = ("--security-protocol", protocol, "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", self.username)
+        if protocol == "SASL_SSL":
+            return self.tls_bootstrap, (*flags, "--ssl-cafile", self.ca_file)
+        return self.bootstrap, flags
 
 
 @pytest.fixture
 def kafka_scram(_local_broker: Any) -> ScramListener:
-    """The SCRAM listener of the local JVM broker (``scripts/local_kafka.py`` creates the user)."""
+    """The SCRAM listeners of the local JVM broker (``scripts/local_kafka.py`` creates the user and the TLS
+    certificate)."""
     local = _local_broker
     return ScramListener(
-        str(local.sasl_bootstrap), str(local.scram_user), str(local.scram_password), str(local.bootstrap)
-    )
+        str(local.sasl_bootstrap), str(local.scram_user), str(local.scram_password), str(local.bootstrap),
+        str(local.tls_bootstrap), str(local.ca_file),
+    )  # fmt: skip

@@ -1,8 +1,8 @@
-"""The Faust gate engine (``--role gate --gate-engine faust``) has what the default engine's stage 2 has, through
-the real broker: SASL (SCRAM-SHA-512 on the session broker's SASL_PLAINTEXT listener), ``--metrics-port``, the
-side inputs (incidents, approvals, business metrics, as watermark sources of their gates) and the global gate.
-Each run is ``--role aggregate`` (the default engine's stage 1) beside the Faust gate process, and its decisions
-are compared with replay's by ``decision_id`` and content."""
+"""The Faust gate engine (``--role gate --gate-engine faust``) has what the default engine's stage 2 has, through the
+real broker: SASL (SCRAM-SHA-512 on the session broker's SASL_PLAINTEXT and SASL_SSL listeners), ``--metrics-port``,
+the side inputs (incidents, approvals, business metrics, as watermark sources of their gates) and the global gate.
+Each run is ``--role aggregate`` (the default engine's stage 1) beside the Faust gate process, and its decisions are
+compared with replay's by ``decision_id`` and content."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ pytestmark = pytest.mark.kafka
 
 FAST = ("--idle-after", "2", "--clock-interval", "0.2")
 FAUST = ("--role", "gate", "--gate-engine", "faust")
-SCRAM = ("--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512")
 
 
 def _ids(values: list[bytes]) -> list[str]:
@@ -46,18 +45,20 @@ def _split(
         assert (0, 0) == (workers[0].stop(), workers[1].stop())
 
 
-def test_faust_gate_over_scram_decides_like_replay(kafka_scram: ScramListener, tmp_path: Path) -> None:
-    """The Faust gate process connects with SCRAM credentials (password from ``GATEKEEPER_SASL_PASSWORD``):
-    Faust's consumer, producer and changelog clients and the read-back client all authenticate; it gives
-    replay's decisions, and its log (debug) never shows the password."""
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_faust_gate_over_scram_decides_like_replay(kafka_scram: ScramListener, tmp_path: Path, protocol: str) -> None:
+    """The Faust gate process connects with SCRAM credentials (password from ``GATEKEEPER_SASL_PASSWORD``), in
+    plain text or over TLS (Faust's SASL credentials with the SSL context trusting ``--ssl-cafile``): Faust's
+    consumer, producer and changelog clients and the read-back client all authenticate; it gives replay's
+    decisions, and its log (debug) never shows the password."""
     plan, names = h.write_plan(tmp_path), h.Names()
     plain = kafka_scram.plaintext  # set-up and stage 1 without credentials
     lines = h.scenario(invalid=False)
     expected = h.expected(plan, lines)
     h.create_topics(plain, names)
     h.produce(plain, names.telemetry, lines, "spread")
-    login = (*SCRAM, "--sasl-username", kafka_scram.username, "--log-level", "debug")
-    gate = h.Worker(kafka_scram.bootstrap, plan, names, tmp_path, "gate", *FAUST, *FAST, *login)
+    bootstrap, login = kafka_scram.login(protocol)
+    gate = h.Worker(bootstrap, plan, names, tmp_path, "gate", *FAUST, *FAST, *login, "--log-level", "debug")
     gate.env = {"GATEKEEPER_SASL_PASSWORD": kafka_scram.password}
     with _split(plain, names, plan, tmp_path, len(expected), gate) as (got, _gate):
         pass

@@ -193,3 +193,31 @@ def test_direct_validation_error_does_not_show_the_password() -> None:
 
     expected: list[str] = []  # no piece of the password
     assert expected == leaks(str(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--ssl-cafile", "{missing}"), "ssl_cafile '{missing}' cannot be used: No such file or directory"),
+        (("--ssl-cafile", "{garbage}"), "ssl_cafile '{garbage}' cannot be used: [X509: NO_CERTIFICATE_OR_CRL_FOUND]"),
+        (("--ssl-certfile", "{garbage}"), "ssl_certfile '{garbage}' cannot be used: "),
+        (("--ssl-keyfile", "{garbage}"), "ssl_keyfile is set without ssl_certfile"),
+        (("--security-protocol", "PLAINTEXT", "--ssl-cafile", "{garbage}"),
+         "ssl_cafile set but security protocol PLAINTEXT uses no TLS"),
+    ],
+    ids=["missing-ca", "not-pem-ca", "not-pem-cert", "key-without-cert", "tls-file-without-tls"],
+)  # fmt: skip
+def test_unusable_tls_files_fail_before_connecting(tmp_path: Path, flags: tuple[str, ...], expected: str) -> None:
+    """A TLS file that is missing or not PEM, a key without its certificate, or a TLS file with a protocol
+    without TLS (the client would connect in plain text, the file unused): a UserError naming the setting, the
+    file and why, before anything connects (aiokafka raised a traceback or said only "Unable to bootstrap")."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    paths = {"missing": str(tmp_path / "missing.pem"), "garbage": str(garbage)}
+    tls = {"GATEKEEPER_BOOTSTRAP": "broker-1.example:9093", "GATEKEEPER_SECURITY_PROTOCOL": "SSL"}
+    args = parse(*(f.format(**paths) for f in flags))
+    with pytest.raises(UserError) as caught:
+        kafka_settings(args, environ=tls)
+
+    message = str(caught.value)
+    assert expected.format(**paths) in message, message

@@ -56,7 +56,8 @@ async def admin_client(settings: KafkaSettings) -> AsyncIterator[Any]:
         await admin.start()
     except (KafkaError, OSError) as exc:
         await admin.close()
-        raise UserError(f"cannot connect to Kafka at {settings.bootstrap}: {describe_error(exc)}") from None
+        why = describe_error(exc) + await tls_problem(settings)
+        raise UserError(f"cannot connect to Kafka at {settings.bootstrap}: {why}") from None
     finally:
         client_log.setLevel(level)
     try:
@@ -151,6 +152,34 @@ async def _wait_for_partitions(admin: Any, names: list[str]) -> dict[str, int]:
         if name not in counts:
             raise UserError(f"topic {name} was created but has no leader for every partition after {CREATE_WAIT_S:g} s")
     return counts
+
+
+async def tls_problem(settings: KafkaSettings, timeout: float = 10.0) -> str:
+    """Why TLS fails with the first bootstrap server, as a clause to add to a connection error ("" when the
+    protocol uses no TLS, the handshake succeeds or the server cannot be reached at all): aiokafka reports a
+    refused certificate or a listener without TLS only as "Unable to bootstrap"."""
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return ""
+    import ssl  # here, not at start-up: most runs use no TLS
+
+    host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]")
+    try:
+        opening = asyncio.open_connection(host, int(port), ssl=settings.ssl_context(), server_hostname=host)
+        _reader, writer = await asyncio.wait_for(opening, timeout)
+    except ssl.SSLCertVerificationError as exc:
+        hint = "is --ssl-cafile the CA that signed the broker's certificate?"
+        return f"; the TLS handshake with {host}:{port} failed: {exc.verify_message} ({hint})"
+    except ssl.SSLError as exc:
+        return f"; the TLS handshake with {host}:{port} failed: {exc.reason or exc} (does that listener speak TLS?)"
+    except (ConnectionResetError, ConnectionAbortedError):  # a listener without TLS drops the handshake
+        return f"; {host}:{port} closed the connection during the TLS handshake (does that listener speak TLS?)"
+    except (OSError, TimeoutError):
+        return ""
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return ""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from gatekeeper.errors import UserError
 from gatekeeper.validation import format_validation
+
+if TYPE_CHECKING:
+    import ssl
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -62,7 +65,36 @@ class KafkaSettings(BaseModel):
             host, sep, port = part.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"bootstrap {part.strip()!r} is not host:port")
+        files = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
+        if files and self.security_protocol not in ("SSL", "SASL_SSL"):
+            # else the client would connect in plain text, the files silently unused
+            raise ValueError(f"{', '.join(files)} set but security protocol {self.security_protocol} uses no TLS")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile is set without ssl_certfile (the client certificate it belongs to)")
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            self.ssl_context()  # unreadable or malformed files fail here, before anything connects
         return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of SSL / SASL_SSL (the system's CAs unless ``ssl_cafile``; a client certificate when
+        ``ssl_certfile``); a ValueError naming the file that cannot be used."""
+        import ssl  # here, not at start-up: most runs use no TLS
+
+        from aiokafka.helpers import create_ssl_context
+
+        try:
+            context: ssl.SSLContext = create_ssl_context(cafile=self.ssl_cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ssl_cafile {self.ssl_cafile!r} cannot be used: {exc.strerror or exc}") from None
+        if self.ssl_certfile:
+            try:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                pair = f"ssl_certfile {self.ssl_certfile!r}" + (
+                    f" with ssl_keyfile {self.ssl_keyfile!r}" if self.ssl_keyfile else ""
+                )
+                raise ValueError(f"{pair} cannot be used: {exc.strerror or exc}") from None
+        return context
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
         """Connection keyword arguments for aiokafka clients (producer, consumer, admin)."""
@@ -78,11 +110,7 @@ class KafkaSettings(BaseModel):
                 "sasl_plain_password": self.sasl_password.get_secret_value(),
             }
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            kwargs["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
-            )
+            kwargs["ssl_context"] = self.ssl_context()
         return kwargs
 
 
