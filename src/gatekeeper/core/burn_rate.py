@@ -34,8 +34,7 @@ import numpy.typing as npt
 
 from gatekeeper.core import burn_rate_bulk
 from gatekeeper.core.breach import Breach, Change, FiredWindow
-from gatekeeper.core.burn_rate_bulk import SLACK
-from gatekeeper.core.burn_spec import HOUR_MS, BurnSpec, BurnState, OpenBreach
+from gatekeeper.core.burn_spec import HOUR_MS, SLACK, BurnSpec, BurnState, OpenBreach
 from gatekeeper.core.lazy_module import lazy
 from gatekeeper.core.timefmt import format_duration, format_ms
 

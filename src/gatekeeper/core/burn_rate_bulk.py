@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.core.burn_spec import HOUR_MS, BurnSpec, BurnState
+from gatekeeper.core.burn_spec import HOUR_MS, SLACK, BurnSpec, BurnState
 from gatekeeper.core.lazy_module import lazy
 
 special = lazy("scipy.special")  # loaded at its first use, not at start-up (core/lazy_module.py)
 
-SLACK = 1 + 1e-9  # the screen before the exact burn rate must never rule out a window on float rounding
 _CHUNK = 4096  # panes per numpy pass (bounds its memory)
 
 

@@ -16,6 +16,7 @@ from gatekeeper.core.plan import Alerting, Tier
 HOUR_MS = 3_600_000
 FINE_SPAN_MS = 6 * HOUR_MS  # windows up to this long are summed pane by pane
 _RANK = {"ticket": 1, "page": 2}
+SLACK = 1 + 1e-9  # the rules' cheap screen (before the exact burn rate) must never rule out a window on rounding
 
 
 @dataclass(frozen=True, slots=True)
