@@ -9,7 +9,9 @@ take the broker down and bring it back on the same ports with the same cluster i
 Besides PLAINTEXT the broker listens with SASL_PLAINTEXT + SCRAM-SHA-512 on ``sasl_bootstrap``, for the user
 ``SCRAM_USER`` / ``SCRAM_PASSWORD`` (test credentials, created at format time), and with SASL_SSL (the same user,
 over TLS) on ``tls_bootstrap``: a self-signed certificate for 127.0.0.1 made by the JDK's keytool at start, whose
-PEM ``ca_file`` clients trust. So the SASL and TLS settings of the clients can be tested against a real broker.
+PEM ``ca_file`` clients trust; and with SSL requiring a client certificate (mutual TLS, no SASL) on
+``mtls_bootstrap``: the client's key pair is ``client_keystore`` (PKCS12, password ``KEYSTORE_PASSWORD``). So the
+SASL and TLS settings of the clients can be tested against a real broker.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{cport}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},SASL_PLAINTEXT://127.0.0.1:{sport},\
-  SASL_SSL://127.0.0.1:{tport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport},SASL_SSL://127.0.0.1:{tport}
+  SASL_SSL://127.0.0.1:{tport},SSL://127.0.0.1:{mport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport},SASL_SSL://127.0.0.1:{tport},\
+  SSL://127.0.0.1:{mport}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,\
-  SASL_SSL:SASL_SSL
+  SASL_SSL:SASL_SSL,SSL:SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
   org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -58,6 +61,13 @@ listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location={keystore}
 listener.name.sasl_ssl.ssl.keystore.password={keystore_password}
 listener.name.sasl_ssl.ssl.key.password={keystore_password}
+listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location={keystore}
+listener.name.ssl.ssl.keystore.password={keystore_password}
+listener.name.ssl.ssl.key.password={keystore_password}
+listener.name.ssl.ssl.client.auth=required
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location={client_cert}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
@@ -152,13 +162,14 @@ def _alive(pid: int) -> bool:
 
 class LocalKafka:
     """One KRaft node (process.roles=broker,controller) on free 127.0.0.1 ports: PLAINTEXT, the controller's,
-    SASL_PLAINTEXT (SCRAM-SHA-512, user ``scram_user``) and SASL_SSL (the same, over TLS; trust ``ca_file``)."""
+    SASL_PLAINTEXT (SCRAM-SHA-512, user ``scram_user``), SASL_SSL (the same, over TLS; trust ``ca_file``) and SSL
+    with a client certificate (``client_keystore``)."""
 
-    scram_user, scram_password = SCRAM_USER, SCRAM_PASSWORD
+    scram_user, scram_password, keystore_password = SCRAM_USER, SCRAM_PASSWORD, KEYSTORE_PASSWORD
 
     def __init__(self, jars: Path | None = None, *, keep: bool = False, timeout: float = 90.0) -> None:
         self.jars, self.keep, self.timeout = jars or jars_dir(), keep, timeout
-        self.port = self.controller_port = self.sasl_port = self.tls_port = 0
+        self.port = self.controller_port = self.sasl_port = self.tls_port = self.mtls_port = 0
         self.pid: int | None = None
         self.run_dir = Path()
         self._proc: Popen[bytes] | None = None
@@ -183,6 +194,17 @@ class LocalKafka:
         return self.run_dir / "broker-cert.pem"
 
     @property
+    def mtls_bootstrap(self) -> str:
+        """The SSL listener requiring a client certificate: ``client_keystore``'s (no SASL)."""
+        return f"127.0.0.1:{self.mtls_port}"
+
+    @property
+    def client_keystore(self) -> Path:
+        """The client's key pair for ``mtls_bootstrap`` (PKCS12, password ``KEYSTORE_PASSWORD``), its certificate
+        the one the listener trusts."""
+        return self.run_dir / "client.p12"
+
+    @property
     def running(self) -> bool:
         return self.pid is not None and _alive(self.pid)
 
@@ -192,19 +214,23 @@ class LocalKafka:
         fetch(self.jars)
         (CACHE_ROOT / "run").mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=CACHE_ROOT / "run"))
-        socks = [socket.socket() for _ in range(4)]  # all held while choosing: distinct ports
+        socks = [socket.socket() for _ in range(5)]  # all held while choosing: distinct ports
         try:
             for sock in socks:
                 sock.bind(("127.0.0.1", 0))
-            self.port, self.controller_port, self.sasl_port, self.tls_port = (s.getsockname()[1] for s in socks)
+            ports = [s.getsockname()[1] for s in socks]
         finally:
             for sock in socks:
                 sock.close()
-        keystore = self._certificate(java)
+        self.port, self.controller_port, self.sasl_port, self.tls_port, self.mtls_port = ports
+        keystore = self._key_pair(java, "broker", "CN=127.0.0.1", self.ca_file, "SAN=IP:127.0.0.1,DNS:localhost")
+        client_cert = self.run_dir / "client-cert.pem"
+        self._key_pair(java, "client", "CN=gatekeeper-test-client", client_cert)
         data = self.run_dir / "data"
         props = SERVER_PROPERTIES.format(
-            port=self.port, cport=self.controller_port, sport=self.sasl_port, tport=self.tls_port, data=data,
-            keystore=keystore, keystore_password=KEYSTORE_PASSWORD,
+            port=self.port, cport=self.controller_port, sport=self.sasl_port, tport=self.tls_port,
+            mport=self.mtls_port, data=data, keystore=keystore, keystore_password=KEYSTORE_PASSWORD,
+            client_cert=client_cert,
         )  # fmt: skip
         (self.run_dir / "server.properties").write_text(props)
         cluster_id = self._storage_tool(java, "random-uuid").strip()
@@ -251,24 +277,26 @@ class LocalKafka:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _certificate(self, java: str) -> Path:
-        """A key pair and self-signed certificate for 127.0.0.1 (PKCS12, for the broker) and the certificate
-        as PEM (``ca_file``, for clients), made by the keytool of the JDK that runs the broker."""
+    def _key_pair(self, java: str, name: str, dname: str, pem: Path, *ext: str) -> Path:
+        """A key pair and self-signed certificate in ``<name>.p12`` (PKCS12) and the certificate as PEM at
+        ``pem`` (the broker's: what clients trust; the client's: what the broker trusts), made by the keytool of
+        the JDK that runs the broker. Returns the PKCS12 file."""
         beside = Path(java).parent / "keytool"
-        keytool = str(beside) if beside.is_file() else _tool("keytool", "to make the local broker's certificate")
-        keystore = self.run_dir / "broker.p12"
+        keytool = str(beside) if beside.is_file() else _tool("keytool", "to make the local broker's certificates")
+        keystore = self.run_dir / f"{name}.p12"
         store = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", KEYSTORE_PASSWORD]
+        extensions = [arg for e in ext for arg in ("-ext", e)]
         steps = [
-            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "365",
-             "-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1,DNS:localhost", "-keypass", KEYSTORE_PASSWORD],
-            ["-exportcert", "-rfc", "-alias", "broker", "-file", str(self.ca_file)],
+            ["-genkeypair", "-alias", name, "-keyalg", "RSA", "-keysize", "2048", "-validity", "365",
+             "-dname", dname, *extensions, "-keypass", KEYSTORE_PASSWORD],
+            ["-exportcert", "-rfc", "-alias", name, "-file", str(pem)],
         ]  # fmt: skip
         for step in steps:
             done = subprocess.run([keytool, *step, *store], capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise LocalKafkaError(
-                    f"`keytool {step[0]}` failed (exit {done.returncode}) for the broker in {self.run_dir}:\n"
-                    f"{_tail(done.stdout + done.stderr, 20)}"
+                    f"`keytool {step[0]}` ({name}) failed (exit {done.returncode}) for the broker in "
+                    f"{self.run_dir}:\n{_tail(done.stdout + done.stderr, 20)}"
                 )
         return keystore
 
@@ -340,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             kafka.start()
             args.state.parent.mkdir(parents=True, exist_ok=True)
             state = {"pid": kafka.pid, "port": kafka.port, "controller_port": kafka.controller_port}
+            state["mtls_port"], state["client_keystore"] = kafka.mtls_port, str(kafka.client_keystore)
             state["sasl_port"], state["tls_port"], state["ca_file"] = (
                 kafka.sasl_port,
                 kafka.tls_port,

@@ -208,3 +208,41 @@ def kafka_scram(_local_broker: Any) -> ScramListener:
         str(local.sasl_bootstrap), str(local.scram_user), str(local.scram_password), str(local.bootstrap),
         str(local.tls_bootstrap), str(local.ca_file),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MtlsListener:
+    """The session broker's SSL listener requiring a client certificate, and a client's PEM files it accepts."""
+
+    bootstrap: str
+    ca_file: str  # the broker's certificate (self-signed): what clients trust
+    certfile: str  # the client certificate the listener trusts
+    keyfile: str  # its private key (unencrypted PEM)
+    plaintext: str  # the same broker's PLAINTEXT listener, for set-up without certificates
+
+    def flags(self) -> tuple[str, ...]:
+        """The worker's flags for this listener."""
+        return ("--security-protocol", "SSL", "--ssl-cafile", self.ca_file, "--ssl-certfile", self.certfile,
+                "--ssl-keyfile", self.keyfile)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def kafka_mtls(_local_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> MtlsListener:
+    """The mutual-TLS listener of the local JVM broker; its client key pair (``scripts/local_kafka.py`` makes it
+    with keytool, as PKCS12) written as the PEM files ``--ssl-certfile`` / ``--ssl-keyfile`` take."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    local = _local_broker
+    password = str(local.keystore_password).encode()
+    key, cert, _ = pkcs12.load_key_and_certificates(Path(local.client_keystore).read_bytes(), password)
+    assert key is not None
+    assert cert is not None
+    out = tmp_path_factory.mktemp("client-tls")
+    certfile, keyfile = out / "client-cert.pem", out / "client-key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = serialization.PrivateFormat.PKCS8
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, pem, serialization.NoEncryption()))
+    return MtlsListener(
+        str(local.mtls_bootstrap), str(local.ca_file), str(certfile), str(keyfile), str(local.bootstrap)
+    )

@@ -32,7 +32,7 @@ def _ids(values: list[bytes]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _split(
+def split(
     bootstrap: str, names: h.Names, plan: Path, tmp_path: Path, n: int, gate: h.Worker | None = None
 ) -> Iterator[tuple[list[bytes], h.Worker]]:
     """``--role aggregate`` and the Faust gate process (``gate``, or one with the test's flags) until the
@@ -60,7 +60,7 @@ def test_faust_gate_over_scram_decides_like_replay(kafka_scram: ScramListener, t
     bootstrap, login = kafka_scram.login(protocol)
     gate = h.Worker(bootstrap, plan, names, tmp_path, "gate", *FAUST, *FAST, *login, "--log-level", "debug")
     gate.env = {"GATEKEEPER_SASL_PASSWORD": kafka_scram.password}
-    with _split(plain, names, plan, tmp_path, len(expected), gate) as (got, _gate):
+    with split(plain, names, plan, tmp_path, len(expected), gate) as (got, _gate):
         pass
 
     assert _ids(expected) == _ids(got)
@@ -78,7 +78,7 @@ def test_faust_gate_metrics_port(kafka_bootstrap: str, tmp_path: Path) -> None:
     h.create_topics(kafka_bootstrap, names)
     h.produce(kafka_bootstrap, names.telemetry, lines, "spread")
     gate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", *FAUST, *FAST, "--metrics-port", "0")
-    with _split(kafka_bootstrap, names, plan, tmp_path, len(expected), gate) as (got, _gate):
+    with split(kafka_bootstrap, names, plan, tmp_path, len(expected), gate) as (got, _gate):
         ready, samples, health = probe(gate)
 
     assert _ids(expected) == _ids(got)
@@ -111,7 +111,7 @@ def test_faust_gate_side_inputs_backlog_decides_like_replay(kafka_bootstrap: str
     topic = {b"incidents": names.incidents, b"approvals": names.approvals}
     for name, value in side.BAD:
         h.produce_pairs(kafka_bootstrap, topic[name], [(None, value)])
-    with _split(kafka_bootstrap, names, plan, tmp_path, len(want)) as (got, _gate):
+    with split(kafka_bootstrap, names, plan, tmp_path, len(want)) as (got, _gate):
         pass
 
     assert _ids(want) == _ids(got)
@@ -132,7 +132,7 @@ def test_faust_gate_global_decisions_like_replay(kafka_bootstrap: str, tmp_path:
     assert 3 == len([d for d in map(decisions.decode, expected) if d.region == "global"])
     h.create_topics(kafka_bootstrap, names)
     h.produce(kafka_bootstrap, names.telemetry, lines, "spread")
-    with _split(kafka_bootstrap, names, plan, tmp_path, len(expected)) as (got, _gate):
+    with split(kafka_bootstrap, names, plan, tmp_path, len(expected)) as (got, _gate):
         pass
 
     assert _ids(expected) == _ids(got)

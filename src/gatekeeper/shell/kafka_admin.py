@@ -154,32 +154,44 @@ async def _wait_for_partitions(admin: Any, names: list[str]) -> dict[str, int]:
     return counts
 
 
-async def tls_problem(settings: KafkaSettings, timeout: float = 10.0) -> str:
+async def tls_problem(settings: KafkaSettings, timeout: float = 10.0, answer_s: float = 2.0) -> str:
     """Why TLS fails with the first bootstrap server, as a clause to add to a connection error ("" when the
-    protocol uses no TLS, the handshake succeeds or the server cannot be reached at all): aiokafka reports a
-    refused certificate or a listener without TLS only as "Unable to bootstrap"."""
+    protocol uses no TLS, TLS works or the server cannot be reached at all): aiokafka reports an untrusted
+    certificate, a listener without TLS or a client certificate refused only as "Unable to bootstrap"."""
     if settings.security_protocol not in ("SSL", "SASL_SSL"):
         return ""
     import ssl  # here, not at start-up: most runs use no TLS
 
     host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
     host = host.strip("[]")
+    where = f"{host}:{port}"
     try:
         opening = asyncio.open_connection(host, int(port), ssl=settings.ssl_context(), server_hostname=host)
-        _reader, writer = await asyncio.wait_for(opening, timeout)
+        reader, writer = await asyncio.wait_for(opening, timeout)
     except ssl.SSLCertVerificationError as exc:
         hint = "is --ssl-cafile the CA that signed the broker's certificate?"
-        return f"; the TLS handshake with {host}:{port} failed: {exc.verify_message} ({hint})"
+        return f"; the TLS handshake with {where} failed: {exc.verify_message} ({hint})"
     except ssl.SSLError as exc:
-        return f"; the TLS handshake with {host}:{port} failed: {exc.reason or exc} (does that listener speak TLS?)"
+        return f"; the TLS handshake with {where} failed: {exc.reason or exc} (does that listener speak TLS?)"
     except (ConnectionResetError, ConnectionAbortedError):  # a listener without TLS drops the handshake
-        return f"; {host}:{port} closed the connection during the TLS handshake (does that listener speak TLS?)"
+        return f"; {where} closed the connection during the TLS handshake (does that listener speak TLS?)"
     except (OSError, TimeoutError):
         return ""
+    try:  # under TLS 1.3 a server refuses the client's certificate (or its absence) after the handshake
+        await asyncio.wait_for(reader.read(1), answer_s)
+        refused = ""
+    except ssl.SSLError as exc:
+        hint = (
+            "it does not trust the client certificate of --ssl-certfile" if settings.ssl_certfile
+            else "it requires a client certificate: --ssl-certfile and --ssl-keyfile"
+        )  # fmt: skip
+        refused = f"; {where} refused the TLS session: {exc.reason or exc} ({hint})"
+    except (OSError, TimeoutError):  # a Kafka broker waits for a request: nothing to say about TLS
+        refused = ""
     writer.close()
     with contextlib.suppress(OSError, ssl.SSLError):
         await writer.wait_closed()
-    return ""
+    return refused
 
 
 def describe_error(exc: BaseException) -> str:
