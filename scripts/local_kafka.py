@@ -292,12 +292,7 @@ class LocalKafka:
             ["-exportcert", "-rfc", "-alias", name, "-file", str(pem)],
         ]  # fmt: skip
         for step in steps:
-            done = subprocess.run([keytool, *step, *store], capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise LocalKafkaError(
-                    f"`keytool {step[0]}` ({name}) failed (exit {done.returncode}) for the broker in "
-                    f"{self.run_dir}:\n{_tail(done.stdout + done.stderr, 20)}"
-                )
+            self._run([keytool, *step, *store], f"keytool {step[0]} ({name})")
         return keystore
 
     def _jvm(self, java: str) -> list[str]:
@@ -305,12 +300,15 @@ class LocalKafka:
         return [java, "-cp", f"{self.jars}/*", log4j, f"-Dkafka.logs.dir={self.run_dir / 'logs'}"]
 
     def _storage_tool(self, java: str, *args: str) -> str:
-        cmd = [*self._jvm(java), "kafka.tools.StorageTool", *args]
+        return self._run([*self._jvm(java), "kafka.tools.StorageTool", *args], f"kafka-storage {' '.join(args)}")
+
+    def _run(self, cmd: list[str], label: str) -> str:
+        """A set-up command's stdout; a LocalKafkaError with its output's tail when it fails."""
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise LocalKafkaError(
-                f"`kafka-storage {' '.join(args)}` failed (exit {done.returncode}) for the broker in "
-                f"{self.run_dir}:\n{_tail(done.stdout + done.stderr, 20)}"
+                f"`{label}` failed (exit {done.returncode}) for the broker in {self.run_dir}:\n"
+                f"{_tail(done.stdout + done.stderr, 20)}"
             )
         return done.stdout
 

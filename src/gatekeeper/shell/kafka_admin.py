@@ -158,11 +158,11 @@ async def tls_problem(settings: KafkaSettings, timeout: float = 10.0, answer_s: 
     """Why TLS fails with the first bootstrap server, as a clause to add to a connection error ("" when the
     protocol uses no TLS, TLS works or the server cannot be reached at all): aiokafka reports an untrusted
     certificate, a listener without TLS or a client certificate refused only as "Unable to bootstrap"."""
-    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+    if not settings.tls:
         return ""
     import ssl  # here, not at start-up: most runs use no TLS
 
-    host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
+    host, port = settings.servers()[0]
     host = host.strip("[]")
     where = f"{host}:{port}"
     try:

@@ -61,19 +61,27 @@ class KafkaSettings(BaseModel):
             )
         if not sasl and self.sasl_mechanism is not None:
             raise ValueError(f"sasl_mechanism is set but security protocol {self.security_protocol} uses no SASL")
-        for part in self.bootstrap.split(","):
-            host, sep, port = part.strip().rpartition(":")
-            if not sep or not host or not port.isdigit():
+        for part, (host, port) in zip(self.bootstrap.split(","), self.servers(), strict=True):
+            if not host or not port.isdigit():
                 raise ValueError(f"bootstrap {part.strip()!r} is not host:port")
         files = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
-        if files and self.security_protocol not in ("SSL", "SASL_SSL"):
+        if files and not self.tls:
             # else the client would connect in plain text, the files silently unused
             raise ValueError(f"{', '.join(files)} set but security protocol {self.security_protocol} uses no TLS")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ValueError("ssl_keyfile is set without ssl_certfile (the client certificate it belongs to)")
-        if self.security_protocol in ("SSL", "SASL_SSL"):
+        if self.tls:
             self.ssl_context()  # unreadable or malformed files fail here, before anything connects
         return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the protocol uses TLS (SSL, SASL_SSL)."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def servers(self) -> list[tuple[str, str]]:
+        """``bootstrap`` as (host, port) pairs, as written (the validator checks them)."""
+        return [(host, port) for host, _, port in (p.strip().rpartition(":") for p in self.bootstrap.split(","))]
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context of SSL / SASL_SSL (the system's CAs unless ``ssl_cafile``; a client certificate when
@@ -109,7 +117,7 @@ class KafkaSettings(BaseModel):
                 "sasl_plain_username": self.sasl_username,
                 "sasl_plain_password": self.sasl_password.get_secret_value(),
             }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
+        if self.tls:
             kwargs["ssl_context"] = self.ssl_context()
         return kwargs
 
