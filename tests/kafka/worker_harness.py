@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -338,7 +339,7 @@ def wait_for(
     records = read_topic(bootstrap, topic)
     while not done(records):
         if time.monotonic() > deadline:
-            logs = "\n".join(w.log()[-3000:] for w in worker)
+            logs = "\n".join(f"{w.log_path.name}:\n{_milestones(w.log())}\n...\n{w.log()[-3000:]}" for w in worker)
             raise AssertionError(f"{topic}: gave up after {timeout} s with {len(records)} records; logs:\n{logs}")
         for w in worker:
             w.check_alive()
@@ -346,6 +347,18 @@ def wait_for(
         records = read_topic(bootstrap, topic)
     time.sleep(settle)
     return read_topic(bootstrap, topic)
+
+
+_MILESTONES = re.compile(
+    r"partitions assigned|worker failed|restore stalled|generation id|Restoring state|Done reading|Recovery complete"
+    r"|Worker ready|rebalanc|Revoking|Heartbeat failed"
+)
+
+
+def _milestones(log: str, last: int = 30) -> str:
+    """The lines of a worker's log that tell its assignments and Faust's restores (what a hang needs explained,
+    and what the tail of a log repeating one warning lacks)."""
+    return "\n".join([line[:300] for line in log.splitlines() if _MILESTONES.search(line)][-last:])
 
 
 def count_at_least(n: int) -> Any:

@@ -30,6 +30,7 @@ from gatekeeper.errors import UserError
 from gatekeeper.shell.faust_gate.credentials import broker_credentials
 from gatekeeper.shell.faust_gate.idle import IdleWatch
 from gatekeeper.shell.faust_gate.metrics import FaustMetrics
+from gatekeeper.shell.faust_gate.restore_watch import RestoreStalledError, RestoreWatch
 from gatekeeper.shell.faust_gate.skipped import SkipWatch
 from gatekeeper.shell.faust_gate.stale import StaleIdle
 from gatekeeper.shell.faust_gate.state import FaustGateState, Totals
@@ -145,6 +146,7 @@ class FaustGate:
         self.ready: set[int] = set()  # panes partitions whose restored gates have their partials read back
         self.skips = SkipWatch(settings.aiokafka_kwargs(), faust_app_id(options.app_id))
         self.stale = StaleIdle()  # idle reports of side partitions from before the assignment (stale.py)
+        self.restore: RestoreWatch[Any] = RestoreWatch()
         self.options = options
         self.metrics = FaustMetrics(self.stage.totals)  # --metrics-port
         app.agent(app.topic(self.topics.panes, *side.inputs, **raw), name="gates")(self.gates)
@@ -156,6 +158,7 @@ class FaustGate:
             app.task(self._serve_metrics)
             app.timer(options.clock_interval)(self._check_caught_up)
         app.timer(options.clock_interval)(self._side_clock)
+        app.timer(1.0)(self._watch_restore)
 
     async def gates(self, stream: Any) -> None:
         """The agent: each panes message through ``FaustGateState``, what it makes sent before the event is acked."""
@@ -226,6 +229,33 @@ class FaustGate:
             self.stage.side.mark_idle(due, out)
             for m in out.messages:
                 await self.outputs[m.topic].send(key=m.key, value=m.value, partition=m.partition)
+
+    async def _watch_restore(self) -> None:
+        """Seek a stalled restore of the gate-state table again, or stop the process (restore_watch.py)."""
+        recovery, consumer = self.app.tables.recovery, self.app.consumer
+        started = recovery._recovery_started_at if recovery.in_recovery else None
+        try:
+            stalled = self.restore.check(
+                time.monotonic(), started, recovery.active_remaining(), recovery._active_events_received_at
+            )
+        except RestoreStalledError as exc:
+            self.failed.append(exc)
+            self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
+            await self.app.stop()
+            return
+        if not stalled:
+            return
+        offsets = {tp: max(0, recovery.active_offsets.get(tp) or 0) for tp in stalled}
+        self.log.warning(
+            "gate state restore stalled; seeking again",
+            partitions=[tp.partition for tp in stalled],
+            offsets=[offsets[tp] for tp in stalled],
+            remaining=[recovery.active_remaining()[tp] for tp in stalled],
+            attempt=self.restore.seeks,
+            flow_active=consumer.flow_active,
+            flow_control_active=self.app.flow_control.is_active(),
+        )
+        await consumer.seek_wait(offsets)  # as Faust's restore seeks: in the consumer's thread, read offsets reset
 
     async def _read_back(self, q: int) -> None:
         wanted = self.stage.wanted(q)
