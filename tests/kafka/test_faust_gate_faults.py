@@ -1,21 +1,26 @@
 """The Faust gate engine (``--role gate --gate-engine faust``) under faults the default engine's tests cover: bad
-messages in ``<app-id>-panes`` (the DLQ), two gate processes with one SIGKILLed, a broker outage. Each run is a
+messages in ``<app-id>-panes`` (the DLQ), two gate processes with one SIGKILLed, a broker outage; and one of its
+own: a table changelog that ends in a transaction marker, which Faust's restore waits for forever. Each run is a
 ``--role aggregate`` worker beside the Faust gate process(es); deduplicated by ``decision_id`` the decisions are
 replay's and no id has two contents."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import msgspec
 import pytest
 import worker_harness as h
+from aiokafka import AIOKafkaProducer
 from test_reliability import Restartable
 
 from gatekeeper.core import panes_batch
 from gatekeeper.core import partials as contract
+from gatekeeper.shell.faust_gate.app import state_changelog_topic
 from gatekeeper.shell.worker.routing import home_partition
 from gatekeeper.shell.worker.topics import panes_topic
 
@@ -76,18 +81,26 @@ def test_faust_gate_dead_letters_bad_partials_once_each(kafka_bootstrap: str, tm
     print(f"\nfaust gate, bad partials: {time.monotonic() - began:.1f} s")
 
 
+def _aggregate_and_two_gates(
+    bootstrap: str, tmp_path: Path
+) -> tuple[h.Names, list[bytes], list[bytes], tuple[h.Worker, h.Worker, h.Worker]]:
+    """The scenario, replay's decisions of it, the topics created, and three processes not started yet: a ``--role
+    aggregate`` worker and two Faust gate processes, ``gate1`` and ``gate2``."""
+    plan, names = h.write_plan(tmp_path), h.Names()
+    lines = h.scenario(invalid=False)
+    expected = h.expected(plan, lines)
+    h.create_topics(bootstrap, names)
+    aggregate = h.Worker(bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *QUICK)
+    first, second = (h.Worker(bootstrap, plan, names, tmp_path, label, *FAUST, *QUICK) for label in ("gate1", "gate2"))
+    return names, lines, expected, (aggregate, first, second)
+
+
 def test_two_faust_gate_processes_one_sigkilled(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Two Faust gate processes split the panes partitions; after the first decision the second is SIGKILLed and
     the rest of the telemetry produced: the first takes its partitions over (after the session timeout),
     restoring their gates from the table's changelog. Deduplicated by id the decisions are replay's, no id has
     two contents."""
-    plan, names = h.write_plan(tmp_path), h.Names()
-    lines = h.scenario(invalid=False)
-    expected = h.expected(plan, lines)
-    h.create_topics(kafka_bootstrap, names)
-    aggregate = h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *QUICK)
-    first = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate1", *FAUST, *QUICK)
-    second = h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate2", *FAUST, *QUICK)
+    names, lines, expected, (aggregate, first, second) = _aggregate_and_two_gates(kafka_bootstrap, tmp_path)
     began = time.monotonic()
     with h.running(aggregate, first, second) as workers:
         aggregate.wait_assigned()
@@ -104,6 +117,52 @@ def test_two_faust_gate_processes_one_sigkilled(kafka_bootstrap: str, tmp_path: 
     assert list(range(h.PARTITIONS)) == first.events("partitions assigned")[-1]["partitions"]
     print(f"\nfaust gates split {split}, one SIGKILLed: {len(got)} decision records for {len(expected)} ids, "
           f"{time.monotonic() - began:.1f} s")  # fmt: skip
+
+
+def _rewrite_in_a_transaction(bootstrap: str, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+    """``key``/``value`` again to ``topic``/``partition`` in a committed transaction: a record, then its marker."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{topic}-rewriter")
+        await producer.start()
+        try:
+            async with producer.transaction():
+                await (await producer.send(topic, value, key=key, partition=partition))
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def test_faust_gate_restores_a_changelog_ending_in_a_transaction_marker(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A third of the telemetry through a Faust gate process, stopped; the last record of its fullest table
+    changelog partition written again in a committed transaction (the table's state unchanged, the partition now
+    ending in a marker: Faust's restore waits for that offset forever); the rest produced and a new gate process
+    started. It finds after 20 s that no record is left to restore there, logs so, restores and decides: the
+    decisions are replay's."""
+    names, lines, expected, (aggregate, first, again) = _aggregate_and_two_gates(kafka_bootstrap, tmp_path)
+    changelog = state_changelog_topic(names.app_id)
+    began = time.monotonic()
+    with h.running(aggregate, first) as workers:
+        h.produce(kafka_bootstrap, names.telemetry, lines[: len(lines) // 3], "spread")
+        h.wait_for(kafka_bootstrap, names.decisions, h.count_at_least(1), workers, 180, settle=0.0)
+        assert 0 == first.stop()
+        state = h.read_topic(kafka_bootstrap, changelog)
+        ((q, _n),) = Counter(r.partition for r in state).most_common(1)
+        last = max((r for r in state if r.partition == q), key=lambda r: r.offset)
+        _rewrite_in_a_transaction(kafka_bootstrap, changelog, q, last.key, last.value)
+        h.produce(kafka_bootstrap, names.telemetry, lines[len(lines) // 3 :], "spread")
+        with h.running(again):
+            done = h.distinct_ids_at_least(len(expected))
+            got = h.wait_for(kafka_bootstrap, names.decisions, done, (aggregate, again), 240)
+            assert [0, 0] == [again.stop(), aggregate.stop()]
+
+    _checked([r.value for r in got], expected)
+    restored = again.events("gate state restore: no record left to read, the rest are offsets without one; restored")
+    assert [[q]] == [e["partitions"] for e in restored]
+    assert [] == again.events("gate state restore stalled; seeking again")
+    print(f"\nfaust gate, changelog partition {q} ending in a marker: restored, {len(got)} decision records for "
+          f"{len(expected)} ids, {time.monotonic() - began:.1f} s")  # fmt: skip
 
 
 OUTAGE_S = 15.0

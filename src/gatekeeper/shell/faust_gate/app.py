@@ -15,7 +15,10 @@ in the changelog already; merging is idempotent and decision ids deterministic.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -23,6 +26,7 @@ from collections.abc import Iterator, MutableMapping
 from functools import partial
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from gatekeeper.core.plan import Plan
@@ -31,7 +35,7 @@ from gatekeeper.shell.faust_gate.credentials import broker_credentials
 from gatekeeper.shell.faust_gate.idle import IdleWatch
 from gatekeeper.shell.faust_gate.metrics import FaustMetrics
 from gatekeeper.shell.faust_gate.restore_watch import RestoreStalledError, RestoreWatch
-from gatekeeper.shell.faust_gate.skipped import SkipWatch
+from gatekeeper.shell.faust_gate.skipped import SkipWatch, read_range
 from gatekeeper.shell.faust_gate.stale import StaleIdle
 from gatekeeper.shell.faust_gate.state import FaustGateState, Totals
 from gatekeeper.shell.kafka_settings import KafkaSettings
@@ -46,6 +50,7 @@ from gatekeeper.shell.worker.topics import panes_topic, read_offsets
 HOOK_HEADER = "gk-closed-wall-ms"  # as the aiokafka worker: wall time (epoch ms) the closing message was read
 TABLE = "gate-state"
 REPORT_INTERVAL_S = 30.0
+RESTORE_READ_TIMEOUT_S = 30.0
 
 
 def faust_app_id(app_id: str) -> str:
@@ -158,7 +163,7 @@ class FaustGate:
             app.task(self._serve_metrics)
             app.timer(options.clock_interval)(self._check_caught_up)
         app.timer(options.clock_interval)(self._side_clock)
-        app.timer(1.0)(self._watch_restore)
+        self._restore_task: asyncio.Task[None] | None = None  # started at the first assignment (_assigned)
 
     async def gates(self, stream: Any) -> None:
         """The agent: each panes message through ``FaustGateState``, what it makes sent before the event is acked."""
@@ -179,9 +184,7 @@ class FaustGate:
                     out += self._handle(r.topic, r.partition, r.offset, r.key, r.value)
                 out += self._handle(topic, q, offset, event.key, event.value)
             except (StateError, TimeoutError) as exc:  # continuing would silently lose or redo state
-                self.failed.append(exc)
-                self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
-                await self.app.stop()
+                self._fail(exc)
                 return
             hook = (HOOK_HEADER, str(wall_ms).encode())
             for m in out:
@@ -193,9 +196,7 @@ class FaustGate:
             try:  # Faust acks this message when the loop takes the next one: its state must be on the broker first
                 await self.table.confirmed()
             except KafkaError as exc:
-                self.failed.append(exc)
-                self.log.error("worker failed; stopping", error=f"gate state not written: {type(exc).__name__}: {exc}")
-                await self.app.stop()
+                self._fail(exc, "gate state not written: ")
                 return
             self.skips.handled(topic, q, offset)  # after its state is written: /readyz's lag counts from here
             self.metrics.read()
@@ -239,23 +240,68 @@ class FaustGate:
                 time.monotonic(), started, recovery.active_remaining(), recovery._active_events_received_at
             )
         except RestoreStalledError as exc:
-            self.failed.append(exc)
-            self.log.error("worker failed; stopping", error=f"{type(exc).__name__}: {exc}")
-            await self.app.stop()
+            self._fail(exc)
             return
         if not stalled:
             return
-        offsets = {tp: max(0, recovery.active_offsets.get(tp) or 0) for tp in stalled}
+        left = await self._records_left(stalled)
+        done = [tp for tp in stalled if left.get(tp) == 0]
+        for tp in done:  # only offsets without a record are left (transaction markers): nothing more will come
+            recovery.active_offsets[tp] = recovery.active_highwaters[tp]
+        if done:
+            self.log.warning(
+                "gate state restore: no record left to read, the rest are offsets without one; restored",
+                partitions=[tp.partition for tp in done],
+                offsets=[recovery.active_offsets[tp] for tp in done],
+            )
+        offsets = {tp: max(0, recovery.active_offsets.get(tp) or 0) for tp in stalled if tp not in done}
+        if not offsets:
+            return
         self.log.warning(
             "gate state restore stalled; seeking again",
-            partitions=[tp.partition for tp in stalled],
-            offsets=[offsets[tp] for tp in stalled],
-            remaining=[recovery.active_remaining()[tp] for tp in stalled],
+            partitions=[tp.partition for tp in offsets],
+            offsets=list(offsets.values()),
+            records_left=[left.get(tp) for tp in offsets],
             attempt=self.restore.seeks,
             flow_active=consumer.flow_active,
             flow_control_active=self.app.flow_control.is_active(),
         )
         await consumer.seek_wait(offsets)  # as Faust's restore seeks: in the consumer's thread, read offsets reset
+
+    async def _records_left(self, stalled: list[Any]) -> dict[Any, int]:
+        """How many records each stalled partition holds after the last one the restore applied, up to the
+        highwater it waits for (read with the agent's group-less reader, idle while Faust restores; a partition
+        that could not be read is absent)."""
+        recovery = self.app.tables.recovery
+        left: dict[Any, int] = {}
+        try:
+            reader = await self.skips.reader()
+            for tp in stalled:
+                applied = recovery.active_offsets.get(tp)
+                start = 0 if applied is None else max(0, applied + 1)
+                end = recovery.active_highwaters[tp] + 1
+                part = TopicPartition(tp.topic, tp.partition)
+                left[tp] = len(await read_range(reader, part, start, end, RESTORE_READ_TIMEOUT_S))
+        except (KafkaError, TimeoutError) as exc:  # then only seeking again can help
+            self.log.warning("gate state restore: could not read what is left", error=f"{type(exc).__name__}: {exc}")
+        return left
+
+    def _fail(self, exc: BaseException, what: str = "") -> None:
+        """Stop the process with exit 1: the shutdown a supervisor's SIGTERM starts (the one every test stops a gate
+        process with), from outside the task that failed; ``run_faust_gate`` then sees ``failed``."""
+        self.failed.append(exc)
+        self.log.error("worker failed; stopping", error=f"{what}{type(exc).__name__}: {exc}")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _restore_watch_loop(self) -> None:
+        """``_watch_restore`` every second for the process's life: Faust starts its timers only after the first
+        restore, which is the one a stall would keep them from."""
+        while not self.failed:
+            await asyncio.sleep(1.0)
+            try:
+                await self._watch_restore()
+            except Exception as exc:  # a watch that fails must not take the process down; say so and go on
+                self.log.warning("gate state restore watch failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _read_back(self, q: int) -> None:
         wanted = self.stage.wanted(q)
@@ -271,6 +317,8 @@ class FaustGate:
 
     async def _assigned(self, sender: Any, assigned: Any, **_kwargs: Any) -> None:
         self._forget()
+        if self._restore_task is None:
+            self._restore_task = asyncio.ensure_future(self._restore_watch_loop())
         forwarded = sorted(tp.partition for tp in assigned if tp.topic == self.side_topics.forwarded)
         await self.stale.assigned(await self.skips.reader(), self.side_topics.forwarded, forwarded)
         owned = sorted(tp.partition for tp in assigned if tp.topic == self.topics.panes)
@@ -286,6 +334,8 @@ class FaustGate:
             self.stage.side.forget([(topic, p) for topic in self.side_topics.kinds for p in parts])
 
     async def _shutdown(self, sender: Any, **_kwargs: Any) -> None:
+        if self._restore_task is not None:
+            self._restore_task.cancel()
         await self.metrics.exporter.stop()
         await self.skips.stop()
 

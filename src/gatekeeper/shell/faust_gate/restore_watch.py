@@ -1,4 +1,4 @@
-"""A stalled restore of the gate-state table: sought again, and reported as a failure if that does not help.
+"""A stalled restore of the gate-state table: finished, sought again, or reported as a failure.
 
 Faust restores a changelog partition by seeking it to the last record it applied and waiting until it has applied
 the one before the partition's highwater. Records aiokafka has fetched, its position already past them, can still be
@@ -9,11 +9,16 @@ a stall only for transactional apps, ``Recovery.detect_aborted_tx``). CI saw one
 a SIGKILLed one's partitions received no record of three of them for four minutes while aiokafka went on fetching
 them, and decided nothing more.
 
-So, while Faust restores, a partition with records left that received none for ``stall_after`` s is sought again
-to the last record applied, as Faust's restore seeks (``Consumer.seek_wait``, which also resets Faust's read
-offset; Faust applies an offset only once, so a record read twice changes nothing). After ``attempts`` such seeks
-in one restore the process gives up: it stops with exit 1 naming the partitions, and a supervisor's restart
-restores from the changelog afresh.
+A restore also waits forever when the partition ends with offsets that hold no record, transaction markers
+(Faust takes the highwater's offset for the last record's): a changelog ever written transactionally.
+
+So, while Faust restores, a partition with records left that received none for ``stall_after`` s is checked: the
+process reads what is left up to the highwater with a consumer of its own (``FaustGate._records_left``). No
+record: only markers are left, and the partition counts as restored. Records: it is sought again to the last record
+applied, as Faust's restore seeks (``Consumer.seek_wait``, which also resets Faust's read offset; Faust applies an
+offset only once, so a record read twice changes nothing). After ``attempts`` checks in one restore the process
+gives up: it stops with exit 1 naming the partitions, and a supervisor's restart restores from the changelog
+afresh. This module is the rule (when to check, when to give up); ``app.py`` does the reading and seeking.
 """
 
 from __future__ import annotations

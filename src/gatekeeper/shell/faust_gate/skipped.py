@@ -73,24 +73,7 @@ class SkipWatch:
         return int((await reader.beginning_offsets([tp]))[tp])
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
-        """The records at offsets ``start`` to ``end`` (excluded) of ``tp``, in order."""
-        reader = await self.reader()
-        reader.assign([tp])
-        try:
-            reader.seek(tp, start)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
-            found: list[Record] = []
-            while await reader.position(tp) < end:
-                if loop.time() > deadline:
-                    raise TimeoutError(f"could not read offsets {start} to {end - 1} of {tp.topic}:{tp.partition} "
-                                       f"in {self.timeout:g} s")  # fmt: skip
-                for r in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
-                    if r.offset < end:
-                        found.append(Record(tp.topic, tp.partition, r.offset, r.key, r.value))
-            return found
-        finally:
-            reader.unsubscribe()
+        return await read_range(await self.reader(), tp, start, end, self.timeout)
 
     async def reader(self) -> AIOKafkaConsumer:
         """A consumer without a group (started at first use): its assignment is whatever the last read needed."""
@@ -98,3 +81,27 @@ class SkipWatch:
             self._reader = AIOKafkaConsumer(**self.connect, group_id=None, enable_auto_commit=False)
             await self._reader.start()
         return self._reader
+
+
+async def read_range(
+    reader: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, timeout: float
+) -> list[Record]:
+    """The records at offsets ``start`` to ``end`` (excluded) of ``tp``, in order, read with ``reader`` (started, no
+    group; its assignment is replaced, then emptied). Offsets without a record (transaction markers, compacted
+    away) are simply absent. TimeoutError when they are not read in ``timeout`` s."""
+    reader.assign([tp])
+    try:
+        reader.seek(tp, start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        found: list[Record] = []
+        while await reader.position(tp) < end:
+            if loop.time() > deadline:
+                raise TimeoutError(f"could not read offsets {start} to {end - 1} of {tp.topic}:{tp.partition} "
+                                   f"in {timeout:g} s")  # fmt: skip
+            for r in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
+                if r.offset < end:
+                    found.append(Record(tp.topic, tp.partition, r.offset, r.key, r.value))
+        return found
+    finally:
+        reader.unsubscribe()
