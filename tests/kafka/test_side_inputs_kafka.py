@@ -320,3 +320,53 @@ def test_a_side_partition_gained_in_a_rebalance_is_reported_active_again(kafka_b
     active, idle = (None, False), (None, True)
     changes = {source: [s for i, s in enumerate(said) if i == 0 or said[i - 1] != s] for source, said in seen.items()}
     assert {source: [active, idle, active, idle] for source in gained} == {s: c[:4] for s, c in changes.items()}
+
+
+@pytest.mark.parametrize("engine", ["aiokafka", "faust"])
+def test_progress_names_the_side_partitions_a_quiet_gate_waits_for(
+    kafka_bootstrap: str, tmp_path: Path, engine: str
+) -> None:
+    """The telemetry backlog and INC-1 produced, nothing else on the side topics, and ``--idle-after 600`` so no
+    partition is said idle during the test: us-east/canary (no_incidents) closes no pane while 7 incidents
+    partitions have said nothing (and none past INC-1's watermark, 00:25 less the 2 m lateness). With
+    ``--report-interval 1`` a ``worker progress`` line soon says why, under ``waiting``: those 7 partitions
+    (nothing heard yet) and INC-1's at 00:23; the ramp (approvals, business metrics) waits for those topics'
+    partitions, never for the incidents; thin waits for no side partition at all. The same with the Faust gate
+    engine beside a ``--role aggregate`` worker."""
+    plan, names = write_plan(tmp_path), h.Names()
+    h.create_topics(kafka_bootstrap, names)
+    h.produce(kafka_bootstrap, names.telemetry, h.scenario(invalid=False), "spread")
+    h.produce_pairs(kafka_bootstrap, names.incidents, [(b"INC-1", v) for v in lines(INCIDENTS)])
+    [inc] = {r.partition for r in h.read_topic(kafka_bootstrap, names.incidents)}
+    slow = ("--idle-after", "600", "--clock-interval", "0.2", "--report-interval", "1")
+    if engine == "faust":
+        started = [
+            h.Worker(kafka_bootstrap, plan, names, tmp_path, "aggregate", "--role", "aggregate", *slow),
+            h.Worker(kafka_bootstrap, plan, names, tmp_path, "gate", "--role", "gate", "--gate-engine", "faust", *slow),
+        ]
+    else:
+        started = [h.Worker(kafka_bootstrap, plan, names, tmp_path, "w1", *slow)]
+    with h.running(*started) as workers:
+        gate, deadline, waiting = workers[-1], time.monotonic() + 120, dict[str, Any]()
+        while not {"us-east/canary", "us-east/ramp", "us-east/thin"} <= set(waiting):
+            assert time.monotonic() < deadline, f"no progress line named the gates; log:\n{gate.log()[-3000:]}"
+            for w in workers:
+                w.check_alive()
+            time.sleep(0.5)
+            waiting = next((e["waiting"] for e in reversed(gate.events("worker progress")) if e["waiting"]), {})
+        assert [0] * len(workers) == [w.stop() for w in workers]
+
+    def side(gate: str, topic: str) -> list[str]:
+        return sorted(w for w in waiting.get(gate, {}).get("waiting_for", []) if w.startswith(f"{topic}:"))
+
+    canary = waiting["us-east/canary"]
+    expected = sorted([f"{names.incidents}:{inc} at {at(23)}"] +
+                      [f"{names.incidents}:{p} at nothing yet" for p in range(h.PARTITIONS) if p != inc])  # fmt: skip
+    assert expected == side("us-east/canary", names.incidents)
+    assert None is canary["closed_until"]  # the partitions not heard from hold every pane
+    assert [] == side("us-east/ramp", names.incidents)
+    approvals = [f"{names.approvals}:{p} at nothing yet" for p in range(h.PARTITIONS)]
+    assert approvals == side("us-east/ramp", names.approvals)
+    thin = waiting["us-east/thin"]["waiting_for"]
+    assert [] != thin
+    assert [] == [w for w in thin if not w.startswith(f"{names.telemetry}:")]

@@ -339,7 +339,10 @@ def wait_for(
     records = read_topic(bootstrap, topic)
     while not done(records):
         if time.monotonic() > deadline:
-            logs = "\n".join(f"{w.log_path.name}:\n{_milestones(w.log())}\n...\n{w.log()[-3000:]}" for w in worker)
+            logs = "\n".join(
+                f"{w.log_path.name}:\n{_milestones(w.log())}\n...\n{w.log()[-3000:]}\nwaiting: {_waiting(w)}"
+                for w in worker
+            )
             raise AssertionError(f"{topic}: gave up after {timeout} s with {len(records)} records; logs:\n{logs}")
         for w in worker:
             w.check_alive()
@@ -359,6 +362,12 @@ def _milestones(log: str, last: int = 30) -> str:
     """The lines of a worker's log that tell its assignments and Faust's restores (what a hang needs explained,
     and what the tail of a log repeating one warning lacks)."""
     return "\n".join([line[:300] for line in log.splitlines() if _MILESTONES.search(line)][-last:])
+
+
+def _waiting(worker: Worker) -> str:
+    """What the worker's last progress line said its quiet gates wait for (``core/holdup.py``), in full."""
+    said = [e.get("waiting") for e in worker.events("worker progress")]
+    return json.dumps(said[-1], indent=1) if said else "no progress line yet"
 
 
 def count_at_least(n: int) -> Any:

@@ -442,7 +442,8 @@ def test_revoke_forgets_the_state_of_the_revoked_partitions() -> None:
 
 
 def test_worker_options_from_flags_and_environment() -> None:
-    """Flags win over GATEKEEPER_* variables; bad values are one-line UserErrors."""
+    """Flags win over GATEKEEPER_* variables; the report interval is 30 s unless set; bad values are one-line
+    UserErrors."""
     parser = argparse.ArgumentParser()
     configure(parser)
     args = parser.parse_args(["--batch", "50"])
@@ -451,14 +452,17 @@ def test_worker_options_from_flags_and_environment() -> None:
         "GATEKEEPER_APP_ID": "gk-1",
         "GATEKEEPER_CLOCK_INTERVAL": "0.5",
         "GATEKEEPER_IDLE_AFTER": "2.5",
+        "GATEKEEPER_REPORT_INTERVAL": "5",
     }
     options = worker_options(args, env)
     assert (50, "gk-1", 0.5, 2.5) == (options.batch, options.app_id, options.clock_interval, options.idle_after)
+    assert (5.0, 30.0) == (options.report_interval, worker_options(parser.parse_args([]), {}).report_interval)
     for bad in (
         {"GATEKEEPER_APP_ID": "no spaces"},
         {"GATEKEEPER_BATCH": "0"},
         {"GATEKEEPER_CLOCK_INTERVAL": "nan"},
         {"GATEKEEPER_IDLE_AFTER": "0"},
+        {"GATEKEEPER_REPORT_INTERVAL": "0"},
     ):
         with pytest.raises(UserError):
             worker_options(parser.parse_args([]), bad)

@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from gatekeeper.core.holdup import Stalls
 from gatekeeper.core.plan import Plan
 from gatekeeper.errors import UserError
 from gatekeeper.shell.faust_gate.credentials import broker_credentials
@@ -49,7 +50,6 @@ from gatekeeper.shell.worker.topics import panes_topic, read_offsets
 
 HOOK_HEADER = "gk-closed-wall-ms"  # as the aiokafka worker: wall time (epoch ms) the closing message was read
 TABLE = "gate-state"
-REPORT_INTERVAL_S = 30.0
 RESTORE_READ_TIMEOUT_S = 30.0
 
 
@@ -152,13 +152,14 @@ class FaustGate:
         self.skips = SkipWatch(settings.aiokafka_kwargs(), faust_app_id(options.app_id))
         self.stale = StaleIdle()  # idle reports of side partitions from before the assignment (stale.py)
         self.restore: RestoreWatch[Any] = RestoreWatch()
+        self.stalls = Stalls()  # the gates that closed no pane between two progress reports (core/holdup.py)
         self.options = options
         self.metrics = FaustMetrics(self.stage.totals)  # --metrics-port
         app.agent(app.topic(self.topics.panes, *side.inputs, **raw), name="gates")(self.gates)
         app.on_partitions_revoked.connect(self._revoked)
         app.on_partitions_assigned.connect(self._assigned)
         app.on_before_shutdown.connect(self._shutdown)
-        app.timer(REPORT_INTERVAL_S)(self._report)
+        app.timer(options.report_interval)(self._report)
         if options.metrics_port is not None:
             app.task(self._serve_metrics)
             app.timer(options.clock_interval)(self._check_caught_up)
@@ -363,7 +364,7 @@ class FaustGate:
         self.metrics.behind(await self._behind([tp for tp in self.app.consumer.assignment() if tp.topic in read]))
 
     async def _report(self) -> None:
-        _log_totals(self.log, self.stage.totals, final=False)
+        _log_totals(self.log, self.stage.totals, final=False, waiting=self.stalls.check(self.stage.inboxes()))
 
 
 @dataclasses.dataclass(slots=True)
@@ -404,7 +405,7 @@ def run_faust_gate(plan: Plan, settings: KafkaSettings, options: WorkerOptions, 
     return 1 if gate.failed else 0
 
 
-def _log_totals(log: Any, totals: Totals, *, final: bool) -> None:
+def _log_totals(log: Any, totals: Totals, *, final: bool, waiting: dict[str, Any] | None = None) -> None:
     log.info(
         "worker totals" if final else "worker progress",
         engine="faust",
@@ -421,4 +422,5 @@ def _log_totals(log: Any, totals: Totals, *, final: bool) -> None:
         state_bytes=totals.write_bytes,
         decisions=dict(sorted(totals.decided.items())),
         rejected=dict(sorted(totals.rejected.items())),
+        **({} if final else {"waiting": waiting or {}}),
     )

@@ -122,6 +122,10 @@ class FaustGateState:
         self._made.clear()
         self.globals.revoke(set(range(self.topics.partitions)))
 
+    def inboxes(self) -> dict[str, GateInbox]:
+        """The inboxes of the gates this process holds, by gate (``region/tier``)."""
+        return dict(self._inboxes)
+
     def wanted(self, q: int) -> set[int]:
         """The offsets in panes partition ``q`` of the partials its gates hold buffered (by reference), for the
         gates not restored yet: read them (``supply``) before the first message of ``q`` after ``forget``."""

@@ -65,6 +65,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(GATEKEEPER_CHECKPOINT_INTERVAL; 2)",
     )
     group.add_argument(
+        "--report-interval",
+        type=float,
+        help="seconds between progress reports: counts, and the gates that closed no pane since the previous one "
+        "with the partitions they wait for (GATEKEEPER_REPORT_INTERVAL; 30)",
+    )
+    group.add_argument(
         "--idle-after",
         type=float,
         help="seconds of wall time after which a telemetry partition read to its end with nothing new stops "
@@ -118,6 +124,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         ("clock_interval", float, 0.05),
         ("idle_after", float, 0.1),
         ("checkpoint_interval", float, 0.05),
+        ("report_interval", float, 0.1),
     )
     for name, kind, low in (*limits, ("session_timeout", float, 6.0)):
         text = _pick(args, name, env)
@@ -160,6 +167,7 @@ def worker_options(args: argparse.Namespace, environ: dict[str, str] | None = No
         clock_interval=float(values["clock_interval"]),
         idle_after=float(values["idle_after"]),
         checkpoint_interval=float(values["checkpoint_interval"]),
+        report_interval=float(values["report_interval"]),
         session_timeout=float(values["session_timeout"]),
         log_level=level,
         log_format=fmt,

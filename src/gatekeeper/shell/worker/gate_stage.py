@@ -64,6 +64,10 @@ class GateStage:
         self._deferred: dict[int, int] = {}
         self.side: SideStage | None = None  # incidents, approvals, business metrics (worker/side.py), if read
 
+    def inboxes(self) -> dict[str, GateInbox]:
+        """The inboxes of the gates this process holds, by gate (``region/tier``)."""
+        return {self.keys[g].decode(): inbox for g, inbox in self._inboxes.items()}
+
     def checkpoint(self) -> dict[bytes, bytes]:
         """The entries of the gates (and global gates) changed since the last checkpoint, by key."""
         out: dict[bytes, bytes] = {}

@@ -26,6 +26,7 @@ class WorkerOptions:
     jobs: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # 2: decode in a child process
     clock_interval: float = 1.0  # seconds between checks for idle telemetry and side-input partitions
     checkpoint_interval: float = 2.0  # seconds between state writes + offset commits
+    report_interval: float = 30.0  # seconds between "worker progress" log lines (and --metrics-file writes)
     idle_after: float = 10.0  # a partition read to its end with nothing new for this long is idle (wall time)
     session_timeout: float = 45.0  # seconds before the group drops a silent (killed) member: Kafka's default
     log_level: str = "info"

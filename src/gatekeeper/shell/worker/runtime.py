@@ -48,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
 
+from gatekeeper.core.holdup import Stalls
 from gatekeeper.core.otlp import SpanBatch
 from gatekeeper.core.plan import Plan
 from gatekeeper.core.telemetry import EventBatch
@@ -76,7 +77,6 @@ from gatekeeper.shell.worker.topics import (
 
 OTLP_FETCH_BYTES = 4 << 20  # per partition and fetch, reading trace batches
 POLL_TIMEOUT_MS = 100  # an idle loop wakes this often (stop requests, clock checks)
-REPORT_INTERVAL_S = 30.0
 DELIVERY_TIMEOUT_MS = 120_000  # a send not acknowledged in this time fails the worker (broker gone too long)
 
 
@@ -142,6 +142,7 @@ class Runtime:
         self.restored: set[tuple[str, int]] = set()  # (topic, partition) whose state is restored (or being kept)
         self.failed: BaseException | None = None
         self.totals: Counter[str] = Counter()
+        self.stalls = Stalls()  # the gates that closed no pane between two progress reports (core/holdup.py)
         self.exporter = WorkerExporter()  # --metrics-port: what happened is reported to it, it serves it
         self.caught_up = False  # every owned partition read to its end at the latest clock check
         self._stop = asyncio.Event()
@@ -222,7 +223,7 @@ class Runtime:
         """Poll N+1 is fetched and handed to the decoder before poll N is applied (``decoding``); the clock
         runs only when no fetched poll waits, so "read to the end" means "applied to the end"."""
         now = time.monotonic()
-        clock_at, report_at = now + self.options.clock_interval, now + REPORT_INTERVAL_S
+        clock_at, report_at = now + self.options.clock_interval, now + self.options.report_interval
         checkpoint_at = now + self.options.checkpoint_interval
         pending: _Poll | None = None
         while not self._stop.is_set() and self.failed is None:
@@ -245,7 +246,7 @@ class Runtime:
                 checkpoint_at = time.monotonic() + self.options.checkpoint_interval
             if now >= report_at:
                 self.report()
-                report_at = now + REPORT_INTERVAL_S
+                report_at = now + self.options.report_interval
         if pending is not None and self.failed is None:
             await self._guarded(self._finish(pending))  # fetched already: apply and commit it rather than re-read
 
@@ -461,6 +462,7 @@ class Runtime:
             rejected=dict(sorted(self.processor.rejected.items())),
             late=self.totals["late"],
             ignored_spans=self.totals["ignored_spans"],
+            waiting=self.stalls.check(self.processor.gates.inboxes()),
         )
         if self.options.metrics_file is not None:
             try:
