@@ -61,6 +61,27 @@ def test_describe_names_the_closed_time_and_the_sources_in_rfc_3339() -> None:
     assert expected == describe(inbox)
 
 
+def test_describe_groups_a_topics_partitions_at_one_watermark() -> None:
+    """A gate waiting at start for the incidents partitions 0-3, 5 and 7 (nothing heard yet) and 4 (at 00:23), and
+    for two telemetry partitions at one watermark: one entry per topic and watermark, partitions as ranges; a
+    source that is not a topic's partition (replay's ``input``) keeps its name."""
+    sources = {f"inc:{p}": SourceMark(None, holds=True) for p in (0, 1, 2, 3, 5, 7)}
+    sources |= {
+        "inc:4": SourceMark(T0 + 23 * MINUTE, holds=True),
+        "inc:6": SourceMark(T0 + 30 * MINUTE, idle=True, holds=True),
+        "t:1": SourceMark(T0 + 25 * MINUTE),
+        "t:2": SourceMark(T0 + 25 * MINUTE),
+        "input": SourceMark(T0 + 25 * MINUTE),
+    }
+    expected = [
+        "inc:0-3,5,7 at nothing yet",
+        "inc:4 at 2025-10-19T00:23:00Z",
+        "input at 2025-10-19T00:25:00Z",
+        "t:1-2 at 2025-10-19T00:25:00Z",
+    ]
+    assert expected == describe(GateInbox(sources=sources))["waiting_for"]
+
+
 def test_stalls_names_the_gates_that_closed_nothing_since_the_previous_check() -> None:
     """First check: nothing is known to be stalled. Second: the gate whose ``closed_until`` did not move and that
     waits for a source is named; one that moved is not; one unchanged but waiting for nothing (its input ended)

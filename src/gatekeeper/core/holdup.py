@@ -44,12 +44,38 @@ def holding(sources: Mapping[str, SourceMark]) -> list[tuple[str, int | None]]:
 
 
 def describe(inbox: GateInbox) -> dict[str, object]:
-    """What a log line says of a gate that waits: panes closed until when, and for which sources."""
+    """What a log line says of a gate that waits: panes closed until when, and for which sources, the partitions
+    of a topic at the same watermark in one entry (``incidents:0-3,5 at nothing yet``: a side topic has as many
+    partitions as the telemetry, and a gate waits for all of them at start)."""
     until = inbox.closed_until
+    grouped: dict[tuple[str, int | None], list[int]] = {}
+    alone: list[tuple[str, int | None]] = []
+    for source, watermark in holding(inbox.sources):
+        topic, _, partition = source.rpartition(":")
+        if topic and partition.isdigit():
+            grouped.setdefault((topic, watermark), []).append(int(partition))
+        else:  # replay's "input", an edge publisher's id
+            alone.append((source, watermark))
+    entries = [(f"{topic}:{_ranges(parts)}", w) for (topic, w), parts in grouped.items()] + alone
     return {
         "closed_until": None if until is None else format_ms(until),
-        "waiting_for": [f"{s} at {'nothing yet' if w is None else format_ms(w)}" for s, w in holding(inbox.sources)],
+        "waiting_for": [f"{s} at {'nothing yet' if w is None else format_ms(w)}" for s, w in sorted(entries)],
     }
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``0-3,5,7-8`` for [0, 1, 2, 3, 5, 7, 8]."""
+    out: list[str] = []
+    ordered = sorted(numbers)
+    start = prev = ordered[0]
+    for n in [*ordered[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(out)
 
 
 @dataclass(slots=True)
