@@ -25,16 +25,12 @@ def holding(sources: Mapping[str, SourceMark]) -> list[tuple[str, int | None]]:
     not idle whose watermark is below the telemetry's (or not reported). Empty when every source is idle and
     no side partition holds: nothing is awaited (the input has ended)."""
     active = {s: m.watermark for s, m in sources.items() if not m.idle and not m.holds}
-    floor: int | None
+    floor = merge_watermark([m for m in sources.values() if not m.holds])  # the telemetry's clock
     slowest: list[tuple[str, int | None]]
     if any(w is None for w in active.values()):
-        slowest, floor = [(s, w) for s, w in active.items() if w is None], None
-    elif active:
-        floor = min(w for w in active.values() if w is not None)
+        slowest = [(s, w) for s, w in active.items() if w is None]
+    else:  # none when every telemetry source is idle: the newest of them is the clock, none is awaited
         slowest = [(s, w) for s, w in active.items() if w == floor]
-    else:  # every telemetry source idle: the newest of them is the clock, nothing among them is awaited
-        slowest = []
-        floor = merge_watermark([m for m in sources.values() if not m.holds])
     held = [
         (s, m.watermark)
         for s, m in sources.items()
@@ -88,10 +84,8 @@ class Stalls:
         """Of ``inboxes`` (the gates this process holds), those seen at the previous check with the same
         ``closed_until`` and waiting for some source: ``describe`` of each, by gate."""
         now = {key: inbox.closed_until for key, inbox in inboxes.items()}
-        out = {
-            key: describe(inboxes[key])
-            for key in sorted(now)
-            if key in self._last and self._last[key] == now[key] and holding(inboxes[key].sources)
+        unchanged = {
+            key: describe(inboxes[key]) for key in sorted(now) if key in self._last and self._last[key] == now[key]
         }
         self._last = now
-        return out
+        return {key: said for key, said in unchanged.items() if said["waiting_for"]}
